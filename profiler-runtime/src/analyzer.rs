@@ -1,0 +1,402 @@
+//! `BottleneckAnalyzer`: gathers every thread's counters into per-node timings, the slowest
+//! node and the bottlenecks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clock::{self, Conversion};
+use crate::outcome::Outcome;
+use crate::shard::{Shard, Shared};
+use crate::site::CallSite;
+use crate::stats::{Call, Stats};
+use crate::summary::{NodeShare, NodeTimings, OutcomeCounts, Summary, percent};
+
+/// The default bottleneck threshold: a node is a bottleneck above half of the total time.
+pub const DEFAULT_THRESHOLD_PERCENT: f64 = 50.0;
+
+/// Collects node timings and finds the slowest node and the bottlenecks.
+///
+/// Cheap to clone (clones share the same data) and usable from many threads. Profiled calls
+/// record into the analyzer installed on their thread ([`set_profiler`](crate::set_profiler));
+/// [`record_node`](Self::record_node) records by hand.
+///
+/// ```
+/// use agent_profiler_runtime::BottleneckAnalyzer;
+///
+/// let analyzer = BottleneckAnalyzer::new();
+/// analyzer.record_node("fast", 50.0).unwrap();
+/// analyzer.record_node("slow", 450.0).unwrap();
+/// let bottlenecks = analyzer.get_bottlenecks(50.0);
+/// assert_eq!(bottlenecks.len(), 1);
+/// assert_eq!(bottlenecks[0].node_id, "slow");
+/// assert_eq!(bottlenecks[0].percent_of_total, 90.0);
+/// ```
+#[derive(Clone)]
+pub struct BottleneckAnalyzer {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    shared: Arc<Shared>,
+    registry: Mutex<Registry>,
+    /// Calls recorded with `record_node`, in nanoseconds and Unix nanoseconds.
+    manual: Mutex<HashMap<String, Stats>>,
+}
+
+/// The shards of live threads, and the counts of threads that have exited (in ticks), under
+/// one lock so that a summary sees a retiring thread's calls exactly once.
+#[derive(Default)]
+struct Registry {
+    shards: Vec<Arc<Shard>>,
+    retired: HashMap<*const CallSite, (&'static CallSite, Stats)>,
+}
+
+// SAFETY: the raw pointer keys of `retired` are only compared, never dereferenced; the
+// `&'static CallSite` beside each is what is read.
+unsafe impl Send for Registry {}
+
+/// A bad argument to [`BottleneckAnalyzer::record_node`]. Nothing is recorded for it, and
+/// nothing recorded before is affected.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecordError {
+    /// The node id is empty.
+    EmptyNodeId,
+    /// The duration is negative, NaN or infinite.
+    InvalidDuration {
+        /// The node the duration was given for.
+        node_id: String,
+        /// The rejected value.
+        duration_ms: f64,
+    },
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::EmptyNodeId => write!(f, "node id is empty; give the node a name"),
+            RecordError::InvalidDuration {
+                node_id,
+                duration_ms,
+            } => write!(
+                f,
+                "duration {duration_ms} ms for node `{node_id}` is not a finite, non-negative number"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+impl Default for BottleneckAnalyzer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for BottleneckAnalyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BottleneckAnalyzer")
+            .field("enabled", &self.is_enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BottleneckAnalyzer {
+    /// An empty, enabled analyzer.
+    pub fn new() -> Self {
+        clock::init();
+        Self {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared {
+                    enabled: AtomicBool::new(true),
+                }),
+                registry: Mutex::new(Registry::default()),
+                manual: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Whether two handles are the same analyzer.
+    pub fn ptr_eq(&self, other: &BottleneckAnalyzer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether the analyzer records (the seed's `enabled` flag).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.shared.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Turns recording on or off. Disabled, neither profiled calls nor
+    /// [`record_node`](Self::record_node) record anything; what was recorded stays.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.inner.shared.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Records one call of `node_id` that took `duration_ms` milliseconds.
+    ///
+    /// # Errors
+    /// An empty id, or a duration that is negative, NaN or infinite, is refused with a
+    /// [`RecordError`] and records nothing.
+    pub fn record_node(&self, node_id: &str, duration_ms: f64) -> Result<(), RecordError> {
+        if node_id.is_empty() {
+            return Err(RecordError::EmptyNodeId);
+        }
+        if !duration_ms.is_finite() || duration_ms < 0.0 {
+            return Err(RecordError::InvalidDuration {
+                node_id: node_id.to_owned(),
+                duration_ms,
+            });
+        }
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let duration_ns = (duration_ms * 1e6).round() as u64;
+        let end = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let call = Call {
+            start: end.saturating_sub(duration_ns),
+            end,
+            self_time: duration_ns,
+            busy: duration_ns,
+            outcome: Outcome::Ok,
+        };
+        let mut manual = self
+            .inner
+            .manual
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match manual.get_mut(node_id) {
+            Some(stats) => stats.add(&call),
+            None => {
+                let mut stats = Stats::default();
+                stats.add(&call);
+                manual.insert(node_id.to_owned(), stats);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every node's timings, in the order of their first call.
+    pub fn get_timings(&self) -> Vec<NodeTimings> {
+        self.inner.collect()
+    }
+
+    /// One node's timings, if it was recorded.
+    pub fn get_node(&self, node_id: &str) -> Option<NodeTimings> {
+        self.get_timings()
+            .into_iter()
+            .find(|n| n.node_id == node_id)
+    }
+
+    /// Nodes whose share of the total (self) time is strictly above `threshold_percent`,
+    /// largest share first. Nodes with zero time are never bottlenecks.
+    pub fn get_bottlenecks(&self, threshold_percent: f64) -> Vec<NodeShare> {
+        bottlenecks(&self.get_timings(), threshold_percent)
+    }
+
+    /// The node with the highest total duration (not the highest average); `None` when
+    /// nothing was recorded.
+    pub fn get_slowest_node(&self) -> Option<NodeShare> {
+        slowest(&self.get_timings())
+    }
+
+    /// Total time, node count, slowest node and bottlenecks at the default threshold
+    /// ([`DEFAULT_THRESHOLD_PERCENT`]). Safe to call while other threads record.
+    pub fn get_summary(&self) -> Summary {
+        self.get_summary_with_threshold(DEFAULT_THRESHOLD_PERCENT)
+    }
+
+    /// [`get_summary`](Self::get_summary) with another bottleneck threshold.
+    pub fn get_summary_with_threshold(&self, threshold_percent: f64) -> Summary {
+        let nodes = self.get_timings();
+        Summary {
+            total_time_ms: total_self_ms(&nodes),
+            node_count: nodes.len(),
+            slowest_node: slowest(&nodes),
+            bottlenecks: bottlenecks(&nodes, threshold_percent),
+            threshold_percent,
+            nodes,
+        }
+    }
+
+    /// Bytes the analyzer holds for its counters. Constant once every node has been called on
+    /// every thread that calls it, whatever the number of calls.
+    pub fn memory_bytes(&self) -> usize {
+        let registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let shards: usize = registry.shards.iter().map(|s| s.memory_bytes()).sum();
+        let retired = registry.retired.capacity() * std::mem::size_of::<(usize, Stats)>()
+            + registry.retired.len() * HISTOGRAM_BYTES;
+        drop(registry);
+        let manual = self
+            .inner
+            .manual
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let manual_bytes = manual.capacity() * std::mem::size_of::<(String, Stats)>()
+            + manual
+                .keys()
+                .map(|k| k.capacity() + HISTOGRAM_BYTES)
+                .sum::<usize>();
+        std::mem::size_of::<Inner>() + shards + retired + manual_bytes
+    }
+}
+
+const HISTOGRAM_BYTES: usize = crate::histogram::BUCKETS * std::mem::size_of::<u64>();
+
+impl Inner {
+    /// A new shard of this analyzer for the calling thread.
+    pub(crate) fn register_shard(this: &Arc<Inner>) -> Arc<Shard> {
+        let shard = Arc::new(Shard::new(this.shared.clone(), Arc::downgrade(this)));
+        this.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shards
+            .push(shard.clone());
+        shard
+    }
+
+    /// Folds an exiting thread's shard into the retired totals.
+    pub(crate) fn retire_shard(&self, shard: &Arc<Shard>) {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(position) = registry.shards.iter().position(|s| Arc::ptr_eq(s, shard)) else {
+            return;
+        };
+        registry.shards.swap_remove(position);
+        for (site, stats) in shard.snapshot() {
+            registry
+                .retired
+                .entry(std::ptr::from_ref(site))
+                .or_insert_with(|| (site, Stats::default()))
+                .1
+                .merge(&stats);
+        }
+    }
+
+    /// Every node's counters, converted and merged by node id.
+    fn collect(&self) -> Vec<NodeTimings> {
+        let conv = Conversion::current();
+        let mut by_id: BTreeMap<String, (Stats, bool)> = BTreeMap::new();
+        let mut add = |id: &str, stats: &Stats, is_async: bool| {
+            let entry = by_id.entry(id.to_owned()).or_default();
+            entry.0.merge(stats);
+            entry.1 |= is_async;
+        };
+        {
+            let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            let live = registry.shards.iter().flat_map(|s| s.snapshot());
+            let retired = registry
+                .retired
+                .values()
+                .map(|(site, s)| (*site, s.clone()));
+            for (site, raw) in live.chain(retired) {
+                if raw.calls > 0 {
+                    add(site.id(), &raw.converted(&conv), site.is_async());
+                }
+            }
+        }
+        for (id, stats) in self
+            .manual
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            add(id, stats, false);
+        }
+        let mut nodes: Vec<NodeTimings> = by_id
+            .into_iter()
+            .map(|(id, (stats, is_async))| timings(id, &stats, is_async))
+            .collect();
+        nodes.sort_by(|a, b| {
+            a.first_timestamp
+                .total_cmp(&b.first_timestamp)
+                .then_with(|| a.node_id.cmp(&b.node_id))
+        });
+        nodes
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn seconds(unix_ns: u64) -> f64 {
+    unix_ns as f64 / 1e9
+}
+
+/// One node's report from its merged counters (nanoseconds).
+fn timings(node_id: String, stats: &Stats, is_async: bool) -> NodeTimings {
+    let calls = stats.calls.max(1) as f64;
+    // A bucket midpoint can fall outside what was seen; the true extremes bound it.
+    let quantile = |q| ms(stats.histogram.quantile(q).clamp(stats.min, stats.max));
+    NodeTimings {
+        node_id,
+        duration_ms: ms(stats.last),
+        timestamp: seconds(stats.last_end),
+        call_count: stats.calls,
+        total_duration_ms: ms(stats.total),
+        avg_duration_ms: ms(stats.total) / calls,
+        self_duration_ms: ms(stats.self_total),
+        busy_duration_ms: ms(stats.busy),
+        min_duration_ms: ms(stats.min),
+        max_duration_ms: ms(stats.max),
+        p50_duration_ms: quantile(0.50),
+        p95_duration_ms: quantile(0.95),
+        p99_duration_ms: quantile(0.99),
+        outcomes: OutcomeCounts::from_array(stats.outcomes),
+        first_timestamp: seconds(stats.first_start),
+        is_async,
+    }
+}
+
+fn total_self_ms(nodes: &[NodeTimings]) -> f64 {
+    nodes.iter().map(|n| n.self_duration_ms).sum()
+}
+
+fn share(node: &NodeTimings, total_ms: f64) -> NodeShare {
+    NodeShare {
+        node_id: node.node_id.clone(),
+        total_duration_ms: node.total_duration_ms,
+        avg_duration_ms: node.avg_duration_ms,
+        call_count: node.call_count,
+        percent_of_total: percent(node.self_duration_ms, total_ms),
+        self_duration_ms: node.self_duration_ms,
+    }
+}
+
+fn bottlenecks(nodes: &[NodeTimings], threshold_percent: f64) -> Vec<NodeShare> {
+    let total = total_self_ms(nodes);
+    let mut found: Vec<NodeShare> = nodes
+        .iter()
+        .map(|n| share(n, total))
+        .filter(|s| s.self_duration_ms > 0.0 && s.percent_of_total > threshold_percent)
+        .collect();
+    found.sort_by(|a, b| b.percent_of_total.total_cmp(&a.percent_of_total));
+    found
+}
+
+/// Highest total duration; on a tie, the node called first.
+fn slowest(nodes: &[NodeTimings]) -> Option<NodeShare> {
+    let total = total_self_ms(nodes);
+    nodes
+        .iter()
+        .fold(None::<&NodeTimings>, |best, n| match best {
+            Some(b) if b.total_duration_ms >= n.total_duration_ms => Some(b),
+            _ => Some(n),
+        })
+        .map(|n| share(n, total))
+}

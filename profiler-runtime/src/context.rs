@@ -1,0 +1,286 @@
+//! Which analyzer the current thread records into, and the thread-local state of the call
+//! path.
+//!
+//! Two thread-locals: `HOT`, read on every profiled call, holds only `Cell`s with constant
+//! initialisers and no destructor, so reaching it is a single TLS-relative load; `CTX` owns
+//! the thread's shards and the installed analyzer, and is touched only on cold paths
+//! (installing an analyzer, a thread's first call into an analyzer, thread exit).
+
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::analyzer::{BottleneckAnalyzer, Inner};
+use crate::shard::Shard;
+use crate::site::CallSite;
+use crate::stats::Call;
+
+/// The process-wide switch (see [`set_enabled`]).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+pub(crate) struct Hot {
+    /// The shard calls record into; null when no analyzer is installed. When non-null it
+    /// points at a shard kept alive by `CTX.shards`.
+    pub(crate) shard: Cell<*const Shard>,
+    /// Inclusive time of profiled calls finished inside the running one (for self time).
+    pub(crate) child: Cell<u64>,
+    /// The profiled node running on this thread (null at top level).
+    pub(crate) node: Cell<*const CallSite>,
+    /// Bumped whenever `CTX` drops a shard: a frame that saved a shard pointer checks it
+    /// before using the pointer again.
+    pub(crate) epoch: Cell<u32>,
+}
+
+thread_local! {
+    pub(crate) static HOT: Hot = const {
+        Hot {
+            shard: Cell::new(std::ptr::null()),
+            child: Cell::new(0),
+            node: Cell::new(std::ptr::null()),
+            epoch: Cell::new(0),
+        }
+    };
+    static CTX: RefCell<Ctx> = const { RefCell::new(Ctx { current: None, shards: Vec::new() }) };
+}
+
+struct Ctx {
+    /// The analyzer installed with `set_profiler`, held so that it lives while installed.
+    current: Option<BottleneckAnalyzer>,
+    /// This thread's shard of every live analyzer it has recorded into.
+    shards: Vec<Arc<Shard>>,
+}
+
+impl Ctx {
+    /// This thread's shard of `inner`, created (and registered) on first use.
+    fn shard_for(&mut self, inner: &Arc<Inner>) -> *const Shard {
+        let wanted = Arc::as_ptr(inner);
+        if let Some(shard) = self.shards.iter().find(|s| s.analyzer.as_ptr() == wanted) {
+            return Arc::as_ptr(shard);
+        }
+        self.prune_dead();
+        let shard = Inner::register_shard(inner);
+        let ptr = Arc::as_ptr(&shard);
+        self.shards.push(shard);
+        ptr
+    }
+
+    /// Drops shards of analyzers nobody holds any more (nobody can read them either), so a
+    /// thread that serves many short-lived analyzers does not accumulate their shards.
+    fn prune_dead(&mut self) {
+        let installed = HOT.with(|h| h.shard.get());
+        let before = self.shards.len();
+        self.shards
+            .retain(|s| s.analyzer.strong_count() > 0 || Arc::as_ptr(s) == installed);
+        if self.shards.len() != before {
+            HOT.with(|h| h.epoch.set(h.epoch.get().wrapping_add(1)));
+        }
+    }
+}
+
+impl Drop for Ctx {
+    /// Thread exit: nothing on this thread may use the shards any more, and their counts
+    /// move into each analyzer's totals so that no recorded call is lost.
+    fn drop(&mut self) {
+        HOT.with(|h| {
+            h.shard.set(std::ptr::null());
+            h.epoch.set(h.epoch.get().wrapping_add(1));
+        });
+        for shard in self.shards.drain(..) {
+            if let Some(inner) = shard.analyzer.upgrade() {
+                inner.retire_shard(&shard);
+            }
+        }
+    }
+}
+
+/// The shard a profiled call should record into right now, or null when profiling is off
+/// (globally, or no analyzer installed, or the installed one disabled).
+#[inline(always)]
+pub(crate) fn active_shard() -> *const Shard {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return std::ptr::null();
+    }
+    let shard = HOT.with(|h| h.shard.get());
+    // SAFETY: a non-null `HOT.shard` points at a shard that `CTX` keeps alive.
+    if shard.is_null() || !unsafe { &*shard }.shared.enabled.load(Ordering::Relaxed) {
+        return std::ptr::null();
+    }
+    shard
+}
+
+/// Whether `shard` is still one of this thread's shards (after an epoch change).
+#[cold]
+pub(crate) fn shard_is_live(shard: *const Shard) -> bool {
+    CTX.try_with(|ctx| {
+        ctx.try_borrow()
+            .is_ok_and(|ctx| ctx.shards.iter().any(|s| Arc::as_ptr(s) == shard))
+    })
+    .unwrap_or(false)
+}
+
+/// Records a call that started with `shard` (possibly on another thread) into this thread's
+/// shard of the same analyzer. Calls of an analyzer that no longer exists are dropped.
+#[inline]
+pub(crate) fn record_on_this_thread(shard: &Arc<Shard>, site: &'static CallSite, call: &Call) {
+    let mine = HOT.with(|h| h.shard.get());
+    if std::ptr::eq(mine, Arc::as_ptr(shard)) {
+        // SAFETY: `HOT.shard` is always a shard of this thread.
+        unsafe { shard.record_owned(site, call) };
+    } else {
+        record_elsewhere(shard, site, call);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn record_elsewhere(shard: &Arc<Shard>, site: &'static CallSite, call: &Call) {
+    let Some(inner) = shard.analyzer.upgrade() else {
+        return;
+    };
+    let _ = CTX.try_with(|ctx| {
+        if let Ok(mut ctx) = ctx.try_borrow_mut() {
+            let mine = ctx.shard_for(&inner);
+            // SAFETY: `shard_for` returns a shard of this thread, kept alive by `ctx`.
+            unsafe { (*mine).record_owned(site, call) };
+        }
+    });
+}
+
+/// Installs `analyzer` on the current thread: profiled calls that start on this thread from
+/// now on record into it. Replaces any analyzer installed before.
+///
+/// ```
+/// use agent_profiler_runtime::{get_profiler, set_profiler, clear_profiler, BottleneckAnalyzer};
+///
+/// let analyzer = BottleneckAnalyzer::new();
+/// set_profiler(&analyzer);
+/// assert!(get_profiler().is_some_and(|a| a.ptr_eq(&analyzer)));
+/// clear_profiler();
+/// assert!(get_profiler().is_none());
+/// ```
+pub fn set_profiler(analyzer: &BottleneckAnalyzer) {
+    let _ = CTX.try_with(|ctx| {
+        let mut ctx = ctx.borrow_mut();
+        let shard = ctx.shard_for(analyzer.inner());
+        HOT.with(|h| h.shard.set(shard));
+        // Replacing may drop the previous analyzer; that touches no thread-local.
+        ctx.current = Some(analyzer.clone());
+    });
+}
+
+/// The analyzer profiled calls on this thread record into, if any.
+pub fn get_profiler() -> Option<BottleneckAnalyzer> {
+    let shard = HOT.with(|h| h.shard.get());
+    if shard.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null `HOT.shard` points at a shard that `CTX` keeps alive.
+    unsafe { (*shard).analyzer.upgrade() }.map(BottleneckAnalyzer::from_inner)
+}
+
+/// Uninstalls the current thread's analyzer: profiled calls on this thread record nothing
+/// until one is installed again.
+pub fn clear_profiler() {
+    HOT.with(|h| h.shard.set(std::ptr::null()));
+    let _ = CTX.try_with(|ctx| {
+        if let Ok(mut ctx) = ctx.try_borrow_mut() {
+            // Dropped before pruning, so that its shard goes now if it was the last handle.
+            drop(ctx.current.take());
+            ctx.prune_dead();
+        }
+    });
+}
+
+/// Turns profiling on or off for the whole process. Off, a profiled call costs what it costs
+/// with no analyzer installed (a load and a branch) and records nothing.
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether profiling is on for the process (see [`set_enabled`]).
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Installs an analyzer for as long as it lives, then puts back whatever was installed
+/// before (another analyzer, or none).
+///
+/// ```
+/// use agent_profiler_runtime::{get_profiler, BottleneckAnalyzer, ProfilerScope};
+///
+/// let outer = BottleneckAnalyzer::new();
+/// let _outer = ProfilerScope::new(&outer);
+/// {
+///     let inner = BottleneckAnalyzer::new();
+///     let _inner = ProfilerScope::new(&inner);
+///     assert!(get_profiler().unwrap().ptr_eq(&inner));
+/// }
+/// assert!(get_profiler().unwrap().ptr_eq(&outer));
+/// ```
+#[must_use = "the analyzer is uninstalled when the scope is dropped"]
+pub struct ProfilerScope {
+    previous: Option<BottleneckAnalyzer>,
+    /// The scope must end on the thread it began on.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl ProfilerScope {
+    /// Installs `analyzer` on the current thread until the scope is dropped.
+    pub fn new(analyzer: &BottleneckAnalyzer) -> Self {
+        let previous = get_profiler();
+        set_profiler(analyzer);
+        Self {
+            previous,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for ProfilerScope {
+    fn drop(&mut self) {
+        match self.previous.take() {
+            Some(previous) => set_profiler(&previous),
+            None => clear_profiler(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProfilerScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfilerScope").finish_non_exhaustive()
+    }
+}
+
+/// Puts an analyzer (or none) in place for one poll of a future and restores the previous
+/// one afterwards, also when the poll panics.
+pub(crate) struct PollInstall {
+    previous: *const Shard,
+    epoch: u32,
+}
+
+impl PollInstall {
+    pub(crate) fn new(analyzer: Option<&BottleneckAnalyzer>) -> Self {
+        let (previous, epoch) = HOT.with(|h| (h.shard.get(), h.epoch.get()));
+        let shard = analyzer.map_or(std::ptr::null(), |a| {
+            CTX.try_with(|ctx| {
+                ctx.try_borrow_mut()
+                    .map_or(std::ptr::null(), |mut ctx| ctx.shard_for(a.inner()))
+            })
+            .unwrap_or(std::ptr::null())
+        });
+        HOT.with(|h| h.shard.set(shard));
+        Self { previous, epoch }
+    }
+}
+
+impl Drop for PollInstall {
+    fn drop(&mut self) {
+        let mut previous = self.previous;
+        let epoch_moved = HOT.with(|h| h.epoch.get() != self.epoch);
+        if epoch_moved && !previous.is_null() && !shard_is_live(previous) {
+            previous = std::ptr::null();
+        }
+        HOT.with(|h| h.shard.set(previous));
+    }
+}

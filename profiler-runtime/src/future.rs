@@ -1,0 +1,249 @@
+//! Async nodes and futures that carry an analyzer across threads.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::analyzer::BottleneckAnalyzer;
+use crate::clock;
+use crate::context::{self, HOT, PollInstall};
+use crate::outcome::Outcome;
+use crate::shard::Shard;
+use crate::site::CallSite;
+use crate::stats::Call;
+
+/// The future of an async profiled call: times it from first poll to completion (wall time)
+/// and inside `poll` (busy time). Dropped after its first poll and before completion, the
+/// call counts as cancelled; never polled, it records nothing.
+///
+/// Emitted by `#[profile_node]`; not meant to be built by hand.
+#[doc(hidden)]
+#[must_use = "futures do nothing unless polled"]
+pub struct NodeFuture<F: Future, C> {
+    inner: F,
+    classify: Option<C>,
+    site: &'static CallSite,
+    run: Run,
+}
+
+enum Run {
+    NotStarted,
+    /// No analyzer was installed at the first poll: the call is not recorded.
+    Untimed,
+    Timed(Timed),
+    Finished,
+}
+
+struct Timed {
+    /// The shard of the thread and analyzer current at the first poll. Holding it keeps the
+    /// analyzer findable wherever the future finishes.
+    shard: Arc<Shard>,
+    start: u64,
+    busy: u64,
+    child: u64,
+    panicked: bool,
+}
+
+impl<F: Future, C: FnOnce(&F::Output) -> Outcome> NodeFuture<F, C> {
+    /// Wraps the body of an async node; `classify` tells an error result from a success.
+    #[inline]
+    pub fn new(site: &'static CallSite, inner: F, classify: C) -> Self {
+        Self {
+            inner,
+            classify: Some(classify),
+            site,
+            run: Run::NotStarted,
+        }
+    }
+}
+
+impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is never moved out of the pinned struct (not here, not in Drop).
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above; this is the structural pin projection of `inner`.
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let poll_start = match this.run {
+            Run::NotStarted => {
+                let shard = context::active_shard();
+                if shard.is_null() {
+                    this.run = Run::Untimed;
+                    return inner.poll(cx);
+                }
+                // SAFETY: `shard` comes from `HOT`, which only holds pointers obtained from
+                // `Arc`s that `CTX` keeps alive; adding a count gives this future its own.
+                let shard = unsafe {
+                    Arc::increment_strong_count(shard);
+                    Arc::from_raw(shard)
+                };
+                let start = clock::now();
+                this.run = Run::Timed(Timed {
+                    shard,
+                    start,
+                    busy: 0,
+                    child: 0,
+                    panicked: false,
+                });
+                start
+            }
+            Run::Timed(_) => clock::now(),
+            Run::Untimed | Run::Finished => return inner.poll(cx),
+        };
+        let Run::Timed(timed) = &mut this.run else {
+            unreachable!("set above")
+        };
+        let scope = PollScope::enter(this.site, timed);
+        let result = inner.poll(cx);
+        let poll_end = clock::now();
+        let timed = scope.leave();
+        timed.busy = timed.busy.wrapping_add(poll_end.saturating_sub(poll_start));
+        match result {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(output) => {
+                let outcome = this
+                    .classify
+                    .take()
+                    .map_or(Outcome::Ok, |classify| classify(&output));
+                this.finish(poll_end, outcome);
+                Poll::Ready(output)
+            }
+        }
+    }
+}
+
+impl<F: Future, C> NodeFuture<F, C> {
+    fn finish(&mut self, end: u64, outcome: Outcome) {
+        let Run::Timed(timed) = std::mem::replace(&mut self.run, Run::Finished) else {
+            return;
+        };
+        let wall = end.saturating_sub(timed.start);
+        // Whoever awaited this node includes its time; count it as that caller's child time.
+        HOT.with(|h| h.child.set(h.child.get().wrapping_add(wall)));
+        let call = Call {
+            start: timed.start,
+            end,
+            self_time: wall.saturating_sub(timed.child),
+            busy: timed.busy,
+            outcome,
+        };
+        context::record_on_this_thread(&timed.shard, self.site, &call);
+    }
+}
+
+impl<F: Future, C> Drop for NodeFuture<F, C> {
+    fn drop(&mut self) {
+        if let Run::Timed(timed) = &self.run {
+            let outcome = if timed.panicked || std::thread::panicking() {
+                Outcome::Panicked
+            } else {
+                Outcome::Cancelled
+            };
+            self.finish(clock::now(), outcome);
+        }
+    }
+}
+
+/// The thread state of one poll of an async node: its child-time counter and the running
+/// node are swapped in, and swapped back out on the way out, also when the poll panics.
+struct PollScope<'a> {
+    timed: Option<&'a mut Timed>,
+    saved_child: u64,
+    saved_node: *const CallSite,
+}
+
+impl<'a> PollScope<'a> {
+    #[inline(always)]
+    fn enter(site: &'static CallSite, timed: &'a mut Timed) -> Self {
+        let (saved_child, saved_node) =
+            HOT.with(|h| (h.child.replace(timed.child), h.node.replace(site)));
+        Self {
+            timed: Some(timed),
+            saved_child,
+            saved_node,
+        }
+    }
+
+    #[inline(always)]
+    fn leave(mut self) -> &'a mut Timed {
+        let timed = self.timed.take().expect("entered with a timed run");
+        timed.child = self.restore();
+        timed
+    }
+
+    #[inline(always)]
+    fn restore(&self) -> u64 {
+        HOT.with(|h| {
+            h.node.set(self.saved_node);
+            h.child.replace(self.saved_child)
+        })
+    }
+}
+
+impl Drop for PollScope<'_> {
+    fn drop(&mut self) {
+        // Only reached without `leave`, that is while unwinding out of the inner poll.
+        if let Some(timed) = self.timed.take() {
+            timed.child = self.restore();
+            timed.panicked = true;
+        }
+    }
+}
+
+/// A future that runs every poll of its inner future with a given analyzer installed (or
+/// with none), so that nodes inside it record into that analyzer on whatever thread the
+/// executor polls it. Built by [`ProfilerFutureExt`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct WithProfiler<F> {
+    inner: F,
+    analyzer: Option<BottleneckAnalyzer>,
+}
+
+impl<F: Future> Future for WithProfiler<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is never moved out of the pinned struct.
+        let this = unsafe { self.get_unchecked_mut() };
+        let _installed = PollInstall::new(this.analyzer.as_ref());
+        // SAFETY: structural pin projection of `inner`.
+        unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
+    }
+}
+
+/// Carries an analyzer with a future, for tasks that may run on any thread.
+///
+/// ```
+/// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerFutureExt};
+///
+/// # async fn work() {}
+/// # async fn demo() {
+/// let analyzer = BottleneckAnalyzer::new();
+/// let task = tokio::spawn(work().with_profiler(analyzer.clone()));
+/// task.await.unwrap();
+/// # }
+/// ```
+pub trait ProfilerFutureExt: Future + Sized {
+    /// Runs this future with `analyzer` installed during each of its polls.
+    fn with_profiler(self, analyzer: BottleneckAnalyzer) -> WithProfiler<Self> {
+        WithProfiler {
+            inner: self,
+            analyzer: Some(analyzer),
+        }
+    }
+
+    /// Runs this future with the analyzer installed on the current thread now (or with none
+    /// if none is), wherever it is polled later.
+    fn in_current_profiler(self) -> WithProfiler<Self> {
+        WithProfiler {
+            inner: self,
+            analyzer: context::get_profiler(),
+        }
+    }
+}
+
+impl<F: Future> ProfilerFutureExt for F {}

@@ -1,0 +1,110 @@
+//! The drop guard that times a sync profiled call.
+
+use crate::clock;
+use crate::context::{self, HOT};
+use crate::outcome::Outcome;
+use crate::shard::Shard;
+use crate::site::CallSite;
+use crate::stats::Call;
+
+/// Times one call of a sync profiled function from [`Guard::enter`] to its drop, which runs
+/// on return, early `return`, `?` and unwinding alike.
+///
+/// Emitted by `#[profile_node]`; not meant to be built by hand.
+#[doc(hidden)]
+#[must_use]
+pub struct Guard {
+    /// Null when this call is not being recorded (then nothing else is read).
+    shard: *const Shard,
+    site: &'static CallSite,
+    start: u64,
+    saved_child: u64,
+    saved_node: *const CallSite,
+    epoch: u32,
+    outcome: Outcome,
+}
+
+impl Guard {
+    /// Starts timing a call of `site`, if an analyzer is installed on this thread.
+    #[inline(always)]
+    pub fn enter(site: &'static CallSite) -> Guard {
+        let shard = context::active_shard();
+        if shard.is_null() {
+            return Guard {
+                shard,
+                site,
+                start: 0,
+                saved_child: 0,
+                saved_node: std::ptr::null(),
+                epoch: 0,
+                outcome: Outcome::Ok,
+            };
+        }
+        let (saved_child, saved_node, epoch) =
+            HOT.with(|h| (h.child.replace(0), h.node.replace(site), h.epoch.get()));
+        Guard {
+            shard,
+            site,
+            start: clock::now(),
+            saved_child,
+            saved_node,
+            epoch,
+            outcome: Outcome::Ok,
+        }
+    }
+
+    /// Sets the outcome of a call that returned (the macro passes what the probe found in the
+    /// returned value). A panic overrides it.
+    #[inline(always)]
+    pub fn observe(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+    }
+
+    #[inline(always)]
+    fn finish(&self) {
+        let end = clock::now();
+        let duration = end.saturating_sub(self.start);
+        let (child, epoch) = HOT.with(|h| {
+            h.node.set(self.saved_node);
+            let child = h.child.replace(self.saved_child.wrapping_add(duration));
+            (child, h.epoch.get())
+        });
+        // The thread dropped a shard while this call ran: only that of an analyzer nobody
+        // holds any more, whose counts nobody can read; but the pointer must be checked.
+        if epoch != self.epoch && !context::shard_is_live(self.shard) {
+            return;
+        }
+        let outcome = if std::thread::panicking() {
+            Outcome::Panicked
+        } else {
+            self.outcome
+        };
+        let call = Call {
+            start: self.start,
+            end,
+            self_time: duration.saturating_sub(child),
+            busy: duration,
+            outcome,
+        };
+        // SAFETY: the shard came from this thread's `HOT` and is still alive (checked above).
+        unsafe { (*self.shard).record_owned(self.site, &call) };
+    }
+}
+
+impl Drop for Guard {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if !self.shard.is_null() {
+            self.finish();
+        }
+    }
+}
+
+/// Calls `f` once. The macro runs a function's body through this so that `return` and `?`
+/// in the body hand their value to the guard; the `FnOnce` bound lets the body return
+/// borrows of moved-in references, which an `FnMut` closure could not.
+#[doc(hidden)]
+#[inline(always)]
+pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

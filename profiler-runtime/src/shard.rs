@@ -1,0 +1,109 @@
+//! One thread's counters for one analyzer.
+//!
+//! The call path writes only to the shard of its own thread, so it needs no lock and no
+//! atomic read-modify-write: a shard is "written only by its owner". Summaries read every
+//! shard's slots through the `slots` list, which the owner touches only when it meets a call
+//! site for the first time.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use crate::analyzer::Inner;
+use crate::site::CallSite;
+use crate::stats::{Call, Slot, Stats};
+
+/// What every shard of one analyzer shares: the analyzer's on/off switch, kept apart from
+/// the analyzer so that a shard can check it without owning the analyzer.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) enabled: AtomicBool,
+}
+
+pub(crate) struct Shard {
+    pub(crate) shared: Arc<Shared>,
+    /// Weak, because the analyzer owns its shards; used to find the analyzer from a thread.
+    pub(crate) analyzer: Weak<Inner>,
+    /// Site index to slot. Owner thread only (see `record_owned`).
+    index: UnsafeCell<Vec<*const Slot>>,
+    /// Length of `index`, readable from any thread for memory accounting.
+    index_len: AtomicUsize,
+    /// Every slot, for readers. The boxes never move, so `index` can point into them.
+    slots: Mutex<Vec<(&'static CallSite, Box<Slot>)>>,
+}
+
+// SAFETY: `index` is only touched by the owning thread (`record_owned` is unsafe and states
+// that contract); everything else is atomics or behind the mutex.
+unsafe impl Send for Shard {}
+// SAFETY: as above.
+unsafe impl Sync for Shard {}
+
+impl Shard {
+    pub(crate) fn new(shared: Arc<Shared>, analyzer: Weak<Inner>) -> Self {
+        Self {
+            shared,
+            analyzer,
+            index: UnsafeCell::new(Vec::new()),
+            index_len: AtomicUsize::new(0),
+            slots: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds one call of `site`.
+    ///
+    /// # Safety
+    /// Only the thread that owns this shard (the one whose context created it) may call this.
+    #[inline(always)]
+    pub(crate) unsafe fn record_owned(&self, site: &'static CallSite, call: &Call) {
+        let index = site.index();
+        // SAFETY: owner-only access to `index`, per this function's contract.
+        let table = unsafe { &*self.index.get() };
+        match table.get(index) {
+            // SAFETY: non-null entries point into boxes kept in `slots` for the shard's life.
+            Some(&slot) if !slot.is_null() => unsafe { (*slot).record_owned(call) },
+            // SAFETY: forwarded contract.
+            _ => unsafe { self.record_first(site, index, call) },
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn record_first(&self, site: &'static CallSite, index: usize, call: &Call) {
+        let slot = Box::new(Slot::new());
+        let ptr: *const Slot = &*slot;
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((site, slot));
+        // SAFETY: owner-only access to `index`, per the caller's contract.
+        let table = unsafe { &mut *self.index.get() };
+        if table.len() <= index {
+            table.resize(index + 1, std::ptr::null());
+            self.index_len.store(table.capacity(), Ordering::Relaxed);
+        }
+        table[index] = ptr;
+        // SAFETY: just boxed above and kept in `slots`.
+        unsafe { (*ptr).record_owned(call) };
+    }
+
+    /// Each site's counters as they are now (in ticks).
+    pub(crate) fn snapshot(&self) -> Vec<(&'static CallSite, Stats)> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(site, slot)| (*site, slot.snapshot()))
+            .collect()
+    }
+
+    /// Bytes this shard holds, for the analyzer's memory accounting.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::size_of::<Self>()
+            + slots.capacity() * std::mem::size_of::<(&CallSite, Box<Slot>)>()
+            + slots.len() * std::mem::size_of::<Slot>()
+            // Sized by the largest site index met, which the number of profiled functions in
+            // the program bounds.
+            + self.index_len.load(Ordering::Relaxed) * std::mem::size_of::<*const Slot>()
+    }
+}

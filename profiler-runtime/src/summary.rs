@@ -1,0 +1,179 @@
+//! What an analyzer reports: per-node timings, shares of total time, the summary.
+//! Field names are the JSON names (serde) and match the original plan.
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::Outcome;
+
+/// How many calls of a node ended each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    /// Returned a value that is not an `Err`.
+    pub ok: u64,
+    /// Returned a `Result::Err`.
+    pub error: u64,
+    /// Unwound with a panic.
+    pub panicked: u64,
+    /// Async call dropped before it finished.
+    pub cancelled: u64,
+}
+
+impl OutcomeCounts {
+    pub(crate) fn from_array(counts: [u64; 4]) -> Self {
+        let [ok, error, panicked, cancelled] = counts;
+        Self {
+            ok,
+            error,
+            panicked,
+            cancelled,
+        }
+    }
+
+    /// The count of one outcome.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Ok => self.ok,
+            Outcome::Error => self.error,
+            Outcome::Panicked => self.panicked,
+            Outcome::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Calls that did not end `ok`.
+    pub fn failed(&self) -> u64 {
+        self.error + self.panicked + self.cancelled
+    }
+}
+
+/// Everything recorded for one node. Memory per node is constant, whatever the number of
+/// calls: percentiles come from a fixed-size histogram (about 6% resolution).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeTimings {
+    /// The node id.
+    pub node_id: String,
+    /// Duration of the most recent call, ms.
+    pub duration_ms: f64,
+    /// When the most recent call ended, seconds since the Unix epoch.
+    pub timestamp: f64,
+    /// Number of calls.
+    pub call_count: u64,
+    /// Sum of call durations (inclusive of nested profiled calls), ms.
+    pub total_duration_ms: f64,
+    /// `total_duration_ms / call_count`.
+    pub avg_duration_ms: f64,
+    /// Total less the time of profiled calls nested inside this node's calls, ms.
+    pub self_duration_ms: f64,
+    /// Time spent running: inside `poll` for async nodes, the whole call for sync ones, ms.
+    pub busy_duration_ms: f64,
+    /// Shortest call, ms.
+    pub min_duration_ms: f64,
+    /// Longest call, ms.
+    pub max_duration_ms: f64,
+    /// Median call duration, ms.
+    pub p50_duration_ms: f64,
+    /// 95th percentile of call duration, ms.
+    pub p95_duration_ms: f64,
+    /// 99th percentile of call duration, ms.
+    pub p99_duration_ms: f64,
+    /// How the calls ended.
+    pub outcomes: OutcomeCounts,
+    /// When the first call started, seconds since the Unix epoch.
+    pub first_timestamp: f64,
+    /// Whether the node is an async function.
+    pub is_async: bool,
+}
+
+/// A node's share of the workflow's time: the form of bottlenecks and of the slowest node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeShare {
+    /// The node id.
+    pub node_id: String,
+    /// Sum of call durations (inclusive), ms.
+    pub total_duration_ms: f64,
+    /// Average call duration, ms.
+    pub avg_duration_ms: f64,
+    /// Number of calls.
+    pub call_count: u64,
+    /// `self_duration_ms / total_time_ms * 100`: the node's share of all self time.
+    pub percent_of_total: f64,
+    /// The node's self time, ms.
+    pub self_duration_ms: f64,
+}
+
+/// The analysis of one workflow: its total time, the slowest node, the bottlenecks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Sum of every node's self time, ms (with no nesting: the sum of totals).
+    pub total_time_ms: f64,
+    /// Number of distinct nodes recorded.
+    pub node_count: usize,
+    /// The node with the highest total duration.
+    pub slowest_node: Option<NodeShare>,
+    /// Nodes whose share is above `threshold_percent`, largest first.
+    pub bottlenecks: Vec<NodeShare>,
+    /// The threshold the bottlenecks were chosen with, percent.
+    pub threshold_percent: f64,
+    /// Every node, in the order of their first call.
+    pub nodes: Vec<NodeTimings>,
+}
+
+impl Summary {
+    /// The summary as a plain-text table, one row per node, widest share first.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::BottleneckAnalyzer;
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// analyzer.record_node("fetch", 30.0).unwrap();
+    /// analyzer.record_node("think", 90.0).unwrap();
+    /// let table = analyzer.get_summary().to_table();
+    /// assert!(table.contains("think"));
+    /// assert!(table.contains("75.0%"));
+    /// ```
+    pub fn to_table(&self) -> String {
+        let mut rows: Vec<&NodeTimings> = self.nodes.iter().collect();
+        rows.sort_by(|a, b| b.self_duration_ms.total_cmp(&a.self_duration_ms));
+        let width = rows
+            .iter()
+            .map(|n| n.node_id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut out = format!(
+            "{:<width$}  {:>6}  {:>10}  {:>9}  {:>9}  {:>6}  {}\n",
+            "node", "calls", "total ms", "avg ms", "p95 ms", "self%", "ok/err/panic/cancel"
+        );
+        for node in rows {
+            let share = percent(node.self_duration_ms, self.total_time_ms);
+            let o = node.outcomes;
+            out.push_str(&format!(
+                "{:<width$}  {:>6}  {:>10.2}  {:>9.2}  {:>9.2}  {:>5.1}%  {}/{}/{}/{}\n",
+                node.node_id,
+                node.call_count,
+                node.total_duration_ms,
+                node.avg_duration_ms,
+                node.p95_duration_ms,
+                share,
+                o.ok,
+                o.error,
+                o.panicked,
+                o.cancelled
+            ));
+        }
+        out.push_str(&format!("total self time: {:.2} ms", self.total_time_ms));
+        if let Some(slowest) = &self.slowest_node {
+            out.push_str(&format!("; slowest node: {}", slowest.node_id));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// `part / whole * 100`, and 0 when `whole` is 0.
+pub(crate) fn percent(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        part * 100.0 / whole
+    } else {
+        0.0
+    }
+}
