@@ -201,7 +201,7 @@ fn tsc_ns_per_tick(anchor: &Anchor) -> f64 {
     }
     // Instant's jitter is tens of nanoseconds; over 2 ms that is a relative error near 1e-5.
     const MIN_SPAN: Duration = Duration::from_millis(2);
-    const SETTLE_SPAN: Duration = Duration::from_secs(1);
+    const SETTLE_SPAN: Duration = Duration::from_millis(100);
     let waited = anchor.instant.elapsed();
     if waited < MIN_SPAN {
         std::thread::sleep(MIN_SPAN - waited);

@@ -1,0 +1,348 @@
+//! The runtime's recording paths, driven the way `#[profile_node]`'s expansion drives them
+//! (the facade's tests cover the same through the macro).
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use agent_profiler_runtime::__private::{
+    CallSite, ErrProbe as _, Guard, NodeFuture, OkProbe as _, call_once,
+};
+use agent_profiler_runtime::{
+    BottleneckAnalyzer, ProfilerFutureExt, ProfilerScope, clear_profiler, get_profiler,
+    set_profiler,
+};
+
+// Macros, not generic fns: the outcome probe must see the concrete return type, as it does
+// in the macro's expansion.
+macro_rules! sync_node {
+    ($site:expr, $body:expr) => {{
+        let mut guard = Guard::enter($site);
+        let ret = call_once($body);
+        let probe = &ret;
+        guard.observe(probe.__ap_outcome());
+        ret
+    }};
+}
+
+macro_rules! async_node {
+    ($site:expr, $body:expr) => {
+        NodeFuture::new($site, $body, |r| r.__ap_outcome())
+    };
+}
+
+struct NoopWake;
+impl Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+fn noop_context<T>(f: impl FnOnce(&mut Context<'_>) -> T) -> T {
+    let waker = Waker::from(Arc::new(NoopWake));
+    f(&mut Context::from_waker(&waker))
+}
+
+/// A future that is pending `n` times, then ready.
+struct YieldTimes(u32);
+impl Future for YieldTimes {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 == 0 {
+            return Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[test]
+fn sync_call_records_duration_outcome_and_self_time() {
+    static OUTER: CallSite = CallSite::new("rec_outer", false);
+    static INNER: CallSite = CallSite::new("rec_inner", false);
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    sync_node!(&OUTER, || {
+        std::thread::sleep(Duration::from_millis(5));
+        sync_node!(&INNER, || std::thread::sleep(Duration::from_millis(20)));
+    });
+    let summary = analyzer.get_summary();
+    let node = |id: &str| {
+        summary
+            .nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .unwrap()
+            .clone()
+    };
+    let (outer, inner) = (node("rec_outer"), node("rec_inner"));
+    assert!(outer.total_duration_ms >= 25.0, "{outer:?}");
+    assert!(inner.total_duration_ms >= 20.0);
+    assert!(
+        outer.self_duration_ms >= 5.0 && outer.self_duration_ms < outer.total_duration_ms - 19.0
+    );
+    let sum_self = outer.self_duration_ms + inner.self_duration_ms;
+    assert!(
+        (summary.total_time_ms - sum_self).abs() < 1e-9,
+        "total is the sum of self times"
+    );
+    assert!(summary.total_time_ms < outer.total_duration_ms + inner.total_duration_ms - 19.0);
+    assert_eq!(summary.bottlenecks[0].node_id, "rec_inner");
+}
+
+#[test]
+fn err_and_panic_outcomes_are_counted() {
+    static SITE: CallSite = CallSite::new("rec_outcomes", false);
+    let analyzer = BottleneckAnalyzer::new();
+    set_profiler(&analyzer);
+    let ok: Result<u8, String> = sync_node!(&SITE, || Ok(1));
+    let err: Result<u8, String> = sync_node!(&SITE, || Err("no".into()));
+    let panicked = std::panic::catch_unwind(|| sync_node!(&SITE, || -> u8 { panic!("boom") }));
+    assert!(ok.is_ok() && err.is_err() && panicked.is_err());
+    let node = analyzer.get_node("rec_outcomes").unwrap();
+    assert_eq!(node.call_count, 3);
+    assert_eq!(
+        (
+            node.outcomes.ok,
+            node.outcomes.error,
+            node.outcomes.panicked
+        ),
+        (1, 1, 1)
+    );
+    clear_profiler();
+}
+
+#[test]
+fn nothing_is_recorded_without_an_analyzer_or_when_disabled() {
+    static SITE: CallSite = CallSite::new("rec_idle", false);
+    clear_profiler();
+    sync_node!(&SITE, || ());
+    let analyzer = BottleneckAnalyzer::new();
+    set_profiler(&analyzer);
+    analyzer.set_enabled(false);
+    sync_node!(&SITE, || ());
+    assert!(analyzer.get_timings().is_empty());
+    analyzer.set_enabled(true);
+    sync_node!(&SITE, || ());
+    assert_eq!(analyzer.get_node("rec_idle").unwrap().call_count, 1);
+    clear_profiler();
+}
+
+#[test]
+fn a_call_records_into_the_analyzer_current_when_it_started() {
+    static SITE: CallSite = CallSite::new("rec_switch", false);
+    let first = BottleneckAnalyzer::new();
+    let second = BottleneckAnalyzer::new();
+    set_profiler(&first);
+    sync_node!(&SITE, || set_profiler(&second));
+    assert_eq!(first.get_node("rec_switch").unwrap().call_count, 1);
+    assert!(second.get_timings().is_empty());
+    clear_profiler();
+}
+
+#[test]
+fn a_call_whose_analyzer_died_meanwhile_is_dropped_safely() {
+    static SITE: CallSite = CallSite::new("rec_dead", false);
+    let survivor = BottleneckAnalyzer::new();
+    {
+        let doomed = BottleneckAnalyzer::new();
+        set_profiler(&doomed);
+    }
+    // The thread holds the only handle; replacing it inside the call kills it, and a later
+    // install prunes its shard while the call still runs.
+    sync_node!(&SITE, || {
+        set_profiler(&survivor);
+        clear_profiler();
+        set_profiler(&survivor);
+    });
+    assert!(survivor.get_timings().is_empty());
+    sync_node!(&SITE, || ());
+    assert_eq!(survivor.get_node("rec_dead").unwrap().call_count, 1);
+    clear_profiler();
+}
+
+#[test]
+fn async_node_wall_busy_and_cancellation() {
+    static SITE: CallSite = CallSite::new("rec_async", true);
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    noop_context(|cx| {
+        // Never polled: records nothing.
+        drop(async_node!(&SITE, async {}));
+        assert!(analyzer.get_timings().is_empty());
+
+        // Two pendings with a pause between polls: wall covers the pause, busy does not.
+        let mut fut = pin!(async_node!(&SITE, YieldTimes(2)));
+        assert!(fut.as_mut().poll(cx).is_pending());
+        std::thread::sleep(Duration::from_millis(15));
+        assert!(fut.as_mut().poll(cx).is_pending());
+        assert!(fut.as_mut().poll(cx).is_ready());
+        let node = analyzer.get_node("rec_async").unwrap();
+        assert!(node.is_async);
+        assert!(node.total_duration_ms >= 15.0, "{node:?}");
+        assert!(node.busy_duration_ms < 10.0, "{node:?}");
+
+        // Dropped after its first poll: cancelled.
+        let mut cancelled = Box::pin(async_node!(&SITE, YieldTimes(5)));
+        assert!(cancelled.as_mut().poll(cx).is_pending());
+        drop(cancelled);
+    });
+    let node = analyzer.get_node("rec_async").unwrap();
+    assert_eq!(node.call_count, 2);
+    assert_eq!((node.outcomes.ok, node.outcomes.cancelled), (1, 1));
+}
+
+#[test]
+fn async_error_and_panic_outcomes() {
+    static SITE: CallSite = CallSite::new("rec_async_outcomes", true);
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    noop_context(|cx| {
+        let mut err = pin!(async_node!(&SITE, async { Err::<(), u8>(7) }));
+        assert!(err.as_mut().poll(cx).is_ready());
+        let panicking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut fut = Box::pin(async_node!(&SITE, async {
+                if std::hint::black_box(true) {
+                    panic!("inside poll")
+                }
+            }));
+            let _ = fut.as_mut().poll(cx);
+        }));
+        assert!(panicking.is_err());
+    });
+    let node = analyzer.get_node("rec_async_outcomes").unwrap();
+    assert_eq!((node.outcomes.error, node.outcomes.panicked), (1, 1));
+}
+
+#[test]
+fn async_node_finishing_on_another_thread_records_into_its_analyzer() {
+    static SITE: CallSite = CallSite::new("rec_migrate", true);
+    let analyzer = BottleneckAnalyzer::new();
+    set_profiler(&analyzer);
+    let mut fut = Box::pin(async_node!(&SITE, YieldTimes(1)));
+    noop_context(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
+    clear_profiler();
+    std::thread::spawn(move || {
+        assert!(get_profiler().is_none());
+        noop_context(|cx| assert!(fut.as_mut().poll(cx).is_ready()));
+    })
+    .join()
+    .unwrap();
+    let node = analyzer.get_node("rec_migrate").unwrap();
+    assert_eq!(node.call_count, 1);
+}
+
+#[test]
+fn nested_async_nodes_do_not_count_twice() {
+    static OUTER: CallSite = CallSite::new("rec_async_outer", true);
+    static INNER: CallSite = CallSite::new("rec_async_inner", true);
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async_node!(&OUTER, async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        async_node!(&INNER, tokio::time::sleep(Duration::from_millis(20))).await;
+    }));
+    let outer = analyzer.get_node("rec_async_outer").unwrap();
+    let inner = analyzer.get_node("rec_async_inner").unwrap();
+    assert!(inner.total_duration_ms >= 20.0);
+    assert!(outer.total_duration_ms >= 25.0);
+    assert!(outer.self_duration_ms <= outer.total_duration_ms - inner.total_duration_ms + 0.001);
+    assert!(outer.self_duration_ms >= 4.0, "{outer:?}");
+}
+
+#[test]
+fn with_profiler_carries_the_analyzer_to_worker_threads() {
+    static SITE: CallSite = CallSite::new("rec_spawned", true);
+    let analyzer = BottleneckAnalyzer::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..64_u64 {
+            let work = async_node!(&SITE, async move {
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                tokio::time::sleep(Duration::from_millis(i % 3)).await;
+            });
+            tasks.push(tokio::spawn(work.with_profiler(analyzer.clone())));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    drop(rt);
+    assert_eq!(analyzer.get_node("rec_spawned").unwrap().call_count, 64);
+}
+
+#[test]
+fn in_current_profiler_captures_the_installed_analyzer() {
+    static SITE: CallSite = CallSite::new("rec_in_current", true);
+    let analyzer = BottleneckAnalyzer::new();
+    set_profiler(&analyzer);
+    let fut = async_node!(&SITE, async {}).in_current_profiler();
+    clear_profiler();
+    std::thread::spawn(move || noop_context(|cx| assert!(pin!(fut).poll(cx).is_ready())))
+        .join()
+        .unwrap();
+    assert_eq!(analyzer.get_node("rec_in_current").unwrap().call_count, 1);
+    assert!(
+        get_profiler().is_none(),
+        "the poll restored the thread's state"
+    );
+}
+
+#[test]
+fn many_threads_lose_no_calls_and_exited_threads_keep_theirs() {
+    static SITE: CallSite = CallSite::new("rec_threads", false);
+    let analyzer = BottleneckAnalyzer::new();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let a = analyzer.clone();
+            std::thread::spawn(move || {
+                set_profiler(&a);
+                for _ in 0..10_000 {
+                    sync_node!(&SITE, || std::hint::black_box(1));
+                }
+            })
+        })
+        .collect();
+    // Summaries while threads record must not disturb them.
+    for _ in 0..20 {
+        let calls = analyzer.get_node("rec_threads").map_or(0, |n| n.call_count);
+        assert!(calls <= 80_000);
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(analyzer.get_node("rec_threads").unwrap().call_count, 80_000);
+}
+
+#[test]
+fn memory_stays_flat_after_warm_up() {
+    static SITES: [CallSite; 4] = [
+        CallSite::new("mem_a", false),
+        CallSite::new("mem_b", false),
+        CallSite::new("mem_c", false),
+        CallSite::new("mem_d", false),
+    ];
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    for site in &SITES {
+        sync_node!(site, || ());
+    }
+    let warm = analyzer.memory_bytes();
+    for i in 0..200_000 {
+        sync_node!(&SITES[i % 4], || ());
+    }
+    assert_eq!(analyzer.memory_bytes(), warm);
+    assert_eq!(analyzer.get_summary().node_count, 4);
+}
