@@ -50,12 +50,9 @@ pub(crate) struct Inner {
 #[derive(Default)]
 struct Registry {
     shards: Vec<Arc<Shard>>,
-    retired: HashMap<*const CallSite, (&'static CallSite, Stats)>,
+    /// Keyed by the call site's address.
+    retired: HashMap<usize, (&'static CallSite, Stats)>,
 }
-
-// SAFETY: the raw pointer keys of `retired` are only compared, never dereferenced; the
-// `&'static CallSite` beside each is what is read.
-unsafe impl Send for Registry {}
 
 /// A bad argument to [`BottleneckAnalyzer::record_node`]. Nothing is recorded for it, and
 /// nothing recorded before is affected.
@@ -280,7 +277,7 @@ impl Inner {
         for (site, stats) in shard.snapshot() {
             registry
                 .retired
-                .entry(std::ptr::from_ref(site))
+                .entry(std::ptr::from_ref(site) as usize)
                 .or_insert_with(|| (site, Stats::default()))
                 .1
                 .merge(&stats);

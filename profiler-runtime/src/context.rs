@@ -179,6 +179,20 @@ pub fn get_profiler() -> Option<BottleneckAnalyzer> {
     unsafe { (*shard).analyzer.upgrade() }.map(BottleneckAnalyzer::from_inner)
 }
 
+/// The id of the profiled node running on this thread right now (the innermost one), if
+/// any. Async nodes count as running while they are being polled.
+///
+/// ```
+/// use agent_profiler_runtime::current_node_id;
+///
+/// assert_eq!(current_node_id(), None);
+/// ```
+pub fn current_node_id() -> Option<&'static str> {
+    let site = HOT.with(|h| h.node.get());
+    // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+    unsafe { site.as_ref() }.map(CallSite::id)
+}
+
 /// Uninstalls the current thread's analyzer: profiled calls on this thread record nothing
 /// until one is installed again.
 pub fn clear_profiler() {

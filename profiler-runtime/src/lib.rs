@@ -24,7 +24,8 @@ mod summary;
 pub use analyzer::{BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, RecordError};
 pub use clock::{ClockSource, source as clock_source};
 pub use context::{
-    ProfilerScope, clear_profiler, get_profiler, is_enabled, set_enabled, set_profiler,
+    ProfilerScope, clear_profiler, current_node_id, get_profiler, is_enabled, set_enabled,
+    set_profiler,
 };
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;

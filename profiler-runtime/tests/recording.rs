@@ -346,3 +346,27 @@ fn memory_stays_flat_after_warm_up() {
     assert_eq!(analyzer.memory_bytes(), warm);
     assert_eq!(analyzer.get_summary().node_count, 4);
 }
+
+#[test]
+fn current_node_id_follows_nesting_sync_and_async() {
+    static OUTER: CallSite = CallSite::new("cur_outer", false);
+    static INNER: CallSite = CallSite::new("cur_inner", true);
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    assert_eq!(current_node_id(), None);
+    sync_node!(&OUTER, || {
+        assert_eq!(current_node_id(), Some("cur_outer"));
+        noop_context(|cx| {
+            let mut fut = pin!(async_node!(&INNER, async {
+                assert_eq!(current_node_id(), Some("cur_inner"));
+                YieldTimes(1).await;
+                assert_eq!(current_node_id(), Some("cur_inner"));
+            }));
+            assert!(fut.as_mut().poll(cx).is_pending());
+            assert_eq!(current_node_id(), Some("cur_outer"));
+            assert!(fut.as_mut().poll(cx).is_ready());
+        });
+        assert_eq!(current_node_id(), Some("cur_outer"));
+    });
+    assert_eq!(current_node_id(), None);
+}
