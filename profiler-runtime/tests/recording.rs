@@ -11,8 +11,8 @@ use agent_profiler_runtime::__private::{
     CallSite, ErrProbe as _, Guard, NodeFuture, OkProbe as _, call_once,
 };
 use agent_profiler_runtime::{
-    BottleneckAnalyzer, ProfilerFutureExt, ProfilerScope, clear_profiler, get_profiler,
-    set_profiler,
+    BottleneckAnalyzer, ProfilerFutureExt, ProfilerScope, clear_profiler, current_node_id,
+    get_profiler, set_profiler,
 };
 
 // Macros, not generic fns: the outcome probe must see the concrete return type, as it does
