@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::{self, Conversion};
+use crate::cost::CostInfo;
 use crate::outcome::Outcome;
 use crate::shard::{Shard, Shared};
 use crate::site::CallSite;
 use crate::stats::{Call, Stats};
-use crate::summary::{NodeShare, NodeTimings, OutcomeCounts, Summary, percent};
+use crate::summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summary, percent};
 
 /// The default bottleneck threshold: a node is a bottleneck above half of the total time.
 pub const DEFAULT_THRESHOLD_PERCENT: f64 = 50.0;
@@ -43,6 +44,60 @@ pub(crate) struct Inner {
     registry: Mutex<Registry>,
     /// Calls recorded with `record_node`, in nanoseconds and Unix nanoseconds.
     manual: Mutex<HashMap<String, Stats>>,
+    /// LLM tokens and cost per node ([`BottleneckAnalyzer::record_cost`]). Written once per
+    /// LLM call, far from the timing hot path, so a lock is fine.
+    costs: Mutex<HashMap<String, NodeCost>>,
+}
+
+/// The LLM calls attributed to one node.
+#[derive(Clone, Debug, Default)]
+struct NodeCost {
+    llm_calls: u64,
+    unpriced_calls: u64,
+    cost_usd: f64,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    cached_input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    reasoning_tokens: u64,
+    /// When the first call was recorded, seconds since the Unix epoch.
+    first_timestamp: f64,
+}
+
+impl NodeCost {
+    fn add(&mut self, info: &CostInfo) {
+        if self.llm_calls == 0 {
+            self.first_timestamp = info.timestamp;
+        }
+        self.llm_calls += 1;
+        match info.cost_usd {
+            Some(cost) => self.cost_usd += cost,
+            None => self.unpriced_calls += 1,
+        }
+        self.input_tokens = self.input_tokens.saturating_add(info.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(info.output_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(info.total_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(info.cached_input_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(info.cache_creation_input_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(info.reasoning_tokens);
+    }
+
+    fn apply(&self, node: &mut NodeTimings) {
+        node.llm_calls = self.llm_calls;
+        node.unpriced_calls = self.unpriced_calls;
+        node.cost_usd = self.cost_usd;
+        node.input_tokens = self.input_tokens;
+        node.output_tokens = self.output_tokens;
+        node.total_tokens = self.total_tokens;
+        node.cached_input_tokens = self.cached_input_tokens;
+        node.cache_creation_input_tokens = self.cache_creation_input_tokens;
+        node.reasoning_tokens = self.reasoning_tokens;
+    }
 }
 
 /// The shards of live threads, and the counts of threads that have exited (in ticks), under
@@ -111,6 +166,7 @@ impl BottleneckAnalyzer {
                 }),
                 registry: Mutex::new(Registry::default()),
                 manual: Mutex::new(HashMap::new()),
+                costs: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -184,6 +240,50 @@ impl BottleneckAnalyzer {
         Ok(())
     }
 
+    /// Adds one LLM call's tokens and cost to `node_id`. [`MultiProviderCostTracker::track_call`]
+    /// does this for the node running when it is called; call it yourself for calls made
+    /// elsewhere. A node with cost but no timing still appears in
+    /// [`get_timings`](Self::get_timings), with zero calls.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::{BottleneckAnalyzer, MultiProviderCostTracker, Usage};
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// let tracker = MultiProviderCostTracker::new();
+    /// let info = tracker.track_usage("openai", "gpt-4o", Usage::new(1000, 100)).unwrap();
+    /// analyzer.record_cost("plan", &info).unwrap();
+    /// let node = analyzer.get_node("plan").unwrap();
+    /// assert_eq!((node.llm_calls, node.total_tokens), (1, 1100));
+    /// assert!((node.cost_usd - 0.0035).abs() < 1e-12);
+    /// ```
+    ///
+    /// [`MultiProviderCostTracker::track_call`]: crate::MultiProviderCostTracker::track_call
+    ///
+    /// # Errors
+    /// An empty id is refused with [`RecordError::EmptyNodeId`] and records nothing.
+    pub fn record_cost(&self, node_id: &str, info: &CostInfo) -> Result<(), RecordError> {
+        if node_id.is_empty() {
+            return Err(RecordError::EmptyNodeId);
+        }
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let mut costs = self
+            .inner
+            .costs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match costs.get_mut(node_id) {
+            Some(cost) => cost.add(info),
+            None => {
+                let mut cost = NodeCost::default();
+                cost.add(info);
+                costs.insert(node_id.to_owned(), cost);
+            }
+        }
+        Ok(())
+    }
+
     /// Every node's timings, in the order of their first call.
     pub fn get_timings(&self) -> Vec<NodeTimings> {
         self.inner.collect()
@@ -223,6 +323,11 @@ impl BottleneckAnalyzer {
             slowest_node: slowest(&nodes),
             bottlenecks: bottlenecks(&nodes, threshold_percent),
             threshold_percent,
+            total_cost_usd: nodes.iter().map(|n| n.cost_usd).sum(),
+            total_tokens: nodes.iter().map(|n| n.total_tokens).sum(),
+            llm_calls: nodes.iter().map(|n| n.llm_calls).sum(),
+            unpriced_calls: nodes.iter().map(|n| n.unpriced_calls).sum(),
+            costliest_node: costliest(&nodes),
             nodes,
         }
     }
@@ -249,7 +354,15 @@ impl BottleneckAnalyzer {
                 .keys()
                 .map(|k| k.capacity() + HISTOGRAM_BYTES)
                 .sum::<usize>();
-        std::mem::size_of::<Inner>() + shards + retired + manual_bytes
+        drop(manual);
+        let costs = self
+            .inner
+            .costs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let cost_bytes = costs.capacity() * std::mem::size_of::<(String, NodeCost)>()
+            + costs.keys().map(String::capacity).sum::<usize>();
+        std::mem::size_of::<Inner>() + shards + retired + manual_bytes + cost_bytes
     }
 }
 
@@ -314,10 +427,28 @@ impl Inner {
         {
             add(id, stats, false);
         }
+        let mut costs = self
+            .costs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut nodes: Vec<NodeTimings> = by_id
             .into_iter()
-            .map(|(id, (stats, is_async))| timings(id, &stats, is_async))
+            .map(|(id, (stats, is_async))| {
+                let mut node = timings(id, &stats, is_async);
+                if let Some(cost) = costs.remove(&node.node_id) {
+                    cost.apply(&mut node);
+                }
+                node
+            })
             .collect();
+        // Nodes that made LLM calls but have no timing (yet): still reported.
+        for (id, cost) in costs {
+            let mut node = timings(id, &Stats::default(), false);
+            node.first_timestamp = cost.first_timestamp;
+            cost.apply(&mut node);
+            nodes.push(node);
+        }
         nodes.sort_by(|a, b| {
             a.first_timestamp
                 .total_cmp(&b.first_timestamp)
@@ -357,6 +488,15 @@ fn timings(node_id: String, stats: &Stats, is_async: bool) -> NodeTimings {
         outcomes: OutcomeCounts::from_array(stats.outcomes),
         first_timestamp: seconds(stats.first_start),
         is_async,
+        llm_calls: 0,
+        unpriced_calls: 0,
+        cost_usd: 0.0,
+        input_tokens: 0,
+        output_tokens: 0,
+        total_tokens: 0,
+        cached_input_tokens: 0,
+        cache_creation_input_tokens: 0,
+        reasoning_tokens: 0,
     }
 }
 
@@ -386,14 +526,37 @@ fn bottlenecks(nodes: &[NodeTimings], threshold_percent: f64) -> Vec<NodeShare> 
     found
 }
 
-/// Highest total duration; on a tie, the node called first.
+/// Highest total duration; on a tie, the node called first. Nodes with LLM cost but no
+/// timed call are not candidates.
 fn slowest(nodes: &[NodeTimings]) -> Option<NodeShare> {
     let total = total_self_ms(nodes);
     nodes
         .iter()
+        .filter(|n| n.call_count > 0)
         .fold(None::<&NodeTimings>, |best, n| match best {
             Some(b) if b.total_duration_ms >= n.total_duration_ms => Some(b),
             _ => Some(n),
         })
         .map(|n| share(n, total))
+}
+
+/// Highest priced LLM cost; on a tie, the node called first. `None` when no node has a
+/// cost above zero.
+fn costliest(nodes: &[NodeTimings]) -> Option<NodeCostShare> {
+    let total: f64 = nodes.iter().map(|n| n.cost_usd).sum();
+    nodes
+        .iter()
+        .filter(|n| n.cost_usd > 0.0)
+        .fold(None::<&NodeTimings>, |best, n| match best {
+            Some(b) if b.cost_usd >= n.cost_usd => Some(b),
+            _ => Some(n),
+        })
+        .map(|n| NodeCostShare {
+            node_id: n.node_id.clone(),
+            cost_usd: n.cost_usd,
+            percent_of_cost: percent(n.cost_usd, total),
+            llm_calls: n.llm_calls,
+            unpriced_calls: n.unpriced_calls,
+            total_tokens: n.total_tokens,
+        })
 }

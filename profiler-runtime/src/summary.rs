@@ -81,6 +81,34 @@ pub struct NodeTimings {
     pub first_timestamp: f64,
     /// Whether the node is an async function.
     pub is_async: bool,
+    /// LLM calls tracked while the node ran (see
+    /// [`MultiProviderCostTracker::track_call`](crate::MultiProviderCostTracker::track_call)).
+    #[serde(default)]
+    pub llm_calls: u64,
+    /// Those of the LLM calls that had no price: their tokens count, their cost does not.
+    #[serde(default)]
+    pub unpriced_calls: u64,
+    /// Sum of the priced LLM calls' cost, USD (a lower bound when `unpriced_calls > 0`).
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// LLM input tokens, cache reads and writes included.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// LLM output tokens, reasoning included.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// LLM input plus output tokens.
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// LLM input tokens read from a prompt cache.
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    /// LLM input tokens written to a prompt cache.
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    /// LLM output tokens spent on reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 /// A node's share of the workflow's time: the form of bottlenecks and of the slowest node.
@@ -100,6 +128,23 @@ pub struct NodeShare {
     pub self_duration_ms: f64,
 }
 
+/// A node's share of the workflow's LLM cost: the form of the costliest node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeCostShare {
+    /// The node id.
+    pub node_id: String,
+    /// Sum of the node's priced LLM calls' cost, USD.
+    pub cost_usd: f64,
+    /// `cost_usd / total_cost_usd * 100`.
+    pub percent_of_cost: f64,
+    /// LLM calls the node made.
+    pub llm_calls: u64,
+    /// Those of them without a price.
+    pub unpriced_calls: u64,
+    /// LLM input plus output tokens.
+    pub total_tokens: u64,
+}
+
 /// The analysis of one workflow: its total time, the slowest node, the bottlenecks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -115,10 +160,27 @@ pub struct Summary {
     pub threshold_percent: f64,
     /// Every node, in the order of their first call.
     pub nodes: Vec<NodeTimings>,
+    /// Sum of every node's priced LLM cost, USD (a lower bound when `unpriced_calls > 0`).
+    #[serde(default)]
+    pub total_cost_usd: f64,
+    /// Sum of every node's LLM input plus output tokens.
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// LLM calls attributed to nodes.
+    #[serde(default)]
+    pub llm_calls: u64,
+    /// Those of them without a price (unknown model): counted here, not as $0.
+    #[serde(default)]
+    pub unpriced_calls: u64,
+    /// The node with the highest LLM cost; `None` when no node has a priced cost.
+    #[serde(default)]
+    pub costliest_node: Option<NodeCostShare>,
 }
 
 impl Summary {
-    /// The summary as a plain-text table, one row per node, widest share first.
+    /// The summary as a plain-text table, one row per node, widest share first. The cost
+    /// column shows `-` for a node without LLM calls, and marks with `*` a cost that leaves
+    /// out unpriced calls.
     ///
     /// ```
     /// use agent_profiler_runtime::BottleneckAnalyzer;
@@ -140,20 +202,30 @@ impl Summary {
             .unwrap_or(4)
             .max(4);
         let mut out = format!(
-            "{:<width$}  {:>6}  {:>10}  {:>9}  {:>9}  {:>6}  {}\n",
-            "node", "calls", "total ms", "avg ms", "p95 ms", "self%", "ok/err/panic/cancel"
+            "{:<width$}  {:>6}  {:>10}  {:>9}  {:>9}  {:>6}  {:>10}  {:>12}  {}\n",
+            "node",
+            "calls",
+            "total ms",
+            "avg ms",
+            "p95 ms",
+            "self%",
+            "tokens",
+            "cost usd",
+            "ok/err/panic/cancel"
         );
         for node in rows {
             let share = percent(node.self_duration_ms, self.total_time_ms);
             let o = node.outcomes;
             out.push_str(&format!(
-                "{:<width$}  {:>6}  {:>10.2}  {:>9.2}  {:>9.2}  {:>5.1}%  {}/{}/{}/{}\n",
+                "{:<width$}  {:>6}  {:>10.2}  {:>9.2}  {:>9.2}  {:>5.1}%  {:>10}  {:>12}  {}/{}/{}/{}\n",
                 node.node_id,
                 node.call_count,
                 node.total_duration_ms,
                 node.avg_duration_ms,
                 node.p95_duration_ms,
                 share,
+                node.total_tokens,
+                cost_cell(node.cost_usd, node.llm_calls, node.unpriced_calls),
                 o.ok,
                 o.error,
                 o.panicked,
@@ -164,8 +236,37 @@ impl Summary {
         if let Some(slowest) = &self.slowest_node {
             out.push_str(&format!("; slowest node: {}", slowest.node_id));
         }
+        if self.llm_calls > 0 {
+            out.push_str(&format!(
+                "; LLM cost: ${:.6} over {} calls, {} tokens",
+                self.total_cost_usd, self.llm_calls, self.total_tokens
+            ));
+            if self.unpriced_calls > 0 {
+                out.push_str(&format!(
+                    " (* {} unpriced calls not included)",
+                    self.unpriced_calls
+                ));
+            }
+            if let Some(costliest) = &self.costliest_node {
+                out.push_str(&format!("; costliest node: {}", costliest.node_id));
+            }
+        }
         out.push('\n');
         out
+    }
+}
+
+/// A node's cost for the table: `-` without LLM calls, `?` when none was priced, `*` after
+/// a cost that leaves out unpriced calls.
+fn cost_cell(cost_usd: f64, llm_calls: u64, unpriced_calls: u64) -> String {
+    if llm_calls == 0 {
+        "-".to_owned()
+    } else if unpriced_calls == llm_calls {
+        "?".to_owned()
+    } else if unpriced_calls > 0 {
+        format!("{cost_usd:.6}*")
+    } else {
+        format!("{cost_usd:.6}")
     }
 }
 
