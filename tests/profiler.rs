@@ -201,10 +201,8 @@ fn cancelled_async_node_is_counted_and_never_polled_records_nothing() {
     let analyzer = BottleneckAnalyzer::new();
     let _scope = ProfilerScope::new(&analyzer);
     let rt = current_thread_runtime();
-    let timed_out = rt.block_on(tokio::time::timeout(
-        Duration::from_millis(20),
-        slow_async(),
-    ));
+    let timed_out =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(20), slow_async()).await });
     assert!(timed_out.is_err());
     drop(slow_async());
     let timings = analyzer.get_node("slow_async").unwrap();
