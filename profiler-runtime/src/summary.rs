@@ -81,8 +81,10 @@ pub struct NodeTimings {
     pub first_timestamp: f64,
     /// Whether the node is an async function.
     pub is_async: bool,
-    /// LLM calls tracked while the node ran (see
-    /// [`MultiProviderCostTracker::track_call`](crate::MultiProviderCostTracker::track_call)).
+    /// LLM calls tracked while the node was the innermost running node (see
+    /// [`MultiProviderCostTracker::track_call`](crate::MultiProviderCostTracker::track_call)):
+    /// calls made inside a nested profiled node count for that node, not for this one. The
+    /// token and cost fields below cover the same calls.
     #[serde(default)]
     pub llm_calls: u64,
     /// Those of the LLM calls that had no price: their tokens count, their cost does not.

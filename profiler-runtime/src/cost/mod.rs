@@ -141,7 +141,8 @@ pub struct CostInfo {
 }
 
 impl CostInfo {
-    /// The call's token counts as a [`Usage`].
+    /// The call's token counts as a [`Usage`] (without the one-hour split of cache writes,
+    /// which `CostInfo` does not keep).
     pub fn usage(&self) -> Usage {
         Usage {
             input_tokens: self.input_tokens,
@@ -414,9 +415,8 @@ impl MultiProviderCostTracker {
         }
     }
 
-    /// The price of `usage` for `model` of `provider`, without tracking anything: the
-    /// cost (or `None`), the reason it is unpriced, and the table key used.
-    pub fn price(
+    /// The cost of `usage` (or `None`), why it is unpriced, and the table key used.
+    fn quote(
         &self,
         provider: &str,
         model: &str,
@@ -445,7 +445,7 @@ impl MultiProviderCostTracker {
     }
 
     fn record(&self, provider: String, model: &str, usage: Usage) -> CostInfo {
-        let (cost_usd, unpriced_reason, price_key) = self.price(&provider, model, &usage);
+        let (cost_usd, unpriced_reason, price_key) = self.quote(&provider, model, &usage);
         let node_id = current_node_id();
         let info = CostInfo {
             provider,
