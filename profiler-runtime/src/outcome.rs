@@ -79,20 +79,28 @@ mod tests {
 
     type IoResult = std::io::Result<u8>;
 
+    /// Probes through a reference binding, as the macro's expansion does.
+    macro_rules! probe {
+        ($value:expr) => {{
+            let reference = &$value;
+            reference.__ap_outcome()
+        }};
+    }
+
     #[test]
     fn results_are_classified_by_variant_through_aliases() {
         let ok: IoResult = Ok(1);
         let err: IoResult = Err(std::io::Error::other("x"));
-        assert_eq!((&ok).__ap_outcome(), Outcome::Ok);
-        assert_eq!((&err).__ap_outcome(), Outcome::Error);
+        assert_eq!(probe!(ok), Outcome::Ok);
+        assert_eq!(probe!(err), Outcome::Error);
     }
 
     #[test]
     fn other_values_are_ok() {
         let v = 5_u32;
-        assert_eq!((&v).__ap_outcome(), Outcome::Ok);
+        assert_eq!(probe!(v), Outcome::Ok);
         let o: Option<u8> = None;
-        assert_eq!((&o).__ap_outcome(), Outcome::Ok);
-        assert_eq!((&()).__ap_outcome(), Outcome::Ok);
+        assert_eq!(probe!(o), Outcome::Ok);
+        assert_eq!(probe!(()), Outcome::Ok);
     }
 }
