@@ -9,11 +9,11 @@ use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::{Expr, Lit, LitStr, Path, Token};
 
-/// MLflow rejects metric keys longer than this many characters.
+/// `MLflow` rejects metric keys longer than this many characters.
 const MLFLOW_KEY_LIMIT: usize = 250;
 
 /// The longest metric key a node gets is `node_{id}_duration_ms`; the id must leave room for
-/// the prefix and the suffix. With MLflow's 250 characters that is 233.
+/// the prefix and the suffix. With `MLflow`'s 250 characters that is 233.
 pub(crate) const MAX_ID_LEN: usize = MLFLOW_KEY_LIMIT - "node_".len() - "_duration_ms".len();
 
 /// What a full, correct invocation looks like; quoted by the messages that list arguments.
@@ -145,10 +145,7 @@ fn non_string_literal(lit: &Lit, have_id: bool) -> syn::Error {
     };
     syn::Error::new(
         lit.span(),
-        format!(
-            "the node id must be a string literal: write `#[profile_node({:?})]`",
-            text
-        ),
+        format!("the node id must be a string literal: write `#[profile_node({text:?})]`"),
     )
 }
 
@@ -197,8 +194,8 @@ fn unknown_argument(tokens: &dyn ToTokens, name: &str) -> syn::Error {
 }
 
 /// Checks a node id against the rules in DESIGN.md: non-empty, only ASCII letters, digits and
-/// `_ - . /`, and short enough for MLflow's key limit. Returns the message for the first rule
-/// broken. (MLflow itself also accepts spaces; ids do not, so they stay usable as words in
+/// `_ - . /`, and short enough for `MLflow`'s key limit. Returns the message for the first rule
+/// broken. (`MLflow` itself also accepts spaces; ids do not, so they stay usable as words in
 /// logs, file names and shell commands.)
 pub(crate) fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
@@ -219,9 +216,10 @@ pub(crate) fn check_id(id: &str) -> Result<(), String> {
             .map(|c| if is_id_char(c) { c } else { '_' })
             .collect();
         return Err(format!(
-            "the node id contains {}, which is not allowed: use only ASCII letters, digits, \
+            "the node id contains {}, which {} not allowed: use only ASCII letters, digits, \
              `_`, `-`, `.` and `/`, as in `{suggestion:?}`",
-            join_and(&listed)
+            join_and(&listed),
+            if bad.len() == 1 { "is" } else { "are" }
         ));
     }
     if id.len() > MAX_ID_LEN {

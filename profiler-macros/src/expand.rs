@@ -14,6 +14,7 @@
 use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{ParseStream, Parser};
+use syn::spanned::Spanned;
 use syn::{
     Attribute, Block, Expr, GenericArgument, Item, Path, PathArguments, ReturnType, Signature,
     Stmt, Token, Type, TypeInfer, TypeParamBound, Visibility, braced, token,
@@ -109,11 +110,11 @@ fn parse_fn(input: ParseStream) -> syn::Result<FnItem> {
 
 /// The error for an item that is not a function, naming what it is.
 fn not_a_function(input: ParseStream) -> syn::Error {
+    const GENERAL: &str = "put it on the functions or methods whose calls you want to time";
     let item = match input.fork().parse::<Item>() {
         Ok(item) => item,
         Err(e) => return e,
     };
-    const GENERAL: &str = "put it on the functions or methods whose calls you want to time";
     let (what, hint, tokens): (&str, &str, TokenStream) = match &item {
         Item::Struct(i) => ("a struct", GENERAL, pair(&i.struct_token, &i.ident)),
         Item::Enum(i) => ("an enum", GENERAL, pair(&i.enum_token, &i.ident)),
@@ -163,169 +164,71 @@ fn pair(a: &dyn ToTokens, b: &dyn ToTokens) -> TokenStream {
 }
 
 /// How a function's time is taken; decided from its signature and the tail of its body.
-enum Shape {
-    /// `async fn`: the body runs inside a `NodeFuture`, timed from first poll to completion.
-    Async,
+enum Shape<'a> {
+    /// `async fn` returning the type (`None`: `()`): the body runs inside a `NodeFuture`,
+    /// timed from first poll to completion.
+    Async(Option<&'a Type>),
     /// A non-async fn whose body ends in an `async` block, possibly as `Box::pin(async ..)`
     /// (what `#[async_trait]` leaves behind): that block is wrapped in a `NodeFuture`, so the
     /// future's execution is timed, not its construction.
-    AsyncTail { stmts: Vec<Stmt>, tail: Expr },
+    AsyncTail {
+        stmts: Vec<Stmt>,
+        tail: Expr,
+        ret: &'a Type,
+    },
     /// Returns `()` or `!`: a guard at the top of the block; there is no value to classify.
     Unit,
     /// `#[track_caller]` with a value: no closure (it would report its own location instead
     /// of the caller's), so only the tail value is classified; `return` and `?` count as ok.
-    TrackCaller,
+    TrackCaller(&'a Type),
     /// Any other sync fn: the body runs in a closure, so `return` and `?` hand their value
     /// back to the guard, which classifies it.
-    Closure,
+    Closure(&'a Type),
 }
 
 impl FnItem {
-    fn expand(self, args: &Args) -> TokenStream {
-        let shape = self.shape();
+    fn expand(&self, args: &Args) -> TokenStream {
+        // The user's block, with its own braces (and their span, so "expected `u32`, found
+        // `()`" for a missing tail points at the body as it does without the macro).
+        let mut user_block = Group::new(Delimiter::Brace, self.body.clone());
+        user_block.set_span(self.brace.span.join());
+        let gen_ = Gen::new(args, user_block);
+
+        let new_body = match self.shape() {
+            Shape::Async(None) => gen_.async_unit(),
+            Shape::Async(Some(ty)) if is_never(ty) => gen_.async_never(),
+            Shape::Async(Some(ty)) => gen_.async_value(ty),
+            Shape::AsyncTail { stmts, tail, ret } => {
+                let output = future_output(ret).map(|ty| infer_impl_traits(&ty));
+                let tail = wrap_async_tail(tail, &gen_, output.as_ref());
+                quote!(#(#stmts)* #tail)
+            }
+            Shape::Unit => gen_.unit(),
+            Shape::TrackCaller(ty) => gen_.track_caller(ty),
+            Shape::Closure(ty) => gen_.closure(ty),
+        };
+
         let FnItem {
             outer_attrs,
             vis,
             sig,
-            brace,
             inner_attrs,
-            body,
+            ..
         } = self;
-        let ms = Span::mixed_site();
-        let gen_ = Gen::new(args);
-        let ret = value_type(&sig.output);
-        // The user's block, with its own braces (and their span, so "expected `u32`, found
-        // `()`" for a missing tail points at the body as it does without the macro).
-        let user_block = {
-            let mut g = Group::new(Delimiter::Brace, body);
-            g.set_span(brace.span.join());
-            g
-        };
-        let import = &gen_.import;
-        let probe = &gen_.probe_use;
-
-        let new_body = match shape {
-            Shape::Async => {
-                let site = gen_.site(true);
-                match &ret {
-                    None => quote_spanned! {ms=>
-                        #import
-                        __ap_rt::NodeFuture::new(
-                            #site,
-                            async move #user_block,
-                            |_: &()| __ap_rt::Outcome::Ok,
-                        )
-                        .await
-                    },
-                    // `!` cannot be named in a generic argument or a `let` type on stable;
-                    // an uninhabited `Infallible` can, and `!` coerces to it.
-                    Some(ty) if is_never(ty) => quote_spanned! {ms=>
-                        #import
-                        match __ap_rt::NodeFuture::new(
-                            #site,
-                            async move {
-                                let __ap_ret: ::core::convert::Infallible = #user_block;
-                                __ap_ret
-                            },
-                            |_: &::core::convert::Infallible| __ap_rt::Outcome::Ok,
-                        )
-                        .await {}
-                    },
-                    Some(ty) => {
-                        let ty = infer_impl_traits(ty);
-                        quote_spanned! {ms=>
-                            #import
-                            __ap_rt::NodeFuture::new(
-                                #site,
-                                async move {
-                                    // Fixes the block's output type before the body is
-                                    // checked, so that `return` and `?` in the body coerce
-                                    // and convert to the declared return type (the same
-                                    // trick as async-trait's).
-                                    if let ::core::option::Option::Some(__ap_ret) =
-                                        ::core::option::Option::None::<#ty>
-                                    {
-                                        // Unreachable when the type is uninhabited.
-                                        #[allow(unreachable_code)]
-                                        return __ap_ret;
-                                    }
-                                    let __ap_ret: #ty = #user_block;
-                                    // Unreachable when the body always returns early.
-                                    #[allow(unreachable_code)]
-                                    __ap_ret
-                                },
-                                |__ap_r: &#ty| {
-                                    #probe
-                                    __ap_r.__ap_outcome()
-                                },
-                            )
-                            .await
-                        }
-                    }
-                }
-            }
-            Shape::AsyncTail { stmts, tail } => {
-                let output = ret.and_then(future_output).map(|ty| infer_impl_traits(&ty));
-                let tail = wrap_async_tail(tail, &gen_, output.as_ref());
-                quote!(#(#stmts)* #tail)
-            }
-            Shape::Unit => {
-                let site = gen_.site(false);
-                quote_spanned! {ms=>
-                    #import
-                    let __ap_guard = __ap_rt::Guard::enter(#site);
-                    #user_block
-                }
-            }
-            Shape::TrackCaller => {
-                let site = gen_.site(false);
-                let ty = infer_impl_traits(ret.expect("a value-returning fn"));
-                quote_spanned! {ms=>
-                    #import
-                    let mut __ap_guard = __ap_rt::Guard::enter(#site);
-                    let __ap_ret: #ty = #user_block;
-                    // Unreachable when the body always returns early or diverges.
-                    #[allow(unreachable_code)]
-                    {
-                        #probe
-                        __ap_guard.observe((&__ap_ret).__ap_outcome());
-                    }
-                    #[allow(unreachable_code)]
-                    __ap_ret
-                }
-            }
-            Shape::Closure => {
-                let site = gen_.site(false);
-                let ty = infer_impl_traits(ret.expect("a value-returning fn"));
-                quote_spanned! {ms=>
-                    #import
-                    let mut __ap_guard = __ap_rt::Guard::enter(#site);
-                    // `move`: the body owns the parameters as the fn did, so it can return
-                    // borrows of moved-in references; `call_once` makes the closure FnOnce.
-                    let __ap_ret: #ty = __ap_rt::call_once(move || -> #ty #user_block);
-                    {
-                        #probe
-                        __ap_guard.observe((&__ap_ret).__ap_outcome());
-                    }
-                    __ap_ret
-                }
-            }
-        };
-
         let mut block = Group::new(Delimiter::Brace, quote!(#(#inner_attrs)* #new_body));
-        block.set_span(brace.span.join());
+        block.set_span(self.brace.span.join());
         quote!(#(#outer_attrs)* #vis #sig #block)
     }
 
-    fn shape(&self) -> Shape {
+    fn shape(&self) -> Shape<'_> {
         if self.sig.asyncness.is_some() {
-            return Shape::Async;
+            return Shape::Async(value_type(&self.sig.output));
         }
         let Some(ret) = value_type(&self.sig.output) else {
             return Shape::Unit;
         };
         if let Some((stmts, tail)) = async_tail(&self.body) {
-            return Shape::AsyncTail { stmts, tail };
+            return Shape::AsyncTail { stmts, tail, ret };
         }
         if is_never(ret) {
             Shape::Unit
@@ -334,14 +237,15 @@ impl FnItem {
             .iter()
             .any(|a| a.path().is_ident("track_caller"))
         {
-            Shape::TrackCaller
+            Shape::TrackCaller(ret)
         } else {
-            Shape::Closure
+            Shape::Closure(ret)
         }
     }
 }
 
-/// Pieces of generated code that depend on the `crate = path` argument and the id.
+/// Generates the new bodies. Everything here is spanned `mixed_site` unless said otherwise;
+/// user tokens (the block, the return type, the id) keep their own spans.
 struct Gen<'a> {
     args: &'a Args,
     /// `use PATH::__private as __ap_rt;`: the only place the runtime path appears, so that a
@@ -349,12 +253,14 @@ struct Gen<'a> {
     import: TokenStream,
     /// Brings both outcome probes into scope for autoref specialization.
     probe_use: TokenStream,
+    /// The user's block, braces included.
+    user_block: Group,
 }
 
 impl<'a> Gen<'a> {
-    fn new(args: &'a Args) -> Self {
+    fn new(args: &'a Args, user_block: Group) -> Self {
         let ms = Span::mixed_site();
-        let (path, private_span) = match &args.krate {
+        let (path, at_path) = match &args.krate {
             Some(path) => (
                 path.to_token_stream(),
                 path.segments
@@ -363,9 +269,8 @@ impl<'a> Gen<'a> {
             ),
             None => (quote!(::agent_profiler), Span::call_site()),
         };
-        // Spanned like the user's path, so "could not find `__private`" points at it.
-        let private = Ident::new("__private", private_span);
-        let import = quote_spanned!(ms=> use #path::#private as __ap_rt;);
+        // Spanned like the user's path, so "no `__private` in `x`" points at `crate = x`.
+        let import = quote_spanned!(at_path=> use #path::__private as __ap_rt;);
         let probe_use = quote_spanned! {ms=>
             // Only one of the two probes is picked for a given type.
             #[allow(unused_imports)]
@@ -375,6 +280,7 @@ impl<'a> Gen<'a> {
             args,
             import,
             probe_use,
+            user_block,
         }
     }
 
@@ -386,6 +292,179 @@ impl<'a> Gen<'a> {
             {
                 static __AP_SITE: __ap_rt::CallSite = __ap_rt::CallSite::new(#id, #is_async);
                 &__AP_SITE
+            }
+        }
+    }
+
+    /// `async fn` without a value: nothing to classify.
+    fn async_unit(&self) -> TokenStream {
+        let Gen {
+            import, user_block, ..
+        } = self;
+        let site = self.site(true);
+        quote_spanned! {Span::mixed_site()=>
+            #import
+            __ap_rt::NodeFuture::new(
+                #site,
+                async move #user_block,
+                |_: &()| __ap_rt::Outcome::Ok,
+            )
+            .await
+        }
+    }
+
+    /// `async fn .. -> !`. `!` cannot be named in a generic argument or a `let` type on
+    /// stable; the uninhabited `Infallible` can, and `!` coerces to it.
+    fn async_never(&self) -> TokenStream {
+        let Gen {
+            import, user_block, ..
+        } = self;
+        let site = self.site(true);
+        quote_spanned! {Span::mixed_site()=>
+            #import
+            match __ap_rt::NodeFuture::new(
+                #site,
+                async move {
+                    let __ap_ret: ::core::convert::Infallible = #user_block;
+                    __ap_ret
+                },
+                |_: &::core::convert::Infallible| __ap_rt::Outcome::Ok,
+            )
+            .await {}
+        }
+    }
+
+    /// `async fn .. -> T`: the body runs in an `async move` block typed `T`, classified by the
+    /// probe when it completes.
+    fn async_value(&self, ret: &Type) -> TokenStream {
+        let Gen {
+            import,
+            probe_use,
+            user_block,
+            ..
+        } = self;
+        let ms = Span::mixed_site();
+        let site = self.site(true);
+        // Located at the declared return type (hygiene stays mixed-site), so that "return
+        // type inferred to be `X` here" points at the signature.
+        let at_ret = ret.span().resolved_at(ms);
+        let ty = infer_impl_traits(ret);
+        // Fixes the block's output type before the body is checked, so that `return` and `?`
+        // in the body coerce and convert to the declared return type (the same trick as
+        // async-trait's).
+        let fix_output = quote_spanned! {at_ret=>
+            if let ::core::option::Option::Some(__ap_ret) = ::core::option::Option::None::<#ty> {
+                // Unreachable when the type is uninhabited.
+                #[allow(unreachable_code)]
+                return __ap_ret;
+            }
+        };
+        quote_spanned! {ms=>
+            #import
+            __ap_rt::NodeFuture::new(
+                #site,
+                async move {
+                    #fix_output
+                    let __ap_ret: #ty = #user_block;
+                    // Unreachable when the body always returns early.
+                    #[allow(unreachable_code)]
+                    __ap_ret
+                },
+                |__ap_r: &#ty| {
+                    #probe_use
+                    __ap_r.__ap_outcome()
+                },
+            )
+            .await
+        }
+    }
+
+    /// Sync, no value (or never returns): a guard in front of the user's block, which stays a
+    /// block of its own so that its items come first in their scope.
+    fn unit(&self) -> TokenStream {
+        let Gen {
+            import, user_block, ..
+        } = self;
+        let site = self.site(false);
+        quote_spanned! {Span::mixed_site()=>
+            #import
+            let __ap_guard = __ap_rt::Guard::enter(#site);
+            #user_block
+        }
+    }
+
+    /// Sync `#[track_caller]` with a value: the block runs in place, so the caller location
+    /// passes through; only the tail value reaches the probe.
+    fn track_caller(&self, ret: &Type) -> TokenStream {
+        let Gen {
+            import,
+            probe_use,
+            user_block,
+            ..
+        } = self;
+        let site = self.site(false);
+        let ty = infer_impl_traits(ret);
+        quote_spanned! {Span::mixed_site()=>
+            #import
+            let mut __ap_guard = __ap_rt::Guard::enter(#site);
+            let __ap_ret: #ty = #user_block;
+            // Unreachable when the body always returns early or diverges.
+            #[allow(unreachable_code)]
+            {
+                #probe_use
+                __ap_guard.observe((&__ap_ret).__ap_outcome());
+            }
+            #[allow(unreachable_code)]
+            __ap_ret
+        }
+    }
+
+    /// Any other sync fn: the block runs in a closure, so every way out of it (tail, `return`,
+    /// `?`) gives the value to the probe.
+    fn closure(&self, ret: &Type) -> TokenStream {
+        let Gen {
+            import,
+            probe_use,
+            user_block,
+            ..
+        } = self;
+        let site = self.site(false);
+        let ty = infer_impl_traits(ret);
+        quote_spanned! {Span::mixed_site()=>
+            #import
+            let mut __ap_guard = __ap_rt::Guard::enter(#site);
+            // `move`: the body owns the parameters as the fn did, so it can return borrows of
+            // moved-in references; `call_once` makes the closure FnOnce.
+            let __ap_ret: #ty = __ap_rt::call_once(move || -> #ty #user_block);
+            {
+                #probe_use
+                __ap_guard.observe((&__ap_ret).__ap_outcome());
+            }
+            __ap_ret
+        }
+    }
+
+    /// A `NodeFuture` owning `fut`, for an async tail.
+    fn node_future(&self, fut: &TokenStream, output: Option<&Type>) -> TokenStream {
+        let Gen {
+            import, probe_use, ..
+        } = self;
+        let site = self.site(true);
+        // Annotated when the return type says what the future yields; otherwise the
+        // closure's parameter type is inferred from the future (closure arguments are checked
+        // after the others).
+        let param = output.map(|ty| quote!(: &#ty));
+        quote_spanned! {Span::mixed_site()=>
+            {
+                #import
+                __ap_rt::NodeFuture::new(
+                    #site,
+                    #fut,
+                    |__ap_r #param| {
+                        #probe_use
+                        __ap_r.__ap_outcome()
+                    },
+                )
             }
         }
     }
@@ -477,34 +556,11 @@ fn wrap_async_tail(tail: Expr, gen_: &Gen<'_>, output: Option<&Type>) -> TokenSt
         }
         Expr::Call(mut call) => {
             let fut = call.args.pop().expect("one argument").into_value();
-            let wrapped = node_future(fut.into_token_stream(), gen_, output);
+            let wrapped = gen_.node_future(&fut.into_token_stream(), output);
             call.args.push(Expr::Verbatim(wrapped));
             call.into_token_stream()
         }
-        other => node_future(other.into_token_stream(), gen_, output),
-    }
-}
-
-fn node_future(fut: TokenStream, gen_: &Gen<'_>, output: Option<&Type>) -> TokenStream {
-    let import = &gen_.import;
-    let probe = &gen_.probe_use;
-    let site = gen_.site(true);
-    // Annotated when the return type says what the future yields; otherwise the closure's
-    // parameter type is inferred from the future (closures are checked after the other
-    // arguments).
-    let param = output.map(|ty| quote!(: &#ty));
-    quote_spanned! {Span::mixed_site()=>
-        {
-            #import
-            __ap_rt::NodeFuture::new(
-                #site,
-                #fut,
-                |__ap_r #param| {
-                    #probe
-                    __ap_r.__ap_outcome()
-                },
-            )
-        }
+        other => gen_.node_future(&other.into_token_stream(), output),
     }
 }
 

@@ -36,8 +36,8 @@ use proc_macro::TokenStream;
 /// # Arguments
 ///
 /// - `"id"` (required): the node id, a string literal of ASCII letters, digits, `_`, `-`,
-///   `.` and `/`, at most 233 characters (so that the MLflow key `node_{id}_duration_ms` fits
-///   MLflow's 250-character limit). Checked at compile time.
+///   `.` and `/`, at most 233 characters (so that the `MLflow` key `node_{id}_duration_ms` fits
+///   `MLflow`'s 250-character limit). Checked at compile time.
 /// - `crate = path` (optional): the path through which the expansion reaches the runtime,
 ///   `::agent_profiler` by default. A library that re-exports the macro and the runtime
 ///   (`pub use agent_profiler as profiler;`) lets its users write

@@ -1,0 +1,8 @@
+use agent_profiler::profile_node;
+
+#[profile_node("retrieve", crate = ::agent_profiler, crate = ::agent_profiler)]
+fn retrieve() {}
+
+fn main() {
+    retrieve();
+}

@@ -1,0 +1,8 @@
+use agent_profiler::profile_node;
+
+#[profile_node()]
+fn retrieve() {}
+
+fn main() {
+    retrieve();
+}
