@@ -265,6 +265,49 @@ mod shapes {
     #[profile_node("async_unit")]
     pub async fn async_unit() {}
 
+    #[profile_node("todo_sync")]
+    pub fn todo_sync() -> u8 {
+        todo!()
+    }
+
+    #[profile_node("todo_track_caller")]
+    #[track_caller]
+    pub fn todo_track_caller() -> u8 {
+        todo!()
+    }
+
+    #[profile_node("todo_async")]
+    pub async fn todo_async() -> u8 {
+        todo!()
+    }
+
+    #[profile_node("panic_sync")]
+    pub fn panic_sync(msg: &str) -> u8 {
+        panic!("{msg}")
+    }
+
+    #[profile_node("track_caller_coerces")]
+    #[track_caller]
+    pub fn track_caller_coerces() -> Vec<Box<dyn Display>> {
+        vec![Box::new(1), Box::new("two")]
+    }
+
+    #[profile_node("panic_track_caller")]
+    #[track_caller]
+    pub fn panic_track_caller(msg: &str) -> u8 {
+        panic!("{msg}")
+    }
+
+    #[profile_node("panic_async")]
+    pub async fn panic_async(msg: &str) -> u8 {
+        panic!("{msg}")
+    }
+
+    #[profile_node("async_never")]
+    pub async fn async_never(msg: &str) -> ! {
+        panic!("{msg}")
+    }
+
     #[profile_node("async_question_mark")]
     pub async fn async_question_mark(s: &str) -> Result<u32, Box<dyn std::error::Error>> {
         let n: u32 = s.parse()?;
@@ -391,6 +434,7 @@ fn sync_shapes() {
     assert_eq!(shapes::explicit_crate_path(), 3);
     assert_eq!(shapes::shadowing(1, 2), 3);
     assert_eq!(shapes::track_caller_result(true), Err("early".to_owned()));
+    assert_eq!(shapes::track_caller_coerces().len(), 2);
 }
 
 #[test]
@@ -409,6 +453,13 @@ fn method_shapes() {
 fn async_shapes() {
     assert_eq!(block_on(shapes::async_free(1)), 2);
     block_on(shapes::async_unit());
+    assert!(std::panic::catch_unwind(|| block_on(shapes::async_never("boom"))).is_err());
+    assert!(std::panic::catch_unwind(shapes::todo_sync).is_err());
+    assert!(std::panic::catch_unwind(|| shapes::todo_track_caller()).is_err());
+    assert!(std::panic::catch_unwind(|| block_on(shapes::todo_async())).is_err());
+    assert!(std::panic::catch_unwind(|| shapes::panic_sync("boom")).is_err());
+    assert!(std::panic::catch_unwind(|| shapes::panic_track_caller("boom")).is_err());
+    assert!(std::panic::catch_unwind(|| block_on(shapes::panic_async("boom"))).is_err());
     assert_eq!(block_on(shapes::async_question_mark("3")).unwrap(), 3);
     assert!(block_on(shapes::async_question_mark("0")).is_err());
     assert!(block_on(shapes::async_question_mark("x")).is_err());
@@ -443,6 +494,32 @@ fn async_bodies_that_are_send_give_send_futures() {
     let c = Counter::new("send");
     assert_eq!(block_on(assert_send(c.async_name())), 4);
     assert!(block_on(assert_send(Store.fetch("k"))).is_ok());
+}
+
+/// The macro's part of outcome detection: every way out of a body reaches the probe (the
+/// runtime's behaviour tests cover the rest).
+#[test]
+fn errors_are_classified_whichever_way_the_body_returns_them() {
+    let analyzer = agent_profiler::BottleneckAnalyzer::new();
+    let scope = agent_profiler::ProfilerScope::new(&analyzer);
+    let _ = shapes::question_mark("x"); // `?`
+    let _ = shapes::question_mark("1"); // tail `Ok`
+    let _ = shapes::io_result(true); // tail `Err` through the `io::Result` alias
+    let _ = block_on(shapes::async_question_mark("x")); // `?` in an async body
+    let _ = block_on(shapes::async_question_mark("0")); // early `return Err`
+    let _ = block_on(shapes::async_tail_ref("")); // `return Err` in an async tail
+    let _ = block_on(Store.fetch("")); // `#[async_trait]` body
+    drop(scope);
+
+    let outcomes = |id: &str| {
+        let node = analyzer.get_node(id).expect(id);
+        (node.outcomes.ok, node.outcomes.error)
+    };
+    assert_eq!(outcomes("question_mark"), (1, 1));
+    assert_eq!(outcomes("io_result"), (0, 1));
+    assert_eq!(outcomes("async_question_mark"), (0, 2));
+    assert_eq!(outcomes("async_tail_ref"), (0, 1));
+    assert_eq!(outcomes("async_trait_impl"), (0, 1));
 }
 
 #[test]

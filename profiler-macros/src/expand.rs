@@ -313,29 +313,31 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// `async fn .. -> !`. `!` cannot be named in a generic argument or a `let` type on
-    /// stable; the uninhabited `Infallible` can, and `!` coerces to it.
+    /// `async fn .. -> !`. `!` cannot be named in a generic argument on stable; the
+    /// uninhabited `Infallible` can, and `!` coerces to it.
     fn async_never(&self) -> TokenStream {
         let Gen {
             import, user_block, ..
         } = self;
         let site = self.site(true);
+        let infallible = quote!(::core::convert::Infallible);
+        let fix_output = fix_output(&infallible, Span::mixed_site());
         quote_spanned! {Span::mixed_site()=>
             #import
             match __ap_rt::NodeFuture::new(
                 #site,
                 async move {
-                    let __ap_ret: ::core::convert::Infallible = #user_block;
-                    __ap_ret
+                    #fix_output
+                    #user_block
                 },
-                |_: &::core::convert::Infallible| __ap_rt::Outcome::Ok,
+                |_: &#infallible| __ap_rt::Outcome::Ok,
             )
             .await {}
         }
     }
 
-    /// `async fn .. -> T`: the body runs in an `async move` block typed `T`, classified by the
-    /// probe when it completes.
+    /// `async fn .. -> T`: the body runs in an `async move` block whose output is `T`,
+    /// classified by the probe when it completes.
     fn async_value(&self, ret: &Type) -> TokenStream {
         let Gen {
             import,
@@ -343,32 +345,20 @@ impl<'a> Gen<'a> {
             user_block,
             ..
         } = self;
-        let ms = Span::mixed_site();
         let site = self.site(true);
-        // Located at the declared return type (hygiene stays mixed-site), so that "return
-        // type inferred to be `X` here" points at the signature.
-        let at_ret = ret.span().resolved_at(ms);
         let ty = infer_impl_traits(ret);
-        // Fixes the block's output type before the body is checked, so that `return` and `?`
-        // in the body coerce and convert to the declared return type (the same trick as
-        // async-trait's).
-        let fix_output = quote_spanned! {at_ret=>
-            if let ::core::option::Option::Some(__ap_ret) = ::core::option::Option::None::<#ty> {
-                // Unreachable when the type is uninhabited.
-                #[allow(unreachable_code)]
-                return __ap_ret;
-            }
-        };
-        quote_spanned! {ms=>
+        // Located at the declared return type, so that "return type inferred to be `X` here"
+        // points at the signature.
+        let fix_output = fix_output(&ty, ret.span());
+        // The user's block stays the tail (not a `let` initializer, where clippy would call a
+        // diverging body a diverging sub-expression).
+        quote_spanned! {Span::mixed_site()=>
             #import
             __ap_rt::NodeFuture::new(
                 #site,
                 async move {
                     #fix_output
-                    let __ap_ret: #ty = #user_block;
-                    // Unreachable when the body always returns early.
-                    #[allow(unreachable_code)]
-                    __ap_ret
+                    #user_block
                 },
                 |__ap_r: &#ty| {
                     #probe_use
@@ -404,10 +394,15 @@ impl<'a> Gen<'a> {
         } = self;
         let site = self.site(false);
         let ty = infer_impl_traits(ret);
+        // The block is a match arm rather than the `let` initializer itself: typed the same
+        // way (the arm is coerced to the declared type), but clippy does not take a body that
+        // is a single diverging call (`panic!("{x}")`) for a diverging sub-expression there.
         quote_spanned! {Span::mixed_site()=>
             #import
             let mut __ap_guard = __ap_rt::Guard::enter(#site);
-            let __ap_ret: #ty = #user_block;
+            let __ap_ret: #ty = match () {
+                () => #user_block,
+            };
             // Unreachable when the body always returns early or diverges.
             #[allow(unreachable_code)]
             {
@@ -466,6 +461,19 @@ impl<'a> Gen<'a> {
                     },
                 )
             }
+        }
+    }
+}
+
+/// Fixes an async block's output type to `ty` before the body is checked, so that `return`
+/// and `?` in the body coerce and convert to the declared return type (async-trait's trick:
+/// a typed `return` that never runs). `at` locates it (its hygiene stays mixed-site).
+fn fix_output(ty: &dyn ToTokens, at: Span) -> TokenStream {
+    quote_spanned! {at.resolved_at(Span::mixed_site())=>
+        if let ::core::option::Option::Some(__ap_ret) = ::core::option::Option::None::<#ty> {
+            // Unreachable when the type is uninhabited.
+            #[allow(unreachable_code)]
+            return __ap_ret;
         }
     }
 }
