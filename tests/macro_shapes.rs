@@ -395,6 +395,18 @@ mod shapes {
         3
     }
 
+    #[profile_node("outer_of_two")]
+    #[profile_node("inner_of_two")]
+    pub fn two_nodes(x: u8) -> Result<u8, String> {
+        x.checked_add(1).ok_or_else(|| "overflow".to_owned())
+    }
+
+    #[profile_node("outer_of_two_async")]
+    #[profile_node("inner_of_two_async")]
+    pub async fn two_nodes_async(x: u8) -> u8 {
+        x
+    }
+
     #[profile_node("shadowing")]
     pub fn shadowing(__ap_ret: u8, __ap_guard: u8) -> u8 {
         // User names that look like generated ones are distinct variables (mixed-site
@@ -433,6 +445,8 @@ fn sync_shapes() {
     assert_eq!(shapes::generic_value::<u8>(), 0);
     assert_eq!(shapes::explicit_crate_path(), 3);
     assert_eq!(shapes::shadowing(1, 2), 3);
+    assert_eq!(shapes::two_nodes(1), Ok(2));
+    assert_eq!(block_on(shapes::two_nodes_async(1)), 1);
     assert_eq!(shapes::track_caller_result(true), Err("early".to_owned()));
     assert_eq!(shapes::track_caller_coerces().len(), 2);
 }

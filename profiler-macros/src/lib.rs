@@ -42,7 +42,8 @@ use proc_macro::TokenStream;
 ///   `::agent_profiler` by default. A library that re-exports the macro and the runtime
 ///   (`pub use agent_profiler as profiler;`) lets its users write
 ///   `#[my_lib::profile_node("id", crate = my_lib::profiler)]` without depending on
-///   `agent-profiler` themselves.
+///   `agent-profiler` themselves. It is also what a crate that renamed the dependency
+///   (`prof = { package = "agent-profiler", .. }`) writes: `crate = ::prof`.
 ///
 /// # What it times
 ///
