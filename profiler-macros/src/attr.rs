@@ -136,7 +136,7 @@ fn parse_crate_arg(input: ParseStream) -> syn::Result<(Token![crate], Path)> {
 /// The error for a literal that is not a string (`42`, `b"x"`, `'x'`, `true`).
 fn non_string_literal(lit: &Lit, have_id: bool) -> syn::Error {
     if have_id {
-        return unknown_argument(lit, &lit.to_token_stream().to_string());
+        return unexpected_argument(lit);
     }
     let text = match lit {
         Lit::ByteStr(s) => String::from_utf8_lossy(&s.value()).into_owned(),
@@ -167,10 +167,13 @@ fn other_argument(input: ParseStream, have_id: bool) -> syn::Error {
         _ => None,
     };
     if let Some(key) = key {
-        return unknown_argument(&expr, &key.to_token_stream().to_string());
+        return syn::Error::new_spanned(
+            &expr,
+            format!("unknown argument `{}`: {ACCEPTED}", source_text(key)),
+        );
     }
     if have_id {
-        return unknown_argument(&expr, &expr.to_token_stream().to_string());
+        return unexpected_argument(&expr);
     }
     syn::Error::new_spanned(
         &expr,
@@ -178,19 +181,32 @@ fn other_argument(input: ParseStream, have_id: bool) -> syn::Error {
             "the node id must be a string literal, not `{}`: ids are checked at compile \
              time, so constants and expressions are not accepted; write the id itself, as \
              in `#[profile_node(\"retrieve\")]`",
-            expr.to_token_stream()
+            source_text(&expr)
         ),
     )
 }
 
-fn unknown_argument(tokens: &dyn ToTokens, name: &str) -> syn::Error {
+/// What the argument errors list: everything `#[profile_node]` accepts.
+const ACCEPTED: &str = "`#[profile_node]` accepts a node id (a string literal) and \
+                        `crate = path`, as in `#[profile_node(\"my_node\", crate = my_lib::profiler)]`";
+
+fn unexpected_argument(tokens: &dyn ToTokens) -> syn::Error {
     syn::Error::new_spanned(
         tokens,
-        format!(
-            "unknown argument `{name}`: `#[profile_node]` accepts a node id (a string \
-             literal) and `crate = path`, as in {EXAMPLE}"
-        ),
+        format!("unexpected argument `{}`: {ACCEPTED}", source_text(tokens)),
     )
+}
+
+/// Tokens printed roughly as written (`a::b` rather than the token printer's `a :: b`).
+fn source_text(tokens: &dyn ToTokens) -> String {
+    tokens
+        .to_token_stream()
+        .to_string()
+        .replace(" :: ", "::")
+        .replace(":: ", "::")
+        .replace(" !", "!")
+        .replace(" (", "(")
+        .replace(" , ", ", ")
 }
 
 /// Checks a node id against the rules in DESIGN.md: non-empty, only ASCII letters, digits and
@@ -346,6 +362,10 @@ mod tests {
         assert!(parse_err(quote!("a", level = "info")).contains("unknown argument `level`"));
         assert!(parse_err(quote!("a", skip(x))).contains("unknown argument `skip`"));
         assert!(parse_err(quote!("a", flag)).contains("unknown argument `flag`"));
+        assert!(parse_err(quote!("a", 5)).contains("unexpected argument `5`"));
+        assert!(parse_err(quote!(ids::RETRIEVE)).contains("not `ids::RETRIEVE`"));
+        let err = parse_err(quote!(concat!("a", "b")));
+        assert!(err.contains("not `concat!(\"a\", \"b\")`"), "{err}");
         assert!(parse_err(quote!("a", crate =)).contains("missing path"));
         assert!(parse_err(quote!("a", crate)).contains("needs a path"));
         assert!(parse_err(quote!("a", crate = "x")).contains("without the quotes"));
