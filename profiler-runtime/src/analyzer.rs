@@ -2,12 +2,13 @@
 //! node and the bottlenecks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::{self, Conversion};
 use crate::cost::CostInfo;
+use crate::export::{CallRecord, DEFAULT_RING_CAPACITY, ExportState};
 use crate::outcome::Outcome;
 use crate::shard::{Shard, Shared};
 use crate::site::CallSite;
@@ -47,6 +48,9 @@ pub(crate) struct Inner {
     /// LLM tokens and cost per node ([`BottleneckAnalyzer::record_cost`]). Written once per
     /// LLM call, far from the timing hot path, so a lock is fine.
     costs: Mutex<HashMap<String, NodeCost>>,
+    /// Per-call records on their way to exporters (see [`BottleneckAnalyzer::drain_calls`]).
+    /// Locked after `registry` when both are held.
+    export: Mutex<ExportState>,
 }
 
 /// The LLM calls attributed to one node.
@@ -163,10 +167,13 @@ impl BottleneckAnalyzer {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
                     enabled: AtomicBool::new(true),
+                    export: AtomicBool::new(false),
+                    ring_capacity: AtomicUsize::new(DEFAULT_RING_CAPACITY),
                 }),
                 registry: Mutex::new(Registry::default()),
                 manual: Mutex::new(HashMap::new()),
                 costs: Mutex::new(HashMap::new()),
+                export: Mutex::new(ExportState::default()),
             }),
         }
     }
@@ -237,7 +244,77 @@ impl BottleneckAnalyzer {
                 manual.insert(node_id.to_owned(), stats);
             }
         }
+        drop(manual);
+        if self.inner.shared.export.load(Ordering::Relaxed) {
+            let record = CallRecord {
+                node_id: node_id.to_owned(),
+                duration_ms,
+                start_unix_ms: call.start as f64 / 1e6,
+                end_unix_ms: call.end as f64 / 1e6,
+                outcome: Outcome::Ok,
+                call_index: 0,
+            };
+            self.inner.export_state().keep(record, self.ring_capacity());
+        }
         Ok(())
+    }
+
+    /// Starts keeping every call one by one for an exporter, besides the totals: each thread
+    /// keeps up to `per_thread_capacity` calls until [`drain_calls`](Self::drain_calls) takes
+    /// them; beyond that, per-call records are dropped and counted
+    /// ([`dropped_calls`](Self::dropped_calls)) while the totals stay exact.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::BottleneckAnalyzer;
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// analyzer.enable_call_export(1024);
+    /// analyzer.record_node("plan", 12.5).unwrap();
+    /// let mut calls = Vec::new();
+    /// analyzer.drain_calls(&mut calls);
+    /// assert_eq!((calls[0].node_id.as_str(), calls[0].duration_ms), ("plan", 12.5));
+    /// ```
+    pub fn enable_call_export(&self, per_thread_capacity: usize) {
+        let shared = &self.inner.shared;
+        shared
+            .ring_capacity
+            .store(per_thread_capacity.max(1), Ordering::Relaxed);
+        shared.export.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops keeping calls one by one; what is already kept can still be drained.
+    pub fn disable_call_export(&self) {
+        self.inner.shared.export.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether calls are kept one by one for an exporter.
+    pub fn is_call_export_enabled(&self) -> bool {
+        self.inner.shared.export.load(Ordering::Relaxed)
+    }
+
+    /// Moves every call kept since the last drain into `out`, in the order they ended, each
+    /// numbered with its node's call index; returns how many. Safe to call from any thread
+    /// while others record.
+    pub fn drain_calls(&self, out: &mut Vec<CallRecord>) -> usize {
+        let shards = self.inner.registry().shards.clone();
+        self.inner.export_state().drain(&shards, out)
+    }
+
+    /// Per-call records that were dropped because an exporter did not drain in time. The
+    /// calls themselves are in the totals all the same.
+    pub fn dropped_calls(&self) -> u64 {
+        let live: u64 = self
+            .inner
+            .registry()
+            .shards
+            .iter()
+            .map(|s| s.dropped_calls())
+            .sum();
+        live + self.inner.export_state().dropped()
+    }
+
+    fn ring_capacity(&self) -> usize {
+        self.inner.shared.ring_capacity.load(Ordering::Relaxed)
     }
 
     /// Adds one LLM call's tokens and cost to `node_id`. [`MultiProviderCostTracker::track_call`]
@@ -335,11 +412,7 @@ impl BottleneckAnalyzer {
     /// Bytes the analyzer holds for its counters. Constant once every node has been called on
     /// every thread that calls it, whatever the number of calls.
     pub fn memory_bytes(&self) -> usize {
-        let registry = self
-            .inner
-            .registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let registry = self.inner.registry();
         let shards: usize = registry.shards.iter().map(|s| s.memory_bytes()).sum();
         let retired = registry.retired.capacity() * std::mem::size_of::<(usize, Stats)>()
             + registry.retired.len() * HISTOGRAM_BYTES;
@@ -362,7 +435,9 @@ impl BottleneckAnalyzer {
             .unwrap_or_else(PoisonError::into_inner);
         let cost_bytes = costs.capacity() * std::mem::size_of::<(String, NodeCost)>()
             + costs.keys().map(String::capacity).sum::<usize>();
-        std::mem::size_of::<Inner>() + shards + retired + manual_bytes + cost_bytes
+        drop(costs);
+        let export = self.inner.export_state().memory_bytes();
+        std::mem::size_of::<Inner>() + shards + retired + manual_bytes + cost_bytes + export
     }
 }
 
@@ -380,6 +455,14 @@ impl Inner {
         shard
     }
 
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn export_state(&self) -> std::sync::MutexGuard<'_, ExportState> {
+        self.export.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Folds an exiting thread's shard into the retired totals.
     pub(crate) fn retire_shard(&self, shard: &Arc<Shard>) {
         let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -387,6 +470,8 @@ impl Inner {
             return;
         };
         registry.shards.swap_remove(position);
+        let capacity = self.shared.ring_capacity.load(Ordering::Relaxed);
+        self.export_state().keep_ring_of(shard, capacity);
         for (site, stats) in shard.snapshot() {
             registry
                 .retired

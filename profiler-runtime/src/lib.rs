@@ -15,6 +15,7 @@ mod analyzer;
 mod clock;
 mod context;
 pub mod cost;
+mod export;
 mod future;
 mod guard;
 mod histogram;
@@ -34,6 +35,7 @@ pub use cost::{
     CostBreakdown, CostError, CostInfo, CostSummary, CostTrackerBuilder, ModelPrice,
     MultiProviderCostTracker, PricingTable, Usage, extract_provider,
 };
+pub use export::{CallRecord, DEFAULT_RING_CAPACITY};
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;
 pub use outcome::Outcome;

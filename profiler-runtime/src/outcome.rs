@@ -39,6 +39,16 @@ impl Outcome {
     pub(crate) const fn index(self) -> usize {
         self as usize
     }
+
+    /// The inverse of `self as u8`; out-of-range values (never written) read as `Ok`.
+    pub(crate) const fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Outcome::Error,
+            2 => Outcome::Panicked,
+            3 => Outcome::Cancelled,
+            _ => Outcome::Ok,
+        }
+    }
 }
 
 /// Classifies a `Result` by its variant. Chosen by method resolution before [`OkProbe`]

@@ -7,9 +7,10 @@
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::analyzer::Inner;
+use crate::export::{CallRing, RawRecord};
 use crate::site::CallSite;
 use crate::stats::{Call, Slot, Stats};
 
@@ -18,6 +19,10 @@ use crate::stats::{Call, Slot, Stats};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) enabled: AtomicBool,
+    /// Whether calls are also kept one by one for exporters (see `export`).
+    pub(crate) export: AtomicBool,
+    /// Capacity of each thread's export ring, read when a ring is created.
+    pub(crate) ring_capacity: AtomicUsize,
 }
 
 pub(crate) struct Shard {
@@ -30,6 +35,8 @@ pub(crate) struct Shard {
     index_len: AtomicUsize,
     /// Every slot, for readers. The boxes never move, so `index` can point into them.
     slots: Mutex<Vec<(&'static CallSite, Box<Slot>)>>,
+    /// Per-call records for exporters, created on the first call made with export on.
+    ring: OnceLock<CallRing>,
 }
 
 // SAFETY: `index` is only touched by the owning thread (`record_owned` is unsafe and states
@@ -46,6 +53,7 @@ impl Shard {
             index: UnsafeCell::new(Vec::new()),
             index_len: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
+            ring: OnceLock::new(),
         }
     }
 
@@ -64,6 +72,28 @@ impl Shard {
             // SAFETY: forwarded contract.
             _ => unsafe { self.record_first(site, index, call) },
         }
+        if self.shared.export.load(Ordering::Relaxed) {
+            self.export_owned(site, call);
+        }
+    }
+
+    #[inline(never)]
+    fn export_owned(&self, site: &'static CallSite, call: &Call) {
+        self.ring
+            .get_or_init(|| CallRing::new(self.shared.ring_capacity.load(Ordering::Relaxed)))
+            .push_owned(site, call);
+    }
+
+    /// Moves this shard's exported calls into `out`. One drain at a time per analyzer.
+    pub(crate) fn drain_calls(&self, out: &mut Vec<RawRecord>) {
+        if let Some(ring) = self.ring.get() {
+            ring.drain_into(out);
+        }
+    }
+
+    /// Per-call records this shard could not keep because its ring was full.
+    pub(crate) fn dropped_calls(&self) -> u64 {
+        self.ring.get().map_or(0, CallRing::dropped)
     }
 
     #[cold]
@@ -105,5 +135,6 @@ impl Shard {
             // Sized by the largest site index met, which the number of profiled functions in
             // the program bounds.
             + self.index_len.load(Ordering::Relaxed) * std::mem::size_of::<*const Slot>()
+            + self.ring.get().map_or(0, CallRing::memory_bytes)
     }
 }

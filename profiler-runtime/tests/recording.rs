@@ -370,3 +370,93 @@ fn current_node_id_follows_nesting_sync_and_async() {
     });
     assert_eq!(current_node_id(), None);
 }
+
+#[test]
+fn exported_calls_arrive_once_each_in_order_with_call_indexes() {
+    static SITE: CallSite = CallSite::new("exp_calls", false);
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_call_export(1 << 16);
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let a = analyzer.clone();
+            std::thread::spawn(move || {
+                let _scope = ProfilerScope::new(&a);
+                for _ in 0..5_000 {
+                    sync_node!(&SITE, || std::hint::black_box(3));
+                }
+            })
+        })
+        .collect();
+    let mut calls = Vec::new();
+    while workers.iter().any(|w| !w.is_finished()) {
+        analyzer.drain_calls(&mut calls);
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    // The threads have exited: what their rings still held was kept for this drain.
+    analyzer.drain_calls(&mut calls);
+    assert_eq!(calls.len(), 20_000);
+    assert_eq!(analyzer.dropped_calls(), 0);
+    let indexes: Vec<u64> = calls.iter().map(|c| c.call_index).collect();
+    assert_eq!(indexes, (0..20_000).collect::<Vec<_>>());
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.node_id == "exp_calls" && c.end_unix_ms >= c.start_unix_ms)
+    );
+    assert_eq!(analyzer.get_node("exp_calls").unwrap().call_count, 20_000);
+}
+
+#[test]
+fn a_full_ring_drops_records_but_never_calls() {
+    static SITE: CallSite = CallSite::new("exp_full", false);
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_call_export(100);
+    let _scope = ProfilerScope::new(&analyzer);
+    for _ in 0..250 {
+        sync_node!(&SITE, || ());
+    }
+    let mut calls = Vec::new();
+    assert_eq!(analyzer.drain_calls(&mut calls), 100);
+    assert_eq!(analyzer.dropped_calls(), 150);
+    assert_eq!(analyzer.get_node("exp_full").unwrap().call_count, 250);
+    // Drained, the ring takes calls again, and memory stays what it was.
+    let after_warm_up = analyzer.memory_bytes();
+    for _ in 0..10 {
+        for _ in 0..50 {
+            sync_node!(&SITE, || ());
+        }
+        analyzer.drain_calls(&mut calls);
+    }
+    assert_eq!(calls.len(), 600);
+    assert_eq!(analyzer.memory_bytes(), after_warm_up);
+    analyzer.disable_call_export();
+    sync_node!(&SITE, || ());
+    assert_eq!(analyzer.drain_calls(&mut calls), 0);
+}
+
+#[test]
+fn async_outcomes_reach_the_exported_records() {
+    static SITE: CallSite = CallSite::new("exp_async", true);
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_call_export(16);
+    let _scope = ProfilerScope::new(&analyzer);
+    noop_context(|cx| {
+        let mut err = pin!(async_node!(&SITE, async { Err::<(), u8>(1) }));
+        assert!(err.as_mut().poll(cx).is_ready());
+        let mut cancelled = Box::pin(async_node!(&SITE, YieldTimes(3)));
+        assert!(cancelled.as_mut().poll(cx).is_pending());
+        drop(cancelled);
+    });
+    let mut calls = Vec::new();
+    analyzer.drain_calls(&mut calls);
+    let outcomes: Vec<_> = calls.iter().map(|c| c.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            agent_profiler_runtime::Outcome::Error,
+            agent_profiler_runtime::Outcome::Cancelled
+        ]
+    );
+}
