@@ -38,8 +38,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use agent_profiler::{BottleneckAnalyzer, clear_profiler, profile_node, set_enabled, set_profiler};
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Calls per `block_on` (async) and per root span (fastrace).
 const BATCH: u64 = 1000;
@@ -210,7 +210,12 @@ fn overhead(c: &mut Criterion) {
         .build()
         .expect("current-thread runtime");
     async_case(&mut group, &rt, "5a_async_bare", bare_async);
-    async_case(&mut group, &rt, "5b_async_profiled_analyzer", profiled_async);
+    async_case(
+        &mut group,
+        &rt,
+        "5b_async_profiled_analyzer",
+        profiled_async,
+    );
     clear_profiler();
 
     // 6: tracing. No subscriber first: its callsite caches "never" before any dispatcher
@@ -246,8 +251,20 @@ fn overhead(c: &mut Criterion) {
     });
 
     // 8: two threads on one node vs one thread; the bare pair shows the machine's own limit.
-    threads_case(&mut group, "8a_threads1_profiled", 1, Some(&analyzer), profiled);
-    threads_case(&mut group, "8b_threads2_profiled", 2, Some(&analyzer), profiled);
+    threads_case(
+        &mut group,
+        "8a_threads1_profiled",
+        1,
+        Some(&analyzer),
+        profiled,
+    );
+    threads_case(
+        &mut group,
+        "8b_threads2_profiled",
+        2,
+        Some(&analyzer),
+        profiled,
+    );
     threads_case(&mut group, "8c_threads1_bare", 1, None, bare);
     threads_case(&mut group, "8d_threads2_bare", 2, None, bare);
 
