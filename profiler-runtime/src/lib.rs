@@ -9,6 +9,9 @@
 //! - `analyzer`: [`BottleneckAnalyzer`], which turns the counters into a [`Summary`];
 //! - [`cost`]: [`MultiProviderCostTracker`], token usage from provider responses, prices,
 //!   and the attribution of each LLM call's cost to the node that made it.
+//! - [`mlflow`] (feature `mlflow`, on by default): [`mlflow::MlflowTracker`], which sends
+//!   per-call durations, costs and the bottleneck report to an MLflow tracking server from a
+//!   background thread.
 #![warn(missing_docs)]
 
 mod analyzer;
@@ -19,6 +22,8 @@ mod export;
 mod future;
 mod guard;
 mod histogram;
+#[cfg(feature = "mlflow")]
+pub mod mlflow;
 mod outcome;
 mod shard;
 mod site;
@@ -38,6 +43,8 @@ pub use cost::{
 pub use export::{CallRecord, DEFAULT_RING_CAPACITY};
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;
+#[cfg(feature = "mlflow")]
+pub use mlflow::{ExportStats, MlflowClient, MlflowConfig, MlflowError, MlflowTracker};
 pub use outcome::Outcome;
 pub use summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summary};
 

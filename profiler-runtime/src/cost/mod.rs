@@ -271,6 +271,9 @@ struct TrackerInner {
     pricing: PricingTable,
     history_limit: usize,
     state: Mutex<State>,
+    /// Where each priced call made inside a node is also logged as `node_{id}_cost_usd`.
+    #[cfg(feature = "mlflow")]
+    mlflow: Option<crate::mlflow::CostSink>,
 }
 
 #[derive(Default)]
@@ -282,17 +285,16 @@ struct State {
     dropped: u64,
 }
 
-/// Builds a [`MultiProviderCostTracker`] with other prices or another history limit.
-///
-/// This is where the MLflow tracker will be given to the cost tracker once the MLflow
-/// exporter exists (so that each call's cost is also logged as `node_{id}_cost_usd`); for
-/// now costs go to the analyzer and to [`MultiProviderCostTracker::get_cost_summary`]
-/// only.
+/// Builds a [`MultiProviderCostTracker`] with other prices, another history limit, or an
+/// MLflow exporter ([`mlflow`](Self::mlflow)) that also logs each call's cost as
+/// `node_{id}_cost_usd`.
 #[derive(Debug)]
 #[must_use = "call `build()` to get the tracker"]
 pub struct CostTrackerBuilder {
     pricing: Option<PricingTable>,
     history_limit: usize,
+    #[cfg(feature = "mlflow")]
+    mlflow: Option<crate::mlflow::CostSink>,
 }
 
 impl CostTrackerBuilder {
@@ -309,6 +311,16 @@ impl CostTrackerBuilder {
         self
     }
 
+    /// Also logs every tracked call that has a cost and was made inside a profiled node as
+    /// one value of the MLflow metric `node_{id}_cost_usd` (step: the node's count of
+    /// priced calls so far). Queued without blocking (bounded; dropped and counted when the
+    /// exporter is behind); the cost tracker does not keep the exporter alive.
+    #[cfg(feature = "mlflow")]
+    pub fn mlflow(mut self, tracker: &crate::mlflow::MlflowTracker) -> Self {
+        self.mlflow = Some(tracker.cost_sink());
+        self
+    }
+
     /// The tracker.
     pub fn build(self) -> MultiProviderCostTracker {
         MultiProviderCostTracker {
@@ -316,6 +328,8 @@ impl CostTrackerBuilder {
                 pricing: self.pricing.unwrap_or_default(),
                 history_limit: self.history_limit,
                 state: Mutex::new(State::default()),
+                #[cfg(feature = "mlflow")]
+                mlflow: self.mlflow,
             }),
         }
     }
@@ -353,6 +367,8 @@ impl MultiProviderCostTracker {
         CostTrackerBuilder {
             pricing: None,
             history_limit: DEFAULT_HISTORY_LIMIT,
+            #[cfg(feature = "mlflow")]
+            mlflow: None,
         }
     }
 
@@ -488,6 +504,10 @@ impl MultiProviderCostTracker {
         if let (Some(node), Some(analyzer)) = (node_id, get_profiler()) {
             // A node id is never empty (the macro checks it), so this cannot fail.
             let _ = analyzer.record_cost(node, &info);
+        }
+        #[cfg(feature = "mlflow")]
+        if let (Some(sink), Some(node), Some(cost)) = (&self.inner.mlflow, node_id, cost_usd) {
+            sink.node_cost(node, cost, info.timestamp);
         }
         info
     }
