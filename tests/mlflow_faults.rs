@@ -404,3 +404,49 @@ fn errors_other_than_transient_ones_are_reported_not_retried() {
     assert!(error.contains("RESOURCE_DOES_NOT_EXIST"), "{error}");
     assert_eq!(stats.retried_requests, 0, "{stats}");
 }
+
+#[test]
+fn tls_certificates_are_verified_unless_verification_is_turned_off() {
+    let Some(python) = support::venv_python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no Python virtualenv with `cryptography` in CI (scripts/test makes one)"
+        );
+        eprintln!("tls test: skipped: no .venv Python (scripts/test makes one)");
+        return;
+    };
+    let server = support::TlsServer::start(&python);
+    let config = MlflowConfig::new(&server.uri())
+        .unwrap()
+        .max_retries(0)
+        .warnings(false);
+    // Default: verified, and a self-signed certificate is refused.
+    let client = agent_profiler::mlflow::MlflowClient::new(&config).unwrap();
+    let error = client.get_experiment("0").unwrap_err();
+    println!("self-signed certificate, verification on: {error}");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "{error}"
+    );
+    assert!(
+        matches!(error, agent_profiler::MlflowError::Tls { .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+    // Trusted explicitly (MLFLOW_TRACKING_SERVER_CERT_PATH): accepted.
+    let trusted = agent_profiler::mlflow::MlflowClient::new(
+        &config.clone().server_cert_path(&server.cert_path),
+    )
+    .unwrap();
+    assert_eq!(trusted.get_experiment("0").unwrap().name, "Default");
+    // MLFLOW_TRACKING_INSECURE_TLS=true: accepted without verification.
+    let vars = [
+        ("MLFLOW_TRACKING_URI", server.uri()),
+        ("MLFLOW_TRACKING_INSECURE_TLS", "true".to_owned()),
+    ];
+    let insecure =
+        MlflowConfig::from_vars(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .unwrap();
+    let client = agent_profiler::mlflow::MlflowClient::new(&insecure).unwrap();
+    assert_eq!(client.get_experiment("0").unwrap().experiment_id, "0");
+}

@@ -418,3 +418,94 @@ impl Drop for PrivateServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The Python of the `mlflow` program's virtualenv (it has `cryptography`, an MLflow
+/// dependency), for helpers written in Python.
+pub fn venv_python() -> Option<PathBuf> {
+    let bin = mlflow_bin()?;
+    let python = bin.parent()?.join("python");
+    python.exists().then_some(python)
+}
+
+/// An HTTPS server with a fresh self-signed certificate for 127.0.0.1, answering every
+/// GET with MLflow's answer to `experiments/get` for the default experiment.
+pub struct TlsServer {
+    pub port: u16,
+    /// The server's certificate (PEM), to trust it explicitly.
+    pub cert_path: PathBuf,
+    dir: PathBuf,
+    child: Child,
+}
+
+const TLS_SERVER: &str = r#"
+import datetime, http.server, ipaddress, ssl, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+d = sys.argv[1]
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agent-profiler test")])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(days=1))
+    .not_valid_after(now + datetime.timedelta(days=1))
+    .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    .sign(key, hashes.SHA256()))
+open(d + "/cert.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(d + "/key.pem", "wb").write(key.private_bytes(serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"experiment": {"experiment_id": "0", "name": "Default", "lifecycle_stage": "active"}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(d + "/cert.pem", d + "/key.pem")
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+impl TlsServer {
+    pub fn start(python: &std::path::Path) -> Self {
+        let dir = std::env::temp_dir().join(unique("agent-profiler-tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new(python)
+            .args(["-c", TLS_SERVER, &dir.display().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("TLS server port");
+        Self {
+            port,
+            cert_path: dir.join("cert.pem"),
+            dir,
+            child,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -61,6 +61,13 @@ pub enum MlflowError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The server's TLS certificate was refused (not retried).
+    Tls {
+        /// The endpoint.
+        endpoint: String,
+        /// Why the certificate was refused.
+        message: String,
+    },
     /// The caller's deadline came before the request succeeded.
     DeadlineExceeded {
         /// The endpoint.
@@ -167,6 +174,12 @@ impl fmt::Display for MlflowError {
                 write!(f, "MLflow {endpoint}: no answer from the server: {message}")?;
                 tries(f, *attempts)
             }
+            MlflowError::Tls { endpoint, message } => write!(
+                f,
+                "MLflow {endpoint}: the server's TLS certificate was refused: {message}; trust \
+                 its CA with MLFLOW_TRACKING_SERVER_CERT_PATH, or turn verification off with \
+                 MLFLOW_TRACKING_INSECURE_TLS=true only where the network is trusted"
+            ),
             MlflowError::DeadlineExceeded { endpoint, last } => {
                 write!(f, "MLflow {endpoint}: deadline reached")?;
                 match last {
@@ -1082,10 +1095,16 @@ impl MlflowClient {
                 .header(CONTENT_TYPE, content_type)
                 .body(bytes.to_vec());
         }
-        let transport = |e: &reqwest::Error| MlflowError::Transport {
-            endpoint: endpoint.to_owned(),
-            message: self.redact.clean(&error_chain(e)),
-            attempts: 1,
+        let transport = |e: &reqwest::Error| match certificate_error(e) {
+            Some(why) => MlflowError::Tls {
+                endpoint: endpoint.to_owned(),
+                message: why,
+            },
+            None => MlflowError::Transport {
+                endpoint: endpoint.to_owned(),
+                message: self.redact.clean(&error_chain(e)),
+                attempts: 1,
+            },
         };
         let response = request.send().map_err(|e| (transport(&e), None))?;
         let status = response.status().as_u16();
@@ -1133,10 +1152,11 @@ impl MlflowClient {
         )
     }
 
-    fn decode<T: DeserializeOwned>(endpoint: &str, text: &str) -> Result<T, MlflowError> {
+    fn decode<T: DeserializeOwned>(&self, endpoint: &str, text: &str) -> Result<T, MlflowError> {
         serde_json::from_str(text).map_err(|e| MlflowError::InvalidResponse {
             endpoint: endpoint.to_owned(),
-            message: e.to_string(),
+            // serde's message may quote part of the answer.
+            message: self.redact.clean(&e.to_string()),
         })
     }
 
@@ -1159,7 +1179,7 @@ impl MlflowClient {
         }
         let endpoint = "experiments/get-by-name";
         match self.get(endpoint, &[("experiment_name", name)], pacer) {
-            Ok(text) => Ok(Some(Self::decode::<Answer>(endpoint, &text)?.experiment)),
+            Ok(text) => Ok(Some(self.decode::<Answer>(endpoint, &text)?.experiment)),
             Err(e) if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST") => Ok(None),
             Err(e) => Err(e),
         }
@@ -1184,7 +1204,7 @@ impl MlflowClient {
         }
         let endpoint = "experiments/get";
         let text = self.get(endpoint, &[("experiment_id", experiment_id)], pacer)?;
-        Ok(Self::decode::<Answer>(endpoint, &text)?.experiment)
+        Ok(self.decode::<Answer>(endpoint, &text)?.experiment)
     }
 
     /// Creates an experiment; its id.
@@ -1202,7 +1222,7 @@ impl MlflowClient {
         }
         let endpoint = "experiments/create";
         let text = self.post(endpoint, &serde_json::json!({ "name": name }), pacer)?;
-        Ok(Self::decode::<Answer>(endpoint, &text)?.experiment_id)
+        Ok(self.decode::<Answer>(endpoint, &text)?.experiment_id)
     }
 
     /// The id of the experiment called `name`, created when missing (also when another
@@ -1279,7 +1299,7 @@ impl MlflowClient {
         }
         let endpoint = "runs/create";
         let text = self.post(endpoint, &body, pacer)?;
-        Ok(Self::decode::<Answer>(endpoint, &text)?.run.info)
+        Ok(self.decode::<Answer>(endpoint, &text)?.run.info)
     }
 
     /// A run: info, latest metrics, params, tags.
@@ -1297,7 +1317,7 @@ impl MlflowClient {
         }
         let endpoint = "runs/get";
         let text = self.get(endpoint, &[("run_id", run_id)], pacer)?;
-        Ok(Self::decode::<Answer>(endpoint, &text)?.run)
+        Ok(self.decode::<Answer>(endpoint, &text)?.run)
     }
 
     /// Sets a run's status, and its end time when given (ms since the Unix epoch).
@@ -1419,7 +1439,7 @@ impl MlflowClient {
                 query.push(("page_token", t));
             }
             let text = self.get(endpoint, &query, &Patient)?;
-            let page: Answer = Self::decode(endpoint, &text)?;
+            let page: Answer = self.decode(endpoint, &text)?;
             all.extend(page.metrics);
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(next) => token = Some(next),
@@ -1551,7 +1571,7 @@ impl MlflowClient {
         list.query_pairs_mut().append_pair("path", &listed);
         let endpoint = "mlflow-artifacts/artifacts";
         let text = self.send(Method::GET, list, endpoint, None, &Patient)?;
-        Ok(Self::decode::<Answer>(endpoint, &text)?.files)
+        Ok(self.decode::<Answer>(endpoint, &text)?.files)
     }
 
     /// The bytes of artifact `path` of a run.
@@ -1568,6 +1588,29 @@ impl MlflowClient {
             &Patient,
         )
         .map(String::into_bytes)
+    }
+}
+
+/// The certificate problem behind a failed request, if that is what it is.
+fn certificate_error(e: &reqwest::Error) -> Option<String> {
+    /// A rustls error in `e`'s sources, also inside `io::Error`s (whose `source` skips the
+    /// error they wrap).
+    fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = find(inner)
+        {
+            return Some(tls);
+        }
+        e.source().and_then(find)
+    }
+    match find(e)? {
+        tls @ (rustls::Error::InvalidCertificate(_)
+        | rustls::Error::InvalidCertRevocationList(_)) => Some(tls.to_string()),
+        _ => None,
     }
 }
 

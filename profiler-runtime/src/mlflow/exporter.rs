@@ -184,6 +184,14 @@ pub(crate) struct Shared {
     analyzers: Mutex<Vec<Attached>>,
 }
 
+/// Now plus `timeout`, with timeouts longer than a year taken as a year (no overflow).
+fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now() + timeout.min(Duration::from_secs(365 * 86_400))
+}
+
+/// Most params, tags and reports waiting at once; beyond, they are counted as failed.
+const CONTROL_CAPACITY: usize = 10_000;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -214,6 +222,9 @@ impl Shared {
     }
 
     pub(crate) fn attach(&self, analyzer: &BottleneckAnalyzer) {
+        if self.is_stopped() {
+            return;
+        }
         let mut list = lock(&self.analyzers);
         if list.iter().any(|a| a.analyzer.ptr_eq(analyzer)) {
             return;
@@ -310,6 +321,10 @@ impl Shared {
         if st.stopped || st.shutdown.is_some() {
             return Err(MlflowError::Stopped);
         }
+        if st.control.len() >= CONTROL_CAPACITY {
+            add(&self.counters.failed_params_and_tags, 1);
+            return Ok(());
+        }
         st.control.push_back(item);
         drop(st);
         self.wake.notify_all();
@@ -329,6 +344,10 @@ impl Shared {
         if st.stopped || st.shutdown.is_some() {
             return Err(MlflowError::Stopped);
         }
+        if st.control.len() >= CONTROL_CAPACITY {
+            add(&self.counters.reports_failed, 1);
+            return Ok(());
+        }
         let index = st.reports;
         st.reports += 1;
         st.control.push_back(Control::Report {
@@ -343,7 +362,7 @@ impl Shared {
 
     /// Asks for everything queued so far to be sent; waits up to `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut st = self.state();
         if st.stopped {
             return true;
@@ -368,7 +387,7 @@ impl Shared {
     /// Asks the exporter to deliver what is queued and finish the run by `deadline`; waits
     /// until it has stopped (or a little past the deadline).
     pub(crate) fn shutdown(&self, status: RunStatus, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut st = self.state();
         if !st.stopped && st.shutdown.is_none() {
             let reserve = (timeout / 5).min(Duration::from_secs(2));
@@ -398,7 +417,7 @@ impl Shared {
     }
 
     pub(crate) fn wait_for_run(&self, timeout: Duration) -> Option<RunInfo> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut st = self.state();
         loop {
             if let Some(run) = self.run.get() {
@@ -479,20 +498,19 @@ struct WorkerPacer<'a> {
 
 impl Pacer for WorkerPacer<'_> {
     fn on_retry(&self, error: &MlflowError) {
-        self.shared.record_error(&format!("{error} (retrying)"));
+        // Shown in the statistics at once; a warning only if delivery fails in the end.
+        let message = self.shared.redact.clean(&format!("{error} (retrying)"));
+        *lock(&self.shared.last_error) = Some(message);
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.shared
-            .state()
-            .shutdown
-            .map(|(_, deadline, reserve)| {
-                if self.reserve {
-                    deadline.checked_sub(reserve).unwrap_or(deadline)
-                } else {
-                    deadline
-                }
-            })
+        self.shared.state().shutdown.map(|(_, deadline, reserve)| {
+            if self.reserve {
+                deadline.checked_sub(reserve).unwrap_or(deadline)
+            } else {
+                deadline
+            }
+        })
     }
 
     fn sleep(&self, duration: Duration) {
@@ -559,8 +577,22 @@ impl Worker {
         }
     }
 
-    /// The thread's body: cycles until shutdown, then finishes the run.
-    pub(crate) fn run(mut self) {
+    /// The thread's body: cycles until shutdown, then finishes the run. A bug here must
+    /// not leave callers waiting: a panic marks the exporter stopped.
+    pub(crate) fn run(self) {
+        let shared = self.shared.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work()));
+        if outcome.is_err() {
+            shared.record_error("the MLflow exporter thread panicked; nothing more is sent");
+            let mut st = shared.state();
+            st.stopped = true;
+            st.flush_done = st.flush_requested;
+            drop(st);
+            shared.progress.notify_all();
+        }
+    }
+
+    fn work(mut self) {
         let mut first = true;
         loop {
             let shutdown = if first { None } else { self.wait() };
@@ -576,7 +608,7 @@ impl Worker {
 
     fn wait(&mut self) -> Option<(RunStatus, Instant, Duration)> {
         let shared = self.shared.clone();
-        let until = Instant::now() + shared.config.flush_interval;
+        let until = deadline_after(shared.config.flush_interval);
         let mut st = shared.state();
         loop {
             if st.shutdown.is_some() {

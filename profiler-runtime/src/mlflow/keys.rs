@@ -140,7 +140,7 @@ fn is_normal_path(key: &str) -> bool {
 ///
 /// assert_eq!(sanitize_key("node_fetch:v2 (eu)_duration_ms").unwrap(), "node_fetch_v2 _eu__duration_ms");
 /// assert_eq!(sanitize_key("node_a//b_duration_ms").unwrap(), "node_a/_/b_duration_ms");
-/// assert_eq!(sanitize_key("node_ünï_cost_usd").unwrap(), "node___n__cost_usd");
+/// assert_eq!(sanitize_key("node_ünï_cost_usd").unwrap(), "node__n__cost_usd");
 /// ```
 ///
 /// # Errors
