@@ -320,6 +320,8 @@ fn slow_server_keeps_the_call_path_fast_and_memory_bounded() {
     let produced = threads as u64 * per_thread;
     let wall = started.elapsed();
     let during = tracker.stats();
+    // The report goes before the per-call metrics still queued, and says what was lost.
+    tracker.log_bottleneck_report(&analyzer.get_summary());
     let stats = tracker.finish(RunStatus::Finished);
     let per_call = *elapsed.iter().max().unwrap() / per_thread as u32;
     println!(
@@ -343,6 +345,23 @@ fn slow_server_keeps_the_call_path_fast_and_memory_bounded() {
         history_len(&uri, &run.run_id, "node_work_duration_ms") as u64,
         stats.sent_metrics
     );
+    assert_eq!(stats.reports_sent, 1, "{stats}");
+    let client = support::client(&uri);
+    let run = client.get_run(&run.run_id).unwrap();
+    let lost = run.data.tag("export_lost").expect("export_lost tag");
+    assert!(lost.contains("dropped"), "{lost}");
+    assert_eq!(run.data.metric("node_count"), Some(1.0));
+    let report: serde_json::Value = serde_json::from_slice(
+        &client
+            .download_artifact(&run.info, "bottleneck_report.json")
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        report["export"]["dropped_metrics"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(report["nodes"][0]["call_count"].as_u64(), Some(produced));
 }
 
 #[test]
@@ -449,4 +468,51 @@ fn tls_certificates_are_verified_unless_verification_is_turned_off() {
             .unwrap();
     let client = agent_profiler::mlflow::MlflowClient::new(&insecure).unwrap();
     assert_eq!(client.get_experiment("0").unwrap().experiment_id, "0");
+}
+
+#[test]
+fn retry_after_is_honoured_on_429() {
+    let name = "retry_after_is_honoured_on_429";
+    let Some(uri) = support::tracking_uri(name) else {
+        return;
+    };
+    for respect in [true, false] {
+        // Only the first request is answered 429 with `Retry-After: 2`.
+        let proxy = FaultProxy::start(
+            &support::authority(&uri),
+            Fault::Every {
+                every: u64::MAX,
+                phase: 0,
+                status: 429,
+                retry_after: Some(2),
+            },
+        );
+        let client = agent_profiler::mlflow::MlflowClient::new(
+            &MlflowConfig::new(&proxy.uri())
+                .unwrap()
+                .backoff_factor(0.0)
+                .backoff_jitter(0.0)
+                .respect_retry_after(respect),
+        )
+        .unwrap();
+        let started = Instant::now();
+        assert_eq!(client.get_experiment("0").unwrap().experiment_id, "0");
+        let waited = started.elapsed();
+        assert_eq!(client.retries(), 1);
+        if respect {
+            assert!(waited >= Duration::from_secs(2), "waited {waited:?}");
+        } else {
+            assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        }
+    }
+}
+
+#[test]
+fn handles_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<MlflowTracker>();
+    send_sync::<MlflowConfig>();
+    send_sync::<agent_profiler::mlflow::MlflowClient>();
+    send_sync::<agent_profiler::mlflow::MlflowError>();
+    send_sync::<ExportStats>();
 }

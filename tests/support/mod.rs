@@ -392,8 +392,9 @@ impl PrivateServer {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // The server's process group: the launcher, uvicorn and its job runners.
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+            // (bash's own `kill`: a minimal system may have no /usr/bin/kill.)
+            let _ = Command::new("bash")
+                .args(["-c", &format!("kill -s KILL -- -{}", child.id())])
                 .status();
             let _ = child.kill();
             let _ = child.wait();

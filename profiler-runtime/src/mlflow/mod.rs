@@ -79,9 +79,11 @@ use exporter::{Shared, Worker};
 /// `FINISHED` (or `FAILED` while panicking).
 ///
 /// Nothing here fails or blocks the workflow: every method but [`flush`](Self::flush),
-/// [`finish`](Self::finish) and [`wait_for_run`](Self::wait_for_run) returns at once, and
-/// delivery failures are counted in [`stats`](Self::stats), reported once on stderr (see
-/// [`MlflowConfig::warnings`]), and never returned as errors.
+/// [`finish`](Self::finish) and [`wait_for_run`](Self::wait_for_run) (and the drop of the
+/// last clone, which finishes) returns at once, and delivery failures are counted in
+/// [`stats`](Self::stats), reported once on stderr (see [`MlflowConfig::warnings`]), and
+/// never returned as errors. Those that wait do so for at most the time given (or the
+/// configured shutdown timeout), whatever the server does.
 #[derive(Clone)]
 pub struct MlflowTracker {
     inner: Arc<TrackerInner>,
