@@ -99,7 +99,7 @@ impl Shard {
     #[cold]
     #[inline(never)]
     unsafe fn record_first(&self, site: &'static CallSite, index: usize, call: &Call) {
-        let slot = Box::new(Slot::new());
+        let slot = Box::new(Slot::new(call.start));
         let ptr: *const Slot = &*slot;
         self.slots
             .lock()

@@ -119,12 +119,17 @@ pub(crate) struct Slot {
     calls: AtomicU64,
     total: AtomicU64,
     self_total: AtomicU64,
-    busy: AtomicU64,
+    /// Wall time not spent running (`duration - busy`): zero for sync calls, so they skip
+    /// the store.
+    waiting: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
     last: AtomicU64,
+    /// Set when the slot is made, for its first call.
     first_start: AtomicU64,
     last_end: AtomicU64,
+    /// Counts of the outcomes other than `Ok` (index 0 unused): `Ok` is what remains of
+    /// `calls`, which saves the common case a store.
     outcomes: [AtomicU64; 4],
     histogram: AtomicHistogram,
 }
@@ -138,16 +143,17 @@ fn add_owned(cell: &AtomicU64, by: u64) {
 }
 
 impl Slot {
-    pub(crate) fn new() -> Self {
+    /// A slot for calls of which the first started at `first_start`.
+    pub(crate) fn new(first_start: u64) -> Self {
         Self {
             calls: AtomicU64::new(0),
             total: AtomicU64::new(0),
             self_total: AtomicU64::new(0),
-            busy: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
             min: AtomicU64::new(u64::MAX),
             max: AtomicU64::new(0),
             last: AtomicU64::new(0),
-            first_start: AtomicU64::new(0),
+            first_start: AtomicU64::new(first_start),
             last_end: AtomicU64::new(0),
             outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
             histogram: AtomicHistogram::new(),
@@ -158,13 +164,12 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn record_owned(&self, call: &Call) {
         let duration = call.duration();
-        let calls = self.calls.load(Ordering::Relaxed);
-        if calls == 0 {
-            self.first_start.store(call.start, Ordering::Relaxed);
-        }
         add_owned(&self.total, duration);
         add_owned(&self.self_total, call.self_time);
-        add_owned(&self.busy, call.busy);
+        let waiting = duration.saturating_sub(call.busy);
+        if waiting != 0 {
+            add_owned(&self.waiting, waiting);
+        }
         if duration < self.min.load(Ordering::Relaxed) {
             self.min.store(duration, Ordering::Relaxed);
         }
@@ -173,9 +178,11 @@ impl Slot {
         }
         self.last.store(duration, Ordering::Relaxed);
         self.last_end.store(call.end, Ordering::Relaxed);
-        add_owned(&self.outcomes[call.outcome.index()], 1);
+        if call.outcome != Outcome::Ok {
+            add_owned(&self.outcomes[call.outcome.index()], 1);
+        }
         self.histogram.record_owned(duration);
-        self.calls.store(calls + 1, Ordering::Relaxed);
+        add_owned(&self.calls, 1);
     }
 
     /// A copy of the counters as they are now (each counter is exact; a call being recorded
@@ -183,17 +190,20 @@ impl Slot {
     pub(crate) fn snapshot(&self) -> Stats {
         let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
         let calls = get(&self.calls);
+        let total = get(&self.total);
+        let mut outcomes: [u64; 4] = std::array::from_fn(|i| get(&self.outcomes[i]));
+        outcomes[Outcome::Ok.index()] = calls.saturating_sub(outcomes[1..].iter().sum());
         Stats {
             calls,
-            total: get(&self.total),
+            total,
             self_total: get(&self.self_total),
-            busy: get(&self.busy),
+            busy: total.saturating_sub(get(&self.waiting)),
             min: if calls == 0 { 0 } else { get(&self.min) },
             max: get(&self.max),
             last: get(&self.last),
             first_start: get(&self.first_start),
             last_end: get(&self.last_end),
-            outcomes: std::array::from_fn(|i| get(&self.outcomes[i])),
+            outcomes,
             histogram: self.histogram.snapshot(),
         }
     }
@@ -215,7 +225,7 @@ mod tests {
 
     #[test]
     fn slot_and_plain_stats_agree() {
-        let slot = Slot::new();
+        let slot = Slot::new(10);
         let mut plain = Stats::default();
         for c in [
             call(10, 20, Outcome::Ok),
