@@ -2,8 +2,8 @@
 //! node and the bottlenecks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::{self, Conversion};
@@ -14,6 +14,20 @@ use crate::shard::{Shard, Shared};
 use crate::site::CallSite;
 use crate::stats::{Call, Stats};
 use crate::summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summary, percent};
+
+/// Every live analyzer by id, for the one cold path that has only an id: an async node that
+/// finishes on another thread than the one it started on.
+static LIVE: Mutex<Vec<(u64, Weak<Inner>)>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The analyzer with id `id`, if it still exists.
+pub(crate) fn find_analyzer(id: u64) -> Option<Arc<Inner>> {
+    LIVE.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(live, _)| *live == id)
+        .and_then(|(_, inner)| inner.upgrade())
+}
 
 /// The default bottleneck threshold: a node is a bottleneck above half of the total time.
 pub const DEFAULT_THRESHOLD_PERCENT: f64 = 50.0;
@@ -163,9 +177,11 @@ impl BottleneckAnalyzer {
     /// An empty, enabled analyzer.
     pub fn new() -> Self {
         clock::init();
-        Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let analyzer = Self {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
+                    id,
                     enabled: AtomicBool::new(true),
                     export: AtomicBool::new(false),
                     ring_capacity: AtomicUsize::new(DEFAULT_RING_CAPACITY),
@@ -175,7 +191,11 @@ impl BottleneckAnalyzer {
                 costs: Mutex::new(HashMap::new()),
                 export: Mutex::new(ExportState::default()),
             }),
-        }
+        };
+        LIVE.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id, Arc::downgrade(&analyzer.inner)));
+        analyzer
     }
 
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
@@ -442,6 +462,15 @@ impl BottleneckAnalyzer {
 }
 
 const HISTOGRAM_BYTES: usize = crate::histogram::BUCKETS * std::mem::size_of::<u64>();
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let id = self.shared.id;
+        LIVE.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(live, _)| *live != id);
+    }
+}
 
 impl Inner {
     /// A new shard of this analyzer for the calling thread.

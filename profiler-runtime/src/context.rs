@@ -9,15 +9,17 @@
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::analyzer::{BottleneckAnalyzer, Inner};
+use crate::analyzer::{self, BottleneckAnalyzer, Inner};
 use crate::shard::Shard;
 use crate::site::CallSite;
 use crate::stats::Call;
 
 /// The process-wide switch (see [`set_enabled`]).
 static ENABLED: AtomicBool = AtomicBool::new(true);
+/// Source of thread ids (0 means "none yet").
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct Hot {
     /// The shard calls record into; null when no analyzer is installed. When non-null it
@@ -30,6 +32,9 @@ pub(crate) struct Hot {
     /// Bumped whenever `CTX` drops a shard: a frame that saved a shard pointer checks it
     /// before using the pointer again.
     pub(crate) epoch: Cell<u32>,
+    /// This thread's id, given when it gets its first shard; 0 before. Unlike the address of
+    /// a thread-local, never reused by a later thread.
+    pub(crate) thread: Cell<u64>,
 }
 
 thread_local! {
@@ -39,6 +44,7 @@ thread_local! {
             child: Cell::new(0),
             node: Cell::new(std::ptr::null()),
             epoch: Cell::new(0),
+            thread: Cell::new(0),
         }
     };
     static CTX: RefCell<Ctx> = const { RefCell::new(Ctx { current: None, shards: Vec::new() }) };
@@ -59,6 +65,11 @@ impl Ctx {
             return Arc::as_ptr(shard);
         }
         self.prune_dead();
+        HOT.with(|h| {
+            if h.thread.get() == 0 {
+                h.thread.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+            }
+        });
         let shard = Inner::register_shard(inner);
         let ptr = Arc::as_ptr(&shard);
         self.shards.push(shard);
@@ -119,23 +130,55 @@ pub(crate) fn shard_is_live(shard: *const Shard) -> bool {
     .unwrap_or(false)
 }
 
-/// Records a call that started with `shard` (possibly on another thread) into this thread's
-/// shard of the same analyzer. Calls of an analyzer that no longer exists are dropped.
-#[inline]
-pub(crate) fn record_on_this_thread(shard: &Arc<Shard>, site: &'static CallSite, call: &Call) {
-    let mine = HOT.with(|h| h.shard.get());
-    if std::ptr::eq(mine, Arc::as_ptr(shard)) {
-        // SAFETY: `HOT.shard` is always a shard of this thread.
-        unsafe { shard.record_owned(site, call) };
-    } else {
-        record_elsewhere(shard, site, call);
+/// Where a call started: the shard it would record into on its own thread, and enough to
+/// find its analyzer from another thread. Holds no reference count, so starting an async node
+/// costs no atomic read-modify-write.
+#[derive(Clone, Copy)]
+pub(crate) struct Origin {
+    shard: *const Shard,
+    thread: u64,
+    epoch: u32,
+    analyzer: u64,
+}
+
+// SAFETY: `shard` is only dereferenced on the thread it belongs to (`record` checks `thread`
+// first); elsewhere only the plain ids are used.
+unsafe impl Send for Origin {}
+// SAFETY: as above.
+unsafe impl Sync for Origin {}
+
+impl Origin {
+    /// The origin of a call starting now with `shard` (from [`active_shard`]).
+    #[inline(always)]
+    pub(crate) fn here(shard: *const Shard) -> Self {
+        let (thread, epoch) = HOT.with(|h| (h.thread.get(), h.epoch.get()));
+        Self {
+            shard,
+            thread,
+            epoch,
+            // SAFETY: `active_shard` only returns live shards of this thread.
+            analyzer: unsafe { &*shard }.shared.id,
+        }
+    }
+
+    /// Records `call` into the current thread's shard of the analyzer the call started with.
+    /// Calls of an analyzer that no longer exists are dropped: nobody can read them.
+    #[inline]
+    pub(crate) fn record(&self, site: &'static CallSite, call: &Call) {
+        let (thread, epoch) = HOT.with(|h| (h.thread.get(), h.epoch.get()));
+        if thread == self.thread && (epoch == self.epoch || shard_is_live(self.shard)) {
+            // SAFETY: same thread, and the shard is still one of its shards.
+            unsafe { (*self.shard).record_owned(site, call) };
+        } else if thread != self.thread {
+            record_from_elsewhere(self.analyzer, site, call);
+        }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn record_elsewhere(shard: &Arc<Shard>, site: &'static CallSite, call: &Call) {
-    let Some(inner) = shard.analyzer.upgrade() else {
+fn record_from_elsewhere(analyzer: u64, site: &'static CallSite, call: &Call) {
+    let Some(inner) = analyzer::find_analyzer(analyzer) else {
         return;
     };
     let _ = CTX.try_with(|ctx| {

@@ -2,14 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::analyzer::BottleneckAnalyzer;
 use crate::clock;
-use crate::context::{self, HOT, PollInstall};
+use crate::context::{self, HOT, Origin, PollInstall};
 use crate::outcome::Outcome;
-use crate::shard::Shard;
 use crate::site::CallSite;
 use crate::stats::Call;
 
@@ -36,9 +34,9 @@ enum Run {
 }
 
 struct Timed {
-    /// The shard of the thread and analyzer current at the first poll. Holding it keeps the
-    /// analyzer findable wherever the future finishes.
-    shard: Arc<Shard>,
+    /// The thread and analyzer current at the first poll: the call records into that
+    /// analyzer wherever it finishes.
+    origin: Origin,
     start: u64,
     busy: u64,
     child: u64,
@@ -74,15 +72,10 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                     this.run = Run::Untimed;
                     return inner.poll(cx);
                 }
-                // SAFETY: `shard` comes from `HOT`, which only holds pointers obtained from
-                // `Arc`s that `CTX` keeps alive; adding a count gives this future its own.
-                let shard = unsafe {
-                    Arc::increment_strong_count(shard);
-                    Arc::from_raw(shard)
-                };
+                let origin = Origin::here(shard);
                 let start = clock::now();
                 this.run = Run::Timed(Timed {
-                    shard,
+                    origin,
                     start,
                     busy: 0,
                     child: 0,
@@ -130,7 +123,7 @@ impl<F: Future, C> NodeFuture<F, C> {
             busy: timed.busy,
             outcome,
         };
-        context::record_on_this_thread(&timed.shard, self.site, &call);
+        timed.origin.record(self.site, &call);
     }
 }
 

@@ -18,6 +18,8 @@ use crate::stats::{Call, Slot, Stats};
 /// the analyzer so that a shard can check it without owning the analyzer.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// The analyzer's process-wide id.
+    pub(crate) id: u64,
     pub(crate) enabled: AtomicBool,
     /// Whether calls are also kept one by one for exporters (see `export`).
     pub(crate) export: AtomicBool,

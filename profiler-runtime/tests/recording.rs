@@ -460,3 +460,33 @@ fn async_outcomes_reach_the_exported_records() {
         ]
     );
 }
+
+#[test]
+fn async_node_outliving_the_thread_it_started_on_still_records() {
+    static SITE: CallSite = CallSite::new("rec_orphan", true);
+    let analyzer = BottleneckAnalyzer::new();
+    let a = analyzer.clone();
+    let fut = std::thread::spawn(move || {
+        set_profiler(&a);
+        let mut fut = Box::pin(async_node!(&SITE, YieldTimes(1)));
+        noop_context(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
+        fut
+    })
+    .join()
+    .unwrap();
+    // The starting thread has exited and its shard was retired; finish here.
+    let mut fut = fut;
+    noop_context(|cx| assert!(fut.as_mut().poll(cx).is_ready()));
+    assert_eq!(analyzer.get_node("rec_orphan").unwrap().call_count, 1);
+
+    // And when the analyzer itself is gone by then, the call is dropped quietly.
+    let doomed = BottleneckAnalyzer::new();
+    set_profiler(&doomed);
+    let mut fut = Box::pin(async_node!(&SITE, YieldTimes(1)));
+    noop_context(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
+    clear_profiler();
+    drop(doomed);
+    std::thread::spawn(move || noop_context(|cx| assert!(fut.as_mut().poll(cx).is_ready())))
+        .join()
+        .unwrap();
+}
