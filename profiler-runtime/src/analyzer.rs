@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::{self, Conversion};
-use crate::cost::CostInfo;
+use crate::cost::{CostBreakdown, CostInfo};
 use crate::export::{CallRecord, DEFAULT_RING_CAPACITY, ExportState};
 use crate::outcome::Outcome;
 use crate::shard::{Shard, Shared};
@@ -67,54 +67,33 @@ pub(crate) struct Inner {
     export: Mutex<ExportState>,
 }
 
-/// The LLM calls attributed to one node.
+/// The LLM calls attributed to one node: the same totals a cost tracker keeps per provider.
 #[derive(Clone, Debug, Default)]
 struct NodeCost {
-    llm_calls: u64,
-    unpriced_calls: u64,
-    cost_usd: f64,
-    input_tokens: u64,
-    output_tokens: u64,
-    total_tokens: u64,
-    cached_input_tokens: u64,
-    cache_creation_input_tokens: u64,
-    reasoning_tokens: u64,
+    totals: CostBreakdown,
     /// When the first call was recorded, seconds since the Unix epoch.
     first_timestamp: f64,
 }
 
 impl NodeCost {
     fn add(&mut self, info: &CostInfo) {
-        if self.llm_calls == 0 {
+        if self.totals.calls == 0 {
             self.first_timestamp = info.timestamp;
         }
-        self.llm_calls += 1;
-        match info.cost_usd {
-            Some(cost) => self.cost_usd += cost,
-            None => self.unpriced_calls += 1,
-        }
-        self.input_tokens = self.input_tokens.saturating_add(info.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(info.output_tokens);
-        self.total_tokens = self.total_tokens.saturating_add(info.total_tokens);
-        self.cached_input_tokens = self
-            .cached_input_tokens
-            .saturating_add(info.cached_input_tokens);
-        self.cache_creation_input_tokens = self
-            .cache_creation_input_tokens
-            .saturating_add(info.cache_creation_input_tokens);
-        self.reasoning_tokens = self.reasoning_tokens.saturating_add(info.reasoning_tokens);
+        self.totals.add(info);
     }
 
     fn apply(&self, node: &mut NodeTimings) {
-        node.llm_calls = self.llm_calls;
-        node.unpriced_calls = self.unpriced_calls;
-        node.cost_usd = self.cost_usd;
-        node.input_tokens = self.input_tokens;
-        node.output_tokens = self.output_tokens;
-        node.total_tokens = self.total_tokens;
-        node.cached_input_tokens = self.cached_input_tokens;
-        node.cache_creation_input_tokens = self.cache_creation_input_tokens;
-        node.reasoning_tokens = self.reasoning_tokens;
+        let t = &self.totals;
+        node.llm_calls = t.calls;
+        node.unpriced_calls = t.unpriced_calls;
+        node.cost_usd = t.cost_usd;
+        node.input_tokens = t.input_tokens;
+        node.output_tokens = t.output_tokens;
+        node.total_tokens = t.total_tokens;
+        node.cached_input_tokens = t.cached_input_tokens;
+        node.cache_creation_input_tokens = t.cache_creation_input_tokens;
+        node.reasoning_tokens = t.reasoning_tokens;
     }
 }
 

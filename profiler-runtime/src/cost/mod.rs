@@ -183,7 +183,8 @@ pub struct CostBreakdown {
 }
 
 impl CostBreakdown {
-    fn add(&mut self, info: &CostInfo) {
+    /// Adds one tracked call.
+    pub(crate) fn add(&mut self, info: &CostInfo) {
         self.calls += 1;
         match info.cost_usd {
             Some(cost) => self.cost_usd += cost,
