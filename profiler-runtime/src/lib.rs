@@ -12,22 +12,31 @@
 //! - [`mlflow`] (feature `mlflow`, on by default): [`mlflow::MlflowTracker`], which sends
 //!   per-call durations, costs and the bottleneck report to an MLflow tracking server from a
 //!   background thread.
+//! - `dynamic`: [`profile_call`] and [`DynamicTimer`], timing of nodes whose id is only known
+//!   at run time (from a configuration file).
+//! - [`llm`] and [`store`] (feature `executor`, on by default): async LLM clients
+//!   (OpenAI-compatible, Anthropic, simulated) and the SQLite run store.
 #![warn(missing_docs)]
 
 mod analyzer;
 mod clock;
 mod context;
 pub mod cost;
+mod dynamic;
 mod export;
 mod future;
 mod guard;
 mod histogram;
+#[cfg(feature = "executor")]
+pub mod llm;
 #[cfg(feature = "mlflow")]
 pub mod mlflow;
 mod outcome;
 mod shard;
 mod site;
 mod stats;
+#[cfg(feature = "executor")]
+pub mod store;
 mod summary;
 
 pub use analyzer::{BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, RecordError};
@@ -40,6 +49,7 @@ pub use cost::{
     CostBreakdown, CostError, CostInfo, CostSummary, CostTrackerBuilder, ModelPrice,
     MultiProviderCostTracker, PricingTable, Usage, extract_provider,
 };
+pub use dynamic::{DynamicTimer, profile_call};
 pub use export::{CallRecord, DEFAULT_RING_CAPACITY};
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;

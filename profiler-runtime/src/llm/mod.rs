@@ -1,0 +1,217 @@
+//! LLM clients behind one async trait: OpenAI-compatible Chat Completions
+//! ([`OpenAiClient`]: OpenAI, vLLM, Ollama's `/v1`, LiteLLM proxy), Anthropic Messages
+//! ([`AnthropicClient`]), and a [`SimulatedClient`] for examples and tests offline.
+//!
+//! Every client returns the provider's raw JSON body with its `usage`, so that the cost
+//! tracker prices the call from what the provider said. Errors are values
+//! ([`LlmError`]), never panics, and never contain the API key.
+
+mod anthropic;
+mod http;
+mod openai;
+mod simulated;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use anthropic::AnthropicClient;
+pub use openai::OpenAiClient;
+pub use simulated::SimulatedClient;
+
+/// A boxed, `Send` future: what [`LlmClient::complete`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One request: a model, an optional system prompt, the user prompt, a token limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlmRequest {
+    /// The model name as the endpoint knows it (`gpt-4o-mini`, `claude-3-5-haiku-latest`).
+    pub model: String,
+    /// The system prompt, if any.
+    pub system: Option<String>,
+    /// The user message.
+    pub prompt: String,
+    /// The most output tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling temperature, if set.
+    pub temperature: Option<f64>,
+}
+
+/// A completed call: the text, and the provider's raw JSON body (with `usage`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmResponse {
+    /// The generated text.
+    pub text: String,
+    /// The model that answered, as the provider reports it.
+    pub model: String,
+    /// The provider's JSON body, as received (the cost tracker reads its `usage`).
+    pub raw: Value,
+    /// Whether the answer came from [`SimulatedClient`] rather than a model.
+    pub simulated: bool,
+}
+
+/// Why an LLM call failed. Messages never contain the API key (bodies quoted in them are
+/// cut short and scrubbed of it).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LlmError {
+    /// No API key where one is required.
+    MissingApiKey {
+        /// The environment variable the key was looked for in.
+        env_var: String,
+    },
+    /// The endpoint could not be reached (refused, DNS, TLS).
+    Connect {
+        /// The endpoint's URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No answer within the timeout.
+    Timeout {
+        /// The endpoint's URL.
+        url: String,
+        /// The timeout, seconds.
+        seconds: f64,
+    },
+    /// The endpoint answered with an HTTP error status.
+    Http {
+        /// The endpoint's URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The start of the body (scrubbed of the key).
+        body: String,
+    },
+    /// The body is not the JSON the API defines.
+    BadBody {
+        /// The endpoint's URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The start of the body (scrubbed of the key).
+        body: String,
+        /// The body's `usage` object, when it had one: the call was billed all the same.
+        usage: Option<Value>,
+    },
+    /// Any other failure (a client that cannot be built, a simulated failure).
+    Other {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl fmt::Display for LlmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LlmError::MissingApiKey { env_var } => {
+                write!(f, "no API key: set {env_var} or pass one in code")
+            }
+            LlmError::Connect { url, reason } => write!(f, "cannot reach {url}: {reason}"),
+            LlmError::Timeout { url, seconds } => {
+                write!(f, "no answer from {url} within {seconds:.1}s")
+            }
+            LlmError::Http { url, status, body } => {
+                write!(f, "{url} answered HTTP {status}: {body}")
+            }
+            LlmError::BadBody {
+                url, reason, body, ..
+            } => {
+                write!(
+                    f,
+                    "unexpected body from {url}: {reason}; body starts: {body}"
+                )
+            }
+            LlmError::Other { message } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for LlmError {}
+
+/// An LLM endpoint. Implementations must be cheap to share across tasks.
+pub trait LlmClient: Send + Sync {
+    /// Sends `request` and waits for the answer.
+    fn complete<'a>(
+        &'a self,
+        request: &'a LlmRequest,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>>;
+
+    /// A one-line description for reports and run records (`openai-compatible at
+    /// https://...`, `simulated`): never the key.
+    fn describe(&self) -> String;
+}
+
+/// An API key: its value is never shown by `Debug` or `Display`, only where it came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    value: String,
+    source: String,
+}
+
+impl ApiKey {
+    /// A key given in code; `source` says where it came from (never the value itself).
+    pub fn new(value: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            value: value.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The key in environment variable `var`, if set and not empty.
+    pub fn from_env(var: &str) -> Option<Self> {
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Some(Self::new(v.trim(), format!("env:{var}"))),
+            _ => None,
+        }
+    }
+
+    /// The key itself: only for the request header.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Where the key came from (`env:OPENAI_API_KEY`, `code`).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// `text` with every occurrence of the key replaced by `[REDACTED]`.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.value.len() < 4 {
+            return text.to_owned();
+        }
+        text.replace(&self.value, "[REDACTED]")
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey(from {}, [REDACTED])", self.source)
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[REDACTED key from {}]", self.source)
+    }
+}
+
+/// The client the environment names: [`OpenAiClient`] when `OPENAI_BASE_URL` or
+/// `OPENAI_API_KEY` is set, else [`AnthropicClient`] when `ANTHROPIC_API_KEY` is set, else
+/// `None` (use a [`SimulatedClient`]).
+///
+/// # Errors
+/// When the named client cannot be built.
+pub fn client_from_env() -> Result<Option<std::sync::Arc<dyn LlmClient>>, LlmError> {
+    let set = |v: &str| std::env::var(v).is_ok_and(|s| !s.trim().is_empty());
+    if set("OPENAI_BASE_URL") || set("OPENAI_API_KEY") {
+        return Ok(Some(std::sync::Arc::new(OpenAiClient::from_env()?)));
+    }
+    if set("ANTHROPIC_API_KEY") {
+        return Ok(Some(std::sync::Arc::new(AnthropicClient::from_env()?)));
+    }
+    Ok(None)
+}
