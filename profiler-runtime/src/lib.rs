@@ -14,8 +14,9 @@
 //!   background thread.
 //! - `dynamic`: [`profile_call`] and [`DynamicTimer`], timing of nodes whose id is only known
 //!   at run time (from a configuration file).
-//! - [`llm`] and [`store`] (feature `executor`, on by default): async LLM clients
-//!   (OpenAI-compatible, Anthropic, simulated) and the SQLite run store.
+//! - [`executor`], [`llm`] and [`store`] (feature `executor`, on by default): async LLM clients
+//!   (OpenAI-compatible, Anthropic, simulated), the node and workflow executors, and the
+//!   SQLite run store.
 #![warn(missing_docs)]
 
 mod analyzer;
@@ -23,6 +24,8 @@ mod clock;
 mod context;
 pub mod cost;
 mod dynamic;
+#[cfg(feature = "executor")]
+pub mod executor;
 mod export;
 mod future;
 mod guard;

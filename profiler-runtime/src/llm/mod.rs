@@ -18,8 +18,8 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use anthropic::AnthropicClient;
-pub use openai::OpenAiClient;
+pub use anthropic::{ANTHROPIC_DEFAULT_BASE_URL, ANTHROPIC_VERSION, AnthropicClient};
+pub use openai::{OPENAI_DEFAULT_BASE_URL, OpenAiClient};
 pub use simulated::SimulatedClient;
 
 /// A boxed, `Send` future: what [`LlmClient::complete`] returns.
