@@ -490,3 +490,142 @@ fn async_node_outliving_the_thread_it_started_on_still_records() {
         .join()
         .unwrap();
 }
+
+/// 100 distinct node ids, as a program with 100 profiled functions has.
+static MANY_IDS: [&str; 100] = [
+    "mem_node_000",
+    "mem_node_001",
+    "mem_node_002",
+    "mem_node_003",
+    "mem_node_004",
+    "mem_node_005",
+    "mem_node_006",
+    "mem_node_007",
+    "mem_node_008",
+    "mem_node_009",
+    "mem_node_010",
+    "mem_node_011",
+    "mem_node_012",
+    "mem_node_013",
+    "mem_node_014",
+    "mem_node_015",
+    "mem_node_016",
+    "mem_node_017",
+    "mem_node_018",
+    "mem_node_019",
+    "mem_node_020",
+    "mem_node_021",
+    "mem_node_022",
+    "mem_node_023",
+    "mem_node_024",
+    "mem_node_025",
+    "mem_node_026",
+    "mem_node_027",
+    "mem_node_028",
+    "mem_node_029",
+    "mem_node_030",
+    "mem_node_031",
+    "mem_node_032",
+    "mem_node_033",
+    "mem_node_034",
+    "mem_node_035",
+    "mem_node_036",
+    "mem_node_037",
+    "mem_node_038",
+    "mem_node_039",
+    "mem_node_040",
+    "mem_node_041",
+    "mem_node_042",
+    "mem_node_043",
+    "mem_node_044",
+    "mem_node_045",
+    "mem_node_046",
+    "mem_node_047",
+    "mem_node_048",
+    "mem_node_049",
+    "mem_node_050",
+    "mem_node_051",
+    "mem_node_052",
+    "mem_node_053",
+    "mem_node_054",
+    "mem_node_055",
+    "mem_node_056",
+    "mem_node_057",
+    "mem_node_058",
+    "mem_node_059",
+    "mem_node_060",
+    "mem_node_061",
+    "mem_node_062",
+    "mem_node_063",
+    "mem_node_064",
+    "mem_node_065",
+    "mem_node_066",
+    "mem_node_067",
+    "mem_node_068",
+    "mem_node_069",
+    "mem_node_070",
+    "mem_node_071",
+    "mem_node_072",
+    "mem_node_073",
+    "mem_node_074",
+    "mem_node_075",
+    "mem_node_076",
+    "mem_node_077",
+    "mem_node_078",
+    "mem_node_079",
+    "mem_node_080",
+    "mem_node_081",
+    "mem_node_082",
+    "mem_node_083",
+    "mem_node_084",
+    "mem_node_085",
+    "mem_node_086",
+    "mem_node_087",
+    "mem_node_088",
+    "mem_node_089",
+    "mem_node_090",
+    "mem_node_091",
+    "mem_node_092",
+    "mem_node_093",
+    "mem_node_094",
+    "mem_node_095",
+    "mem_node_096",
+    "mem_node_097",
+    "mem_node_098",
+    "mem_node_099",
+];
+
+const fn many_sites() -> [CallSite; 100] {
+    let mut sites = [const { CallSite::new("", false) }; 100];
+    let mut i = 0;
+    while i < 100 {
+        sites[i] = CallSite::new(MANY_IDS[i], false);
+        i += 1;
+    }
+    sites
+}
+
+static MANY_SITES: [CallSite; 100] = many_sites();
+
+#[test]
+fn ten_million_calls_across_100_nodes_leave_memory_flat() {
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    for site in &MANY_SITES {
+        sync_node!(site, || ());
+    }
+    let warm = analyzer.memory_bytes();
+    for round in 0..100_000 {
+        for site in &MANY_SITES {
+            sync_node!(site, || std::hint::black_box(round));
+        }
+        if round % 25_000 == 0 {
+            assert_eq!(analyzer.memory_bytes(), warm, "after {round} rounds");
+        }
+    }
+    assert_eq!(analyzer.memory_bytes(), warm);
+    let summary = analyzer.get_summary();
+    assert_eq!(summary.node_count, 100);
+    let calls: u64 = summary.nodes.iter().map(|n| n.call_count).sum();
+    assert_eq!(calls, 100 * 100_001);
+}
