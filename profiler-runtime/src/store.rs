@@ -335,7 +335,7 @@ impl RunStore {
         })
     }
 
-    /// Inserts `run`, or replaces the stored run with the same id.
+    /// Inserts `run`, or updates the stored run with the same id (its node states stay).
     ///
     /// # Errors
     /// [`StoreError`] when SQLite fails.
@@ -352,8 +352,12 @@ impl RunStore {
         self.sql(|c| {
             c.execute(
                 &format!(
-                    "INSERT OR REPLACE INTO workflow_runs ({RUN_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    "INSERT INTO workflow_runs ({RUN_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                     ON CONFLICT (id) DO UPDATE SET workflow_name = ?2, status = ?3, \
+                     config_snapshot = ?4, inputs = ?5, outputs = ?6, error_message = ?7, \
+                     started_at = ?8, completed_at = ?9, duration_ms = ?10, \
+                     total_tokens = ?11, total_cost_usd = ?12, bottleneck_info = ?13"
                 ),
                 params![
                     run.id,

@@ -66,6 +66,8 @@ pub struct WorkflowRun {
     pub failure: Option<RunFailure>,
     /// Problems with the run store or MLflow, which never fail a run.
     pub warnings: Vec<String>,
+    /// The MLflow run the workflow run was logged to, when MLflow is configured.
+    pub mlflow_run_id: Option<String>,
 }
 
 /// Why a run failed.
@@ -533,8 +535,11 @@ impl WorkflowExecutor {
         };
 
         let summary = analyzer.get_summary_with_threshold(self.threshold_percent);
+        #[allow(unused_mut)] // assigned only with MLflow
+        let mut mlflow_run_id = None;
         #[cfg(feature = "mlflow")]
         if let Some(tracker) = &mlflow {
+            mlflow_run_id = tracker.run_id();
             use crate::mlflow::RunStatus;
             tracker.log_bottleneck_report(&summary);
             let stats = tracker.finish(if status == WorkflowStatus::Completed {
@@ -602,6 +607,7 @@ impl WorkflowExecutor {
             report,
             failure,
             warnings,
+            mlflow_run_id,
         };
         if run.failure.is_some() {
             Err(WorkflowError::Failed(Box::new(run)))

@@ -1,0 +1,452 @@
+//! The executors end to end: a workflow from a JSON file against a loopback server that
+//! speaks OpenAI Chat Completions (with usage), the run store, the report lines, the node
+//! output fields, MLflow (when `scripts/test` started a server), failures, and secrets.
+
+#[path = "support/llm_server.rs"]
+mod llm_server;
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agent_profiler::executor::{
+    Console, NodeErrorKind, WorkflowConfig, WorkflowError, WorkflowExecutor,
+};
+use agent_profiler::llm::{
+    ApiKey, BoxFuture, LlmClient, LlmError, LlmRequest, LlmResponse, OpenAiClient,
+};
+use agent_profiler::store::{RunStore, WorkflowStatus};
+use llm_server::LlmServer;
+use serde_json::json;
+
+/// A recognisable key that must never show up anywhere but in the request header.
+const PLANTED: &str = "sk-PLANTED-0123456789-do-not-leak";
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(support::unique(test));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_config(dir: &std::path::Path, text: &str) -> PathBuf {
+    let path = dir.join("workflow.json");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const RESEARCH: &str = r#"{
+  "name": "loopback-research",
+  "steps": [
+    {"id": "plan", "model": "gpt-4o-mini", "prompt": "Plan {topic}", "output_key": "plan", "max_tokens": 40},
+    {"parallel": [
+      {"id": "web", "model": "gpt-4o-mini", "prompt": "Web for {plan}", "output_key": "web", "max_tokens": 60},
+      {"id": "papers", "model": "gpt-4o-mini", "prompt": "Papers for {plan}", "output_key": "papers", "max_tokens": 60}
+    ]},
+    {"id": "analyze", "model": "gpt-4o", "prompt": "Analyze {web} {papers}", "output_key": "analysis", "max_tokens": 1600}
+  ]
+}"#;
+
+fn client(server: &LlmServer) -> Arc<dyn LlmClient> {
+    Arc::new(OpenAiClient::new(&server.base_url, Some(ApiKey::new(PLANTED, "test"))).unwrap())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn end_to_end_against_loopback_openai_server() {
+    let test = "end_to_end_against_loopback_openai_server";
+    let server = LlmServer::start();
+    let dir = temp_dir(test);
+    let config = write_config(&dir, RESEARCH);
+    let db = dir.join("runs.sqlite3");
+    let store = RunStore::open(&db).unwrap();
+    let (console, captured) = Console::capture();
+    let mut executor = WorkflowExecutor::new(client(&server))
+        .store(store.clone())
+        .console(console);
+    let mlflow_uri = support::tracking_uri(test);
+    if let Some(uri) = &mlflow_uri {
+        executor = executor.mlflow(support::config(uri, test));
+    }
+    let run = runtime()
+        .block_on(executor.run_workflow_from_config(&config, json!({"topic": "rust"})))
+        .unwrap();
+
+    // The report: the seed's lines first, exactly.
+    let lines: Vec<&str> = run.report.lines().collect();
+    let analyze = run
+        .summary
+        .nodes
+        .iter()
+        .find(|n| n.node_id == "analyze")
+        .unwrap();
+    assert_eq!(
+        lines[0],
+        format!(
+            "Slowest node: analyze ({:.2}ms avg)",
+            analyze.avg_duration_ms
+        )
+    );
+    assert_eq!(lines[1], "Bottlenecks (>50% of total time):");
+    let b = &run.summary.bottlenecks[0];
+    assert_eq!(b.node_id, "analyze");
+    assert_eq!(
+        lines[2],
+        format!(
+            "  - analyze: {:.1}% ({:.0}ms total)",
+            b.percent_of_total, b.total_duration_ms
+        )
+    );
+    assert!(run.report.contains("ok/err/panic/cancel"));
+    let console_text = captured.lock().unwrap().clone();
+    assert!(console_text.contains(&run.report));
+    assert!(console_text.contains("running analyze (gpt-4o)"));
+
+    // Every node timed, with tokens and cost from the server's usage.
+    assert_eq!(run.summary.node_count, 4);
+    for node in &run.summary.nodes {
+        assert_eq!(node.call_count, 1, "{}", node.node_id);
+        assert_eq!(node.llm_calls, 1, "{}", node.node_id);
+        assert!(node.cost_usd > 0.0, "{}", node.node_id);
+        assert!(node.total_tokens > 0);
+    }
+    assert_eq!(run.record.status, WorkflowStatus::Completed);
+    assert!(run.record.total_cost_usd > 0.0);
+    assert_eq!(run.record.total_tokens, run.summary.total_tokens);
+    assert_eq!(run.state["analysis"], "answer of gpt-4o (1600 max tokens)");
+
+    // The node output fields and the stored snapshots.
+    assert_eq!(run.states.len(), 4);
+    for state in &run.states {
+        let ms = state.state["_execution_time_ms"].as_f64().unwrap();
+        let cost = state.state["_cost_usd"].as_f64().unwrap();
+        assert!(ms > 0.0 && cost > 0.0, "{state:?}");
+        assert_eq!(state.execution_time_ms, ms);
+    }
+    // Responses are not stored by default.
+    let stored_states = store.states(&run.record.id).unwrap();
+    assert_eq!(stored_states, run.states);
+    let analysis_state = stored_states
+        .iter()
+        .find(|s| s.node_id == "analyze")
+        .unwrap();
+    assert!(
+        analysis_state.state["analysis"]
+            .as_str()
+            .unwrap()
+            .starts_with("[response not stored")
+    );
+    assert!(analysis_state.state.get("_prompt").is_none());
+
+    // The record round-trips, bottleneck_info included.
+    let stored = store.get_run(&run.record.id).unwrap().unwrap();
+    assert_eq!(stored, run.record);
+    assert_eq!(stored.bottleneck_info.as_ref(), Some(&run.summary));
+    assert_eq!(store.recent_runs("loopback-research", 5).unwrap().len(), 1);
+    let per_node = store.node_stats("loopback-research", 5).unwrap();
+    assert_eq!(per_node[0].node_id, "analyze");
+    assert_eq!(per_node[0].bottleneck_runs, 1);
+
+    // The key went to the server and nowhere else.
+    assert!(
+        server
+            .auth_headers
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|h| h == &format!("Bearer {PLANTED}"))
+    );
+    assert!(!console_text.contains(PLANTED));
+    assert!(!String::from_utf8_lossy(&std::fs::read(&db).unwrap()).contains(PLANTED));
+    assert!(!format!("{:?}", run).contains(PLANTED));
+
+    // MLflow: per-call durations and costs, the report, no key.
+    if let Some(uri) = mlflow_uri {
+        let client = support::client(&uri);
+        let run_id = run.mlflow_run_id.clone().expect("MLflow run");
+        for node in ["plan", "web", "papers", "analyze"] {
+            let d = client
+                .get_metric_history(&run_id, &format!("node_{node}_duration_ms"))
+                .unwrap();
+            assert_eq!(d.len(), 1, "{node}");
+            let c = client
+                .get_metric_history(&run_id, &format!("node_{node}_cost_usd"))
+                .unwrap();
+            assert_eq!(c.len(), 1, "{node}");
+            let expected = run
+                .summary
+                .nodes
+                .iter()
+                .find(|n| n.node_id == node)
+                .unwrap()
+                .cost_usd;
+            assert!((c[0].value - expected).abs() < 1e-12);
+        }
+        let mlflow_run = client.get_run(&run_id).unwrap();
+        assert_eq!(mlflow_run.info.status, "FINISHED");
+        assert!(!format!("{mlflow_run:?}").contains(PLANTED));
+    }
+}
+
+fn failing(model: &str, test: &str) -> (WorkflowError, RunStore, String) {
+    let server = LlmServer::start();
+    let dir = temp_dir(test);
+    let text = format!(
+        r#"{{"name": "{test}", "steps": [
+            {{"id": "first", "model": "gpt-4o-mini", "prompt": "Hi {{topic}}", "output_key": "a", "max_tokens": 20}},
+            {{"id": "broken", "model": "{model}", "prompt": "Go {{a}}", "output_key": "b"}}
+        ]}}"#
+    );
+    let config = write_config(&dir, &text);
+    let store = RunStore::open(dir.join("runs.sqlite3")).unwrap();
+    let (console, captured) = Console::capture();
+    let executor = WorkflowExecutor::new(client(&server))
+        .store(store.clone())
+        .console(console);
+    let err = runtime()
+        .block_on(executor.run_workflow_from_config(&config, json!({"topic": "x"})))
+        .unwrap_err();
+    let console_text = captured.lock().unwrap().clone();
+    (err, store, console_text)
+}
+
+fn check_failed_run(err: &WorkflowError, store: &RunStore, console: &str) -> NodeErrorKind {
+    let run = err.run().expect("the run is returned");
+    assert_eq!(run.record.status, WorkflowStatus::Failed);
+    // Timing recorded for the failing node too; the report still printed and stored.
+    let broken = run
+        .summary
+        .nodes
+        .iter()
+        .find(|n| n.node_id == "broken")
+        .unwrap();
+    assert_eq!(broken.call_count, 1);
+    assert!(console.contains("Slowest node: "));
+    assert!(console.contains("FAILED  broken"));
+    let stored = store.get_run(&run.record.id).unwrap().unwrap();
+    assert_eq!(stored.status, WorkflowStatus::Failed);
+    assert_eq!(stored.bottleneck_info.as_ref(), Some(&run.summary));
+    assert!(
+        stored
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("node `broken`")
+    );
+    let states = store.states(&run.record.id).unwrap();
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[1].status, "failed");
+    assert!(states[1].state["_execution_time_ms"].as_f64().unwrap() >= 0.0);
+    for text in [console.to_owned(), err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains(PLANTED));
+    }
+    match &run.failure {
+        Some(agent_profiler::executor::RunFailure::Node(e)) => e.kind.clone(),
+        other => panic!("not a node failure: {other:?}"),
+    }
+}
+
+#[test]
+fn node_that_errors_http_500() {
+    let (err, store, console) = failing("fail-500", "node_that_errors_http_500");
+    match check_failed_run(&err, &store, &console) {
+        NodeErrorKind::Llm(LlmError::Http {
+            status: 500, body, ..
+        }) => {
+            assert!(body.contains("overloaded"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn endpoint_returns_garbage() {
+    let (err, store, console) = failing("garbage", "endpoint_returns_garbage");
+    match check_failed_run(&err, &store, &console) {
+        NodeErrorKind::Llm(LlmError::BadBody { reason, .. }) => {
+            assert!(reason.contains("not JSON"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn answer_without_text_still_costs() {
+    let (err, store, console) = failing("no-choices", "answer_without_text_still_costs");
+    check_failed_run(&err, &store, &console);
+    let run = err.run().unwrap();
+    let broken = run
+        .summary
+        .nodes
+        .iter()
+        .find(|n| n.node_id == "broken")
+        .unwrap();
+    assert_eq!(broken.llm_calls, 1);
+    assert!(broken.total_tokens > 0);
+}
+
+#[test]
+fn key_echoed_by_the_server_is_redacted() {
+    let (err, store, console) = failing("echo-auth", "key_echoed_by_the_server_is_redacted");
+    match check_failed_run(&err, &store, &console) {
+        NodeErrorKind::Llm(LlmError::Http {
+            status: 401, body, ..
+        }) => {
+            assert!(body.contains("[REDACTED]"), "{body}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let run = err.run().unwrap();
+    let stored = store.get_run(&run.record.id).unwrap().unwrap();
+    assert!(!format!("{stored:?}").contains(PLANTED));
+    assert!(!format!("{:?}", store.states(&run.record.id).unwrap()).contains(PLANTED));
+}
+
+#[test]
+fn endpoint_down() {
+    let port = support::closed_port();
+    let client: Arc<dyn LlmClient> = Arc::new(
+        OpenAiClient::new(
+            &format!("http://127.0.0.1:{port}/v1"),
+            Some(ApiKey::new(PLANTED, "test")),
+        )
+        .unwrap(),
+    );
+    let config = WorkflowConfig::from_json_str(
+        r#"{"name": "down", "steps": [{"id": "only", "model": "gpt-4o", "prompt": "x", "output_key": "y"}]}"#,
+    )
+    .unwrap();
+    let (console, captured) = Console::capture();
+    let err = runtime()
+        .block_on(
+            WorkflowExecutor::new(client)
+                .console(console)
+                .run_config(&config, json!({})),
+        )
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("cannot reach http://127.0.0.1"),
+        "{message}"
+    );
+    assert!(!message.contains(PLANTED));
+    assert!(!captured.lock().unwrap().contains(PLANTED));
+    let run = err.run().unwrap();
+    assert_eq!(run.summary.nodes[0].call_count, 1);
+}
+
+struct Panicking;
+
+impl LlmClient for Panicking {
+    fn complete<'a>(&'a self, _: &'a LlmRequest) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async { panic!("client exploded") })
+    }
+    fn describe(&self) -> String {
+        "panicking".into()
+    }
+}
+
+#[test]
+fn panicking_node_in_a_group_and_alone() {
+    let store = RunStore::in_memory().unwrap();
+    for text in [
+        r#"{"name": "p", "steps": [{"id": "boom", "model": "gpt-4o", "prompt": "x", "output_key": "y"}]}"#,
+        r#"{"name": "p", "steps": [{"parallel": [{"id": "boom", "model": "gpt-4o", "prompt": "x", "output_key": "y"}]}]}"#,
+    ] {
+        let config = WorkflowConfig::from_json_str(text).unwrap();
+        let (console, captured) = Console::capture();
+        let executor = WorkflowExecutor::new(Arc::new(Panicking))
+            .store(store.clone())
+            .console(console);
+        let err = runtime()
+            .block_on(executor.run_config(&config, json!({})))
+            .unwrap_err();
+        let run = err.run().unwrap();
+        assert_eq!(run.record.status, WorkflowStatus::Panicked);
+        assert!(err.to_string().contains("client exploded"), "{err}");
+        assert_eq!(run.summary.nodes[0].node_id, "boom");
+        assert_eq!(run.summary.nodes[0].call_count, 1);
+        assert!(captured.lock().unwrap().contains("Slowest node: boom"));
+        let stored = store.get_run(&run.record.id).unwrap().unwrap();
+        assert_eq!(stored.status, WorkflowStatus::Panicked);
+    }
+}
+
+#[test]
+fn invalid_config_files_say_what_and_where() {
+    let dir = temp_dir("invalid_config");
+    let cases = [
+        // (text, expected pieces of the message)
+        (
+            "{\n  \"name\": \"w\",\n  \"steps\": [\n    {\"id\": \"a\", \"prompt\": \"p\", \"output_key\": \"o\"}\n  ]\n}",
+            vec!["line ", "field `steps[0]`", "missing field `model`"],
+        ),
+        (
+            "{\"name\": \"w\", \"steps\": [{\"id\": \"a\", \"model\": \"m\", \"prompt\": \"p\", \"output_key\": \"o\", \"max_token\": 5}]}",
+            vec!["line 1", "steps[0]", "max_token"],
+        ),
+        (
+            "{\"name\": \"w\",\n \"steps\": [}",
+            vec!["line 2", "column"],
+        ),
+        (
+            "{\"name\": \"w\", \"steps\": [{\"parallel\": [{\"id\": \"a b\", \"model\": \"m\", \"prompt\": \"p\", \"output_key\": \"o\"}]}]}",
+            vec!["steps[0].parallel[0].id", "`a b`"],
+        ),
+        (
+            "{\"name\": \"w\", \"steps\": [{\"id\": \"a\", \"model\": \"m\", \"prompt\": \"p {x\", \"output_key\": \"o\"}]}",
+            vec!["steps[0].prompt", "unclosed"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = write_config(&dir, text);
+        let err = WorkflowConfig::from_path(&path).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        for piece in expected {
+            assert!(message.contains(piece), "`{piece}` not in: {message}");
+        }
+        let exec = WorkflowExecutor::new(Arc::new(Panicking)).console(Console::Silent);
+        match runtime().block_on(exec.run_workflow_from_config(&path, json!({}))) {
+            Err(WorkflowError::Config(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn workflow_written_in_code() {
+    let server = LlmServer::start();
+    let (console, captured) = Console::capture();
+    let executor = WorkflowExecutor::new(client(&server))
+        .console(console)
+        .threshold_percent(40.0);
+    let run = runtime()
+        .block_on(
+            executor.run_fn("code", json!({"q": "why"}), |ctx, mut state| async move {
+                let q = state["q"].as_str().unwrap().to_owned();
+                let a = ctx
+                    .llm("think", "gpt-4o-mini", &format!("Think {{about}} {q}"))
+                    .await?;
+                state.insert("answer".into(), json!(a));
+                Ok::<_, agent_profiler::executor::NodeError>(state)
+            }),
+        )
+        .unwrap();
+    assert_eq!(run.summary.nodes[0].node_id, "think");
+    assert_eq!(run.states[0].node_id, "think");
+    assert!(
+        captured
+            .lock()
+            .unwrap()
+            .contains("Bottlenecks (>40% of total time):")
+    );
+    let body = &server.bodies.lock().unwrap()[0];
+    assert_eq!(body["messages"][0]["content"], "Think {about} why");
+}
