@@ -539,7 +539,11 @@ impl WorkflowExecutor {
         let mut mlflow_run_id = None;
         #[cfg(feature = "mlflow")]
         if let Some(tracker) = &mlflow {
-            mlflow_run_id = tracker.run_id();
+            // The run is created by the exporter thread; wait briefly for its id (a server
+            // that is down costs this wait once, at the end of the run).
+            mlflow_run_id = tracker
+                .wait_for_run(std::time::Duration::from_secs(5))
+                .map(|r| r.run_id);
             use crate::mlflow::RunStatus;
             tracker.log_bottleneck_report(&summary);
             let stats = tracker.finish(if status == WorkflowStatus::Completed {
