@@ -227,6 +227,10 @@ fn check_failed_run(err: &WorkflowError, store: &RunStore, console: &str) -> Nod
         .find(|n| n.node_id == "broken")
         .unwrap();
     assert_eq!(broken.call_count, 1);
+    assert_eq!(
+        broken.outcomes.error, 1,
+        "the failure is the node's outcome"
+    );
     assert!(console.contains("Slowest node: "));
     assert!(console.contains("FAILED  broken"));
     let stored = store.get_run(&run.record.id).unwrap().unwrap();
@@ -372,6 +376,7 @@ fn panicking_node_in_a_group_and_alone() {
         assert!(err.to_string().contains("client exploded"), "{err}");
         assert_eq!(run.summary.nodes[0].node_id, "boom");
         assert_eq!(run.summary.nodes[0].call_count, 1);
+        assert_eq!(run.summary.nodes[0].outcomes.panicked, 1);
         assert!(captured.lock().unwrap().contains("Slowest node: boom"));
         let stored = store.get_run(&run.record.id).unwrap().unwrap();
         assert_eq!(stored.status, WorkflowStatus::Panicked);

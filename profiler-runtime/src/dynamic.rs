@@ -1,92 +1,109 @@
-//! Timing of nodes whose id is only known at run time (read from a configuration file), which
-//! `#[profile_node("id")]` cannot name. They record through the analyzer's public API
-//! ([`BottleneckAnalyzer::record_node`]), so they pay a lock per call, not the macro's
-//! lock-free path: fine for nodes that wait on an LLM for hundreds of milliseconds.
+//! Nodes whose id is only known at run time (read from a configuration file), which
+//! `#[profile_node("id")]` cannot name.
 //!
-//! Limits: a dynamic node records every call with the outcome `ok` (the analyzer has no
-//! public way to record another outcome for a dynamic id), and its time counts as self time
-//! (profiled macro nodes nested inside it are not subtracted).
+//! Each distinct id gets a call site of its own, made once and kept for the life of the
+//! process, so a dynamic node is timed exactly as a macro node is: the same lock-free call
+//! path, outcomes, self time under nesting, cancellation, per-call export, and cost
+//! attribution through [`current_node_id`](crate::current_node_id). Making a site takes a
+//! lock; later calls of the same id take it only to look the site up.
+//!
+//! At most [`MAX_DYNAMIC_NODE_IDS`] ids get a site of their own (memory must stay bounded
+//! when ids are built from data); calls of ids beyond that are counted under
+//! [`OTHER_DYNAMIC_NODES`].
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Instant;
+use std::sync::{Mutex, PoisonError};
 
-use crate::analyzer::BottleneckAnalyzer;
-use crate::context::get_profiler;
+use crate::future::NodeFuture;
+use crate::outcome::Outcome;
+use crate::site::CallSite;
 
-/// Times one call of a dynamic node from [`start`](Self::start) until
-/// [`finish`](Self::finish) or drop (so a call that fails, panics or is cancelled is timed
-/// too), and records it into the analyzer that was installed when it started.
-#[derive(Debug)]
-#[must_use = "the call is timed until the timer is finished or dropped"]
-pub struct DynamicTimer {
-    node_id: String,
-    analyzer: Option<BottleneckAnalyzer>,
-    start: Instant,
-    done: bool,
+/// Distinct run-time node ids that get a call site of their own.
+pub const MAX_DYNAMIC_NODE_IDS: usize = 10_000;
+
+/// The node id under which calls of ids beyond [`MAX_DYNAMIC_NODE_IDS`] (and calls with an
+/// empty id) are counted.
+pub const OTHER_DYNAMIC_NODES: &str = "_other_dynamic_nodes";
+
+static SITES: Mutex<Option<HashMap<String, &'static CallSite>>> = Mutex::new(None);
+static OTHER: CallSite = CallSite::new(OTHER_DYNAMIC_NODES, true);
+
+/// The call site of run-time node `node_id`, made on first use.
+fn site_of(node_id: &str) -> &'static CallSite {
+    if node_id.is_empty() {
+        return &OTHER;
+    }
+    let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
+    let sites = sites.get_or_insert_with(HashMap::new);
+    if let Some(site) = sites.get(node_id) {
+        return site;
+    }
+    if sites.len() >= MAX_DYNAMIC_NODE_IDS {
+        return &OTHER;
+    }
+    // Leaked on purpose: a site must be 'static, and there is one per distinct id (bounded).
+    let id: &'static str = Box::leak(node_id.to_owned().into_boxed_str());
+    let site: &'static CallSite = Box::leak(Box::new(CallSite::new(id, true)));
+    sites.insert(node_id.to_owned(), site);
+    site
 }
 
-impl DynamicTimer {
-    /// Starts timing `node_id` for the analyzer installed on this thread (or polled future),
-    /// if any.
-    pub fn start(node_id: &str) -> Self {
-        Self::start_for(node_id, get_profiler())
-    }
-
-    /// Starts timing `node_id` for `analyzer` (`None`: time only, record nothing).
-    pub fn start_for(node_id: &str, analyzer: Option<BottleneckAnalyzer>) -> Self {
-        Self {
-            node_id: node_id.to_owned(),
-            analyzer,
-            start: Instant::now(),
-            done: false,
-        }
-    }
-
-    /// Milliseconds since the start.
-    pub fn elapsed_ms(&self) -> f64 {
-        self.start.elapsed().as_secs_f64() * 1e3
-    }
-
-    /// Ends the call, records it, and returns its duration in milliseconds.
-    pub fn finish(mut self) -> f64 {
-        self.record()
-    }
-
-    fn record(&mut self) -> f64 {
-        let ms = self.elapsed_ms();
-        if !self.done {
-            self.done = true;
-            if let Some(analyzer) = &self.analyzer {
-                // An empty id is refused by the analyzer; the executors never pass one.
-                let _ = analyzer.record_node(&self.node_id, ms);
-            }
-        }
-        ms
-    }
-}
-
-impl Drop for DynamicTimer {
-    fn drop(&mut self) {
-        self.record();
-    }
-}
-
-/// Runs `future` as one call of the dynamic node `node_id`, recorded into the analyzer
-/// installed when it is first polled; returns its output and its duration in milliseconds.
+/// Runs `future` as one call of node `node_id`; every output counts as `ok` (see
+/// [`profile_fallible`] for `Result` outputs). Timed from first poll to completion into the
+/// analyzer installed when it is first polled; never polled, it records nothing.
 ///
 /// ```
 /// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerFutureExt, profile_call};
 ///
 /// let analyzer = BottleneckAnalyzer::new();
 /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-/// let (value, ms) = rt.block_on(profile_call("node-from-config", async { 42 }).with_profiler(analyzer.clone()));
+/// let node_id = String::from("node-from-config");
+/// let value = rt.block_on(profile_call(&node_id, async { 42 }).with_profiler(analyzer.clone()));
 /// assert_eq!(value, 42);
-/// assert!(ms >= 0.0);
 /// assert_eq!(analyzer.get_node("node-from-config").unwrap().call_count, 1);
 /// ```
-pub async fn profile_call<F: Future>(node_id: &str, future: F) -> (F::Output, f64) {
-    let timer = DynamicTimer::start(node_id);
-    let output = future.await;
-    let ms = timer.finish();
-    (output, ms)
+pub fn profile_call<F: Future>(node_id: &str, future: F) -> impl Future<Output = F::Output> {
+    NodeFuture::new(site_of(node_id), future, |_: &F::Output| Outcome::Ok)
+}
+
+/// Runs `future` as one call of node `node_id`, counted as an `error` when it returns `Err`.
+///
+/// ```
+/// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerFutureExt, profile_fallible};
+///
+/// let analyzer = BottleneckAnalyzer::new();
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let failed = rt.block_on(
+///     profile_fallible("flaky", async { Err::<u8, String>("down".into()) })
+///         .with_profiler(analyzer.clone()),
+/// );
+/// assert!(failed.is_err());
+/// assert_eq!(analyzer.get_node("flaky").unwrap().outcomes.error, 1);
+/// ```
+pub fn profile_fallible<T, E, F>(node_id: &str, future: F) -> impl Future<Output = Result<T, E>>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    NodeFuture::new(site_of(node_id), future, |out: &Result<T, E>| {
+        if out.is_err() {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_site_per_id_and_empty_ids_go_to_other() {
+        let a = site_of("dyn_a");
+        assert!(std::ptr::eq(a, site_of("dyn_a")));
+        assert!(!std::ptr::eq(a, site_of("dyn_b")));
+        assert_eq!(a.id(), "dyn_a");
+        assert!(std::ptr::eq(site_of(""), &OTHER));
+    }
 }

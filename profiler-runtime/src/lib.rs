@@ -12,7 +12,7 @@
 //! - [`mlflow`] (feature `mlflow`, on by default): [`mlflow::MlflowTracker`], which sends
 //!   per-call durations, costs and the bottleneck report to an MLflow tracking server from a
 //!   background thread.
-//! - `dynamic`: [`profile_call`] and [`DynamicTimer`], timing of nodes whose id is only known
+//! - `dynamic`: [`profile_call`] and [`profile_fallible`], timing of nodes whose id is only known
 //!   at run time (from a configuration file).
 //! - [`executor`], [`llm`] and [`store`] (feature `executor`, on by default): async LLM clients
 //!   (OpenAI-compatible, Anthropic, simulated), the node and workflow executors, and the
@@ -52,7 +52,7 @@ pub use cost::{
     CostBreakdown, CostError, CostInfo, CostSummary, CostTrackerBuilder, ModelPrice,
     MultiProviderCostTracker, PricingTable, Usage, extract_provider,
 };
-pub use dynamic::{DynamicTimer, profile_call};
+pub use dynamic::{MAX_DYNAMIC_NODE_IDS, OTHER_DYNAMIC_NODES, profile_call, profile_fallible};
 pub use export::{CallRecord, DEFAULT_RING_CAPACITY};
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;

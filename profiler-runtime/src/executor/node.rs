@@ -9,8 +9,9 @@ use super::config::{NodeConfig, render};
 use crate::analyzer::BottleneckAnalyzer;
 use crate::context::get_profiler;
 use crate::cost::{CostInfo, MultiProviderCostTracker, extract_provider};
-use crate::dynamic::DynamicTimer;
+use crate::dynamic::profile_fallible;
 use crate::llm::{LlmClient, LlmError, LlmRequest, LlmResponse};
+use std::time::Instant;
 
 /// Runs LLM nodes: each call is timed under the node's id (into the analyzer installed for
 /// the calling task), its cost is tracked by [`cost_tracker`](Self::cost_tracker) and
@@ -158,12 +159,23 @@ impl NodeExecutor {
         node: &NodeConfig,
         state: &Map<String, Value>,
     ) -> Result<NodeOutput, NodeError> {
+        // Timed as a node of its own (outcome, nesting, cost attribution), under the id from
+        // the configuration.
+        profile_fallible(&node.id, self.run_node(node, state, Instant::now())).await
+    }
+
+    async fn run_node(
+        &self,
+        node: &NodeConfig,
+        state: &Map<String, Value>,
+        started: Instant,
+    ) -> Result<NodeOutput, NodeError> {
         let analyzer = get_profiler();
-        let timer = DynamicTimer::start_for(&node.id, analyzer.clone());
-        let fail = |kind, timer: DynamicTimer, cost_usd| NodeError {
+        let elapsed_ms = || started.elapsed().as_secs_f64() * 1e3;
+        let fail = |kind, cost_usd| NodeError {
             node_id: node.id.clone(),
             kind,
-            execution_time_ms: timer.finish(),
+            execution_time_ms: elapsed_ms(),
             cost_usd,
         };
         let filled = render(&node.prompt, state).and_then(|prompt| {
@@ -176,7 +188,7 @@ impl NodeExecutor {
         });
         let (prompt, system) = match filled {
             Ok(p) => p,
-            Err(field) => return Err(fail(NodeErrorKind::MissingField { field }, timer, 0.0)),
+            Err(field) => return Err(fail(NodeErrorKind::MissingField { field }, 0.0)),
         };
         let request = LlmRequest {
             model: node.model.clone(),
@@ -187,7 +199,7 @@ impl NodeExecutor {
         };
         match self.call(&node.id, &request, analyzer.as_ref()).await {
             (Ok(response), cost) => {
-                let execution_time_ms = timer.finish();
+                let execution_time_ms = elapsed_ms();
                 let cost_usd = cost.as_ref().and_then(|c| c.cost_usd).unwrap_or(0.0);
                 let mut out = Map::new();
                 out.insert(
@@ -221,13 +233,13 @@ impl NodeExecutor {
             }
             (Err(e), cost) => {
                 let cost_usd = cost.as_ref().and_then(|c| c.cost_usd).unwrap_or(0.0);
-                Err(fail(NodeErrorKind::Llm(e), timer, cost_usd))
+                Err(fail(NodeErrorKind::Llm(e), cost_usd))
             }
         }
     }
 
     /// Calls the model for node `node_id` (for workflows written in code) and tracks the
-    /// cost; the caller times the node (see [`DynamicTimer`]).
+    /// cost; the caller times the node (see [`profile_fallible`]).
     ///
     /// # Errors
     /// The client's error.
