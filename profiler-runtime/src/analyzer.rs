@@ -198,7 +198,7 @@ impl BottleneckAnalyzer {
     /// Turns recording on or off. Disabled, neither profiled calls nor
     /// [`record_node`](Self::record_node) record anything; what was recorded stays.
     pub fn set_enabled(&self, enabled: bool) {
-        self.inner.shared.enabled.store(enabled, Ordering::Relaxed);
+        self.inner.set_flag(|s| &s.enabled, |s| &s.enabled, enabled);
     }
 
     /// Records one call of `node_id` that took `duration_ms` milliseconds.
@@ -274,16 +274,16 @@ impl BottleneckAnalyzer {
     /// assert_eq!((calls[0].node_id.as_str(), calls[0].duration_ms), ("plan", 12.5));
     /// ```
     pub fn enable_call_export(&self, per_thread_capacity: usize) {
-        let shared = &self.inner.shared;
-        shared
+        self.inner
+            .shared
             .ring_capacity
             .store(per_thread_capacity.max(1), Ordering::Relaxed);
-        shared.export.store(true, Ordering::Relaxed);
+        self.inner.set_flag(|s| &s.export, |s| &s.export, true);
     }
 
     /// Stops keeping calls one by one; what is already kept can still be drained.
     pub fn disable_call_export(&self) {
-        self.inner.shared.export.store(false, Ordering::Relaxed);
+        self.inner.set_flag(|s| &s.export, |s| &s.export, false);
     }
 
     /// Whether calls are kept one by one for an exporter.
@@ -454,13 +454,25 @@ impl Drop for Inner {
 impl Inner {
     /// A new shard of this analyzer for the calling thread.
     pub(crate) fn register_shard(this: &Arc<Inner>) -> Arc<Shard> {
+        // Made under the registry lock, so that it copies flags no `set_flag` is changing.
+        let mut registry = this.registry();
         let shard = Arc::new(Shard::new(this.shared.clone(), Arc::downgrade(this)));
-        this.registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .shards
-            .push(shard.clone());
+        registry.shards.push(shard.clone());
         shard
+    }
+
+    /// Sets a flag in `shared` and its copy in every shard, under the registry lock.
+    fn set_flag(
+        &self,
+        master: impl Fn(&Shared) -> &AtomicBool,
+        copy: impl Fn(&Shard) -> &AtomicBool,
+        value: bool,
+    ) {
+        let registry = self.registry();
+        master(&self.shared).store(value, Ordering::Relaxed);
+        for shard in &registry.shards {
+            copy(shard).store(value, Ordering::Relaxed);
+        }
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

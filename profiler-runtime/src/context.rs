@@ -114,7 +114,7 @@ pub(crate) fn active_shard() -> *const Shard {
     }
     let shard = HOT.with(|h| h.shard.get());
     // SAFETY: a non-null `HOT.shard` points at a shard that `CTX` keeps alive.
-    if shard.is_null() || !unsafe { &*shard }.shared.enabled.load(Ordering::Relaxed) {
+    if shard.is_null() || !unsafe { &*shard }.enabled.load(Ordering::Relaxed) {
         return std::ptr::null();
     }
     shard

@@ -28,6 +28,11 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Shard {
+    /// This shard's copies of `shared.enabled` and `shared.export`, which the analyzer
+    /// updates in every shard (under its registry lock): the call path reads them from the
+    /// shard it already has in hand instead of following a second pointer.
+    pub(crate) enabled: AtomicBool,
+    pub(crate) export: AtomicBool,
     pub(crate) shared: Arc<Shared>,
     /// Weak, because the analyzer owns its shards; used to find the analyzer from a thread.
     pub(crate) analyzer: Weak<Inner>,
@@ -50,6 +55,8 @@ unsafe impl Sync for Shard {}
 impl Shard {
     pub(crate) fn new(shared: Arc<Shared>, analyzer: Weak<Inner>) -> Self {
         Self {
+            enabled: AtomicBool::new(shared.enabled.load(Ordering::Relaxed)),
+            export: AtomicBool::new(shared.export.load(Ordering::Relaxed)),
             shared,
             analyzer,
             index: UnsafeCell::new(Vec::new()),
@@ -74,7 +81,7 @@ impl Shard {
             // SAFETY: forwarded contract.
             _ => unsafe { self.record_first(site, index, call) },
         }
-        if self.shared.export.load(Ordering::Relaxed) {
+        if self.export.load(Ordering::Relaxed) {
             self.export_owned(site, call);
         }
     }
