@@ -370,18 +370,7 @@ impl Shared {
         st.flush_requested += 1;
         let mine = st.flush_requested;
         self.wake.notify_all();
-        while st.flush_done < mine && !st.stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = self
-                .progress
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        self.wait_until(st, deadline, |st| st.flush_done >= mine || st.stopped)
     }
 
     /// Asks the exporter to deliver what is queued and finish the run by `deadline`; waits
@@ -398,8 +387,18 @@ impl Shared {
         // A request in flight ends by the deadline (its timeout is cut to it); allow a margin
         // for the run's final status update and for joining.
         let give_up = deadline + Duration::from_secs(2);
-        while !st.stopped {
-            let left = give_up.saturating_duration_since(Instant::now());
+        self.wait_until(st, give_up, |st| st.stopped)
+    }
+
+    /// Waits on `progress` until `done` holds (true) or `deadline` passes (false).
+    fn wait_until(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        deadline: Instant,
+        done: impl Fn(&State) -> bool,
+    ) -> bool {
+        while !done(&st) {
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
