@@ -352,3 +352,96 @@ fn without_an_analyzer_profiled_functions_just_run() {
     assert!(fails(true).is_err());
     assert_eq!(current_thread_runtime().block_on(async_sleep_10ms()), 7);
 }
+
+#[test]
+fn parameters_drop_in_the_same_order_as_without_the_macro() {
+    use std::cell::RefCell;
+    thread_local! { static ORDER: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) }; }
+    struct Loud(&'static str);
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            ORDER.with(|o| o.borrow_mut().push(self.0));
+        }
+    }
+    #[allow(dead_code)] // `x` is there to be dropped.
+    struct Pair {
+        x: Loud,
+        y: Loud,
+    }
+    fn plain(a: Loud, mut b: Loud, p: Pair) -> u32 {
+        b.0 = "b2";
+        let _ = (&a, b.0.len(), &p.y);
+        1
+    }
+    #[profile_node("drop_order")]
+    fn profiled(a: Loud, mut b: Loud, p: Pair) -> u32 {
+        b.0 = "b2";
+        let _ = (&a, b.0.len(), &p.y);
+        1
+    }
+    let run = |f: fn(Loud, Loud, Pair) -> u32| {
+        ORDER.with(|o| o.borrow_mut().clear());
+        let pair = Pair {
+            x: Loud("x"),
+            y: Loud("y"),
+        };
+        assert_eq!(f(Loud("a"), Loud("b"), pair), 1);
+        ORDER.with(|o| o.borrow().clone())
+    };
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    assert_eq!(run(profiled), run(plain));
+    assert_eq!(analyzer.get_node("drop_order").unwrap().call_count, 1);
+}
+
+#[test]
+fn a_node_called_while_another_panic_unwinds_did_not_panic() {
+    #[profile_node("cleanup_value")]
+    fn cleanup_value() -> u32 {
+        1
+    }
+    #[profile_node("cleanup_unit")]
+    fn cleanup_unit() {}
+    struct CallsOnDrop;
+    impl Drop for CallsOnDrop {
+        fn drop(&mut self) {
+            cleanup_value();
+            cleanup_unit();
+        }
+    }
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    let unwound = std::panic::catch_unwind(|| {
+        let _on_drop = CallsOnDrop;
+        panic!("unrelated");
+    });
+    assert!(unwound.is_err());
+    for id in ["cleanup_value", "cleanup_unit"] {
+        let node = analyzer.get_node(id).unwrap();
+        assert_eq!((node.outcomes.ok, node.outcomes.panicked), (1, 0), "{id}");
+    }
+}
+
+#[profile_node("dropper")]
+fn dropper(pending: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
+    std::thread::sleep(Duration::from_millis(20));
+    drop(pending);
+}
+
+#[test]
+fn a_cancelled_node_is_not_the_child_time_of_whoever_drops_it() {
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    let rt = current_thread_runtime();
+    let mut pending: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
+        Box::pin(slow_async());
+    let timed_out =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(1), &mut pending).await });
+    assert!(timed_out.is_err());
+    std::thread::sleep(Duration::from_millis(30));
+    rt.block_on(async { dropper(pending) });
+    let summary = analyzer.get_summary();
+    let dropper = node(&summary, "dropper");
+    assert!(dropper.self_duration_ms >= 20.0, "{dropper:?}");
+    assert_eq!(node(&summary, "slow_async").outcomes.cancelled, 1);
+}

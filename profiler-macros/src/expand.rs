@@ -16,8 +16,8 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, Block, Expr, GenericArgument, Item, Path, PathArguments, ReturnType, Signature,
-    Stmt, Token, Type, TypeInfer, TypeParamBound, Visibility, braced, token,
+    Attribute, Block, Expr, FnArg, GenericArgument, Item, Pat, Path, PathArguments, ReturnType,
+    Signature, Stmt, Token, Type, TypeInfer, TypeParamBound, Visibility, braced, token,
 };
 
 use crate::attr::Args;
@@ -156,6 +156,50 @@ fn not_a_function(input: ParseStream) -> syn::Error {
     )
 }
 
+/// `let _ = &a;` for each binding of the parameters (keeping their `#[cfg]`s), in reverse
+/// order, at the top of the closure that runs the body. A `move` closure that mentions a whole
+/// parameter captures the whole parameter, and it drops its captures in the order it first
+/// mentioned them; so the parameters drop as the function's own do (reverse order of
+/// declaration, each whole), instead of only the parts the body uses, in the order it uses them.
+fn param_captures(sig: &Signature) -> TokenStream {
+    let mut captures = Vec::new();
+    for input in &sig.inputs {
+        let FnArg::Typed(param) = input else {
+            continue;
+        };
+        let cfgs: Vec<&Attribute> = param
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"))
+            .collect();
+        let mut bindings = Vec::new();
+        pattern_bindings(&param.pat, &mut bindings);
+        for ident in bindings {
+            captures.push(quote_spanned! {Span::mixed_site()=>
+                #(#cfgs)*
+                let _ = &#ident;
+            });
+        }
+    }
+    captures.into_iter().rev().collect()
+}
+
+/// The by-value bindings a parameter pattern introduces (`ref` bindings borrow the argument
+/// in place and are left alone).
+fn pattern_bindings(pat: &Pat, out: &mut Vec<Ident>) {
+    match pat {
+        Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => out.push(p.ident.clone()),
+        Pat::Tuple(p) => p.elems.iter().for_each(|e| pattern_bindings(e, out)),
+        Pat::TupleStruct(p) => p.elems.iter().for_each(|e| pattern_bindings(e, out)),
+        Pat::Struct(p) => p.fields.iter().for_each(|f| pattern_bindings(&f.pat, out)),
+        Pat::Slice(p) => p.elems.iter().for_each(|e| pattern_bindings(e, out)),
+        Pat::Reference(p) => pattern_bindings(&p.pat, out),
+        Pat::Paren(p) => pattern_bindings(&p.pat, out),
+        Pat::Type(p) => pattern_bindings(&p.pat, out),
+        _ => {}
+    }
+}
+
 /// Two tokens (or token groups) side by side, for an error span that covers both.
 fn pair(a: &dyn ToTokens, b: &dyn ToTokens) -> TokenStream {
     let mut tokens = a.to_token_stream();
@@ -205,7 +249,7 @@ impl FnItem {
             }
             Shape::Unit => gen_.unit(),
             Shape::TrackCaller(ty) => gen_.track_caller(ty),
-            Shape::Closure(ty) => gen_.closure(ty),
+            Shape::Closure(ty) => gen_.closure(ty, &param_captures(&self.sig)),
         };
 
         let FnItem {
@@ -416,7 +460,7 @@ impl<'a> Gen<'a> {
 
     /// Any other sync fn: the block runs in a closure, so every way out of it (tail, `return`,
     /// `?`) gives the value to the probe.
-    fn closure(&self, ret: &Type) -> TokenStream {
+    fn closure(&self, ret: &Type, captures: &TokenStream) -> TokenStream {
         let Gen {
             import,
             probe_use,
@@ -427,10 +471,14 @@ impl<'a> Gen<'a> {
         let ty = infer_impl_traits(ret);
         quote_spanned! {Span::mixed_site()=>
             #import
-            let mut __ap_guard = __ap_rt::Guard::enter(#site);
+            // Observed on every way out of the closure; not observed means it panicked.
+            let mut __ap_guard = __ap_rt::Guard::enter_observed(#site);
             // `move`: the body owns the parameters as the fn did, so it can return borrows of
             // moved-in references; `call_once` makes the closure FnOnce.
-            let __ap_ret: #ty = __ap_rt::call_once(move || -> #ty #user_block);
+            let __ap_ret: #ty = __ap_rt::call_once(move || -> #ty {
+                #captures
+                #user_block
+            });
             {
                 #probe_use
                 __ap_guard.observe((&__ap_ret).__ap_outcome());
