@@ -575,7 +575,16 @@ fn seconds(unix_ns: u64) -> f64 {
 fn timings(node_id: String, stats: &Stats, is_async: bool) -> NodeTimings {
     let calls = stats.calls.max(1) as f64;
     // A bucket midpoint can fall outside what was seen; the true extremes bound it.
-    let quantile = |q| ms(stats.histogram.quantile(q).clamp(stats.min, stats.max));
+    let quantile = |q| {
+        let value = stats.histogram.quantile(q);
+        // `min <= max` always holds for recorded calls; checked so that a torn read can
+        // never make `clamp` panic.
+        ms(if stats.min <= stats.max {
+            value.clamp(stats.min, stats.max)
+        } else {
+            value
+        })
+    };
     NodeTimings {
         node_id,
         duration_ms: ms(stats.last),

@@ -178,15 +178,26 @@ impl Origin {
 #[cold]
 #[inline(never)]
 fn record_from_elsewhere(analyzer: u64, site: &'static CallSite, call: &Call) {
-    let Some(inner) = analyzer::find_analyzer(analyzer) else {
-        return;
-    };
     let _ = CTX.try_with(|ctx| {
-        if let Ok(mut ctx) = ctx.try_borrow_mut() {
-            let mine = ctx.shard_for(&inner);
-            // SAFETY: `shard_for` returns a shard of this thread, kept alive by `ctx`.
-            unsafe { (*mine).record_owned(site, call) };
-        }
+        let Ok(mut ctx) = ctx.try_borrow_mut() else {
+            return;
+        };
+        // This thread's own shard of the analyzer, when it has one: no global lock, which
+        // matters on work-stealing runtimes where futures often finish elsewhere.
+        let known = ctx
+            .shards
+            .iter()
+            .find(|s| s.shared.id == analyzer && s.analyzer.strong_count() > 0)
+            .map(Arc::as_ptr);
+        let mine = match known {
+            Some(shard) => shard,
+            None => match analyzer::find_analyzer(analyzer) {
+                Some(inner) => ctx.shard_for(&inner),
+                None => return,
+            },
+        };
+        // SAFETY: a shard of this thread, kept alive by `ctx`.
+        unsafe { (*mine).record_owned(site, call) };
     });
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{PoisonError, RwLock};
 
 use crate::future::NodeFuture;
 use crate::outcome::Outcome;
@@ -26,7 +26,7 @@ pub const MAX_DYNAMIC_NODE_IDS: usize = 10_000;
 /// empty id) are counted.
 pub const OTHER_DYNAMIC_NODES: &str = "_other_dynamic_nodes";
 
-static SITES: Mutex<Option<HashMap<String, &'static CallSite>>> = Mutex::new(None);
+static SITES: RwLock<Option<HashMap<String, &'static CallSite>>> = RwLock::new(None);
 static OTHER: CallSite = CallSite::new(OTHER_DYNAMIC_NODES, true);
 
 /// The call site of run-time node `node_id`, made on first use.
@@ -34,7 +34,17 @@ fn site_of(node_id: &str) -> &'static CallSite {
     if node_id.is_empty() {
         return &OTHER;
     }
-    let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
+    // Known ids take the shared lock only: calls of config-file nodes do not queue behind
+    // each other.
+    let known = SITES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|sites| sites.get(node_id).copied());
+    if let Some(site) = known {
+        return site;
+    }
+    let mut sites = SITES.write().unwrap_or_else(PoisonError::into_inner);
     let sites = sites.get_or_insert_with(HashMap::new);
     if let Some(site) = sites.get(node_id) {
         return site;

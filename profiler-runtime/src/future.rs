@@ -101,7 +101,7 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                     .classify
                     .take()
                     .map_or(Outcome::Ok, |classify| classify(&output));
-                this.finish(poll_end, outcome);
+                this.finish(poll_end, outcome, true);
                 Poll::Ready(output)
             }
         }
@@ -109,13 +109,17 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
 }
 
 impl<F: Future, C> NodeFuture<F, C> {
-    fn finish(&mut self, end: u64, outcome: Outcome) {
+    /// Records the call. `awaited`: it completed inside its caller's poll, which therefore
+    /// includes its whole time; a future dropped unfinished may be dropped anywhere, so its
+    /// time is nobody's child time.
+    fn finish(&mut self, end: u64, outcome: Outcome, awaited: bool) {
         let Run::Timed(timed) = std::mem::replace(&mut self.run, Run::Finished) else {
             return;
         };
         let wall = end.saturating_sub(timed.start);
-        // Whoever awaited this node includes its time; count it as that caller's child time.
-        HOT.with(|h| h.child.set(h.child.get().wrapping_add(wall)));
+        if awaited {
+            HOT.with(|h| h.child.set(h.child.get().wrapping_add(wall)));
+        }
         let call = Call {
             start: timed.start,
             end,
@@ -130,12 +134,14 @@ impl<F: Future, C> NodeFuture<F, C> {
 impl<F: Future, C> Drop for NodeFuture<F, C> {
     fn drop(&mut self) {
         if let Run::Timed(timed) = &self.run {
-            let outcome = if timed.panicked || std::thread::panicking() {
+            // Only a panic out of this future's own poll makes it panicked; dropped during
+            // someone else's unwinding, it was cancelled.
+            let outcome = if timed.panicked {
                 Outcome::Panicked
             } else {
                 Outcome::Cancelled
             };
-            self.finish(clock::now(), outcome);
+            self.finish(clock::now(), outcome, false);
         }
     }
 }

@@ -22,12 +22,29 @@ pub struct Guard {
     saved_node: *const CallSite,
     epoch: u32,
     outcome: Outcome,
+    /// Whether the drop must ask whether the thread is unwinding (see `enter_observed`).
+    checks_unwinding: bool,
 }
 
 impl Guard {
-    /// Starts timing a call of `site`, if an analyzer is installed on this thread.
+    /// Starts timing a call of `site`, if an analyzer is installed on this thread. The call
+    /// counts as `ok` unless [`observe`](Self::observe) says otherwise or the thread unwinds.
     #[inline(always)]
     pub fn enter(site: &'static CallSite) -> Guard {
+        Self::start(site, Outcome::Ok, true)
+    }
+
+    /// Like [`enter`](Self::enter), for expansions that call [`observe`](Self::observe) on
+    /// every way the call can return: a call never observed is one that panicked, so the drop
+    /// need not ask whether the thread is unwinding (and a node called from a `Drop` during
+    /// someone else's unwinding is not taken for a panicking one).
+    #[inline(always)]
+    pub fn enter_observed(site: &'static CallSite) -> Guard {
+        Self::start(site, Outcome::Panicked, false)
+    }
+
+    #[inline(always)]
+    fn start(site: &'static CallSite, outcome: Outcome, checks_unwinding: bool) -> Guard {
         let shard = context::active_shard();
         if shard.is_null() {
             return Guard {
@@ -37,7 +54,8 @@ impl Guard {
                 saved_child: 0,
                 saved_node: std::ptr::null(),
                 epoch: 0,
-                outcome: Outcome::Ok,
+                outcome,
+                checks_unwinding,
             };
         }
         let (saved_child, saved_node, epoch) =
@@ -49,7 +67,10 @@ impl Guard {
             saved_child,
             saved_node,
             epoch,
-            outcome: Outcome::Ok,
+            outcome,
+            // A call that starts while the thread is already unwinding (from a `Drop`) did
+            // not panic just because the thread still is unwinding when it returns.
+            checks_unwinding: checks_unwinding && !std::thread::panicking(),
         }
     }
 
@@ -74,7 +95,7 @@ impl Guard {
         if epoch != self.epoch && !context::shard_is_live(self.shard) {
             return;
         }
-        let outcome = if std::thread::panicking() {
+        let outcome = if self.checks_unwinding && std::thread::panicking() {
             Outcome::Panicked
         } else {
             self.outcome

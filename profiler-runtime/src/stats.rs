@@ -182,14 +182,17 @@ impl Slot {
             add_owned(&self.outcomes[call.outcome.index()], 1);
         }
         self.histogram.record_owned(duration);
-        add_owned(&self.calls, 1);
+        // Release, paired with the Acquire in `snapshot`: a reader that sees this call's
+        // count sees its other counters too (free on x86; needed on weaker memory models).
+        let calls = self.calls.load(Ordering::Relaxed);
+        self.calls.store(calls + 1, Ordering::Release);
     }
 
     /// A copy of the counters as they are now (each counter is exact; a call being recorded
     /// at this moment may show in some counters and not yet in others).
     pub(crate) fn snapshot(&self) -> Stats {
+        let calls = self.calls.load(Ordering::Acquire);
         let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
-        let calls = get(&self.calls);
         let total = get(&self.total);
         let mut outcomes: [u64; 4] = std::array::from_fn(|i| get(&self.outcomes[i]));
         outcomes[Outcome::Ok.index()] = calls.saturating_sub(outcomes[1..].iter().sum());

@@ -69,9 +69,22 @@ pub(crate) async fn post_json(
             }
         }
     };
-    let response = request.send().await.map_err(map_send)?;
+    let mut response = request.send().await.map_err(map_send)?;
     let status = response.status();
-    let body = response.text().await.map_err(map_send)?;
+    // Read in chunks up to a cap: a misbehaving endpoint must not grow memory without bound.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(map_send)? {
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(LlmError::BadBody {
+                url: url.to_owned(),
+                reason: format!("answer larger than {MAX_BODY_BYTES} bytes"),
+                body: snippet(&String::from_utf8_lossy(&bytes), key),
+                usage: None,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body = String::from_utf8_lossy(&bytes);
     if !status.is_success() {
         return Err(LlmError::Http {
             url: url.to_owned(),
@@ -86,6 +99,9 @@ pub(crate) async fn post_json(
         usage: None,
     })
 }
+
+/// The largest answer read from an LLM endpoint.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// `e` and its sources, `: `-separated.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
