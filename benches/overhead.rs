@@ -37,79 +37,16 @@ use std::future::Future;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use agent_profiler::{BottleneckAnalyzer, clear_profiler, profile_node, set_enabled, set_profiler};
+use agent_profiler::{BottleneckAnalyzer, clear_profiler, set_enabled, set_profiler};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Calls per `block_on` (async) and per root span (fastrace).
 const BATCH: u64 = 1000;
 
-// ---- the functions under test: same body, different instrumentation ----------------------
+mod cases;
 
-#[inline(never)]
-fn bare(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-#[inline(never)]
-fn floor(x: u64) -> u64 {
-    let start = Instant::now();
-    let r = black_box(x).wrapping_mul(3);
-    let end = Instant::now();
-    black_box((start, end));
-    r
-}
-
-/// Not a case of the issue: the cheapest possible timing with the TSC, two raw `rdtsc`
-/// reads, to tell what in case 4 is the clock and what is the bookkeeping.
-#[cfg(target_arch = "x86_64")]
-#[inline(never)]
-fn rdtsc_pair(x: u64) -> u64 {
-    // SAFETY: `rdtsc` has no preconditions.
-    let start = unsafe { core::arch::x86_64::_rdtsc() };
-    let r = black_box(x).wrapping_mul(3);
-    // SAFETY: as above.
-    let end = unsafe { core::arch::x86_64::_rdtsc() };
-    black_box((start, end));
-    r
-}
-
-#[profile_node("bench_sync")]
-#[inline(never)]
-fn profiled(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-#[inline(never)]
-async fn bare_async(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-#[profile_node("bench_async")]
-#[inline(never)]
-async fn profiled_async(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-#[tracing::instrument]
-#[inline(never)]
-fn traced_no_subscriber(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-// A separate function (callsite) from the one above, so that the two cases do not share
-// tracing's cached callsite interest.
-#[tracing::instrument]
-#[inline(never)]
-fn traced_registry(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-#[fastrace::trace]
-#[inline(never)]
-fn fastraced(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
+use cases::*;
 
 /// A fastrace reporter that discards every span.
 struct Discard;

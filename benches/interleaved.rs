@@ -1,0 +1,120 @@
+//! The sync cases of `overhead.rs`, measured interleaved: every round times a batch of each
+//! case in turn, so that the machine's drift (frequency, steal time on a VM) hits all cases
+//! alike, and the per-case median over the rounds is compared. On a noisy 2-vCPU VM this
+//! gives ratios that move by a few hundredths between runs, where separate criterion runs
+//! move by tenths.
+//!
+//! Run: `cargo bench --bench interleaved` (about 5 s). Prints ns per call and the overhead
+//! ratio to the floor (two `Instant::now()` reads), as `scripts/bench-ratios` does.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use agent_profiler::{BottleneckAnalyzer, clear_profiler, set_enabled, set_profiler};
+
+mod cases;
+
+use cases::{bare, floor, profiled, rdtsc_pair};
+
+const CALLS_PER_BATCH: u64 = 20_000;
+const ROUNDS: usize = 400;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    NoAnalyzer,
+    Analyzer,
+    Disabled,
+}
+
+struct Case {
+    name: &'static str,
+    f: fn(u64) -> u64,
+    setup: Setup,
+    ns_per_call: Vec<f64>,
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with `--bench` absent: keep that quick.
+    let rounds = if std::env::args().any(|a| a == "--bench") {
+        ROUNDS
+    } else {
+        2
+    };
+    let analyzer = BottleneckAnalyzer::new();
+    let mut cases: Vec<Case> = [
+        ("1_bare", bare as fn(u64) -> u64, Setup::NoAnalyzer),
+        ("2_floor", floor, Setup::NoAnalyzer),
+        ("2r_ref_rdtsc_pair", rdtsc_pair, Setup::NoAnalyzer),
+        ("3_profiled_no_analyzer", profiled, Setup::NoAnalyzer),
+        ("3b_profiled_disabled", profiled, Setup::Disabled),
+        ("4_profiled_analyzer", profiled, Setup::Analyzer),
+    ]
+    .into_iter()
+    .map(|(name, f, setup)| Case {
+        name,
+        f,
+        setup,
+        ns_per_call: Vec::with_capacity(rounds),
+    })
+    .collect();
+
+    let count = cases.len();
+    for round in 0..rounds {
+        // Rotate the starting case so that no case always runs right after another.
+        for offset in 0..count {
+            let case = &mut cases[(round + offset) % count];
+            match case.setup {
+                Setup::NoAnalyzer => clear_profiler(),
+                Setup::Analyzer | Setup::Disabled => set_profiler(&analyzer),
+            }
+            set_enabled(case.setup != Setup::Disabled);
+            let began = Instant::now();
+            for i in 0..CALLS_PER_BATCH {
+                black_box((case.f)(black_box(i)));
+            }
+            case.ns_per_call
+                .push(began.elapsed().as_nanos() as f64 / CALLS_PER_BATCH as f64);
+        }
+    }
+    set_enabled(true);
+    clear_profiler();
+    report(&mut cases, &analyzer);
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn report(cases: &mut [Case], analyzer: &BottleneckAnalyzer) {
+    let medians: Vec<(&str, f64)> = cases
+        .iter_mut()
+        .map(|c| (c.name, median(&mut c.ns_per_call)))
+        .collect();
+    let of = |name: &str| {
+        medians
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |m| m.1)
+    };
+    let bare = of("1_bare");
+    let floor = of("2_floor") - bare;
+    println!(
+        "interleaved, {} rounds x {CALLS_PER_BATCH} calls, clock source {}",
+        cases[0].ns_per_call.len(),
+        agent_profiler::clock_source().as_str()
+    );
+    println!(
+        "{:<26} {:>9} {:>9} {:>7}",
+        "case", "ns/call", "overhead", "ratio"
+    );
+    for (name, ns) in &medians {
+        let overhead = ns - bare;
+        println!(
+            "{name:<26} {ns:>9.2} {overhead:>9.2} {:>7.3}",
+            overhead / floor
+        );
+    }
+    let calls = analyzer.get_node("bench_sync").map_or(0, |n| n.call_count);
+    println!("calls recorded by the analyzer: {calls}");
+}
