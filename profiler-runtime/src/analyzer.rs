@@ -20,6 +20,19 @@ use crate::summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summa
 static LIVE: Mutex<Vec<(u64, Weak<Inner>)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Refreshes the shards of every live analyzer (after the process-wide switch moved).
+pub(crate) fn refresh_all_flags() {
+    let live: Vec<Arc<Inner>> = LIVE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(|(_, inner)| inner.upgrade())
+        .collect();
+    for inner in live {
+        inner.refresh_flags();
+    }
+}
+
 /// The analyzer with id `id`, if it still exists.
 pub(crate) fn find_analyzer(id: u64) -> Option<Arc<Inner>> {
     LIVE.lock()
@@ -198,7 +211,7 @@ impl BottleneckAnalyzer {
     /// Turns recording on or off. Disabled, neither profiled calls nor
     /// [`record_node`](Self::record_node) record anything; what was recorded stays.
     pub fn set_enabled(&self, enabled: bool) {
-        self.inner.set_flag(|s| &s.enabled, |s| &s.enabled, enabled);
+        self.inner.set_flag(|s| &s.enabled, enabled);
     }
 
     /// Records one call of `node_id` that took `duration_ms` milliseconds.
@@ -278,12 +291,12 @@ impl BottleneckAnalyzer {
             .shared
             .ring_capacity
             .store(per_thread_capacity.max(1), Ordering::Relaxed);
-        self.inner.set_flag(|s| &s.export, |s| &s.export, true);
+        self.inner.set_flag(|s| &s.export, true);
     }
 
     /// Stops keeping calls one by one; what is already kept can still be drained.
     pub fn disable_call_export(&self) {
-        self.inner.set_flag(|s| &s.export, |s| &s.export, false);
+        self.inner.set_flag(|s| &s.export, false);
     }
 
     /// Whether calls are kept one by one for an exporter.
@@ -461,17 +474,19 @@ impl Inner {
         shard
     }
 
-    /// Sets a flag in `shared` and its copy in every shard, under the registry lock.
-    fn set_flag(
-        &self,
-        master: impl Fn(&Shared) -> &AtomicBool,
-        copy: impl Fn(&Shard) -> &AtomicBool,
-        value: bool,
-    ) {
+    /// Sets a flag in `shared`, then refreshes every shard's copies, under the registry lock.
+    fn set_flag(&self, flag: impl Fn(&Shared) -> &AtomicBool, value: bool) {
         let registry = self.registry();
-        master(&self.shared).store(value, Ordering::Relaxed);
+        flag(&self.shared).store(value, Ordering::Relaxed);
         for shard in &registry.shards {
-            copy(shard).store(value, Ordering::Relaxed);
+            shard.copy_flags();
+        }
+    }
+
+    /// Refreshes every shard's copies of the flags (after the process-wide switch moved).
+    pub(crate) fn refresh_flags(&self) {
+        for shard in &self.registry().shards {
+            shard.copy_flags();
         }
     }
 

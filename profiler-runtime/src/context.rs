@@ -109,9 +109,7 @@ impl Drop for Ctx {
 /// (globally, or no analyzer installed, or the installed one disabled).
 #[inline(always)]
 pub(crate) fn active_shard() -> *const Shard {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return std::ptr::null();
-    }
+    // The process-wide switch is folded into each shard's `enabled`: no global to read here.
     let shard = HOT.with(|h| h.shard.get());
     // SAFETY: a non-null `HOT.shard` points at a shard that `CTX` keeps alive.
     if shard.is_null() || !unsafe { &*shard }.enabled.load(Ordering::Relaxed) {
@@ -264,6 +262,7 @@ pub fn clear_profiler() {
 /// with no analyzer installed (a load and a branch) and records nothing.
 pub fn set_enabled(enabled: bool) {
     ENABLED.store(enabled, Ordering::Relaxed);
+    analyzer::refresh_all_flags();
 }
 
 /// Whether profiling is on for the process (see [`set_enabled`]).

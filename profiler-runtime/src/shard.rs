@@ -28,9 +28,10 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Shard {
-    /// This shard's copies of `shared.enabled` and `shared.export`, which the analyzer
-    /// updates in every shard (under its registry lock): the call path reads them from the
-    /// shard it already has in hand instead of following a second pointer.
+    /// This shard's copies of the flags, which the analyzer refreshes in every shard (under
+    /// its registry lock): the call path reads them from the shard it already has in hand
+    /// instead of following pointers to the analyzer and to the process-wide switch.
+    /// `enabled` is the analyzer's flag and the process-wide switch together.
     pub(crate) enabled: AtomicBool,
     pub(crate) export: AtomicBool,
     pub(crate) shared: Arc<Shared>,
@@ -54,16 +55,26 @@ unsafe impl Sync for Shard {}
 
 impl Shard {
     pub(crate) fn new(shared: Arc<Shared>, analyzer: Weak<Inner>) -> Self {
-        Self {
-            enabled: AtomicBool::new(shared.enabled.load(Ordering::Relaxed)),
-            export: AtomicBool::new(shared.export.load(Ordering::Relaxed)),
+        let shard = Self {
+            enabled: AtomicBool::new(false),
+            export: AtomicBool::new(false),
             shared,
             analyzer,
             index: UnsafeCell::new(Vec::new()),
             index_len: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
             ring: OnceLock::new(),
-        }
+        };
+        shard.copy_flags();
+        shard
+    }
+
+    /// Copies the analyzer's flags and the process-wide switch into this shard.
+    pub(crate) fn copy_flags(&self) {
+        let enabled = self.shared.enabled.load(Ordering::Relaxed) && crate::context::is_enabled();
+        self.enabled.store(enabled, Ordering::Relaxed);
+        let export = self.shared.export.load(Ordering::Relaxed);
+        self.export.store(export, Ordering::Relaxed);
     }
 
     /// Adds one call of `site`.
