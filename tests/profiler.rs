@@ -260,9 +260,10 @@ fn node_migrating_between_worker_threads_records_into_its_analyzer() {
     let hops = analyzer.get_node("hop").unwrap();
     assert_eq!(hops.call_count, 32);
     assert_eq!(hops.outcomes.ok, 32);
-    // Some task ran on both workers; with 32 tasks yielding 20 times this is near certain,
-    // and the count above must hold whether or not it happened.
-    assert!(most_threads >= 1);
+    // Whether a task hopped between the workers is up to tokio's scheduler (with 32 tasks
+    // yielding 20 times it nearly always happens); the counts above must hold either way. A
+    // migration that surely happens is tested in `profiler-runtime/tests/recording.rs`.
+    eprintln!("most worker threads one task ran on: {most_threads}");
 }
 
 #[test]
