@@ -19,6 +19,8 @@ use agent_profiler::store::{RunStore, WorkflowStatus};
 use llm_server::LlmServer;
 use serde_json::json;
 
+use agent_profiler::{NodeTimings, Summary};
+
 /// A recognisable key that must never show up anywhere but in the request header.
 const PLANTED: &str = "sk-PLANTED-0123456789-do-not-leak";
 
@@ -80,12 +82,7 @@ fn end_to_end_against_loopback_openai_server() {
 
     // The report: the seed's lines first, exactly.
     let lines: Vec<&str> = run.report.lines().collect();
-    let analyze = run
-        .summary
-        .nodes
-        .iter()
-        .find(|n| n.node_id == "analyze")
-        .unwrap();
+    let analyze = node(&run.summary, "analyze");
     assert_eq!(
         lines[0],
         format!(
@@ -170,22 +167,16 @@ fn end_to_end_against_loopback_openai_server() {
     if let Some(uri) = mlflow_uri {
         let client = support::client(&uri);
         let run_id = run.mlflow_run_id.clone().expect("MLflow run");
-        for node in ["plan", "web", "papers", "analyze"] {
+        for id in ["plan", "web", "papers", "analyze"] {
             let d = client
-                .get_metric_history(&run_id, &format!("node_{node}_duration_ms"))
+                .get_metric_history(&run_id, &format!("node_{id}_duration_ms"))
                 .unwrap();
-            assert_eq!(d.len(), 1, "{node}");
+            assert_eq!(d.len(), 1, "{id}");
             let c = client
-                .get_metric_history(&run_id, &format!("node_{node}_cost_usd"))
+                .get_metric_history(&run_id, &format!("node_{id}_cost_usd"))
                 .unwrap();
-            assert_eq!(c.len(), 1, "{node}");
-            let expected = run
-                .summary
-                .nodes
-                .iter()
-                .find(|n| n.node_id == node)
-                .unwrap()
-                .cost_usd;
+            assert_eq!(c.len(), 1, "{id}");
+            let expected = node(&run.summary, id).cost_usd;
             assert!((c[0].value - expected).abs() < 1e-12);
         }
         let mlflow_run = client.get_run(&run_id).unwrap();
@@ -216,16 +207,20 @@ fn failing(model: &str, test: &str) -> (WorkflowError, RunStore, String) {
     (err, store, console_text)
 }
 
+/// The timings of node `id` in a run's summary.
+fn node<'a>(summary: &'a Summary, id: &str) -> &'a NodeTimings {
+    summary
+        .nodes
+        .iter()
+        .find(|n| n.node_id == id)
+        .unwrap_or_else(|| panic!("node `{id}` not in the summary"))
+}
+
 fn check_failed_run(err: &WorkflowError, store: &RunStore, console: &str) -> NodeErrorKind {
     let run = err.run().expect("the run is returned");
     assert_eq!(run.record.status, WorkflowStatus::Failed);
     // Timing recorded for the failing node too; the report still printed and stored.
-    let broken = run
-        .summary
-        .nodes
-        .iter()
-        .find(|n| n.node_id == "broken")
-        .unwrap();
+    let broken = node(&run.summary, "broken");
     assert_eq!(broken.call_count, 1);
     assert_eq!(
         broken.outcomes.error, 1,
@@ -285,12 +280,7 @@ fn answer_without_text_still_costs() {
     let (err, store, console) = failing("no-choices", "answer_without_text_still_costs");
     check_failed_run(&err, &store, &console);
     let run = err.run().unwrap();
-    let broken = run
-        .summary
-        .nodes
-        .iter()
-        .find(|n| n.node_id == "broken")
-        .unwrap();
+    let broken = node(&run.summary, "broken");
     assert_eq!(broken.llm_calls, 1);
     assert!(broken.total_tokens > 0);
 }

@@ -26,6 +26,14 @@ fn current_thread_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 #[profile_node("sleep_10ms")]
 fn sleep_10ms() -> &'static str {
     std::thread::sleep(Duration::from_millis(10));
@@ -237,11 +245,7 @@ async fn hop(rounds: u32) -> u32 {
 #[test]
 fn node_migrating_between_worker_threads_records_into_its_analyzer() {
     let analyzer = BottleneckAnalyzer::new();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = two_worker_runtime();
     let most_threads = rt.block_on(async {
         let tasks: Vec<_> = (0..32)
             .map(|_| tokio::spawn(hop(20).with_profiler(analyzer.clone())))
@@ -269,11 +273,7 @@ fn node_migrating_between_worker_threads_records_into_its_analyzer() {
 #[test]
 fn in_current_profiler_follows_spawned_tasks() {
     let analyzer = BottleneckAnalyzer::new();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = two_worker_runtime();
     rt.block_on(async {
         let _scope = ProfilerScope::new(&analyzer);
         let task = tokio::spawn(hop(3).in_current_profiler());
