@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::{self, Conversion};
@@ -14,6 +14,7 @@ use crate::shard::{Shard, Shared};
 use crate::site::CallSite;
 use crate::stats::{Call, Stats};
 use crate::summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summary, percent};
+use crate::trace::{self, Span, Trace, TraceBuffer};
 
 /// Every live analyzer by id, for the one cold path that has only an id: an async node that
 /// finishes on another thread than the one it started on.
@@ -177,6 +178,8 @@ impl BottleneckAnalyzer {
                     enabled: AtomicBool::new(true),
                     export: AtomicBool::new(false),
                     ring_capacity: AtomicUsize::new(DEFAULT_RING_CAPACITY),
+                    trace: AtomicBool::new(false),
+                    trace_buffer: OnceLock::new(),
                 }),
                 registry: Mutex::new(Registry::default()),
                 manual: Mutex::new(HashMap::new()),
@@ -257,6 +260,22 @@ impl BottleneckAnalyzer {
             }
         }
         drop(manual);
+        if let Some(buffer) = self.trace_buffer() {
+            let (span_id, parent, thread) = trace::manual_span_ids();
+            buffer.push_manual(Span {
+                span_id,
+                parent_span_id: (parent != 0).then_some(parent),
+                node_id: node_id.to_owned(),
+                parent_node_id: crate::context::current_node_id().map(str::to_owned),
+                start_unix_ns: call.start,
+                end_unix_ns: call.end,
+                busy_ns: duration_ns,
+                thread,
+                is_async: false,
+                outcome: Outcome::Ok,
+                llm_calls: Vec::new(),
+            });
+        }
         if self.inner.shared.export.load(Ordering::Relaxed) {
             let record = CallRecord {
                 node_id: node_id.to_owned(),
@@ -325,6 +344,67 @@ impl BottleneckAnalyzer {
         live + self.inner.export_state().dropped()
     }
 
+    /// Starts trace mode: from now on every call is also kept as a [`Span`] (with its
+    /// parent, thread, outcome and LLM usage), up to `capacity` spans and polls in all; later
+    /// ones are counted in [`Trace::dropped`] and not kept. The buffer is allocated once, at
+    /// the first call, with that call's capacity; turning trace mode off and on again keeps
+    /// it and what it holds. Off, the call path costs what it costs without trace mode.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerScope};
+    ///
+    /// #[agent_profiler::profile_node("outer")]
+    /// fn outer() { inner() }
+    /// #[agent_profiler::profile_node("inner")]
+    /// fn inner() {}
+    /// # mod agent_profiler { pub use agent_profiler_macros::profile_node; }
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// analyzer.enable_trace(100);
+    /// let _scope = ProfilerScope::new(&analyzer);
+    /// outer();
+    /// let trace = analyzer.trace().unwrap();
+    /// let (inner, outer) = (&trace.spans[0], &trace.spans[1]);
+    /// assert_eq!(inner.parent_span_id, Some(outer.span_id));
+    /// assert_eq!(inner.parent_node_id.as_deref(), Some("outer"));
+    /// ```
+    pub fn enable_trace(&self, capacity: usize) {
+        let id = self.inner.shared.id;
+        self.inner
+            .shared
+            .trace_buffer
+            .get_or_init(|| TraceBuffer::new(capacity, id));
+        self.inner.set_flag(|s| &s.trace, true);
+    }
+
+    /// Stops keeping spans; those kept so far stay readable with [`trace`](Self::trace).
+    pub fn disable_trace(&self) {
+        self.inner.set_flag(|s| &s.trace, false);
+    }
+
+    /// Whether trace mode is on.
+    pub fn is_trace_enabled(&self) -> bool {
+        self.inner.shared.trace.load(Ordering::Relaxed)
+    }
+
+    /// The spans kept so far (a copy), or `None` if trace mode was never turned on. Calls
+    /// still running are not in it yet.
+    pub fn trace(&self) -> Option<Trace> {
+        self.inner
+            .shared
+            .trace_buffer
+            .get()
+            .map(TraceBuffer::snapshot)
+    }
+
+    /// The trace buffer, while trace mode is on.
+    fn trace_buffer(&self) -> Option<&TraceBuffer> {
+        if !self.is_trace_enabled() {
+            return None;
+        }
+        self.inner.shared.trace_buffer.get()
+    }
+
     fn ring_capacity(&self) -> usize {
         self.inner.shared.ring_capacity.load(Ordering::Relaxed)
     }
@@ -356,6 +436,9 @@ impl BottleneckAnalyzer {
         }
         if !self.is_enabled() {
             return Ok(());
+        }
+        if let Some(buffer) = self.trace_buffer() {
+            buffer.add_llm_call(trace::current_span(), info);
         }
         let mut costs = self
             .inner
@@ -449,7 +532,13 @@ impl BottleneckAnalyzer {
             + costs.keys().map(String::capacity).sum::<usize>();
         drop(costs);
         let export = self.inner.export_state().memory_bytes();
-        std::mem::size_of::<Inner>() + shards + retired + manual_bytes + cost_bytes + export
+        let trace = self
+            .inner
+            .shared
+            .trace_buffer
+            .get()
+            .map_or(0, TraceBuffer::memory_bytes);
+        std::mem::size_of::<Inner>() + shards + retired + manual_bytes + cost_bytes + export + trace
     }
 }
 

@@ -35,6 +35,10 @@ pub(crate) struct Hot {
     /// This thread's id, given when it gets its first shard; 0 before. Unlike the address of
     /// a thread-local, never reused by a later thread.
     pub(crate) thread: Cell<u64>,
+    /// The span running on this thread, in trace mode (0: none). See `trace`.
+    pub(crate) span: Cell<u64>,
+    /// The last span id counter handed out on this thread.
+    pub(crate) next_span: Cell<u32>,
 }
 
 thread_local! {
@@ -45,6 +49,8 @@ thread_local! {
             node: Cell::new(std::ptr::null()),
             epoch: Cell::new(0),
             thread: Cell::new(0),
+            span: Cell::new(0),
+            next_span: Cell::new(0),
         }
     };
     static CTX: RefCell<Ctx> = const { RefCell::new(Ctx { current: None, shards: Vec::new() }) };

@@ -8,8 +8,12 @@ use crate::analyzer::BottleneckAnalyzer;
 use crate::clock;
 use crate::context::{self, HOT, Origin, PollInstall};
 use crate::outcome::Outcome;
+use crate::shard::{Shard, Shared};
 use crate::site::CallSite;
 use crate::stats::Call;
+use crate::trace::{self, RawSpan, SpanIds};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The future of an async profiled call: times it from first poll to completion (wall time)
 /// and inside `poll` (busy time). Dropped after its first poll and before completion, the
@@ -41,6 +45,62 @@ struct Timed {
     busy: u64,
     child: u64,
     panicked: bool,
+    /// The call's span, in trace mode.
+    trace: Option<Traced>,
+}
+
+/// An async call's span: its ids, and the analyzer's shared state that holds the buffer
+/// (an `Arc` only in trace mode, so that untraced calls take no reference count).
+struct Traced {
+    ids: SpanIds,
+    shared: Arc<Shared>,
+}
+
+impl Traced {
+    /// At the first poll, in trace mode: a new span, child of the one running now.
+    #[cold]
+    #[inline(never)]
+    fn start(shard: *const Shard) -> Option<Self> {
+        // SAFETY: `active_shard` only returns live shards of this thread.
+        let shard = unsafe { &*shard };
+        if !shard.trace.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(Self {
+            // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+            ids: trace::new_span(unsafe { HOT.with(|h| h.node.get()).as_ref() }),
+            shared: shard.shared.clone(),
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keep(
+        &self,
+        kind: u8,
+        site: &'static CallSite,
+        start: u64,
+        end: u64,
+        busy: u64,
+        outcome: Outcome,
+    ) {
+        let Some(buffer) = self.shared.trace_buffer.get() else {
+            return;
+        };
+        let mut ids = self.ids;
+        if kind == trace::POLL {
+            ids.thread = HOT.with(|h| h.thread.get());
+        }
+        buffer.push(&RawSpan {
+            kind,
+            site,
+            ids,
+            start,
+            end,
+            busy,
+            outcome,
+        });
+    }
 }
 
 impl<F: Future, C: FnOnce(&F::Output) -> Outcome> NodeFuture<F, C> {
@@ -73,6 +133,7 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                     return inner.poll(cx);
                 }
                 let origin = Origin::here(shard);
+                let trace = Traced::start(shard);
                 let start = clock::now();
                 this.run = Run::Timed(Timed {
                     origin,
@@ -80,6 +141,7 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                     busy: 0,
                     child: 0,
                     panicked: false,
+                    trace,
                 });
                 start
             }
@@ -94,6 +156,17 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
         let poll_end = clock::now();
         let timed = scope.leave();
         timed.busy = timed.busy.wrapping_add(poll_end.saturating_sub(poll_start));
+        if let Some(traced) = &timed.trace {
+            let busy = poll_end.saturating_sub(poll_start);
+            traced.keep(
+                trace::POLL,
+                this.site,
+                poll_start,
+                poll_end,
+                busy,
+                Outcome::Ok,
+            );
+        }
         match result {
             Poll::Pending => Poll::Pending,
             Poll::Ready(output) => {
@@ -128,6 +201,9 @@ impl<F: Future, C> NodeFuture<F, C> {
             outcome,
         };
         timed.origin.record(self.site, &call);
+        if let Some(traced) = &timed.trace {
+            traced.keep(trace::ASYNC, self.site, call.start, end, call.busy, outcome);
+        }
     }
 }
 
@@ -152,6 +228,8 @@ struct PollScope<'a> {
     timed: Option<&'a mut Timed>,
     saved_child: u64,
     saved_node: *const CallSite,
+    /// The running span before this poll, when the call has a span (trace mode).
+    saved_span: Option<u64>,
 }
 
 impl<'a> PollScope<'a> {
@@ -159,10 +237,15 @@ impl<'a> PollScope<'a> {
     fn enter(site: &'static CallSite, timed: &'a mut Timed) -> Self {
         let (saved_child, saved_node) =
             HOT.with(|h| (h.child.replace(timed.child), h.node.replace(site)));
+        let saved_span = timed
+            .trace
+            .as_ref()
+            .map(|traced| HOT.with(|h| h.span.replace(traced.ids.id)));
         Self {
             timed: Some(timed),
             saved_child,
             saved_node,
+            saved_span,
         }
     }
 
@@ -176,6 +259,9 @@ impl<'a> PollScope<'a> {
     #[inline(always)]
     fn restore(&self) -> u64 {
         HOT.with(|h| {
+            if let Some(span) = self.saved_span {
+                h.span.set(span);
+            }
             h.node.set(self.saved_node);
             h.child.replace(self.saved_child)
         })

@@ -6,6 +6,8 @@ use crate::outcome::Outcome;
 use crate::shard::Shard;
 use crate::site::CallSite;
 use crate::stats::Call;
+use crate::trace::{self, RawSpan, SpanIds};
+use std::sync::atomic::Ordering;
 
 /// Times one call of a sync profiled function from [`Guard::enter`] to its drop, which runs
 /// on return, early `return`, `?` and unwinding alike.
@@ -24,6 +26,9 @@ pub struct Guard {
     outcome: Outcome,
     /// Whether the drop must ask whether the thread is unwinding (see `enter_observed`).
     checks_unwinding: bool,
+    /// This call's span in trace mode, 0 otherwise; then `saved_span` is the parent's.
+    span: u64,
+    saved_span: u64,
 }
 
 impl Guard {
@@ -56,10 +61,20 @@ impl Guard {
                 epoch: 0,
                 outcome,
                 checks_unwinding,
+                span: 0,
+                saved_span: 0,
             };
         }
         let (saved_child, saved_node, epoch) =
             HOT.with(|h| (h.child.replace(0), h.node.replace(site), h.epoch.get()));
+        // SAFETY: `active_shard` only returns live shards of this thread.
+        let (span, saved_span) = if unsafe { &*shard }.trace.load(Ordering::Relaxed) {
+            // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+            let ids = trace::begin_span(unsafe { saved_node.as_ref() });
+            (ids.id, ids.parent)
+        } else {
+            (0, 0)
+        };
         Guard {
             shard,
             site,
@@ -71,6 +86,8 @@ impl Guard {
             // A call that starts while the thread is already unwinding (from a `Drop`) did
             // not panic just because the thread still is unwinding when it returns.
             checks_unwinding: checks_unwinding && !std::thread::panicking(),
+            span,
+            saved_span,
         }
     }
 
@@ -90,6 +107,9 @@ impl Guard {
             let child = h.child.replace(self.saved_child.wrapping_add(duration));
             (child, h.epoch.get())
         });
+        if self.span != 0 {
+            HOT.with(|h| h.span.set(self.saved_span));
+        }
         // The thread dropped a shard while this call ran: only that of an analyzer nobody
         // holds any more, whose counts nobody can read; but the pointer must be checked.
         if epoch != self.epoch && !context::shard_is_live(self.shard) {
@@ -109,6 +129,33 @@ impl Guard {
         };
         // SAFETY: the shard came from this thread's `HOT` and is still alive (checked above).
         unsafe { (*self.shard).record_owned(self.site, &call) };
+        if self.span != 0 {
+            self.keep_span(&call);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keep_span(&self, call: &Call) {
+        // SAFETY: checked live by `finish`.
+        let shard = unsafe { &*self.shard };
+        if let Some(buffer) = shard.shared.trace_buffer.get() {
+            buffer.push(&RawSpan {
+                kind: trace::SYNC,
+                site: self.site,
+                ids: SpanIds {
+                    id: self.span,
+                    parent: self.saved_span,
+                    // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+                    parent_site: unsafe { self.saved_node.as_ref() },
+                    thread: HOT.with(|h| h.thread.get()),
+                },
+                start: call.start,
+                end: call.end,
+                busy: call.busy,
+                outcome: call.outcome,
+            });
+        }
     }
 }
 

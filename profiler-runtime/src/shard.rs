@@ -13,6 +13,7 @@ use crate::analyzer::Inner;
 use crate::export::{CallRing, RawRecord};
 use crate::site::CallSite;
 use crate::stats::{Call, Slot, Stats};
+use crate::trace::TraceBuffer;
 
 /// What every shard of one analyzer shares: the analyzer's on/off switch, kept apart from
 /// the analyzer so that a shard can check it without owning the analyzer.
@@ -25,6 +26,10 @@ pub(crate) struct Shared {
     pub(crate) export: AtomicBool,
     /// Capacity of each thread's export ring, read when a ring is created.
     pub(crate) ring_capacity: AtomicUsize,
+    /// Whether calls are kept as spans (trace mode, see `trace`).
+    pub(crate) trace: AtomicBool,
+    /// The spans, once trace mode has been turned on.
+    pub(crate) trace_buffer: OnceLock<TraceBuffer>,
 }
 
 pub(crate) struct Shard {
@@ -34,6 +39,7 @@ pub(crate) struct Shard {
     /// `enabled` is the analyzer's flag and the process-wide switch together.
     pub(crate) enabled: AtomicBool,
     pub(crate) export: AtomicBool,
+    pub(crate) trace: AtomicBool,
     pub(crate) shared: Arc<Shared>,
     /// Weak, because the analyzer owns its shards; used to find the analyzer from a thread.
     pub(crate) analyzer: Weak<Inner>,
@@ -58,6 +64,7 @@ impl Shard {
         let shard = Self {
             enabled: AtomicBool::new(false),
             export: AtomicBool::new(false),
+            trace: AtomicBool::new(false),
             shared,
             analyzer,
             index: UnsafeCell::new(Vec::new()),
@@ -75,6 +82,8 @@ impl Shard {
         self.enabled.store(enabled, Ordering::Relaxed);
         let export = self.shared.export.load(Ordering::Relaxed);
         self.export.store(export, Ordering::Relaxed);
+        let trace = self.shared.trace.load(Ordering::Relaxed);
+        self.trace.store(trace, Ordering::Relaxed);
     }
 
     /// Adds one call of `site`.

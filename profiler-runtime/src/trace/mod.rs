@@ -1,0 +1,138 @@
+//! Trace mode: every call kept as a span (node, start, end, thread, parent, outcome, LLM
+//! usage) in a buffer of fixed size, for timelines and for export to tracing backends.
+//!
+//! Off by default, and then the call path pays one load and a branch for it. Turned on with
+//! [`BottleneckAnalyzer::enable_trace`](crate::BottleneckAnalyzer::enable_trace), the
+//! analyzer keeps the first `capacity` spans (and polls of async nodes); what comes later is
+//! counted in [`Trace::dropped`], never kept, so memory stays at what the user chose.
+//! [`BottleneckAnalyzer::trace`](crate::BottleneckAnalyzer::trace) returns what was kept.
+//!
+//! ```
+//! use agent_profiler_runtime::BottleneckAnalyzer;
+//!
+//! let analyzer = BottleneckAnalyzer::new();
+//! analyzer.enable_trace(1024);
+//! analyzer.record_node("plan", 12.0).unwrap();
+//! let trace = analyzer.trace().unwrap();
+//! assert_eq!(trace.spans.len(), 1);
+//! assert_eq!(trace.spans[0].node_id, "plan");
+//! assert_eq!(trace.spans[0].duration_ns(), 12_000_000);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::{CostBreakdown, CostInfo};
+use crate::outcome::Outcome;
+
+mod buffer;
+
+pub(crate) use buffer::{
+    ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_span, current_span, manual_span_ids,
+    new_span,
+};
+
+/// Spans (and poll slices) an analyzer keeps in trace mode unless told otherwise.
+pub const DEFAULT_TRACE_CAPACITY: usize = 65_536;
+
+/// One call of a node, as kept in trace mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    /// Unique within the trace, never 0.
+    pub span_id: u64,
+    /// The span of the node that was running when this call started, if any.
+    pub parent_span_id: Option<u64>,
+    /// The node id.
+    pub node_id: String,
+    /// The node that was running when this call started, if any (known even when its span
+    /// did not fit in the buffer).
+    pub parent_node_id: Option<String>,
+    /// When the call started, ns since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// When the call ended, ns since the Unix epoch.
+    pub end_unix_ns: u64,
+    /// Time spent running: inside `poll` for async nodes, the whole call for sync ones.
+    pub busy_ns: u64,
+    /// The profiler's id of the thread the call started on (not the OS thread id).
+    pub thread: u64,
+    /// Whether the node is an `async fn`.
+    pub is_async: bool,
+    /// How the call ended.
+    pub outcome: Outcome,
+    /// The LLM calls tracked while this call was the innermost running node.
+    pub llm_calls: Vec<CostInfo>,
+}
+
+impl Span {
+    /// Wall time of the call, ns.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_unix_ns.saturating_sub(self.start_unix_ns)
+    }
+
+    /// The totals of [`llm_calls`](Self::llm_calls).
+    pub fn llm_totals(&self) -> CostBreakdown {
+        let mut totals = CostBreakdown::default();
+        for call in &self.llm_calls {
+            totals.add(call);
+        }
+        totals
+    }
+}
+
+/// One poll of an async node: a stretch of its wall time during which it was running.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PollSlice {
+    /// The span of the async call that was polled.
+    pub span_id: u64,
+    /// The thread that polled it.
+    pub thread: u64,
+    /// When the poll started, ns since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// When the poll returned, ns since the Unix epoch.
+    pub end_unix_ns: u64,
+}
+
+/// What trace mode kept of a run: its spans in the order they ended, the polls of its async
+/// nodes, and what did not fit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// The trace's id (random, drawn when trace mode was turned on), as 32 hex digits.
+    pub trace_id: String,
+    /// The spans kept, in the order they ended.
+    pub spans: Vec<Span>,
+    /// The polls of async spans kept, in the order they ended.
+    pub polls: Vec<PollSlice>,
+    /// The buffer's size: spans and polls kept at most.
+    pub capacity: usize,
+    /// Spans and polls that came after the buffer was full, counted and not kept.
+    pub dropped: u64,
+    /// LLM calls that could not be attached (their span was not kept, or the list was full).
+    pub unattached_llm_calls: u64,
+}
+
+impl Trace {
+    /// The trace id as 16 bytes (OpenTelemetry's form); all zeros if `trace_id` is not hex.
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        u128::from_str_radix(&self.trace_id, 16).map_or([0; 16], u128::to_be_bytes)
+    }
+
+    /// The spans whose parent is `parent` (`None`: the top-level spans, and those whose
+    /// parent span was not kept).
+    pub fn children(&self, parent: Option<u64>) -> impl Iterator<Item = &Span> {
+        let kept = |id: u64| self.spans.iter().any(|s| s.span_id == id);
+        self.spans
+            .iter()
+            .filter(move |s| match (parent, s.parent_span_id) {
+                (None, None) => true,
+                (None, Some(p)) => !kept(p),
+                (Some(wanted), Some(p)) => wanted == p,
+                (Some(_), None) => false,
+            })
+    }
+
+    /// The earliest start and latest end among the spans, ns since the Unix epoch.
+    pub fn bounds(&self) -> Option<(u64, u64)> {
+        let start = self.spans.iter().map(|s| s.start_unix_ns).min()?;
+        let end = self.spans.iter().map(|s| s.end_unix_ns).max()?;
+        Some((start, end))
+    }
+}
