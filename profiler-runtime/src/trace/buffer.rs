@@ -195,7 +195,13 @@ impl TraceBuffer {
                 parent_node_id: parent_site.map(|s| s.id().to_owned()),
                 start_unix_ns: start,
                 end_unix_ns: end,
-                busy_ns: conv.ticks_to_ns(slot.busy.load(Ordering::Relaxed)),
+                // Converted on its own, busy time could round 1 ns past the wall time.
+                busy_ns: if kind == KIND_SYNC {
+                    end.saturating_sub(start)
+                } else {
+                    conv.ticks_to_ns(slot.busy.load(Ordering::Relaxed))
+                        .min(end.saturating_sub(start))
+                },
                 thread,
                 is_async: kind == KIND_ASYNC,
                 outcome: Outcome::from_u8(slot.outcome.load(Ordering::Relaxed)),

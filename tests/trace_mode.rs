@@ -1,0 +1,315 @@
+//! Trace mode: every call kept as a span with the right parent, thread, outcome, busy time,
+//! polls and LLM calls, within the capacity the user set.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use agent_profiler::{
+    BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerFutureExt, ProfilerScope, Span,
+    Trace, Usage, profile_node,
+};
+
+fn span<'a>(trace: &'a Trace, node: &str) -> &'a Span {
+    trace
+        .spans
+        .iter()
+        .find(|s| s.node_id == node)
+        .unwrap_or_else(|| panic!("no span of `{node}` in {trace:#?}"))
+}
+
+fn spans<'a>(trace: &'a Trace, node: &str) -> Vec<&'a Span> {
+    trace.spans.iter().filter(|s| s.node_id == node).collect()
+}
+
+#[profile_node("t_outer")]
+fn outer() -> u32 {
+    middle() + middle()
+}
+
+#[profile_node("t_middle")]
+fn middle() -> u32 {
+    std::thread::sleep(Duration::from_millis(2));
+    leaf()
+}
+
+#[profile_node("t_leaf")]
+fn leaf() -> u32 {
+    std::thread::sleep(Duration::from_millis(1));
+    1
+}
+
+#[profile_node("t_fails")]
+fn fails() -> Result<(), String> {
+    Err("no".into())
+}
+
+#[profile_node("t_panics")]
+fn panics() {
+    panic!("planted");
+}
+
+#[test]
+fn sync_spans_nest_as_the_calls_nested() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(100);
+    let _scope = ProfilerScope::new(&analyzer);
+    assert_eq!(outer(), 2);
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.spans.len(), 5, "{trace:#?}");
+    assert_eq!(trace.dropped, 0);
+    let outer = span(&trace, "t_outer");
+    assert_eq!(outer.parent_span_id, None);
+    assert_eq!(outer.parent_node_id, None);
+    let middles = spans(&trace, "t_middle");
+    assert_eq!(middles.len(), 2);
+    for middle in &middles {
+        assert_eq!(middle.parent_span_id, Some(outer.span_id));
+        assert_eq!(middle.parent_node_id.as_deref(), Some("t_outer"));
+        assert!(middle.start_unix_ns >= outer.start_unix_ns);
+        assert!(middle.end_unix_ns <= outer.end_unix_ns);
+        assert!(middle.duration_ns() >= 3_000_000, "{middle:?}");
+    }
+    let leaves = spans(&trace, "t_leaf");
+    let parents: HashSet<u64> = leaves.iter().filter_map(|l| l.parent_span_id).collect();
+    let middle_ids: HashSet<u64> = middles.iter().map(|m| m.span_id).collect();
+    assert_eq!(parents, middle_ids, "each leaf under its own middle");
+    let ids: HashSet<u64> = trace.spans.iter().map(|s| s.span_id).collect();
+    assert_eq!(ids.len(), 5, "span ids are unique");
+    assert!(
+        trace
+            .spans
+            .iter()
+            .all(|s| s.thread == outer.thread && !s.is_async)
+    );
+    assert!(trace.spans.iter().all(|s| s.busy_ns == s.duration_ns()));
+    // Spans come in the order they ended: the outer one last.
+    assert_eq!(trace.spans.last().unwrap().node_id, "t_outer");
+}
+
+#[test]
+fn outcomes_are_kept_per_span() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(10);
+    let _scope = ProfilerScope::new(&analyzer);
+    let _ = fails();
+    let _ = std::panic::catch_unwind(panics);
+    leaf();
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(span(&trace, "t_fails").outcome, Outcome::Error);
+    assert_eq!(span(&trace, "t_panics").outcome, Outcome::Panicked);
+    assert_eq!(span(&trace, "t_leaf").outcome, Outcome::Ok);
+    // After the panic unwound through it, the running span was restored: the next call is
+    // top-level again.
+    assert_eq!(span(&trace, "t_leaf").parent_span_id, None);
+}
+
+#[test]
+fn without_trace_mode_there_is_no_trace_and_off_keeps_what_was_kept() {
+    let analyzer = BottleneckAnalyzer::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    leaf();
+    assert!(analyzer.trace().is_none());
+    assert!(!analyzer.is_trace_enabled());
+    analyzer.enable_trace(10);
+    leaf();
+    analyzer.disable_trace();
+    leaf();
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.spans.len(), 1);
+    assert_eq!(analyzer.get_node("t_leaf").unwrap().call_count, 3);
+}
+
+#[test]
+fn beyond_the_capacity_spans_are_counted_not_kept() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(64);
+    let _scope = ProfilerScope::new(&analyzer);
+    quick();
+    let before = analyzer.memory_bytes();
+    for _ in 1..1000 {
+        quick();
+    }
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.spans.len(), 64);
+    assert_eq!(trace.dropped, 1000 - 64);
+    assert_eq!(trace.capacity, 64);
+    assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, 1000);
+    assert_eq!(analyzer.memory_bytes(), before, "memory stays as it was");
+}
+
+#[profile_node("t_quick")]
+fn quick() {}
+
+#[profile_node("t_llm")]
+fn calls_llm(tracker: &MultiProviderCostTracker) {
+    tracker
+        .track_usage("openai", "gpt-4o", Usage::new(1000, 100))
+        .unwrap();
+    inner_llm(tracker);
+}
+
+#[profile_node("t_inner_llm")]
+fn inner_llm(tracker: &MultiProviderCostTracker) {
+    tracker
+        .track_usage("anthropic", "claude-sonnet-4-5", Usage::new(10, 5))
+        .unwrap();
+}
+
+#[test]
+fn llm_calls_attach_to_the_innermost_span() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(16);
+    let tracker = MultiProviderCostTracker::new();
+    let _scope = ProfilerScope::new(&analyzer);
+    calls_llm(&tracker);
+    calls_llm(&tracker);
+    let trace = analyzer.trace().unwrap();
+    for outer in spans(&trace, "t_llm") {
+        assert_eq!(outer.llm_calls.len(), 1);
+        assert_eq!(outer.llm_calls[0].model, "gpt-4o");
+        let totals = outer.llm_totals();
+        assert_eq!((totals.input_tokens, totals.output_tokens), (1000, 100));
+        assert!((totals.cost_usd - 0.0035).abs() < 1e-12);
+    }
+    for inner in spans(&trace, "t_inner_llm") {
+        assert_eq!(inner.llm_calls.len(), 1);
+        assert_eq!(inner.llm_calls[0].provider, "anthropic");
+    }
+    assert_eq!(trace.unattached_llm_calls, 0);
+}
+
+#[profile_node("t_async_parent")]
+async fn async_parent() {
+    tokio::join!(async_child(5), async_child(10));
+    leaf();
+}
+
+#[profile_node("t_async_child")]
+async fn async_child(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    leaf();
+}
+
+#[test]
+fn concurrent_async_children_have_their_own_parents_and_polls() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(100);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async_parent().with_profiler(analyzer.clone()));
+    let trace = analyzer.trace().unwrap();
+    let parent = span(&trace, "t_async_parent");
+    assert!(parent.is_async);
+    assert_eq!(parent.parent_span_id, None);
+    let children = spans(&trace, "t_async_child");
+    assert_eq!(children.len(), 2);
+    for child in &children {
+        assert!(child.is_async);
+        assert_eq!(child.parent_span_id, Some(parent.span_id));
+        assert!(child.duration_ns() >= 5_000_000);
+        assert!(child.busy_ns < child.duration_ns(), "sleeping is not busy");
+        // Each poll of the child is a slice within its wall time, and they add up to its
+        // busy time.
+        let polls: Vec<_> = trace
+            .polls
+            .iter()
+            .filter(|p| p.span_id == child.span_id)
+            .collect();
+        assert!(polls.len() >= 2, "polled before and after the sleep");
+        assert!(
+            polls
+                .iter()
+                .all(|p| p.start_unix_ns >= child.start_unix_ns
+                    && p.end_unix_ns <= child.end_unix_ns)
+        );
+        let polled: u64 = polls.iter().map(|p| p.end_unix_ns - p.start_unix_ns).sum();
+        assert!(
+            polled.abs_diff(child.busy_ns) <= 1_000,
+            "{polled} vs {}",
+            child.busy_ns
+        );
+    }
+    // The sync leaf inside each child is the child's, not the other child's; the last
+    // leaf is the parent's.
+    let leaves = spans(&trace, "t_leaf");
+    assert_eq!(leaves.len(), 3);
+    let leaf_parents: HashSet<u64> = leaves.iter().filter_map(|l| l.parent_span_id).collect();
+    let expected: HashSet<u64> = children
+        .iter()
+        .map(|c| c.span_id)
+        .chain([parent.span_id])
+        .collect();
+    assert_eq!(leaf_parents, expected);
+}
+
+#[test]
+fn spawned_tasks_on_other_threads_keep_their_parents_and_threads() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| tokio::spawn(async_child(1 + i % 3).with_profiler(analyzer.clone())))
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    drop(runtime);
+    let trace = analyzer.trace().unwrap();
+    let children = spans(&trace, "t_async_child");
+    assert_eq!(children.len(), 8);
+    let ids: HashSet<u64> = children.iter().map(|c| c.span_id).collect();
+    assert_eq!(ids.len(), 8, "ids unique across threads");
+    for child in &children {
+        assert_eq!(child.parent_span_id, None);
+        let leaf = trace
+            .spans
+            .iter()
+            .find(|s| s.node_id == "t_leaf" && s.parent_span_id == Some(child.span_id))
+            .expect("each child's leaf is under it, whichever worker ran it");
+        assert!(leaf.start_unix_ns >= child.start_unix_ns);
+    }
+    assert!(trace.polls.iter().all(|p| p.thread != 0));
+}
+
+#[test]
+fn manual_records_become_spans_under_the_running_node() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(10);
+    let _scope = ProfilerScope::new(&analyzer);
+    records_by_hand(&analyzer);
+    let trace = analyzer.trace().unwrap();
+    let outer = span(&trace, "t_by_hand");
+    let manual = span(&trace, "external_step");
+    assert_eq!(manual.parent_span_id, Some(outer.span_id));
+    assert_eq!(manual.parent_node_id.as_deref(), Some("t_by_hand"));
+    assert_eq!(manual.duration_ns(), 1_500_000);
+    assert_ne!(manual.span_id, outer.span_id);
+}
+
+#[profile_node("t_by_hand")]
+fn records_by_hand(analyzer: &BottleneckAnalyzer) {
+    analyzer.record_node("external_step", 1.5).unwrap();
+}
+
+#[test]
+fn a_trace_round_trips_through_json() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(10);
+    let _scope = ProfilerScope::new(&analyzer);
+    outer();
+    let trace = analyzer.trace().unwrap();
+    let json = serde_json::to_string(&trace).unwrap();
+    let back: Trace = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, trace);
+    assert_eq!(trace.children(None).count(), 1);
+    let outer = span(&trace, "t_outer");
+    assert_eq!(trace.children(Some(outer.span_id)).count(), 2);
+}
