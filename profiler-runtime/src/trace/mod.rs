@@ -25,6 +25,7 @@ use crate::cost::{CostBreakdown, CostInfo};
 use crate::outcome::Outcome;
 
 mod buffer;
+pub mod layout;
 
 pub(crate) use buffer::{
     ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_span, current_span, manual_span_ids,
