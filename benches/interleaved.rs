@@ -4,7 +4,7 @@
 //! gives ratios that move by a few hundredths between runs, where separate criterion runs
 //! move by tenths.
 //!
-//! Run: `cargo bench --bench interleaved` (about 5 s). Prints ns per call and the overhead
+//! Run: `cargo bench --bench interleaved` (about 6 s). Prints ns per call and the overhead
 //! ratio to the floor (two `Instant::now()` reads), as `scripts/bench-ratios` does.
 
 use std::hint::black_box;
@@ -24,6 +24,8 @@ enum Setup {
     NoAnalyzer,
     Analyzer,
     Disabled,
+    /// An analyzer in trace mode, new each round so that its buffer holds every span.
+    Traced,
 }
 
 struct Case {
@@ -48,6 +50,7 @@ fn main() {
         ("3_profiled_no_analyzer", profiled, Setup::NoAnalyzer),
         ("3b_profiled_disabled", profiled, Setup::Disabled),
         ("4_profiled_analyzer", profiled, Setup::Analyzer),
+        ("5_profiled_trace_mode", profiled, Setup::Traced),
     ]
     .into_iter()
     .map(|(name, f, setup)| Case {
@@ -63,9 +66,14 @@ fn main() {
         // Rotate the starting case so that no case always runs right after another.
         for offset in 0..count {
             let case = &mut cases[(round + offset) % count];
+            let traced = BottleneckAnalyzer::new();
             match case.setup {
                 Setup::NoAnalyzer => clear_profiler(),
                 Setup::Analyzer | Setup::Disabled => set_profiler(&analyzer),
+                Setup::Traced => {
+                    traced.enable_trace(CALLS_PER_BATCH as usize);
+                    set_profiler(&traced);
+                }
             }
             set_enabled(case.setup != Setup::Disabled);
             let began = Instant::now();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::analyzer::{self, BottleneckAnalyzer, Inner};
-use crate::shard::Shard;
+use crate::shard::{MODE_OFF, Shard};
 use crate::site::CallSite;
 use crate::stats::Call;
 
@@ -118,7 +118,7 @@ pub(crate) fn active_shard() -> *const Shard {
     // The process-wide switch is folded into each shard's `enabled`: no global to read here.
     let shard = HOT.with(|h| h.shard.get());
     // SAFETY: a non-null `HOT.shard` points at a shard that `CTX` keeps alive.
-    if shard.is_null() || !unsafe { &*shard }.enabled.load(Ordering::Relaxed) {
+    if shard.is_null() || unsafe { &*shard }.mode.load(Ordering::Relaxed) == MODE_OFF {
         return std::ptr::null();
     }
     shard

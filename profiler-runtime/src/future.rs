@@ -8,7 +8,7 @@ use crate::analyzer::BottleneckAnalyzer;
 use crate::clock;
 use crate::context::{self, HOT, Origin, PollInstall};
 use crate::outcome::Outcome;
-use crate::shard::{Shard, Shared};
+use crate::shard::{MODE_TRACE, Shard, Shared};
 use crate::site::CallSite;
 use crate::stats::Call;
 use crate::trace::{self, RawSpan, SpanIds};
@@ -63,7 +63,7 @@ impl Traced {
     fn start(shard: *const Shard) -> Option<Self> {
         // SAFETY: `active_shard` only returns live shards of this thread.
         let shard = unsafe { &*shard };
-        if !shard.trace.load(Ordering::Relaxed) {
+        if shard.mode.load(Ordering::Relaxed) != MODE_TRACE {
             return None;
         }
         Some(Self {

@@ -1,13 +1,18 @@
 //! The drop guard that times a sync profiled call.
 
+use std::sync::atomic::Ordering;
+
 use crate::clock;
 use crate::context::{self, HOT};
 use crate::outcome::Outcome;
-use crate::shard::Shard;
+use crate::shard::{MODE_TRACE, Shard};
 use crate::site::CallSite;
 use crate::stats::Call;
 use crate::trace::{self, RawSpan, SpanIds};
-use std::sync::atomic::Ordering;
+
+/// Set in [`Frame::epoch`] for a call with a span: the drop's epoch comparison then fails,
+/// which sends traced calls to the cold path without a test of their own on the usual one.
+const TRACED: u64 = 1 << 32;
 
 /// Times one call of a sync profiled function from [`Guard::enter`] to its drop, which runs
 /// on return, early `return`, `?` and unwinding alike.
@@ -16,19 +21,24 @@ use std::sync::atomic::Ordering;
 #[doc(hidden)]
 #[must_use]
 pub struct Guard {
+    frame: Frame,
+}
+
+/// What a guard keeps: `Copy`, so that the cold paths take it by value and the usual path
+/// can keep it in registers (a reference to it would put it in memory on every call).
+#[derive(Clone, Copy)]
+struct Frame {
     /// Null when this call is not being recorded (then nothing else is read).
     shard: *const Shard,
     site: &'static CallSite,
     start: u64,
     saved_child: u64,
     saved_node: *const CallSite,
-    epoch: u32,
+    /// The thread's shard epoch at the start, with [`TRACED`] set for a call with a span.
+    epoch: u64,
     outcome: Outcome,
     /// Whether the drop must ask whether the thread is unwinding (see `enter_observed`).
     checks_unwinding: bool,
-    /// This call's span in trace mode, 0 otherwise; then `saved_span` is the parent's.
-    span: u64,
-    saved_span: u64,
 }
 
 impl Guard {
@@ -52,8 +62,24 @@ impl Guard {
     fn start(site: &'static CallSite, outcome: Outcome, checks_unwinding: bool) -> Guard {
         let shard = context::active_shard();
         if shard.is_null() {
-            return Guard {
-                shard,
+            return Guard::untimed(site, outcome, checks_unwinding);
+        }
+        // SAFETY: `active_shard` only returns live shards of this thread.
+        let mode = unsafe { &*shard }.mode.load(Ordering::Relaxed);
+        let traced = if mode == MODE_TRACE {
+            begin_traced();
+            TRACED
+        } else {
+            0
+        };
+        Guard::timed(site, shard, outcome, checks_unwinding, traced)
+    }
+
+    #[inline(always)]
+    fn untimed(site: &'static CallSite, outcome: Outcome, checks_unwinding: bool) -> Guard {
+        Guard {
+            frame: Frame {
+                shard: std::ptr::null(),
                 site,
                 start: 0,
                 saved_child: 0,
@@ -61,33 +87,33 @@ impl Guard {
                 epoch: 0,
                 outcome,
                 checks_unwinding,
-                span: 0,
-                saved_span: 0,
-            };
+            },
         }
+    }
+
+    #[inline(always)]
+    fn timed(
+        site: &'static CallSite,
+        shard: *const Shard,
+        outcome: Outcome,
+        checks_unwinding: bool,
+        traced: u64,
+    ) -> Guard {
         let (saved_child, saved_node, epoch) =
             HOT.with(|h| (h.child.replace(0), h.node.replace(site), h.epoch.get()));
-        // SAFETY: `active_shard` only returns live shards of this thread.
-        let (span, saved_span) = if unsafe { &*shard }.trace.load(Ordering::Relaxed) {
-            // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
-            let ids = trace::begin_span(unsafe { saved_node.as_ref() });
-            (ids.id, ids.parent)
-        } else {
-            (0, 0)
-        };
         Guard {
-            shard,
-            site,
-            start: clock::now(),
-            saved_child,
-            saved_node,
-            epoch,
-            outcome,
-            // A call that starts while the thread is already unwinding (from a `Drop`) did
-            // not panic just because the thread still is unwinding when it returns.
-            checks_unwinding: checks_unwinding && !std::thread::panicking(),
-            span,
-            saved_span,
+            frame: Frame {
+                shard,
+                site,
+                start: clock::now(),
+                saved_child,
+                saved_node,
+                epoch: u64::from(epoch) | traced,
+                outcome,
+                // A call that starts while the thread is already unwinding (from a `Drop`)
+                // did not panic just because the thread still is unwinding when it returns.
+                checks_unwinding: checks_unwinding && !std::thread::panicking(),
+            },
         }
     }
 
@@ -95,9 +121,11 @@ impl Guard {
     /// returned value). A panic overrides it.
     #[inline(always)]
     pub fn observe(&mut self, outcome: Outcome) {
-        self.outcome = outcome;
+        self.frame.outcome = outcome;
     }
+}
 
+impl Frame {
     #[inline(always)]
     fn finish(&self) {
         let end = clock::now();
@@ -107,14 +135,6 @@ impl Guard {
             let child = h.child.replace(self.saved_child.wrapping_add(duration));
             (child, h.epoch.get())
         });
-        if self.span != 0 {
-            HOT.with(|h| h.span.set(self.saved_span));
-        }
-        // The thread dropped a shard while this call ran: only that of an analyzer nobody
-        // holds any more, whose counts nobody can read; but the pointer must be checked.
-        if epoch != self.epoch && !context::shard_is_live(self.shard) {
-            return;
-        }
         let outcome = if self.checks_unwinding && std::thread::panicking() {
             Outcome::Panicked
         } else {
@@ -127,43 +147,76 @@ impl Guard {
             busy: duration,
             outcome,
         };
-        // SAFETY: the shard came from this thread's `HOT` and is still alive (checked above).
+        if u64::from(epoch) != self.epoch {
+            // Fields, not the frame: passing the frame would keep it in memory on every call.
+            return finish_unusual(
+                self.shard,
+                self.site,
+                [self.epoch, u64::from(epoch)],
+                self.saved_node,
+                call,
+            );
+        }
+        // SAFETY: the shard came from this thread's `HOT`, and no shard was dropped since.
         unsafe { (*self.shard).record_owned(self.site, &call) };
-        if self.span != 0 {
-            self.keep_span(&call);
-        }
     }
+}
 
-    #[cold]
-    #[inline(never)]
-    fn keep_span(&self, call: &Call) {
-        // SAFETY: checked live by `finish`.
-        let shard = unsafe { &*self.shard };
-        if let Some(buffer) = shard.shared.trace_buffer.get() {
-            buffer.push(&RawSpan {
-                kind: trace::SYNC,
-                site: self.site,
-                ids: SpanIds {
-                    id: self.span,
-                    parent: self.saved_span,
-                    // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
-                    parent_site: unsafe { self.saved_node.as_ref() },
-                    thread: HOT.with(|h| h.thread.get()),
-                },
-                start: call.start,
-                end: call.end,
-                busy: call.busy,
-                outcome: call.outcome,
-            });
-        }
+/// The end of a call with a span, or of one during which the thread dropped a shard (only
+/// that of an analyzer nobody holds any more, whose counts nobody can read; but the pointer
+/// must be checked). `epochs`: the frame's and the thread's now.
+#[cold]
+#[inline(never)]
+fn finish_unusual(
+    shard: *const Shard,
+    site: &'static CallSite,
+    [frame_epoch, epoch]: [u64; 2],
+    saved_node: *const CallSite,
+    call: Call,
+) {
+    let traced = frame_epoch & TRACED != 0;
+    let (span, saved_span) = if traced { trace::end_span() } else { (0, 0) };
+    let thread = HOT.with(|h| h.thread.get());
+    if epoch != frame_epoch & !TRACED && !context::shard_is_live(shard) {
+        return;
     }
+    // SAFETY: a shard of this thread's `HOT`, still alive (checked above).
+    let shard = unsafe { &*shard };
+    // SAFETY: as above; this thread owns it.
+    unsafe { shard.record_owned(site, &call) };
+    if let Some(buffer) = shard.shared.trace_buffer.get().filter(|_| traced) {
+        buffer.push(&RawSpan {
+            kind: trace::SYNC,
+            site,
+            ids: SpanIds {
+                id: span,
+                parent: saved_span,
+                // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+                parent_site: unsafe { saved_node.as_ref() },
+                thread,
+            },
+            start: call.start,
+            end: call.end,
+            busy: call.busy,
+            outcome: call.outcome,
+        });
+    }
+}
+
+/// A call that starts in trace mode: its new span becomes the running one (and the parent
+/// waits on the thread's span stack; the guard keeps no span fields, which keeps the usual
+/// path's guard in registers).
+#[cold]
+#[inline(never)]
+fn begin_traced() {
+    trace::begin_nested_span();
 }
 
 impl Drop for Guard {
     #[inline(always)]
     fn drop(&mut self) {
-        if !self.shard.is_null() {
-            self.finish();
+        if !self.frame.shard.is_null() {
+            self.frame.finish();
         }
     }
 }

@@ -6,7 +6,7 @@
 //! site for the first time.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::analyzer::Inner;
@@ -32,14 +32,22 @@ pub(crate) struct Shared {
     pub(crate) trace_buffer: OnceLock<TraceBuffer>,
 }
 
+/// The shard records nothing (analyzer or process disabled).
+pub(crate) const MODE_OFF: u8 = 0;
+/// The shard records calls.
+pub(crate) const MODE_ON: u8 = 1;
+/// The shard records calls and keeps each as a span (trace mode).
+pub(crate) const MODE_TRACE: u8 = 2;
+
 pub(crate) struct Shard {
     /// This shard's copies of the flags, which the analyzer refreshes in every shard (under
     /// its registry lock): the call path reads them from the shard it already has in hand
     /// instead of following pointers to the analyzer and to the process-wide switch.
-    /// `enabled` is the analyzer's flag and the process-wide switch together.
-    pub(crate) enabled: AtomicBool,
+    /// `mode` is the analyzer's flags and the process-wide switch together: [`MODE_OFF`],
+    /// [`MODE_ON`] or [`MODE_TRACE`], so that the call path tells "record as usual" from
+    /// everything else with one load and one comparison.
+    pub(crate) mode: AtomicU8,
     pub(crate) export: AtomicBool,
-    pub(crate) trace: AtomicBool,
     pub(crate) shared: Arc<Shared>,
     /// Weak, because the analyzer owns its shards; used to find the analyzer from a thread.
     pub(crate) analyzer: Weak<Inner>,
@@ -62,9 +70,8 @@ unsafe impl Sync for Shard {}
 impl Shard {
     pub(crate) fn new(shared: Arc<Shared>, analyzer: Weak<Inner>) -> Self {
         let shard = Self {
-            enabled: AtomicBool::new(false),
+            mode: AtomicU8::new(MODE_OFF),
             export: AtomicBool::new(false),
-            trace: AtomicBool::new(false),
             shared,
             analyzer,
             index: UnsafeCell::new(Vec::new()),
@@ -79,11 +86,14 @@ impl Shard {
     /// Copies the analyzer's flags and the process-wide switch into this shard.
     pub(crate) fn copy_flags(&self) {
         let enabled = self.shared.enabled.load(Ordering::Relaxed) && crate::context::is_enabled();
-        self.enabled.store(enabled, Ordering::Relaxed);
+        let mode = match (enabled, self.shared.trace.load(Ordering::Relaxed)) {
+            (false, _) => MODE_OFF,
+            (true, false) => MODE_ON,
+            (true, true) => MODE_TRACE,
+        };
+        self.mode.store(mode, Ordering::Relaxed);
         let export = self.shared.export.load(Ordering::Relaxed);
         self.export.store(export, Ordering::Relaxed);
-        let trace = self.shared.trace.load(Ordering::Relaxed);
-        self.trace.store(trace, Ordering::Relaxed);
     }
 
     /// Adds one call of `site`.

@@ -238,16 +238,6 @@ pub(crate) const SYNC: u8 = KIND_SYNC;
 pub(crate) const ASYNC: u8 = KIND_ASYNC;
 pub(crate) const POLL: u8 = KIND_POLL;
 
-/// Starts a span on this thread: takes an id, makes it the running span, and returns the
-/// ids to keep until the call ends. Trace mode only.
-#[cold]
-#[inline(never)]
-pub(crate) fn begin_span(parent_site: Option<&'static CallSite>) -> SpanIds {
-    let ids = new_span(parent_site);
-    HOT.with(|h| h.span.set(ids.id));
-    ids
-}
-
 /// Takes a span id for a call starting now on this thread, with the running span as its
 /// parent; the running span stays as it is (an async node becomes the running span only
 /// inside its polls).
@@ -267,6 +257,35 @@ pub(crate) fn new_span(parent_site: Option<&'static CallSite>) -> SpanIds {
             thread,
         }
     })
+}
+
+thread_local! {
+    /// The parents of the sync calls with a span running on this thread, innermost last.
+    /// Sync calls end in the reverse order they started (also when unwinding), so a stack
+    /// pairs each end with its start.
+    static SPAN_STACK: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Starts the span of a sync call: it becomes the running span until [`end_span`].
+pub(crate) fn begin_nested_span() {
+    let ids = new_span(None);
+    let _ = SPAN_STACK.try_with(|stack| {
+        if let Ok(mut stack) = stack.try_borrow_mut() {
+            stack.push(ids.parent);
+        }
+    });
+    HOT.with(|h| h.span.set(ids.id));
+}
+
+/// Ends the span [`begin_nested_span`] started last on this thread: returns its id and its
+/// parent's, and makes the parent the running span again.
+pub(crate) fn end_span() -> (u64, u64) {
+    let parent = SPAN_STACK
+        .try_with(|stack| stack.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    (HOT.with(|h| h.span.replace(parent)), parent)
 }
 
 /// The span running on this thread (0 when none, or when trace mode is off).

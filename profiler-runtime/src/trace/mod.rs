@@ -28,8 +28,8 @@ mod buffer;
 pub mod layout;
 
 pub(crate) use buffer::{
-    ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_span, current_span, manual_span_ids,
-    new_span,
+    ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_nested_span, current_span, end_span,
+    manual_span_ids, new_span,
 };
 
 /// Spans (and poll slices) an analyzer keeps in trace mode unless told otherwise.
