@@ -236,6 +236,10 @@ pub struct NodeFigures {
     pub cost_usd: f64,
     /// LLM input plus output tokens (0 when the figures come from state snapshots).
     pub total_tokens: u64,
+    /// LLM calls the node made (0 when the figures come from state snapshots).
+    pub llm_calls: u64,
+    /// Those of them without a price: `cost_usd` leaves them out.
+    pub unpriced_calls: u64,
     /// Calls that did not end `ok` (error, panicked, cancelled).
     pub failed_calls: u64,
 }
@@ -253,6 +257,8 @@ impl NodeFigures {
                 avg_duration_ms: n.avg_duration_ms,
                 cost_usd: n.cost_usd,
                 total_tokens: n.total_tokens,
+                llm_calls: n.llm_calls,
+                unpriced_calls: n.unpriced_calls,
                 failed_calls: n.outcomes.failed(),
             })
             .collect()
@@ -272,6 +278,8 @@ impl NodeFigures {
                         avg_duration_ms: 0.0,
                         cost_usd: 0.0,
                         total_tokens: 0,
+                        llm_calls: 0,
+                        unpriced_calls: 0,
                         failed_calls: 0,
                     });
                     out.len() - 1

@@ -1,0 +1,257 @@
+//! `agent-profiler`: the command-line tool over the run store that agent-profiler's
+//! `WorkflowExecutor` writes. Lists recent runs, prints one run's report, compares two
+//! runs node by node, shows each node's trend over the last runs of a workflow, and
+//! writes a run's HTML report or Perfetto trace.
+//!
+//! Bad input (no store, an unknown or ambiguous run id, a corrupt record, an output file
+//! that cannot be written) is one line on stderr, `error: ...`, and exit code 1; usage
+//! errors exit with 2 (clap's). Text output fits 80 columns, except `show`, which prints
+//! the executor's report as the executor printed it.
+
+mod commands;
+mod text;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent_profiler_runtime::store::{RunStore, StoreError};
+use clap::{Args, Parser, Subcommand};
+
+/// The environment variable naming the run store, read before the runtime's own
+/// (`AGENT_PROFILER_DB`, which `RunStore::default_path` reads).
+const CLI_STORE_ENV: &str = "AGENT_PROFILER_STORE";
+
+/// Run history on the command line: the runs that agent-profiler's
+/// workflow executor stored, listed, shown, compared and trended.
+///
+/// The store is the SQLite file the executor writes. It is opened
+/// read-only: a mistyped path is an error, never a new empty store.
+#[derive(Parser)]
+#[command(name = "agent-profiler", version, verbatim_doc_comment)]
+#[command(
+    after_help = "Runs are named by id or by the first characters of their id\n\
+(8 are shown by `runs`)."
+)]
+struct Cli {
+    /// The run store file (default:
+    /// $AGENT_PROFILER_STORE, else
+    /// $AGENT_PROFILER_DB, else
+    /// agent-profiler-runs.sqlite3)
+    #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
+    store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+// The commands' help is the doc comment of their argument structs below.
+#[derive(Subcommand)]
+enum Command {
+    Runs(RunsArgs),
+    Show(ShowArgs),
+    Compare(CompareArgs),
+    Trend(TrendArgs),
+    Report(ReportArgs),
+    Trace(TraceArgs),
+}
+
+/// List recent runs: workflow, status, duration, cost, slowest node
+///
+/// Newest first. The id column shows the first characters of each id
+/// (8, or more when 8 do not tell two runs apart): type them to name
+/// the run in the other commands. Times are UTC.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunsArgs {
+    /// Only the runs of this workflow
+    #[arg(long, short, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// How many runs to list
+    #[arg(long, short = 'n', default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+    /// Print JSON (for scripts) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Print the stored report of one run, as the executor printed it
+///
+/// The bottleneck report and the node table, then the line with the
+/// run's status and duration, rebuilt from the stored record. The
+/// table is the executor's and may be wider than 80 columns. A run
+/// without a report (still running, or its process ended early) gets
+/// its node states instead.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct ShowArgs {
+    /// The run: its id or the first characters of it
+    pub run: String,
+    /// Print JSON: the record, its nodes, states and report
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Per-node time and cost deltas of two runs, regressions first
+///
+/// For each node: its total time in run A and in run B, the change
+/// in ms and %, and the change in LLM cost. Rows are sorted by the
+/// time change, largest increase (the worst regression) first. A node
+/// that ran in only one of the runs is marked `only A` / `only B` and
+/// counts as 0 ms in the other.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct CompareArgs {
+    /// The first run (the baseline): id or first characters
+    pub run_a: String,
+    /// The second run: id or first characters
+    pub run_b: String,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Each node's time over the last runs of a workflow; flags slow ones
+///
+/// For every node of WORKFLOW, over its last N finished runs
+/// (completed, failed or panicked): the node's total time in the
+/// newest run ("latest"), the median of its times in the runs before
+/// it ("prev median"), the change, and a history line (one bar per
+/// run, oldest first, the last 10 runs at most). --json adds costs
+/// and the node's figures in every run.
+///
+/// A node is flagged SLOW when all three hold:
+///   latest > X x prev median   (X: --threshold, default 1.5)
+///   latest - prev median > MS  (MS: --min-delta-ms, default 1)
+///   the node ran in at least 3 of the previous runs
+/// Why: the median ignores one odd run where a mean would not; 1.5 x
+/// sits above the usual run-to-run jitter of LLM calls (about 30%);
+/// the 1 ms floor keeps sub-millisecond nodes from flagging on
+/// noise; a median of fewer than 3 runs is no baseline.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct TrendArgs {
+    /// The workflow's name
+    pub workflow: String,
+    /// How many of the last runs to look at
+    #[arg(long, short = 'n', default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+    /// Flag when latest > X x median (X >= 1)
+    #[arg(long, default_value_t = 1.5, value_name = "X", value_parser = parse_threshold)]
+    pub threshold: f64,
+    /// ... and latest - median > MS
+    #[arg(long, default_value_t = 1.0, value_name = "MS", value_parser = parse_min_delta)]
+    pub min_delta_ms: f64,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Write the HTML report of a run (charts of time and cost)
+///
+/// A self-contained HTML file: the bottleneck report, charts of each
+/// node's share of time and cost, and a timeline when the run has a
+/// stored trace.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct ReportArgs {
+    /// The run: its id or the first characters of it
+    pub run: String,
+    /// The HTML file to write
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+}
+
+/// Write the trace of a run as a Perfetto (Chrome JSON) trace file
+///
+/// Open it at ui.perfetto.dev or in chrome://tracing. Only runs made
+/// with trace mode on have a trace.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct TraceArgs {
+    /// The run: its id or the first characters of it
+    pub run: String,
+    /// The trace file to write
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err("must be a number, at least 1 (a factor of the median)".to_owned()),
+    }
+}
+
+fn parse_min_delta(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("must be a number of ms, at least 0".to_owned()),
+    }
+}
+
+/// A failure of a command: printed as one line, `error: {0}`, with exit code 1.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Missing { .. } => CliError(format!(
+                "{e} (name the store with --store PATH or ${CLI_STORE_ENV})"
+            )),
+            e => CliError(e.to_string()),
+        }
+    }
+}
+
+/// The store path: `--store`, else `$AGENT_PROFILER_STORE`, else the runtime's default
+/// (`$AGENT_PROFILER_DB`, else `agent-profiler-runs.sqlite3`).
+fn store_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var_os(CLI_STORE_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(RunStore::default_path)
+}
+
+fn run(cli: Cli) -> Result<String, CliError> {
+    let store = RunStore::open_existing(store_path(cli.store))?;
+    match cli.command {
+        Command::Runs(args) => commands::runs(&store, &args),
+        Command::Show(args) => commands::show(&store, &args),
+        Command::Compare(args) => commands::compare(&store, &args),
+        Command::Trend(args) => commands::trend(&store, &args),
+        Command::Report(args) => commands::report(&store, &args),
+        Command::Trace(args) => commands::trace(&store, &args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                // The reader went away (`| head`): nothing more to say.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("cannot write to stdout: {e}")),
+            }
+        }
+        Err(CliError(message)) => fail(&message),
+    }
+}
+
+/// Prints `error: {message}` on one line of stderr; exit code 1.
+fn fail(message: &str) -> ExitCode {
+    let one_line = message.replace(['\n', '\r'], " ");
+    let _ = writeln!(std::io::stderr().lock(), "error: {one_line}");
+    ExitCode::from(1)
+}

@@ -1,0 +1,275 @@
+//! Text output: numbers with units, UTC times, and tables that fit the terminal width.
+
+/// Every text line the tool prints fits this many columns.
+pub const WIDTH: usize = 80;
+
+/// What stands for a cut-off end of a cell or line.
+const ELLIPSIS: char = '…';
+
+/// A duration in ms: `1234.5 ms`.
+pub fn ms(v: f64) -> String {
+    format!("{v:.1} ms")
+}
+
+/// A signed duration in ms: `+12.0 ms`, `-3.5 ms`.
+pub fn delta_ms(v: f64) -> String {
+    format!("{v:+.1} ms")
+}
+
+/// A cost in USD: `$0.001234`.
+pub fn usd(v: f64) -> String {
+    format!("${v:.6}")
+}
+
+/// A signed cost in USD: `+$0.000120`, `-$0.000120`.
+pub fn delta_usd(v: f64) -> String {
+    if v < 0.0 {
+        format!("-${:.6}", -v)
+    } else {
+        format!("+${v:.6}")
+    }
+}
+
+/// A signed percentage: `+80.1%`.
+pub fn delta_pct(v: f64) -> String {
+    format!("{v:+.1}%")
+}
+
+/// `(b - a) / a * 100`, or `None` when `a` is 0 (no finite change).
+pub fn change_pct(a: f64, b: f64) -> Option<f64> {
+    (a != 0.0).then(|| (b - a) / a * 100.0)
+}
+
+/// Seconds since the Unix epoch as `(year, month, day, hour, minute, second)`, UTC.
+fn civil(secs: f64) -> (i64, u32, u32, u32, u32, u32) {
+    // Clamped to years 1970..=9999 so the arithmetic below never overflows.
+    let secs = if secs.is_finite() {
+        secs.clamp(0.0, 253_402_300_799.0) as i64
+    } else {
+        0
+    };
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// A time for tables: `2026-05-01 10:11` (UTC).
+pub fn utc_minutes(secs: f64) -> String {
+    let (y, mo, d, h, mi, _) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+}
+
+/// A time for JSON: `2026-05-01T10:11:12Z`.
+pub fn utc_iso(secs: f64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// `text` cut to `width` characters, its end replaced by an ellipsis when cut.
+pub fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out: String = text.chars().take(width - 1).collect();
+    out.push(ELLIPSIS);
+    out
+}
+
+/// Every line of `text` clipped to [`WIDTH`]: the last guard of the 80-column rule.
+pub fn clip_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        out.push_str(&clip(line, WIDTH));
+        out.push('\n');
+    }
+    out
+}
+
+/// One character per value, its height in proportion to the value (from 0 to the
+/// highest value: a steady series is flat, a spike stands out); `·` where a value is
+/// missing.
+pub fn sparkline(values: &[Option<f64>]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let hi = values.iter().flatten().copied().fold(0.0_f64, f64::max);
+    values
+        .iter()
+        .map(|v| match v {
+            None => '·',
+            Some(_) if hi <= 0.0 => BARS[0],
+            Some(v) => {
+                let level = (v / hi * 7.0).round();
+                BARS[level.clamp(0.0, 7.0) as usize]
+            }
+        })
+        .collect()
+}
+
+/// How a column's cells line up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Text.
+    Left,
+    /// Numbers.
+    Right,
+}
+
+/// A text table that fits [`WIDTH`]: columns marked flexible (names, ids of any length)
+/// give up width first, their cells cut with an ellipsis.
+pub struct Table {
+    headers: Vec<&'static str>,
+    aligns: Vec<Align>,
+    flexible: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+/// Spaces between columns.
+const GAP: usize = 2;
+/// A flexible column keeps at least this many characters.
+const MIN_FLEX: usize = 8;
+
+impl Table {
+    /// A table with these columns: (header, alignment, flexible).
+    pub fn new(columns: &[(&'static str, Align, bool)]) -> Self {
+        Self {
+            headers: columns.iter().map(|c| c.0).collect(),
+            aligns: columns.iter().map(|c| c.1).collect(),
+            flexible: columns.iter().map(|c| c.2).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (one cell per column).
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    /// The column widths: natural, then the widest flexible column narrowed one
+    /// character at a time until the table fits (or every flexible column is at its
+    /// minimum; the lines are then clipped).
+    fn widths(&self) -> Vec<usize> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let total = |w: &[usize]| w.iter().sum::<usize>() + GAP * w.len().saturating_sub(1);
+        while total(&widths) > WIDTH {
+            let widest = (0..widths.len())
+                .filter(|&i| self.flexible[i] && widths[i] > MIN_FLEX)
+                .max_by_key(|&i| widths[i]);
+            match widest {
+                Some(i) => widths[i] -= 1,
+                None => break,
+            }
+        }
+        widths
+    }
+
+    /// The table as text: a header line, then one line per row.
+    pub fn render(&self) -> String {
+        let widths = self.widths();
+        let header: Vec<String> = self.headers.iter().map(|h| (*h).to_owned()).collect();
+        let mut out = String::new();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str(&" ".repeat(GAP));
+                }
+                let cell = clip(cell, widths[i]);
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                match self.aligns[i] {
+                    Align::Left => {
+                        line.push_str(&cell);
+                        line.push_str(&" ".repeat(pad));
+                    }
+                    Align::Right => {
+                        line.push_str(&" ".repeat(pad));
+                        line.push_str(&cell);
+                    }
+                }
+            }
+            out.push_str(&clip(line.trim_end(), WIDTH));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(ms(1234.56), "1234.6 ms");
+        assert_eq!(delta_ms(12.0), "+12.0 ms");
+        assert_eq!(delta_ms(-3.5), "-3.5 ms");
+        assert_eq!(usd(0.00123), "$0.001230");
+        assert_eq!(delta_usd(-0.00012), "-$0.000120");
+        assert_eq!(delta_usd(0.0), "+$0.000000");
+        assert_eq!(delta_pct(80.06), "+80.1%");
+        assert_eq!(change_pct(0.0, 5.0), None);
+        assert_eq!(change_pct(100.0, 150.0), Some(50.0));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_iso(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_iso(951_782_400.0), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_minutes(1_777_630_271.9), "2026-05-01 10:11");
+        assert_eq!(utc_iso(f64::NAN), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_iso(1e300), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn clipping() {
+        assert_eq!(clip("abcdef", 6), "abcdef");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("äöüäöü", 3), "äö…");
+        assert_eq!(clip("abc", 0), "");
+    }
+
+    #[test]
+    fn sparklines() {
+        assert_eq!(sparkline(&[Some(0.0), Some(8.0), None, Some(4.0)]), "▁█·▅");
+        assert_eq!(sparkline(&[Some(2.0), Some(2.0)]), "██");
+        assert_eq!(sparkline(&[Some(0.0), Some(f64::NAN)]), "▁▁");
+        assert_eq!(sparkline(&[]), "");
+    }
+
+    #[test]
+    fn tables_fit() {
+        let mut t = Table::new(&[("node", Align::Left, true), ("time", Align::Right, false)]);
+        t.row(vec!["n".repeat(100), ms(1.0)]);
+        t.row(vec!["short".into(), ms(12345.0)]);
+        let text = t.render();
+        for line in text.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line}");
+        }
+        assert!(text.contains('…'));
+        assert!(text.lines().nth(2).unwrap().ends_with("12345.0 ms"));
+    }
+}
