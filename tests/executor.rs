@@ -445,3 +445,66 @@ fn workflow_written_in_code() {
     let body = &server.bodies.lock().unwrap()[0];
     assert_eq!(body["messages"][0]["content"], "Think {about} why");
 }
+
+#[test]
+fn each_run_keeps_its_trace_in_the_store_and_as_a_perfetto_file() {
+    let test = "each_run_keeps_its_trace";
+    let server = LlmServer::start();
+    let dir = temp_dir(test);
+    let config = write_config(&dir, RESEARCH);
+    let store = RunStore::open(dir.join("runs.sqlite3")).unwrap();
+    let executor = WorkflowExecutor::new(client(&server))
+        .console(Console::Silent)
+        .store(store.clone())
+        .perfetto_dir(dir.join("traces"));
+    let run = runtime()
+        .block_on(executor.run_workflow_from_config(&config, json!({"topic": "tsc"})))
+        .unwrap();
+    let trace = run.trace.clone().expect("trace mode is on by default");
+    assert_eq!(trace.dropped, 0);
+    let ids: Vec<&str> = trace.spans.iter().map(|s| s.node_id.as_str()).collect();
+    for node in ["plan", "web", "papers", "analyze"] {
+        let span = trace.spans.iter().find(|s| s.node_id == node).unwrap();
+        assert_eq!(
+            span.llm_calls.len(),
+            1,
+            "{node}'s LLM call is on its span: {ids:?}"
+        );
+        assert!(span.llm_totals().total_tokens > 0);
+    }
+    let span = |id: &str| trace.spans.iter().find(|s| s.node_id == id).unwrap();
+    // The parallel group ran concurrently: the two spans overlap.
+    let (web, papers) = (span("web"), span("papers"));
+    assert!(web.start_unix_ns < papers.end_unix_ns && papers.start_unix_ns < web.end_unix_ns);
+    assert!(span("plan").end_unix_ns <= web.start_unix_ns);
+    assert_eq!(
+        store.load_trace(&run.record.id).unwrap().as_ref(),
+        Some(&trace)
+    );
+
+    let file = run.perfetto_file.clone().expect("written");
+    assert_eq!(
+        file,
+        dir.join("traces")
+            .join(format!("{}.perfetto.json", run.record.id))
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let names: Vec<&str> = json["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] == "node")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), trace.spans.len());
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+
+    let untraced = WorkflowExecutor::new(client(&server))
+        .console(Console::Silent)
+        .trace(None);
+    let run = runtime()
+        .block_on(untraced.run_workflow_from_config(&config, json!({"topic": "tsc"})))
+        .unwrap();
+    assert!(run.trace.is_none() && run.perfetto_file.is_none());
+}

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -21,6 +21,7 @@ use crate::store::{
     ExecutionStateRecord, RunStore, WorkflowRunRecord, WorkflowStatus, now_seconds,
 };
 use crate::summary::Summary;
+use crate::trace::{DEFAULT_TRACE_CAPACITY, Trace};
 
 /// Runs workflows. Each run gets a fresh [`BottleneckAnalyzer`], installed for the run's
 /// future and every node task it spawns; at the end (success, error or panic) the run's
@@ -36,6 +37,10 @@ pub struct WorkflowExecutor {
     store_responses: bool,
     #[cfg(feature = "mlflow")]
     mlflow: Option<crate::mlflow::MlflowConfig>,
+    /// Trace mode's capacity for each run; `None`: trace mode off.
+    trace_capacity: Option<usize>,
+    /// Where to write each run's Perfetto file, if anywhere.
+    perfetto_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for WorkflowExecutor {
@@ -68,6 +73,11 @@ pub struct WorkflowRun {
     pub warnings: Vec<String>,
     /// The MLflow run the workflow run was logged to, when MLflow is configured.
     pub mlflow_run_id: Option<String>,
+    /// Every node call as a span, when trace mode is on (the default).
+    pub trace: Option<Trace>,
+    /// The Perfetto file written for the run, when asked for
+    /// ([`WorkflowExecutor::perfetto_dir`]).
+    pub perfetto_file: Option<PathBuf>,
 }
 
 /// Why a run failed.
@@ -339,7 +349,26 @@ impl WorkflowExecutor {
             store_responses: false,
             #[cfg(feature = "mlflow")]
             mlflow: None,
+            trace_capacity: Some(DEFAULT_TRACE_CAPACITY),
+            perfetto_dir: None,
         }
+    }
+
+    /// Trace mode for each run (on by default, with [`DEFAULT_TRACE_CAPACITY`] spans): every
+    /// node call is kept as a span, stored with the run and exported with it. `None` turns it
+    /// off. Node calls of a workflow take milliseconds to seconds, so the spans' cost (tens of
+    /// nanoseconds a call) does not show.
+    pub fn trace(mut self, capacity: Option<usize>) -> Self {
+        self.trace_capacity = capacity;
+        self
+    }
+
+    /// Writes each run's trace as a Perfetto file (Chrome Trace Event JSON) named
+    /// `{run id}.perfetto.json` into `dir` (created if missing). Open it in Perfetto or
+    /// `chrome://tracing`. Needs trace mode (on by default).
+    pub fn perfetto_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.perfetto_dir = Some(dir.into());
+        self
     }
 
     /// Stores every run in `store`.
@@ -473,6 +502,9 @@ impl WorkflowExecutor {
         }
         let mut record = WorkflowRunRecord::started(name, snapshot, inputs);
         let analyzer = BottleneckAnalyzer::new();
+        if let Some(capacity) = self.trace_capacity {
+            analyzer.enable_trace(capacity);
+        }
         let shared = Arc::new(RunShared {
             run_id: record.id.clone(),
             started: Instant::now(),
@@ -593,6 +625,10 @@ impl WorkflowExecutor {
         {
             shared.warn(format!("run not stored: {e}"));
         }
+        let trace = analyzer.trace();
+        let perfetto_file = trace
+            .as_ref()
+            .and_then(|trace| self.keep_trace(trace, &record, &shared));
         let states = shared
             .states
             .lock()
@@ -612,11 +648,45 @@ impl WorkflowExecutor {
             failure,
             warnings,
             mlflow_run_id,
+            trace,
+            perfetto_file,
         };
         if run.failure.is_some() {
             Err(WorkflowError::Failed(Box::new(run)))
         } else {
             Ok(run)
+        }
+    }
+
+    /// Stores the run's trace and writes its Perfetto file, as configured; returns the file.
+    fn keep_trace(
+        &self,
+        trace: &Trace,
+        record: &WorkflowRunRecord,
+        shared: &RunShared,
+    ) -> Option<PathBuf> {
+        if trace.dropped > 0 {
+            shared.warn(format!(
+                "trace incomplete: {} spans did not fit in the trace capacity of {}",
+                trace.dropped, trace.capacity
+            ));
+        }
+        if let Some(store) = &self.store
+            && let Err(e) = store.save_trace(&record.id, trace)
+        {
+            shared.warn(format!("trace not stored: {e}"));
+        }
+        let dir = self.perfetto_dir.as_ref()?;
+        let path = dir.join(format!("{}.perfetto.json", record.id));
+        let title = format!("{} (run {})", record.workflow_name, record.id);
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| crate::trace::perfetto::write_chrome_trace(trace, &title, &path));
+        match written {
+            Ok(()) => Some(path),
+            Err(e) => {
+                shared.warn(format!("Perfetto file {} not written: {e}", path.display()));
+                None
+            }
         }
     }
 
