@@ -12,6 +12,7 @@
 //! - [`mlflow`] (feature `mlflow`, on by default): [`mlflow::MlflowTracker`], which sends
 //!   per-call durations, costs and the bottleneck report to an MLflow tracking server from a
 //!   background thread.
+//! - [`report`]: a self-contained HTML report (inline SVG charts of time, cost and a timeline).
 //! - [`trace`]: trace mode, where every call is also kept as a [`Span`] for timelines.
 //! - `dynamic`: [`profile_call`] and [`profile_fallible`], timing of nodes whose id is only known
 //!   at run time (from a configuration file).
@@ -36,6 +37,7 @@ pub mod llm;
 #[cfg(feature = "mlflow")]
 pub mod mlflow;
 mod outcome;
+pub mod report;
 mod shard;
 mod site;
 mod stats;

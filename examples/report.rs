@@ -1,0 +1,51 @@
+//! The HTML report of a run of the main example's workflow
+//! (`examples/workflows/research.json`: five LLM nodes, two of them concurrent), written as
+//! one self-contained HTML file: inline SVG charts of self time per node with the
+//! bottleneck threshold, LLM cost per node, and a timeline of the run (the executor keeps
+//! a trace of every run).
+//!
+//! LLM: simulated by default (no network, no key); with `OPENAI_BASE_URL` /
+//! `OPENAI_API_KEY` or `ANTHROPIC_API_KEY` set, that endpoint, as in `agent_workflow`.
+//!
+//! ```sh
+//! cargo run --example report [-- path/to/report.html]
+//! ```
+//!
+//! The README's picture is this report, screenshotted with headless Chromium.
+
+use std::sync::Arc;
+
+use agent_profiler::executor::{WorkflowConfig, WorkflowError, WorkflowExecutor};
+use agent_profiler::llm::{LlmClient, SimulatedClient, client_from_env};
+use agent_profiler::report::{ReportInput, write_html};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "agent-profiler-report.html".to_owned());
+    let config = WorkflowConfig::from_path(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/workflows/research.json"
+    ))?;
+    let client: Arc<dyn LlmClient> = match client_from_env()? {
+        Some(real) => real,
+        None => Arc::new(SimulatedClient::new()),
+    };
+    let executor = WorkflowExecutor::new(client);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let inputs = serde_json::json!({ "topic": "profiling LLM agent workflows" });
+    let run = match runtime.block_on(executor.run_config(&config, inputs)) {
+        Ok(run) => run,
+        Err(WorkflowError::Failed(run)) => *run,
+        Err(e) => return Err(e.into()),
+    };
+
+    let title = "Research workflow: where the time and the money go";
+    write_html(&ReportInput::from_run(title, &run), &out)?;
+    println!("\nreport: {out}");
+    Ok(())
+}
