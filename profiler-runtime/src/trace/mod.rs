@@ -26,6 +26,8 @@ use crate::outcome::Outcome;
 
 mod buffer;
 pub mod layout;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 pub(crate) use buffer::{
     ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_nested_span, current_span, end_span,

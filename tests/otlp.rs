@@ -1,0 +1,795 @@
+//! OTLP/HTTP export of traces: a real profiled workflow sent to the MLflow server of
+//! `scripts/test` (`MLFLOW_TRACKING_URI`; without it the MLflow test says it is skipped, in
+//! CI it fails) and read back through MLflow's trace API; and receivers that are dead, answer
+//! garbage, or hang, which must cost the workflow nothing and be counted.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use agent_profiler::trace::otlp::{OtlpConfig, OtlpExporter, OtlpStats, RootSpan};
+use agent_profiler::{
+    BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerScope, Trace, Usage,
+    profile_node,
+};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+// ---- the workflow ---------------------------------------------------------------------------
+
+#[profile_node("otlp_agent")]
+fn agent(tracker: &MultiProviderCostTracker, rt: &tokio::runtime::Runtime) -> Result<u64, String> {
+    plan(tracker);
+    let fetched = rt.block_on(async { fetch(1).await + fetch(2).await });
+    let _ = fails();
+    Ok(fetched)
+}
+
+#[profile_node("otlp_plan")]
+fn plan(tracker: &MultiProviderCostTracker) {
+    std::thread::sleep(Duration::from_millis(10));
+    tracker
+        .track_usage("openai", "gpt-4o", Usage::new(1000, 100))
+        .unwrap();
+    summarize(tracker);
+}
+
+#[profile_node("otlp_summarize")]
+fn summarize(tracker: &MultiProviderCostTracker) {
+    std::thread::sleep(Duration::from_millis(10));
+    tracker
+        .track_usage("anthropic", "claude-sonnet-4-5", Usage::new(200, 50))
+        .unwrap();
+}
+
+#[profile_node("otlp_fetch")]
+async fn fetch(i: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    i
+}
+
+#[profile_node("otlp_fails")]
+fn fails() -> Result<(), String> {
+    Err("planted".into())
+}
+
+/// Runs the workflow in trace mode; its trace.
+fn run_workflow() -> Trace {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(1024);
+    let tracker = MultiProviderCostTracker::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    {
+        let _scope = ProfilerScope::new(&analyzer);
+        assert_eq!(agent(&tracker, &rt), Ok(3));
+    }
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.spans.len(), 6, "{trace:#?}");
+    trace
+}
+
+// ---- a little HTTP for reading back ---------------------------------------------------------
+
+/// One HTTP/1.0 request (so that the answer is never chunked); status and body.
+fn http(authority: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut stream = TcpStream::connect(authority).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+fn api(uri: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let (status, text) = http(&support::authority(uri), method, path, body);
+    assert_eq!(status, 200, "{method} {path}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
+
+/// The traces of an experiment (`POST /api/3.0/mlflow/traces/search`), optionally filtered.
+fn search_traces(uri: &str, experiment_id: &str, filter: Option<&str>) -> Vec<Value> {
+    let mut body = json!({
+        "locations": [{"type": "MLFLOW_EXPERIMENT",
+                       "mlflow_experiment": {"experiment_id": experiment_id}}],
+        "max_results": 100,
+    });
+    if let Some(filter) = filter {
+        body["filter"] = filter.into();
+    }
+    let answer = api(uri, "POST", "/api/3.0/mlflow/traces/search", Some(&body));
+    answer["traces"].as_array().cloned().unwrap_or_default()
+}
+
+/// A trace with its spans (`GET /api/3.0/mlflow/traces/get`).
+fn get_trace(uri: &str, trace_id: &str) -> Value {
+    api(
+        uri,
+        "GET",
+        &format!("/api/3.0/mlflow/traces/get?trace_id={trace_id}"),
+        None,
+    )
+}
+
+/// A number in MLflow's JSON: a number, or a string holding one (64-bit ints in proto JSON).
+fn number(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// A span as MLflow returns it (OTLP span in proto JSON).
+struct Got {
+    name: String,
+    id: String,
+    parent: Option<String>,
+    start: u64,
+    end: u64,
+    status: String,
+    message: String,
+    attributes: HashMap<String, Value>,
+}
+
+impl Got {
+    fn duration(&self) -> Duration {
+        Duration::from_nanos(self.end - self.start)
+    }
+}
+
+fn spans_of(trace: &Value) -> Vec<Got> {
+    let spans = trace["trace"]["spans"].as_array().expect("spans");
+    spans
+        .iter()
+        .map(|s| Got {
+            name: s["name"].as_str().unwrap().to_owned(),
+            id: s["span_id"].as_str().unwrap().to_owned(),
+            parent: s["parent_span_id"]
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+            start: number(&s["start_time_unix_nano"]),
+            end: number(&s["end_time_unix_nano"]),
+            status: s["status"]["code"].as_str().unwrap_or("").to_owned(),
+            message: s["status"]["message"].as_str().unwrap_or("").to_owned(),
+            attributes: s["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| (a["key"].as_str().unwrap().to_owned(), a["value"].clone()))
+                .collect(),
+        })
+        .collect()
+}
+
+fn named<'a>(spans: &'a [Got], name: &str) -> Vec<&'a Got> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+fn one<'a>(spans: &'a [Got], name: &str) -> &'a Got {
+    let found = named(spans, name);
+    assert_eq!(found.len(), 1, "spans called {name}");
+    found[0]
+}
+
+fn metadata(info: &Value, key: &str) -> Value {
+    let text = info["trace_metadata"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no trace metadata {key} in {info}"));
+    serde_json::from_str(text).unwrap()
+}
+
+fn assert_nothing_lost(stats: &OtlpStats) {
+    assert!(!stats.anything_lost(), "export lost something: {stats}");
+    assert_eq!(stats.pending_spans, 0, "{stats}");
+}
+
+/// The issue's test: a real workflow's trace, exported to MLflow in several requests, read
+/// back through MLflow's API: one trace, the right spans, nesting, durations, statuses,
+/// token usage and cost, linked to the run.
+#[test]
+fn workflow_trace_reaches_mlflow() {
+    let name = "workflow_trace_reaches_mlflow";
+    let Some(uri) = support::tracking_uri(name) else {
+        return;
+    };
+    let client = support::client(&uri);
+    let experiment = client.create_experiment(&support::unique(name)).unwrap();
+    let run = client.create_run(&experiment, Some(name), &[]).unwrap();
+    let trace = run_workflow();
+    let config = OtlpConfig::for_mlflow(&uri, &experiment)
+        .unwrap()
+        .service_name("otlp-tests")
+        .resource_attribute("deployment.environment", "test")
+        // 6 node spans + 2 LLM call spans + the root: 3 requests that MLflow must assemble.
+        .max_spans_per_request(3)
+        .warnings(false);
+    let exporter = OtlpExporter::start(config).unwrap();
+    let root = RootSpan::new("otlp-workflow")
+        .mlflow_run(&run.run_id)
+        .attribute("agent_profiler.run_id", run.run_id.as_str());
+    let started = Instant::now();
+    assert!(exporter.export(&trace, root));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "export must not wait"
+    );
+    assert!(exporter.flush(WAIT), "not flushed: {}", exporter.stats());
+    let stats = exporter.stats();
+    assert_nothing_lost(&stats);
+    assert_eq!(
+        (stats.traces_sent, stats.spans_sent, stats.requests_sent),
+        (1, 9, 3),
+        "{stats}"
+    );
+
+    // One trace in the experiment, complete, linked to the run.
+    let traces = search_traces(&uri, &experiment, None);
+    assert_eq!(traces.len(), 1, "{traces:#?}");
+    let info = &traces[0];
+    let trace_id = info["trace_id"].as_str().unwrap();
+    assert_eq!(
+        trace_id,
+        format!("tr-{}", trace.trace_id),
+        "MLflow's id is the OTLP trace id"
+    );
+    assert_eq!(info["state"], "OK", "{info}");
+    assert_eq!(info["tags"]["service.name"], "otlp-tests", "{info}");
+    assert_eq!(info["tags"]["deployment.environment"], "test", "{info}");
+    let linked = search_traces(
+        &uri,
+        &experiment,
+        Some(&format!("attributes.run_id = '{}'", run.run_id)),
+    );
+    assert_eq!(linked.len(), 1, "the trace is listed under the run");
+    assert_eq!(linked[0]["trace_id"], trace_id);
+
+    // Token usage and cost per trace, exact although the two LLM-calling nodes nest.
+    let usage = metadata(info, "mlflow.trace.tokenUsage");
+    assert_eq!(usage["input_tokens"], 1200, "{usage}");
+    assert_eq!(usage["output_tokens"], 150, "{usage}");
+    assert_eq!(usage["total_tokens"], 1350, "{usage}");
+    let cost: f64 = trace
+        .spans
+        .iter()
+        .flat_map(|s| &s.llm_calls)
+        .filter_map(|c| c.cost_usd)
+        .sum();
+    assert!(cost > 0.0);
+    let mlflow_cost = metadata(info, "mlflow.trace.cost")["total_cost"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (mlflow_cost - cost).abs() < 1e-12,
+        "{mlflow_cost} vs {cost}"
+    );
+
+    // The spans: names, nesting, times, statuses.
+    let spans = spans_of(&get_trace(&uri, trace_id));
+    assert_eq!(
+        spans.len(),
+        9,
+        "{:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let root = one(&spans, "otlp-workflow");
+    assert_eq!(root.parent, None);
+    assert_eq!(root.status, "STATUS_CODE_OK");
+    let agent = one(&spans, "otlp_agent");
+    let plan = one(&spans, "otlp_plan");
+    let summarize = one(&spans, "otlp_summarize");
+    let fetches = named(&spans, "otlp_fetch");
+    let fails = one(&spans, "otlp_fails");
+    let gpt = one(&spans, "chat gpt-4o");
+    let claude = one(&spans, "chat claude-sonnet-4-5");
+    assert_eq!(fetches.len(), 2);
+    let parent_of = |s: &Got| s.parent.clone().unwrap_or_default();
+    assert_eq!(parent_of(agent), root.id);
+    assert_eq!(parent_of(plan), agent.id);
+    assert_eq!(parent_of(summarize), plan.id);
+    assert_eq!(parent_of(fails), agent.id);
+    for fetch in &fetches {
+        assert_eq!(parent_of(fetch), agent.id);
+    }
+    assert_eq!(parent_of(gpt), plan.id);
+    assert_eq!(parent_of(claude), summarize.id);
+
+    // Times are the profiler's, to the nanosecond; lower bounds from the sleeps.
+    for local in &trace.spans {
+        let got = spans
+            .iter()
+            .find(|s| s.name == local.node_id && s.start == local.start_unix_ns)
+            .unwrap_or_else(|| panic!("no span for {local:?}"));
+        assert_eq!(got.end, local.end_unix_ns);
+    }
+    let ms = Duration::from_millis;
+    assert!(summarize.duration() >= ms(10), "{:?}", summarize.duration());
+    assert!(plan.duration() >= ms(20), "{:?}", plan.duration());
+    for fetch in &fetches {
+        assert!(fetch.duration() >= ms(15), "{:?}", fetch.duration());
+    }
+    assert!(agent.duration() >= ms(50), "{:?}", agent.duration());
+    for child in [agent, plan, summarize, fails, gpt, claude]
+        .into_iter()
+        .chain(fetches)
+    {
+        assert!(
+            child.start >= root.start && child.end <= root.end,
+            "{}",
+            child.name
+        );
+    }
+    assert!(plan.start >= agent.start && plan.end <= agent.end);
+    assert!(summarize.start >= plan.start && summarize.end <= plan.end);
+
+    // Statuses: the failing node is an error, the others are OK.
+    assert_eq!(
+        (fails.status.as_str(), fails.message.as_str()),
+        ("STATUS_CODE_ERROR", "error")
+    );
+    for ok in [agent, plan, summarize, gpt, claude] {
+        assert_eq!(ok.status, "STATUS_CODE_OK", "{}", ok.name);
+    }
+
+    // LLM call spans are chat spans with their usage, as MLflow's GenAI translator reads.
+    assert_eq!(
+        gpt.attributes["mlflow.spanType"]["string_value"],
+        "CHAT_MODEL"
+    );
+    assert_eq!(gpt.attributes["mlflow.llm.model"]["string_value"], "gpt-4o");
+    assert_eq!(
+        gpt.attributes["gen_ai.usage.input_tokens"]["int_value"],
+        1000
+    );
+    assert_eq!(
+        claude.attributes["mlflow.llm.provider"]["string_value"],
+        "anthropic"
+    );
+    assert_eq!(
+        agent.attributes["agent_profiler.node_id"]["string_value"],
+        "otlp_agent"
+    );
+    assert_eq!(
+        root.attributes["agent_profiler.run_id"]["string_value"],
+        run.run_id.as_str()
+    );
+    assert!(exporter.shutdown().spans_sent == 9);
+}
+
+/// A failed run: the trace's state is ERROR; LLM usage on the node spans instead of call
+/// spans (one request).
+#[test]
+fn failed_run_and_usage_on_nodes() {
+    use agent_profiler::trace::otlp::LlmSpans;
+    let name = "failed_run_and_usage_on_nodes";
+    let Some(uri) = support::tracking_uri(name) else {
+        return;
+    };
+    let client = support::client(&uri);
+    let experiment = client.create_experiment(&support::unique(name)).unwrap();
+    let trace = run_workflow();
+    let config = OtlpConfig::for_mlflow(&uri, &experiment)
+        .unwrap()
+        .llm_spans(LlmSpans::OnNode)
+        .warnings(false);
+    let exporter = OtlpExporter::start(config).unwrap();
+    let (start, end) = trace.bounds().unwrap();
+    let root = RootSpan::new("otlp-failed")
+        .start_end(start - 1_000_000, end + 1_000_000)
+        .outcome(Outcome::Panicked);
+    assert!(exporter.export(&trace, root));
+    assert!(exporter.flush(WAIT), "not flushed: {}", exporter.stats());
+    let stats = exporter.stats();
+    assert_nothing_lost(&stats);
+    assert_eq!((stats.spans_sent, stats.requests_sent), (7, 1), "{stats}");
+    let traces = search_traces(&uri, &experiment, None);
+    assert_eq!(traces.len(), 1);
+    assert_eq!(traces[0]["state"], "ERROR", "{}", traces[0]);
+    let trace_id = traces[0]["trace_id"].as_str().unwrap();
+    let spans = spans_of(&get_trace(&uri, trace_id));
+    assert_eq!(spans.len(), 7);
+    let root = one(&spans, "otlp-failed");
+    assert_eq!(
+        (root.status.as_str(), root.message.as_str()),
+        ("STATUS_CODE_ERROR", "panicked")
+    );
+    assert_eq!((root.start, root.end), (start - 1_000_000, end + 1_000_000));
+    let summarize = one(&spans, "otlp_summarize");
+    assert_eq!(
+        summarize.attributes["mlflow.spanType"]["string_value"],
+        "CHAT_MODEL"
+    );
+    assert_eq!(
+        summarize.attributes["gen_ai.request.model"]["string_value"],
+        "claude-sonnet-4-5"
+    );
+    assert_eq!(
+        summarize.attributes["gen_ai.usage.output_tokens"]["int_value"],
+        50
+    );
+}
+
+// ---- receivers that fail ----------------------------------------------------------------------
+
+/// What the little server answers.
+#[derive(Clone)]
+enum Reply {
+    /// These bytes, then close.
+    Raw(Vec<u8>),
+    /// These bytes after a while (or the client gave up), then close.
+    Late(Duration, Vec<u8>),
+}
+
+fn http_reply(status: &str, extra: &str, content_type: &str, body: &[u8]) -> Reply {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    Reply::Raw(out)
+}
+
+/// A loopback server answering request `i` (from 0) with `reply(i, request_head)`.
+struct Receiver {
+    port: u16,
+    requests: Arc<AtomicU64>,
+}
+
+impl Receiver {
+    fn start(reply: impl Fn(u64, &str) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        let reply = Arc::new(reply);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (counter, reply) = (counter.clone(), reply.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let Ok(clone) = stream.try_clone() else {
+                        return;
+                    };
+                    let mut reader = BufReader::new(clone);
+                    let mut head = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line.trim_end().is_empty() {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let i = counter.fetch_add(1, Ordering::SeqCst);
+                    match reply(i, &head) {
+                        Reply::Raw(bytes) => {
+                            let _ = stream.write_all(&bytes);
+                            let _ = stream.shutdown(Shutdown::Both);
+                        }
+                        Reply::Late(delay, bytes) => {
+                            std::thread::sleep(delay);
+                            let _ = stream.write_all(&bytes);
+                            let _ = stream.shutdown(Shutdown::Both);
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, requests }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.port)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// The workflow's trace, for receivers other than MLflow: 6 node spans, 2 LLM call spans
+/// and the root make [`SPANS`].
+fn small_trace() -> Trace {
+    let trace = run_workflow();
+    assert_eq!(trace.spans.len(), 6);
+    trace
+}
+
+fn quick(endpoint: &str) -> OtlpConfig {
+    OtlpConfig::new(endpoint)
+        .unwrap()
+        .max_retries(2)
+        .backoff(Duration::from_millis(10))
+        .timeout(Duration::from_secs(30))
+        .warnings(false)
+}
+
+/// Exports `trace` through `config` and waits; the statistics. The export itself must
+/// return at once.
+fn export_and_flush(config: OtlpConfig, trace: &Trace) -> OtlpStats {
+    let exporter = OtlpExporter::start(config).unwrap();
+    let started = Instant::now();
+    assert!(exporter.export(trace, RootSpan::new("wf")));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "export waited {:?}",
+        started.elapsed()
+    );
+    assert!(exporter.flush(WAIT), "not flushed: {}", exporter.stats());
+    exporter.shutdown()
+}
+
+const SPANS: u64 = 9;
+
+#[test]
+fn dead_endpoint_costs_nothing_and_is_counted() {
+    let trace = small_trace();
+    let endpoint = format!("http://127.0.0.1:{}/v1/traces", support::closed_port());
+    let stats = export_and_flush(quick(&endpoint), &trace);
+    assert_eq!((stats.traces_sent, stats.traces_failed), (0, 1), "{stats}");
+    assert_eq!(
+        (stats.spans_failed, stats.spans_sent),
+        (SPANS, 0),
+        "{stats}"
+    );
+    assert_eq!(
+        (stats.requests_failed, stats.retried_requests),
+        (1, 2),
+        "{stats}"
+    );
+    assert_eq!(stats.spans_lost(), SPANS);
+    let error = stats.last_error.unwrap();
+    assert!(error.contains("no answer"), "{error}");
+}
+
+#[test]
+fn server_errors_are_retried_then_counted() {
+    let trace = small_trace();
+    let receiver =
+        Receiver::start(|_, _| http_reply("500 Internal Server Error", "", "text/plain", b"boom"));
+    let stats = export_and_flush(quick(&receiver.endpoint()), &trace);
+    assert_eq!(receiver.requests(), 3, "one attempt and two retries");
+    assert_eq!(
+        (stats.spans_failed, stats.requests_failed),
+        (SPANS, 1),
+        "{stats}"
+    );
+    assert_eq!(stats.retried_requests, 2);
+    let error = stats.last_error.unwrap();
+    assert!(
+        error.contains("HTTP 500: boom") && error.contains("3 attempts"),
+        "{error}"
+    );
+}
+
+#[test]
+fn garbage_answers_are_counted() {
+    let trace = small_trace();
+    // Not HTTP at all.
+    let junk = Receiver::start(|_, _| Reply::Raw(b"garbage\r\n\r\n\x00\x01".to_vec()));
+    let stats = export_and_flush(quick(&junk.endpoint()), &trace);
+    assert_eq!(
+        (stats.spans_failed, stats.traces_failed),
+        (SPANS, 1),
+        "{stats}"
+    );
+    // A web page answering 200 to everything: not an OTLP receiver, not retried.
+    let page =
+        Receiver::start(|_, _| http_reply("200 OK", "", "text/html", b"<html>MLflow</html>"));
+    let stats = export_and_flush(quick(&page.endpoint()), &trace);
+    assert_eq!(page.requests(), 1);
+    assert_eq!(
+        (stats.spans_failed, stats.retried_requests),
+        (SPANS, 0),
+        "{stats}"
+    );
+    assert!(stats.last_error.unwrap().contains("text/html"));
+    // Refused as a bad request: not retried.
+    let refused = Receiver::start(|_, _| {
+        http_reply(
+            "400 Bad Request",
+            "",
+            "application/json",
+            b"{\"detail\": \"no\"}",
+        )
+    });
+    let stats = export_and_flush(quick(&refused.endpoint()), &trace);
+    assert_eq!(
+        (refused.requests(), stats.spans_failed),
+        (1, SPANS),
+        "{stats}"
+    );
+}
+
+#[test]
+fn partial_success_and_retry_after() {
+    let trace = small_trace();
+    // ExportTraceServiceResponse { partial_success { rejected_spans: 2, error_message } }.
+    let mut partial = vec![0x0A, 11, 0x08, 2, 0x12, 7];
+    partial.extend_from_slice(b"too old");
+    let receiver = Receiver::start(move |i, _| match i {
+        0 => http_reply(
+            "503 Service Unavailable",
+            "Retry-After: 1\r\n",
+            "text/plain",
+            b"busy",
+        ),
+        _ => http_reply("200 OK", "", "application/x-protobuf", &partial),
+    });
+    let started = Instant::now();
+    let stats = export_and_flush(quick(&receiver.endpoint()), &trace);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1"
+    );
+    assert_eq!(receiver.requests(), 2);
+    assert_eq!(stats.retried_requests, 1);
+    assert_eq!(
+        (stats.spans_sent, stats.spans_rejected),
+        (SPANS - 2, 2),
+        "{stats}"
+    );
+    assert_eq!(
+        (stats.requests_sent, stats.traces_failed),
+        (1, 1),
+        "{stats}"
+    );
+    assert!(stats.last_error.unwrap().contains("too old"));
+}
+
+#[test]
+fn header_values_never_show() {
+    let trace = small_trace();
+    // A server that quotes the request's headers in its error.
+    let receiver =
+        Receiver::start(|_, head| http_reply("400 Bad Request", "", "text/plain", head.as_bytes()));
+    let config = quick(&receiver.endpoint()).header("authorization", "Bearer s3cr3t-t0ken");
+    assert!(!format!("{config:?}").contains("s3cr3t"));
+    let stats = export_and_flush(config, &trace);
+    let error = stats.last_error.unwrap();
+    assert!(error.contains("authorization"), "{error}");
+    assert!(!error.contains("s3cr3t"), "{error}");
+}
+
+#[test]
+fn full_queue_drops_whole_traces() {
+    let trace = small_trace();
+    let endpoint = format!("http://127.0.0.1:{}/v1/traces", support::closed_port());
+    let exporter = OtlpExporter::start(quick(&endpoint).queue_capacity(5)).unwrap();
+    assert!(
+        !exporter.export(&trace, RootSpan::new("wf")),
+        "9 spans do not fit in 5"
+    );
+    let stats = exporter.shutdown();
+    assert_eq!(
+        (stats.traces_dropped, stats.spans_dropped),
+        (1, SPANS),
+        "{stats}"
+    );
+    assert!(!exporter.export(&trace, RootSpan::new("wf")), "shut down");
+    assert_eq!(exporter.stats().spans_dropped, 2 * SPANS);
+}
+
+/// A request in flight at shutdown is not interrupted, but the wait for it is bounded: the
+/// thread is left to end by itself, and what it has not handled stays pending.
+#[test]
+fn shutdown_waits_a_bounded_time_for_a_hanging_receiver() {
+    let trace = small_trace();
+    let receiver = Receiver::start(|_, _| Reply::Late(Duration::from_secs(60), Vec::new()));
+    let config = quick(&receiver.endpoint())
+        .timeout(Duration::from_secs(60))
+        .shutdown_timeout(Duration::from_secs(1));
+    let exporter = OtlpExporter::start(config).unwrap();
+    assert!(exporter.export(&trace, RootSpan::new("wf")));
+    assert!(exporter.export(&trace, RootSpan::new("wf")));
+    wait_for(|| receiver.requests() == 1);
+    let started = Instant::now();
+    let stats = exporter.shutdown();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "it waited for the deadline: {took:?}"
+    );
+    assert_eq!(
+        (stats.spans_sent, stats.pending_spans),
+        (0, 2 * SPANS),
+        "{stats}"
+    );
+    drop(exporter); // returns at once: already shut down
+}
+
+/// What is queued when the shutdown deadline passes is counted as failed, not left pending.
+#[test]
+fn shutdown_fails_what_the_deadline_leaves() {
+    let trace = small_trace();
+    // The first request is answered (OK, empty protobuf body) after 2 s; the deadline is 1 s.
+    let ok = http_reply("200 OK", "", "application/x-protobuf", b"");
+    let Reply::Raw(ok) = ok else { unreachable!() };
+    let receiver = Receiver::start(move |_, _| Reply::Late(Duration::from_secs(2), ok.clone()));
+    let config = quick(&receiver.endpoint())
+        .timeout(Duration::from_secs(60))
+        .shutdown_timeout(Duration::from_secs(1));
+    let exporter = OtlpExporter::start(config).unwrap();
+    assert!(exporter.export(&trace, RootSpan::new("wf")));
+    assert!(exporter.export(&trace, RootSpan::new("wf")));
+    wait_for(|| receiver.requests() == 1);
+    let stats = exporter.shutdown();
+    assert_eq!(receiver.requests(), 1, "nothing sent after the deadline");
+    assert_eq!(
+        (stats.spans_sent, stats.spans_failed),
+        (SPANS, SPANS),
+        "{stats}"
+    );
+    assert_eq!((stats.traces_sent, stats.traces_failed), (1, 1), "{stats}");
+    assert_eq!(stats.pending_spans, 0, "{stats}");
+}
+
+fn wait_for(done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < WAIT, "timed out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An MLflow configuration with an experiment name only (as `MLFLOW_EXPERIMENT_NAME`): the
+/// exporter thread finds (here: creates) the experiment, and the trace goes there.
+#[test]
+fn mlflow_experiment_by_name() {
+    let name = "mlflow_experiment_by_name";
+    let Some(uri) = support::tracking_uri(name) else {
+        return;
+    };
+    let experiment_name = support::unique(name);
+    let mlflow = agent_profiler::mlflow::MlflowConfig::new(&uri)
+        .unwrap()
+        .experiment_name(&experiment_name);
+    let config = OtlpConfig::from_mlflow_config(&mlflow)
+        .unwrap()
+        .warnings(false);
+    assert_eq!(config.experiment_id(), None);
+    let stats = export_and_flush(config, &small_trace());
+    assert_nothing_lost(&stats);
+    assert_eq!(stats.spans_sent, SPANS);
+    let client = support::client(&uri);
+    let experiment = client
+        .get_experiment_by_name(&experiment_name)
+        .unwrap()
+        .expect("created by the exporter");
+    let traces = search_traces(&uri, &experiment.experiment_id, None);
+    assert_eq!(traces.len(), 1);
+}
