@@ -46,7 +46,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::Trace;
 
@@ -66,7 +66,8 @@ pub struct Layout {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lane {
     /// What the lane holds: the nodes of its outermost items and their thread, e.g.
-    /// `"workflow (thread 1)"` or `"fetch, fetch +2 more (threads 2, 3)"`.
+    /// `"workflow (thread 1)"` or `"plan, act, check +2 more (threads 2, 3)"` (a
+    /// lane of top-level calls).
     pub name: String,
     /// The items, by start time, an item before the items it contains.
     pub items: Vec<Item>,
@@ -120,6 +121,8 @@ struct Builder<'a> {
     root_groups: HashMap<u64, usize>,
     /// The lane of each span, once placed.
     span_lane: Vec<Option<usize>>,
+    /// The first span with each id: the one children and polls attach to.
+    by_id: HashMap<u64, usize>,
 }
 
 /// Lanes opened for the children of one span (or the top-level spans of one thread), with
@@ -253,6 +256,7 @@ impl<'a> Builder<'a> {
             child_group: vec![None; trace.spans.len()],
             root_groups: HashMap::new(),
             span_lane: vec![None; trace.spans.len()],
+            by_id: HashMap::new(),
         }
     }
 
@@ -269,7 +273,6 @@ impl<'a> Builder<'a> {
     fn run(mut self) -> Layout {
         let trace = self.trace;
         let spans = &trace.spans;
-        // The first span with each id is the one children attach to.
         let mut by_id: HashMap<u64, usize> = HashMap::with_capacity(spans.len());
         for (i, span) in spans.iter().enumerate() {
             by_id.entry(span.span_id).or_insert(i);
@@ -335,6 +338,7 @@ impl<'a> Builder<'a> {
         for &p in &orphan_polls {
             self.place_poll(p, None);
         }
+        self.by_id = by_id;
         self.finish()
     }
 
@@ -452,7 +456,7 @@ impl<'a> Builder<'a> {
             .map(|tree| {
                 let items = tree.items();
                 Lane {
-                    name: lane_name(trace, &items),
+                    name: lane_name(trace, &self.by_id, &items),
                     items,
                 }
             })
@@ -466,41 +470,36 @@ impl<'a> Builder<'a> {
 }
 
 /// `"a, b, c +2 more (thread 1)"`: the distinct nodes of the outermost items, and their
-/// threads.
-fn lane_name(trace: &Trace, items: &[Item]) -> String {
+/// threads. `by_id`: the first span with each id.
+fn lane_name(trace: &Trace, by_id: &HashMap<u64, usize>, items: &[Item]) -> String {
     const SHOWN: usize = 3;
-    let mut nodes: Vec<String> = Vec::new();
-    let mut threads: Vec<u64> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut shown: Vec<String> = Vec::new();
+    let mut threads: BTreeSet<u64> = BTreeSet::new();
     for item in items.iter().filter(|item| item.depth == 0) {
         let (node, thread) = match item.kind {
             ItemKind::Span(i) => (trace.spans[i].node_id.clone(), trace.spans[i].thread),
             ItemKind::Poll(i) => {
                 let poll = &trace.polls[i];
-                let node = trace
-                    .spans
-                    .iter()
-                    .find(|s| s.span_id == poll.span_id)
-                    .map_or_else(|| "poll".to_owned(), |s| format!("{} poll", s.node_id));
+                let node = by_id.get(&poll.span_id).map_or_else(
+                    || "poll".to_owned(),
+                    |&s| format!("{} poll", trace.spans[s].node_id),
+                );
                 (node, poll.thread)
             }
         };
-        if !nodes.contains(&node) {
-            nodes.push(node);
+        if !seen.contains(&node) {
+            if shown.len() < SHOWN {
+                shown.push(node.clone());
+            }
+            seen.insert(node);
         }
-        if !threads.contains(&thread) {
-            threads.push(thread);
-        }
+        threads.insert(thread);
     }
-    let mut name = nodes
-        .iter()
-        .take(SHOWN)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if nodes.len() > SHOWN {
-        name.push_str(&format!(" +{} more", nodes.len() - SHOWN));
+    let mut name = shown.join(", ");
+    if seen.len() > SHOWN {
+        name.push_str(&format!(" +{} more", seen.len() - SHOWN));
     }
-    threads.sort_unstable();
     let list = threads
         .iter()
         .take(SHOWN)
@@ -929,16 +928,27 @@ mod tests {
             let start = 2_000_000 + i * 100;
             spans.push(span(100_000 + i, Some(1), "seq", start, start + 50));
         }
+        // 20 000 polls whose span was not kept, one after the other.
+        let polls = (0..20_000u64)
+            .map(|i| PollSlice {
+                span_id: 900_000_000,
+                thread: 1,
+                start_unix_ns: 20_000_000 + i * 10,
+                end_unix_ns: 20_000_000 + i * 10 + 5,
+            })
+            .collect();
         let trace = Trace {
             spans,
+            polls,
             ..Trace::default()
         };
         let started = std::time::Instant::now();
         let layout = layout(&trace);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // The first parallel child nests in the root; each other one needs a lane; the
-        // sequential ones nest in the root.
+        // sequential ones nest in the root; the polls follow the root on its lane.
         assert_eq!(layout.lanes.len(), 20_000);
-        assert_eq!(layout.lanes[0].items.len(), 1 + 1 + 20_000);
+        assert_eq!(layout.lanes[0].items.len(), 1 + 1 + 20_000 + 20_000);
+        assert_eq!(layout.lanes[0].name, "root, poll (thread 1)");
     }
 }

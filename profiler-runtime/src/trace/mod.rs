@@ -26,6 +26,7 @@ use crate::outcome::Outcome;
 
 mod buffer;
 pub mod layout;
+pub mod perfetto;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 
