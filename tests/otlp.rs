@@ -793,3 +793,81 @@ fn mlflow_experiment_by_name() {
     let traces = search_traces(&uri, &experiment.experiment_id, None);
     assert_eq!(traces.len(), 1);
 }
+
+// ---- the executor ---------------------------------------------------------------------------
+
+#[path = "support/llm_server.rs"]
+mod llm_server;
+
+/// The executor sends each run's trace to the MLflow server it logs metrics to, into the
+/// same experiment and linked to the MLflow run, without being told to.
+#[test]
+fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
+    use agent_profiler::executor::{Console, WorkflowConfig, WorkflowExecutor};
+    use agent_profiler::llm::OpenAiClient;
+
+    let name = "executor_sends_each_run_to_mlflow";
+    let Some(uri) = support::tracking_uri(name) else {
+        return;
+    };
+    let server = llm_server::LlmServer::start();
+    let client = Arc::new(OpenAiClient::new(&server.base_url, None).unwrap());
+    let executor = WorkflowExecutor::new(client)
+        .console(Console::Silent)
+        .mlflow(support::config(&uri, name));
+    let config = WorkflowConfig::from_json_str(
+        r#"{"name": "otlp-executor", "steps": [
+            {"id": "plan", "model": "gpt-4o-mini", "prompt": "Plan {topic}", "output_key": "plan"},
+            {"parallel": [
+                {"id": "web", "model": "gpt-4o-mini", "prompt": "Web {plan}", "output_key": "web"},
+                {"id": "papers", "model": "gpt-4o", "prompt": "Papers {plan}", "output_key": "papers"}
+            ]}
+        ]}"#,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = runtime
+        .block_on(executor.run_config(&config, json!({"topic": "otlp"})))
+        .unwrap();
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    let exporter = executor
+        .otlp_exporter()
+        .expect("found from the MLflow config");
+    assert!(exporter.flush(WAIT), "{:?}", exporter.stats());
+    assert_nothing_lost(&exporter.stats());
+
+    let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
+    let experiment = support::client(&uri)
+        .get_run(&mlflow_run)
+        .unwrap()
+        .info
+        .experiment_id;
+    let traces = search_traces(
+        &uri,
+        &experiment,
+        Some(&format!("attributes.run_id = '{mlflow_run}'")),
+    );
+    assert_eq!(traces.len(), 1, "one trace, linked to the run: {traces:?}");
+    let trace = get_trace(&uri, traces[0]["trace_id"].as_str().unwrap());
+    let spans = spans_of(&trace);
+    let root = one(&spans, "otlp-executor");
+    assert_eq!(root.parent, None);
+    for node in ["plan", "web", "papers"] {
+        let span = one(&spans, node);
+        assert_eq!(span.parent.as_deref(), Some(root.id.as_str()), "{node}");
+        assert!(
+            span.start >= root.start && span.end <= root.end,
+            "{node} within the run"
+        );
+    }
+    let kept = run.trace.as_ref().unwrap();
+    let llm_calls: usize = kept.spans.iter().map(|s| s.llm_calls.len()).sum();
+    assert_eq!(llm_calls, 3);
+    let usage = metadata(&traces[0], "mlflow.trace.tokenUsage");
+    let tokens: u64 = kept.spans.iter().map(|s| s.llm_totals().total_tokens).sum();
+    assert_eq!(number(&usage["total_tokens"]), tokens);
+}

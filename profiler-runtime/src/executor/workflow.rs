@@ -22,6 +22,11 @@ use crate::store::{
 };
 use crate::summary::Summary;
 use crate::trace::{DEFAULT_TRACE_CAPACITY, Trace};
+#[cfg(feature = "otlp")]
+use crate::{
+    outcome::Outcome,
+    trace::otlp::{OtlpConfig, OtlpExporter, RootSpan},
+};
 
 /// Runs workflows. Each run gets a fresh [`BottleneckAnalyzer`], installed for the run's
 /// future and every node task it spawns; at the end (success, error or panic) the run's
@@ -41,6 +46,19 @@ pub struct WorkflowExecutor {
     trace_capacity: Option<usize>,
     /// Where to write each run's Perfetto file, if anywhere.
     perfetto_dir: Option<PathBuf>,
+    /// Where each run's trace goes over OTLP.
+    #[cfg(feature = "otlp")]
+    otlp: Otlp,
+}
+
+/// The OTLP exporter of an executor: chosen in code, off, or found on the first run (and
+/// shared by every clone of the executor from then on).
+#[cfg(feature = "otlp")]
+#[derive(Clone)]
+enum Otlp {
+    Off,
+    Given(OtlpExporter),
+    Auto(Arc<std::sync::OnceLock<Result<Option<OtlpExporter>, String>>>),
 }
 
 impl fmt::Debug for WorkflowExecutor {
@@ -351,6 +369,113 @@ impl WorkflowExecutor {
             mlflow: None,
             trace_capacity: Some(DEFAULT_TRACE_CAPACITY),
             perfetto_dir: None,
+            #[cfg(feature = "otlp")]
+            otlp: Otlp::Auto(Arc::default()),
+        }
+    }
+
+    /// Sends each run's trace (a root span for the run, a span per node call, LLM calls
+    /// with GenAI attributes) through `exporter`, in the background.
+    ///
+    /// Without this, traces go where the OpenTelemetry variables say
+    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, see
+    /// [`OtlpConfig::from_env`](crate::trace::otlp::OtlpConfig::from_env)), else to the
+    /// MLflow server given to [`mlflow`](Self::mlflow), into the experiment of its runs and
+    /// linked to the run; else nowhere.
+    #[cfg(feature = "otlp")]
+    pub fn otlp(mut self, exporter: OtlpExporter) -> Self {
+        self.otlp = Otlp::Given(exporter);
+        self
+    }
+
+    /// Sends no trace over OTLP (they are still kept with the run when trace mode is on).
+    #[cfg(feature = "otlp")]
+    pub fn no_otlp(mut self) -> Self {
+        self.otlp = Otlp::Off;
+        self
+    }
+
+    /// The OTLP exporter runs' traces go through, once one is in use.
+    #[cfg(feature = "otlp")]
+    pub fn otlp_exporter(&self) -> Option<OtlpExporter> {
+        match &self.otlp {
+            Otlp::Off => None,
+            Otlp::Given(exporter) => Some(exporter.clone()),
+            Otlp::Auto(found) => found.get().and_then(|r| r.clone().ok().flatten()),
+        }
+    }
+
+    /// The exporter for this run: the given one, or the one the environment or the MLflow
+    /// configuration names (looked up once).
+    #[cfg(feature = "otlp")]
+    fn resolve_otlp(&self) -> Result<Option<OtlpExporter>, String> {
+        match &self.otlp {
+            Otlp::Off => Ok(None),
+            Otlp::Given(exporter) => Ok(Some(exporter.clone())),
+            Otlp::Auto(found) => found
+                .get_or_init(|| {
+                    let from_env = [
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    ]
+                    .iter()
+                    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+                    let config = if from_env {
+                        OtlpConfig::from_env()
+                    } else if let Some(mlflow) = &self.mlflow {
+                        OtlpConfig::from_mlflow_config(mlflow)
+                    } else {
+                        return Ok(None);
+                    };
+                    config
+                        .and_then(OtlpExporter::start)
+                        .map(Some)
+                        .map_err(|e| format!("traces not exported over OTLP: {e}"))
+                })
+                .clone(),
+        }
+    }
+
+    /// Hands the run's trace to the OTLP exporter (returns at once; sending happens in the
+    /// background, and losses are counted in the exporter's stats).
+    #[cfg(feature = "otlp")]
+    fn export_trace(
+        &self,
+        trace: &Trace,
+        record: &WorkflowRunRecord,
+        mlflow_run_id: Option<&str>,
+        failure: Option<&RunFailure>,
+        shared: &RunShared,
+    ) {
+        let exporter = match self.resolve_otlp() {
+            Ok(Some(exporter)) => exporter,
+            Ok(None) => return,
+            Err(e) => return shared.warn(e),
+        };
+        let seconds_to_ns = |s: f64| (s * 1e9).max(0.0) as u64;
+        let end = record.completed_at.unwrap_or_else(now_seconds);
+        let mut llm = crate::cost::CostBreakdown::default();
+        for call in trace.spans.iter().flat_map(|s| &s.llm_calls) {
+            llm.add(call);
+        }
+        let mut root = RootSpan::new(record.workflow_name.clone())
+            .start_end(seconds_to_ns(record.started_at), seconds_to_ns(end))
+            .outcome(if failure.is_some() {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            })
+            .attribute("agent_profiler.run_id", record.id.clone())
+            .attribute("agent_profiler.status", record.status.as_str())
+            .llm_totals(llm);
+        if let Some(failure) = failure {
+            root = root.status_message(failure.to_string());
+        }
+        if let Some(run_id) = mlflow_run_id {
+            root = root.mlflow_run(run_id);
+        }
+        if !exporter.export(trace, root) {
+            shared.warn("trace not exported over OTLP: the exporter's queue is full".into());
         }
     }
 
@@ -629,6 +754,16 @@ impl WorkflowExecutor {
         let perfetto_file = trace
             .as_ref()
             .and_then(|trace| self.keep_trace(trace, &record, &shared));
+        #[cfg(feature = "otlp")]
+        if let Some(trace) = &trace {
+            self.export_trace(
+                trace,
+                &record,
+                mlflow_run_id.as_deref(),
+                failure.as_ref(),
+                &shared,
+            );
+        }
         let states = shared
             .states
             .lock()
