@@ -19,9 +19,9 @@ const MS: u64 = 1_000_000;
 /// Anything slower than this is a hang, not a slow machine.
 const AT_MOST: u64 = 20_000 * MS;
 /// How far a length from two converted instants may be from the same ticks converted as
-/// one length: trace mode rounds instants to 256 ns for now (see
-/// `trace_timestamps_keep_nanoseconds`), which should shrink this to 2 ns.
-const ROUNDING: u64 = 512;
+/// one length: each conversion rounds to the nanosecond (see
+/// `trace_timestamps_keep_nanoseconds`).
+const ROUNDING: u64 = 2;
 
 #[profile_node("outer")]
 fn outer() {
@@ -582,13 +582,10 @@ fn tiny() -> u64 {
     std::hint::black_box(1)
 }
 
-/// Trace mode's timestamps should keep the clock's resolution. They are rounded to 256 ns:
-/// `clock::Conversion::tick_to_unix_ns` adds the Unix anchor (~1.8e18 ns) and the offset
-/// in `f64`, whose spacing there is 256 ns. A call of 50 ns shows as 0 or 256 ns, and an
-/// async span's polls add up to its busy time (converted from ticks as one length) only
-/// within 256 ns per poll.
+/// Trace mode's timestamps keep the clock's resolution. They once were rounded to 256 ns,
+/// when the Unix anchor (~1.8e18 ns) and the offset were added in `f64`, whose spacing
+/// there is 256 ns: a call of 50 ns showed as 0 or 256 ns.
 #[test]
-#[ignore = "trace mode rounds Unix timestamps to 256 ns (f64 sum in clock::Conversion::tick_to_unix_ns)"]
 fn trace_timestamps_keep_nanoseconds() {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(1000);

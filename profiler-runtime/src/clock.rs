@@ -191,7 +191,10 @@ impl Conversion {
     /// A tick reading as nanoseconds since the Unix epoch.
     pub(crate) fn tick_to_unix_ns(&self, tick: u64) -> u64 {
         let since_anchor = tick.wrapping_sub(self.anchor_ticks) as i64 as f64 * self.ns_per_tick;
-        (self.anchor_unix_ns as f64 + since_anchor).max(0.0) as u64
+        // The offset is rounded on its own and added as an integer: the sum in `f64` would
+        // round every timestamp to 256 ns (the spacing of doubles near 1.8e18).
+        self.anchor_unix_ns
+            .saturating_add_signed(since_anchor.round() as i64)
     }
 }
 
