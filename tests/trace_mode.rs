@@ -313,3 +313,46 @@ fn a_trace_round_trips_through_json() {
     let outer = span(&trace, "t_outer");
     assert_eq!(trace.children(Some(outer.span_id)).count(), 2);
 }
+
+#[profile_node("t_orchestrate")]
+async fn orchestrate() {
+    let analyzer = agent_profiler::get_profiler().expect("installed by with_profiler");
+    let tasks: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(async_child(1 + i).with_profiler(analyzer.clone())))
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[test]
+fn tasks_spawned_by_a_node_are_its_children_on_any_worker() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(runtime.spawn(orchestrate().with_profiler(analyzer.clone())))
+        .unwrap();
+    drop(runtime);
+    let trace = analyzer.trace().unwrap();
+    let parent = span(&trace, "t_orchestrate");
+    let children = spans(&trace, "t_async_child");
+    assert_eq!(children.len(), 3);
+    for child in children {
+        assert_eq!(child.parent_span_id, Some(parent.span_id));
+        assert!(child.start_unix_ns >= parent.start_unix_ns);
+        assert!(child.end_unix_ns <= parent.end_unix_ns);
+    }
+    // Back on the worker after the task, nothing is left running: a later top-level node
+    // has no parent.
+    assert!(
+        trace
+            .spans
+            .iter()
+            .all(|s| s.node_id != "t_orchestrate" || s.parent_span_id.is_none())
+    );
+}

@@ -325,16 +325,18 @@ impl std::fmt::Debug for ProfilerScope {
     }
 }
 
-/// Puts an analyzer (or none) in place for one poll of a future and restores the previous
-/// one afterwards, also when the poll panics.
+/// Puts an analyzer (or none) and a running span (trace mode) in place for one poll of a
+/// future and restores the previous ones afterwards, also when the poll panics.
 pub(crate) struct PollInstall {
     previous: *const Shard,
     epoch: u32,
+    previous_span: u64,
 }
 
 impl PollInstall {
-    pub(crate) fn new(analyzer: Option<&BottleneckAnalyzer>) -> Self {
-        let (previous, epoch) = HOT.with(|h| (h.shard.get(), h.epoch.get()));
+    pub(crate) fn new(analyzer: Option<&BottleneckAnalyzer>, span: u64) -> Self {
+        let (previous, epoch, previous_span) =
+            HOT.with(|h| (h.shard.get(), h.epoch.get(), h.span.replace(span)));
         let shard = analyzer.map_or(std::ptr::null(), |a| {
             CTX.try_with(|ctx| {
                 ctx.try_borrow_mut()
@@ -343,7 +345,11 @@ impl PollInstall {
             .unwrap_or(std::ptr::null())
         });
         HOT.with(|h| h.shard.set(shard));
-        Self { previous, epoch }
+        Self {
+            previous,
+            epoch,
+            previous_span,
+        }
     }
 }
 
@@ -354,6 +360,9 @@ impl Drop for PollInstall {
         if epoch_moved && !previous.is_null() && !shard_is_live(previous) {
             previous = std::ptr::null();
         }
-        HOT.with(|h| h.shard.set(previous));
+        HOT.with(|h| {
+            h.shard.set(previous);
+            h.span.set(self.previous_span);
+        });
     }
 }

@@ -286,6 +286,9 @@ impl Drop for PollScope<'_> {
 pub struct WithProfiler<F> {
     inner: F,
     analyzer: Option<BottleneckAnalyzer>,
+    /// The span running where the future was made (trace mode): nodes inside it are that
+    /// span's children in the trace, on whatever thread they run (0: none).
+    parent_span: u64,
 }
 
 impl<F: Future> Future for WithProfiler<F> {
@@ -294,7 +297,7 @@ impl<F: Future> Future for WithProfiler<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // SAFETY: `inner` is never moved out of the pinned struct.
         let this = unsafe { self.get_unchecked_mut() };
-        let _installed = PollInstall::new(this.analyzer.as_ref());
+        let _installed = PollInstall::new(this.analyzer.as_ref(), this.parent_span);
         // SAFETY: structural pin projection of `inner`.
         unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
     }
@@ -313,11 +316,14 @@ impl<F: Future> Future for WithProfiler<F> {
 /// # }
 /// ```
 pub trait ProfilerFutureExt: Future + Sized {
-    /// Runs this future with `analyzer` installed during each of its polls.
+    /// Runs this future with `analyzer` installed during each of its polls. In trace mode,
+    /// the nodes it runs are children of the node running here and now (a task spawned by a
+    /// node is part of that node in the trace, whichever worker runs it).
     fn with_profiler(self, analyzer: BottleneckAnalyzer) -> WithProfiler<Self> {
         WithProfiler {
             inner: self,
             analyzer: Some(analyzer),
+            parent_span: crate::trace::current_span(),
         }
     }
 
@@ -327,6 +333,7 @@ pub trait ProfilerFutureExt: Future + Sized {
         WithProfiler {
             inner: self,
             analyzer: context::get_profiler(),
+            parent_span: crate::trace::current_span(),
         }
     }
 }
