@@ -26,9 +26,9 @@ use crate::outcome::Outcome;
 
 mod buffer;
 pub mod layout;
-pub mod perfetto;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod perfetto;
 
 pub(crate) use buffer::{
     ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_nested_span, current_span, end_span,
