@@ -1,6 +1,8 @@
 //! The commands: each reads the store and returns what to print on stdout.
 
+use agent_profiler_runtime::report::{ReportInput, write_html};
 use agent_profiler_runtime::store::{NodeFigures, RunNodeFigures, RunStore, WorkflowRunRecord};
+use agent_profiler_runtime::trace::perfetto::write_chrome_trace;
 use serde_json::{Value, json};
 
 use crate::text::{
@@ -608,30 +610,72 @@ pub fn trend(store: &RunStore, args: &TrendArgs) -> Result<String, CliError> {
     Ok(clip_lines(&out))
 }
 
-/// `report`: the HTML report of a run.
-pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
-    let run = store.find_run(&args.run)?;
-    let _ = &args.html;
-    Err(CliError(format!(
-        "cannot write the HTML report of run {}: HTML reports are not available in this build",
-        run.id
-    )))
+/// "cannot write PATH: why".
+fn write_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
+    CliError(format!("cannot write {}: {e}", path.display()))
 }
 
-/// `trace`: the Perfetto trace of a run.
+/// `report`: the HTML report of a run, with its timeline when it has a trace.
+pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
+    let run = store.find_run(&args.run)?;
+    let Some(summary) = run.bottleneck_info.as_ref() else {
+        return Err(CliError(format!(
+            "run {} has no report to draw ({}: it has not finished, or its process \
+             ended early)",
+            run.id, run.status
+        )));
+    };
+    let trace = store.load_trace(&run.id)?;
+    let id_len = store.unique_prefix_len(SHORT_ID)?;
+    let title = format!("{} run {}", run.workflow_name, short(&run.id, id_len));
+    let input = ReportInput {
+        trace: trace.as_ref(),
+        run_id: Some(&run.id),
+        workflow: Some(&run.workflow_name),
+        status: Some(run.status.as_str()),
+        started_at: Some(run.started_at),
+        duration_ms: run.duration_ms,
+        ..ReportInput::new(&title, summary)
+    };
+    write_html(&input, &args.html).map_err(|e| write_error(&args.html, &e))?;
+    Ok(format!(
+        "wrote {}
+(HTML report of run {}, {})
+",
+        args.html.display(),
+        short(&run.id, id_len),
+        if trace.is_some() {
+            "with its timeline"
+        } else {
+            "no timeline: the run has no trace"
+        }
+    ))
+}
+
+/// `trace`: the Perfetto (Chrome Trace Event JSON) file of a run's trace.
 pub fn trace(store: &RunStore, args: &TraceArgs) -> Result<String, CliError> {
     let run = store.find_run(&args.run)?;
-    let Some(_trace) = store.load_trace(&run.id)? else {
+    let Some(trace) = store.load_trace(&run.id)? else {
         return Err(CliError(format!(
             "run {} has no trace (trace mode was off)",
             run.id
         )));
     };
-    let _ = &args.out;
-    Err(CliError(format!(
-        "cannot write the trace of run {}: Perfetto output is not available in this build",
-        run.id
-    )))
+    let id_len = store.unique_prefix_len(SHORT_ID)?;
+    let title = format!("{} run {}", run.workflow_name, short(&run.id, id_len));
+    write_chrome_trace(&trace, &title, &args.out).map_err(|e| write_error(&args.out, &e))?;
+    let mut out = format!(
+        "wrote {}
+(trace of run {}: {} spans",
+        args.out.display(),
+        short(&run.id, id_len),
+        trace.spans.len()
+    );
+    if trace.dropped > 0 {
+        out.push_str(&format!(", {} more not kept", trace.dropped));
+    }
+    out.push_str("; open it at ui.perfetto.dev)\n");
+    Ok(out)
 }
 
 #[cfg(test)]

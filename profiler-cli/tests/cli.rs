@@ -421,6 +421,60 @@ fn show_prints_the_report_the_executor_printed() {
         "{shown}"
     );
 
+    // The HTML report and the Perfetto trace (the executor keeps a trace by default).
+    let html = dir.join("report.html");
+    let said = ok(cli(
+        &db,
+        &["report", &id[..8], "--html", html.to_str().unwrap()],
+    ));
+    assert_eq!(
+        said,
+        format!(
+            "wrote {}\n(HTML report of run {}, with its timeline)\n",
+            html.display(),
+            &id[..8]
+        )
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("plan") && page.contains(id.as_str()));
+    let perfetto = dir.join("run.trace.json");
+    let said = ok(cli(
+        &db,
+        &["trace", &id[..8], "--out", perfetto.to_str().unwrap()],
+    ));
+    assert!(
+        said.starts_with(&format!("wrote {}\n(trace of run ", perfetto.display())),
+        "{said}"
+    );
+    assert!(
+        said.contains(": 2 spans; open it at ui.perfetto.dev)"),
+        "{said}"
+    );
+    let events = json_of(&std::fs::read_to_string(&perfetto).unwrap());
+    let events = events["traceEvents"].as_array().unwrap();
+    for node in ["plan", "write"] {
+        assert!(
+            events.iter().any(|e| e["name"] == node),
+            "{node}: {events:?}"
+        );
+    }
+    // Output paths that cannot be written: one line, exit 1, nothing left behind.
+    for (command, flag) in [("report", "--html"), ("trace", "--out")] {
+        let err = error(cli(
+            &db,
+            &[command, &id[..8], flag, "/nonexistent/dir/out.file"],
+        ));
+        assert!(
+            err.starts_with("error: cannot write /nonexistent/dir/out.file: "),
+            "{err}"
+        );
+        let err = error(cli(&db, &[command, &id[..8], flag, dir.to_str().unwrap()]));
+        assert!(
+            err.starts_with(&format!("error: cannot write {}: ", dir.display())),
+            "{err}"
+        );
+    }
+
     // Listed and compared like the planted ones.
     let runs = ok(cli(&db, &["runs"]));
     fits_80(&runs);
@@ -698,7 +752,55 @@ fn bad_input_is_one_line_and_exit_1() {
         err,
         format!("error: run {} has no trace (trace mode was off)", id(1))
     );
+    assert!(!Path::new("/tmp/never-written.json").exists());
+    // Its report has no timeline.
+    let html = db.with_file_name("no-trace.html");
+    let said = ok(cli(
+        &db,
+        &["report", "00000001", "--html", html.to_str().unwrap()],
+    ));
+    assert!(said.ends_with("(HTML report of run 00000001, no timeline: the run has no trace)\n"));
+    assert!(std::fs::read_to_string(&html).unwrap().contains("analyze"));
+    // A run still running has nothing to draw.
+    let mut live = WorkflowRunRecord::started("live", json!({}), json!({}));
+    live.id = id(99);
+    store.save_run(&live).unwrap();
+    let err = error(cli(
+        &db,
+        &["report", "00000063", "--html", html.to_str().unwrap()],
+    ));
+    assert!(err.contains("has no report to draw (running"), "{err}");
+    // A corrupt trace.
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(8);
+    analyzer.record_node("fetch", 2.0).unwrap();
+    store
+        .save_trace(&id(2), &analyzer.trace().unwrap())
+        .unwrap();
+    let out = db.with_file_name("t.json");
+    ok(cli(
+        &db,
+        &["trace", "00000002", "--out", out.to_str().unwrap()],
+    ));
     drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE run_traces SET trace_json = '[' WHERE run_id = ?1",
+        [id(2)],
+    )
+    .unwrap();
+    drop(conn);
+    let err = error(cli(
+        &db,
+        &["trace", "00000002", "--out", out.to_str().unwrap()],
+    ));
+    assert!(
+        err.contains(&format!(
+            "run {}: column `trace_json` holds bad JSON",
+            id(2)
+        )),
+        "{err}"
+    );
 
     // A corrupt record, written with raw SQL.
     let conn = rusqlite::Connection::open(&db).unwrap();
