@@ -11,9 +11,16 @@ pub fn ms(v: f64) -> String {
     format!("{v:.1} ms")
 }
 
+/// `v` rounded to `decimals`, with a change that rounds to nothing shown as `+0`, not `-0`.
+fn signed(v: f64, decimals: i32) -> f64 {
+    let scale = 10_f64.powi(decimals);
+    let r = (v * scale).round() / scale;
+    if r == 0.0 { 0.0 } else { r }
+}
+
 /// A signed duration in ms: `+12.0 ms`, `-3.5 ms`.
 pub fn delta_ms(v: f64) -> String {
-    format!("{v:+.1} ms")
+    format!("{:+.1} ms", signed(v, 1))
 }
 
 /// A cost in USD: `$0.001234`.
@@ -23,6 +30,7 @@ pub fn usd(v: f64) -> String {
 
 /// A signed cost in USD: `+$0.000120`, `-$0.000120`.
 pub fn delta_usd(v: f64) -> String {
+    let v = signed(v, 6);
     if v < 0.0 {
         format!("-${:.6}", -v)
     } else {
@@ -32,7 +40,7 @@ pub fn delta_usd(v: f64) -> String {
 
 /// A signed percentage: `+80.1%`.
 pub fn delta_pct(v: f64) -> String {
-    format!("{v:+.1}%")
+    format!("{:+.1}%", signed(v, 1))
 }
 
 /// `(b - a) / a * 100`, or `None` when `a` is 0 (no finite change).
@@ -231,6 +239,9 @@ mod tests {
         assert_eq!(delta_usd(-0.00012), "-$0.000120");
         assert_eq!(delta_usd(0.0), "+$0.000000");
         assert_eq!(delta_pct(80.06), "+80.1%");
+        assert_eq!(delta_pct(-0.04), "+0.0%");
+        assert_eq!(delta_ms(-0.04), "+0.0 ms");
+        assert_eq!(delta_usd(-0.0000004), "+$0.000000");
         assert_eq!(change_pct(0.0, 5.0), None);
         assert_eq!(change_pct(100.0, 150.0), Some(50.0));
     }
