@@ -180,7 +180,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary as a plain-text table, one row per node, widest share first. The cost
+    /// The summary as a plain-text table, one row per node, widest share first, that fits
+    /// an 80-column terminal (node ids longer than 18 characters are cut with `…`). The cost
     /// column shows `-` for a node without LLM calls, and marks with `*` a cost that leaves
     /// out unpriced calls.
     ///
@@ -193,37 +194,29 @@ impl Summary {
     /// let table = analyzer.get_summary().to_table();
     /// assert!(table.contains("think"));
     /// assert!(table.contains("75.0%"));
+    /// assert!(table.lines().all(|line| line.chars().count() <= 80));
     /// ```
     pub fn to_table(&self) -> String {
         let mut rows: Vec<&NodeTimings> = self.nodes.iter().collect();
         rows.sort_by(|a, b| b.self_duration_ms.total_cmp(&a.self_duration_ms));
         let width = rows
             .iter()
-            .map(|n| n.node_id.len())
+            .map(|n| n.node_id.chars().count())
             .max()
             .unwrap_or(4)
-            .max(4);
+            .clamp(4, TABLE_NODE_WIDTH);
         let mut out = format!(
-            "{:<width$}  {:>6}  {:>10}  {:>9}  {:>9}  {:>6}  {:>10}  {:>12}  {}\n",
-            "node",
-            "calls",
-            "total ms",
-            "avg ms",
-            "p95 ms",
-            "self%",
-            "tokens",
-            "cost usd",
-            "ok/err/panic/cancel"
+            "{:<width$} {:>5} {:>9} {:>9} {:>6} {:>7} {:>9} {}\n",
+            "node", "calls", "total ms", "p95 ms", "self%", "tokens", "cost usd", "outcomes"
         );
         for node in rows {
             let share = percent(node.self_duration_ms, self.total_time_ms);
             let o = node.outcomes;
             out.push_str(&format!(
-                "{:<width$}  {:>6}  {:>10.2}  {:>9.2}  {:>9.2}  {:>5.1}%  {:>10}  {:>12}  {}/{}/{}/{}\n",
-                node.node_id,
+                "{:<width$} {:>5} {:>9.2} {:>9.2} {:>5.1}% {:>7} {:>9} {}/{}/{}/{}\n",
+                fit(&node.node_id, width),
                 node.call_count,
                 node.total_duration_ms,
-                node.avg_duration_ms,
                 node.p95_duration_ms,
                 share,
                 node.total_tokens,
@@ -234,28 +227,43 @@ impl Summary {
                 o.cancelled
             ));
         }
+        out.push_str("(outcomes: ok/err/panic/cancel)\n");
         out.push_str(&format!("total self time: {:.2} ms", self.total_time_ms));
         if let Some(slowest) = &self.slowest_node {
             out.push_str(&format!("; slowest node: {}", slowest.node_id));
         }
+        out.push('\n');
         if self.llm_calls > 0 {
             out.push_str(&format!(
-                "; LLM cost: ${:.6} over {} calls, {} tokens",
+                "LLM cost: ${:.6} over {} calls, {} tokens",
                 self.total_cost_usd, self.llm_calls, self.total_tokens
             ));
             if self.unpriced_calls > 0 {
                 out.push_str(&format!(
-                    " (* {} unpriced calls not included)",
+                    " (* {} unpriced calls left out)",
                     self.unpriced_calls
                 ));
             }
+            out.push('\n');
             if let Some(costliest) = &self.costliest_node {
-                out.push_str(&format!("; costliest node: {}", costliest.node_id));
+                out.push_str(&format!("costliest node: {}\n", costliest.node_id));
             }
         }
-        out.push('\n');
         out
     }
+}
+
+/// The widest node column of [`Summary::to_table`]: with it, a row fits 80 columns.
+const TABLE_NODE_WIDTH: usize = 18;
+
+/// `text` cut to `width` characters, with an ellipsis when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// A node's cost for the table: `-` without LLM calls, `?` when none was priced, `*` after
