@@ -44,6 +44,8 @@ mod stats;
 #[cfg(feature = "executor")]
 pub mod store;
 mod summary;
+#[cfg(any(feature = "mlflow", feature = "otlp"))]
+mod tls;
 pub mod trace;
 
 pub use analyzer::{BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, RecordError};

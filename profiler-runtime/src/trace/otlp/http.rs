@@ -19,89 +19,10 @@ const RETRY_AFTER_STATUS_CODES: [u16; 2] = [429, 503];
 /// Longest part of an error answer kept in a message, in characters.
 const MAX_ERROR_BODY: usize = 300;
 
-/// The TLS setup of `config`: the platform's verifier plus any extra CA file, or no
-/// verification when asked for.
+/// The TLS setup of `config` ([`crate::tls::client_config`]).
 pub(crate) fn tls_config(config: &OtlpConfig) -> Result<rustls::ClientConfig, OtlpError> {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-
-    /// Accepts any certificate: `insecure_tls(true)` only.
-    #[derive(Debug)]
-    struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for NoVerification {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    let tls_error = |message: String| OtlpError::Tls { message };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(format!("TLS versions: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if config.insecure_tls {
-        Arc::new(NoVerification(provider))
-    } else {
-        let mut extra = Vec::new();
-        if let Some(path) = &config.certificate {
-            use rustls::pki_types::pem::PemObject;
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| tls_error(format!("cannot read CA file {}: {e}", path.display())))?;
-            for cert in certs {
-                extra.push(cert.map_err(|e| {
-                    tls_error(format!("bad certificate in {}: {e}", path.display()))
-                })?);
-            }
-        }
-        Arc::new(
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider)
-                .map_err(|e| tls_error(format!("certificate verifier: {e}")))?,
-        )
-    };
-    let mut tls = builder
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
+    crate::tls::client_config(config.insecure_tls, config.certificate.as_deref())
+        .map_err(|message| OtlpError::Tls { message })
 }
 
 /// How the sender waits between attempts, and when it must give up.
