@@ -518,7 +518,8 @@ impl Redactor {
     }
 }
 
-fn base64(input: &[u8]) -> String {
+/// Standard base64 (padded), for basic authentication.
+pub(crate) fn base64(input: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
@@ -539,8 +540,20 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// The `Authorization` header value of `auth`, if any: `Bearer <token>` or `Basic <base64>`.
+pub(crate) fn authorization(auth: &Auth) -> Option<String> {
+    match auth {
+        Auth::None => None,
+        Auth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
+        Auth::Basic { username, password } => Some(format!(
+            "Basic {}",
+            base64(format!("{username}:{}", password.expose()).as_bytes())
+        )),
+    }
+}
+
 /// A number in [0, 1) for backoff jitter (splitmix64 over time and a counter; no crate).
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -579,12 +592,20 @@ impl RetryPolicy {
     }
 }
 
+/// A `Retry-After` value given in seconds; `None` for anything else (a date, say).
+pub(crate) fn retry_after_seconds(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse::<u64>().ok().map(Duration::from_secs))
+        .flatten()
+}
+
 /// Seconds from a `Retry-After` value: a number of seconds or an IMF-fixdate.
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
+    if let Some(seconds) = retry_after_seconds(value) {
+        return Some(seconds);
     }
+    let value = value.trim();
     // "Sun, 06 Nov 1994 08:49:37 GMT"
     let parts: Vec<&str> = value.split_whitespace().collect();
     let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
@@ -856,15 +877,7 @@ impl MlflowClient {
     /// [`MlflowError::Client`] when the TLS setup fails (unreadable CA file...).
     pub fn new(config: &MlflowConfig) -> Result<Self, MlflowError> {
         let redact = Redactor::new(&config.auth);
-        let auth = match &config.auth {
-            Auth::None => None,
-            Auth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
-            Auth::Basic { username, password } => Some(format!(
-                "Basic {}",
-                base64(format!("{username}:{}", password.expose()).as_bytes())
-            )),
-        };
-        let auth = match auth {
+        let auth = match authorization(&config.auth) {
             Some(value) => {
                 let mut value = HeaderValue::from_str(&value).map_err(|_| MlflowError::Client {
                     message: "the token or credentials contain characters not allowed in an \
@@ -1535,7 +1548,7 @@ fn certificate_error(e: &reqwest::Error) -> Option<String> {
 }
 
 /// A reqwest error with its sources (`error sending request: connection refused`).
-fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

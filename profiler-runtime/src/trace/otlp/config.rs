@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use crate::mlflow::{Auth, ConfigError, MlflowConfig};
+use crate::mlflow::{ConfigError, MlflowConfig, authorization, percent_decode};
 
 /// Default of `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`: 10 s per request (the SDK's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -232,29 +232,6 @@ fn check_endpoint(endpoint: &str) -> Result<String, OtlpError> {
     Ok(endpoint.to_owned())
 }
 
-/// Percent-decodes a value of a `key=value` list; `None` when the result is not UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (
-                (bytes[i + 1] as char).to_digit(16),
-                (bytes[i + 2] as char).to_digit(16),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Parses `key1=value1,key2=value2` (W3C baggage style: values percent-encoded, blanks
 /// around items ignored). Errors name the entry's position and key, never its value.
 pub(crate) fn parse_key_values(
@@ -325,28 +302,6 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, OtlpError> {
     }
 }
 
-/// A tiny base64 (standard alphabet, padded), for basic authentication.
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 impl OtlpConfig {
     /// A configuration sending to `endpoint`, the full URL of the trace receiver (used as
     /// is: for a collector, `http://host:4318/v1/traces`), with the defaults and nothing
@@ -409,15 +364,7 @@ impl OtlpConfig {
             MLFLOW_EXPERIMENT_HEADER.to_owned(),
             HeaderSecret(experiment_id.to_owned()),
         ));
-        let auth = match &mlflow.auth {
-            Auth::None => None,
-            Auth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
-            Auth::Basic { username, password } => Some(format!(
-                "Basic {}",
-                base64(format!("{username}:{}", password.expose()).as_bytes())
-            )),
-        };
-        if let Some(auth) = auth {
+        if let Some(auth) = authorization(&mlflow.auth) {
             check_header("authorization", &auth).map_err(|reason| OtlpError::InvalidHeader {
                 source: "the MLflow credentials",
                 reason,
@@ -760,6 +707,7 @@ impl fmt::Debug for OtlpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mlflow::base64;
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {

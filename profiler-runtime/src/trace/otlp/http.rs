@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
@@ -12,7 +12,9 @@ use reqwest::blocking::Client;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::config::{MLFLOW_RUN_HEADER, OtlpConfig, OtlpError, hide_userinfo};
-use crate::mlflow::{MAX_BACKOFF, RETRY_STATUS_CODES};
+use crate::mlflow::{
+    MAX_BACKOFF, RETRY_STATUS_CODES, error_chain, random_unit, retry_after_seconds,
+};
 
 /// Statuses whose `Retry-After` header sets the wait.
 const RETRY_AFTER_STATUS_CODES: [u16; 2] = [429, 503];
@@ -226,7 +228,7 @@ impl Sender {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after)
+            .and_then(retry_after_seconds)
             .filter(|_| RETRY_AFTER_STATUS_CODES.contains(&status));
         let bytes = response.bytes().map_err(transport)?;
         if (200..300).contains(&status) {
@@ -301,50 +303,12 @@ fn snippet(bytes: &[u8]) -> String {
     out.trim().to_owned()
 }
 
-/// A number in [0, 1) for jitter.
-fn random_unit() -> f64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let mut z = COUNTER
-        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        .wrapping_add(nanos);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// The wait after `failures` failed attempts: `first * 2^(failures-1)`, plus up to as much
 /// again at random, at most [`MAX_BACKOFF`].
 pub(crate) fn backoff(first: Duration, failures: u32) -> Duration {
     let exp = 2f64.powi(failures.clamp(1, 60) as i32 - 1);
     let secs = first.as_secs_f64() * exp * (1.0 + random_unit());
     Duration::from_secs_f64(secs.clamp(0.0, MAX_BACKOFF.as_secs_f64()))
-}
-
-/// A `Retry-After` given in seconds (a date is ignored: the backoff applies).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| value.parse::<u64>().ok().map(Duration::from_secs))
-        .flatten()
-}
-
-/// A reqwest error with its sources (`error sending request: connection refused`).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -368,10 +332,10 @@ mod tests {
 
     #[test]
     fn retry_after_in_seconds() {
-        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after(""), None);
-        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(retry_after_seconds(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(retry_after_seconds(""), None);
+        assert_eq!(retry_after_seconds("-1"), None);
     }
 
     #[test]
