@@ -47,6 +47,8 @@ mod summary;
 #[cfg(any(feature = "mlflow", feature = "otlp"))]
 mod tls;
 pub mod trace;
+#[cfg(any(feature = "mlflow", feature = "otlp"))]
+mod wait;
 
 pub use analyzer::{BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, RecordError};
 pub use clock::{ClockSource, source as clock_source};

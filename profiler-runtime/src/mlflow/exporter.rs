@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::analyzer::BottleneckAnalyzer;
 use crate::export::CallRecord;
 use crate::summary::Summary;
+use crate::wait::{deadline_after, lock, wait_until};
 
 use super::client::{
     BatchBody, MlflowClient, MlflowError, Pacer, Param, Redactor, RunInfo, RunStatus, RunTag,
@@ -184,17 +185,8 @@ pub(crate) struct Shared {
     analyzers: Mutex<Vec<Attached>>,
 }
 
-/// Now plus `timeout`, with timeouts longer than a year taken as a year (no overflow).
-fn deadline_after(timeout: Duration) -> Instant {
-    Instant::now() + timeout.min(Duration::from_secs(365 * 86_400))
-}
-
 /// Most params, tags and reports waiting at once; beyond, they are counted as failed.
 const CONTROL_CAPACITY: usize = 10_000;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 impl Shared {
     pub(crate) fn new(config: MlflowConfig) -> Arc<Self> {
@@ -370,7 +362,9 @@ impl Shared {
         st.flush_requested += 1;
         let mine = st.flush_requested;
         self.wake.notify_all();
-        self.wait_until(st, deadline, |st| st.flush_done >= mine || st.stopped)
+        wait_until(&self.progress, st, deadline, |st| {
+            st.flush_done >= mine || st.stopped
+        })
     }
 
     /// Asks the exporter to deliver what is queued and finish the run by `deadline`; waits
@@ -387,28 +381,7 @@ impl Shared {
         // A request in flight ends by the deadline (its timeout is cut to it); allow a margin
         // for the run's final status update and for joining.
         let give_up = deadline + Duration::from_secs(2);
-        self.wait_until(st, give_up, |st| st.stopped)
-    }
-
-    /// Waits on `progress` until `done` holds (true) or `deadline` passes (false).
-    fn wait_until(
-        &self,
-        mut st: MutexGuard<'_, State>,
-        deadline: Instant,
-        done: impl Fn(&State) -> bool,
-    ) -> bool {
-        while !done(&st) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = self
-                .progress
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        wait_until(&self.progress, st, give_up, |st| st.stopped)
     }
 
     pub(crate) fn run_info(&self) -> Option<&RunInfo> {
@@ -514,20 +487,11 @@ impl Pacer for WorkerPacer<'_> {
 
     fn sleep(&self, duration: Duration) {
         let until = Instant::now() + duration;
-        let mut st = self.shared.state();
+        let st = self.shared.state();
         let shutting_down = st.shutdown.is_some();
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() || st.shutdown.is_some() != shutting_down {
-                return;
-            }
-            st = self
-                .shared
-                .wake
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        wait_until(&self.shared.wake, st, until, |st| {
+            st.shutdown.is_some() != shutting_down
+        });
     }
 }
 

@@ -75,6 +75,7 @@ pub use convert::{AttributeValue, RootSpan, to_request, to_requests};
 pub use opentelemetry_proto::tonic as proto;
 
 use crate::trace::Trace;
+use crate::wait::{deadline_after, lock, wait_until};
 use http::{Pace, Sender};
 
 /// What the exporter has done so far. Every span handed to [`OtlpExporter::export`] (the
@@ -183,15 +184,6 @@ fn add(counter: &AtomicU64, n: usize) {
     counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Now plus `timeout`, with timeouts longer than a year taken as a year (no overflow).
-fn deadline_after(timeout: Duration) -> Instant {
-    Instant::now() + timeout.min(Duration::from_secs(365 * 86_400))
-}
-
 /// What the handles and the exporter thread share.
 struct Shared {
     config: OtlpConfig,
@@ -219,6 +211,13 @@ impl Shared {
                  affected; what cannot be delivered is counted (OtlpExporter::stats)."
             );
         }
+    }
+
+    /// Whether a trace of `spans` spans may be queued: not shutting down, and room left.
+    fn has_room(&self, st: &State, spans: usize) -> bool {
+        st.shutdown.is_none()
+            && !st.stopped
+            && st.pending_spans + spans <= self.config.queue_capacity
     }
 
     fn drop_job(&self, spans: usize) {
@@ -254,18 +253,7 @@ impl Shared {
         }
         let give_up = st.shutdown.unwrap_or_else(Instant::now) + Duration::from_secs(2);
         self.wake.notify_all();
-        while !st.stopped {
-            let left = give_up.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = self
-                .progress
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        wait_until(&self.progress, st, give_up, |st| st.stopped)
     }
 }
 
@@ -278,19 +266,11 @@ impl Pace for Shared {
 
     fn sleep(&self, duration: Duration) {
         let until = Instant::now() + duration;
-        let mut st = self.state();
+        let st = self.state();
         let shutting_down = st.shutdown.is_some();
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() || st.shutdown.is_some() != shutting_down {
-                return;
-            }
-            st = self
-                .wake
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        wait_until(&self.wake, st, until, |st| {
+            st.shutdown.is_some() != shutting_down
+        });
     }
 }
 
@@ -420,16 +400,9 @@ impl OtlpExporter {
             LlmSpans::OnNode => 0,
         };
         let spans = trace.spans.len() + calls + 1;
-        {
-            let st = shared.state();
-            if st.shutdown.is_some()
-                || st.stopped
-                || st.pending_spans + spans > shared.config.queue_capacity
-            {
-                drop(st);
-                shared.drop_job(spans);
-                return false;
-            }
+        if !shared.has_room(&shared.state(), spans) {
+            shared.drop_job(spans);
+            return false;
         }
         // Copied outside the lock; the room is checked again before queueing.
         let job = Job {
@@ -438,10 +411,7 @@ impl OtlpExporter {
             spans,
         };
         let mut st = shared.state();
-        if st.shutdown.is_some()
-            || st.stopped
-            || st.pending_spans + spans > shared.config.queue_capacity
-        {
+        if !shared.has_room(&st, spans) {
             drop(st);
             shared.drop_job(spans);
             return false;
@@ -459,20 +429,11 @@ impl OtlpExporter {
     pub fn flush(&self, timeout: Duration) -> bool {
         let shared = &self.inner.shared;
         let deadline = deadline_after(timeout);
-        let mut st = shared.state();
+        let st = shared.state();
         let goal = st.queued;
-        while st.handled < goal && !st.stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = shared
-                .progress
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        wait_until(&shared.progress, st, deadline, |st| {
+            st.handled >= goal || st.stopped
+        })
     }
 
     /// What has been sent, dropped and failed so far.
