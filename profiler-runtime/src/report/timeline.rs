@@ -475,22 +475,7 @@ fn tick_ms(t: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn span(id: u64, parent: Option<u64>, node: &str, start: u64, end: u64) -> Span {
-        Span {
-            span_id: id,
-            parent_span_id: parent,
-            node_id: node.to_owned(),
-            parent_node_id: None,
-            start_unix_ns: start,
-            end_unix_ns: end,
-            busy_ns: end - start,
-            thread: 1,
-            is_async: false,
-            outcome: Outcome::Ok,
-            llm_calls: Vec::new(),
-        }
-    }
+    use crate::trace::test_support::span;
 
     #[test]
     fn empty_trace_says_so() {

@@ -517,24 +517,8 @@ fn lane_name(trace: &Trace, by_id: &HashMap<u64, usize>, items: &[Item]) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::Outcome;
+    use crate::trace::test_support::span;
     use crate::trace::{PollSlice, Span};
-
-    fn span(id: u64, parent: Option<u64>, node: &str, start: u64, end: u64) -> Span {
-        Span {
-            span_id: id,
-            parent_span_id: parent,
-            node_id: node.to_owned(),
-            parent_node_id: None,
-            start_unix_ns: start,
-            end_unix_ns: end,
-            busy_ns: end.saturating_sub(start),
-            thread: 1,
-            is_async: false,
-            outcome: Outcome::Ok,
-            llm_calls: Vec::new(),
-        }
-    }
 
     fn asyn(id: u64, parent: Option<u64>, node: &str, start: u64, end: u64) -> Span {
         Span {

@@ -140,3 +140,29 @@ impl Trace {
         Some((start, end))
     }
 }
+
+/// What the unit tests of the trace readers (the lane layout, the Perfetto writer, the OTLP
+/// conversion, the report's timeline) build their traces with.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Span;
+    use crate::outcome::Outcome;
+
+    /// A sync call of `node` on thread 1 that ended ok, busy for all its wall time, with no
+    /// LLM calls.
+    pub(crate) fn span(id: u64, parent: Option<u64>, node: &str, start: u64, end: u64) -> Span {
+        Span {
+            span_id: id,
+            parent_span_id: parent,
+            node_id: node.to_owned(),
+            parent_node_id: None,
+            start_unix_ns: start,
+            end_unix_ns: end,
+            busy_ns: end.saturating_sub(start),
+            thread: 1,
+            is_async: false,
+            outcome: Outcome::Ok,
+            llm_calls: Vec::new(),
+        }
+    }
+}

@@ -638,7 +638,7 @@ pub fn to_requests(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::Span;
+    use crate::trace::test_support::span;
 
     fn call(provider: &str, model: &str, input: u64, output: u64, cost: Option<f64>) -> CostInfo {
         CostInfo {
@@ -655,22 +655,6 @@ mod tests {
             price_key: cost.map(|_| model.to_owned()),
             node_id: None,
             timestamp: 1_700_000_000.5,
-        }
-    }
-
-    fn span(id: u64, parent: Option<u64>, node: &str, start: u64, end: u64) -> Span {
-        Span {
-            span_id: id,
-            parent_span_id: parent,
-            node_id: node.to_owned(),
-            parent_node_id: None,
-            start_unix_ns: start,
-            end_unix_ns: end,
-            busy_ns: end - start,
-            thread: 1,
-            is_async: false,
-            outcome: Outcome::Ok,
-            llm_calls: Vec::new(),
         }
     }
 
