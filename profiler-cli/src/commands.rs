@@ -50,6 +50,27 @@ fn run_duration(run: &WorkflowRunRecord) -> String {
     run.duration_ms.map_or_else(|| "-".to_owned(), ms)
 }
 
+/// The columns of a run in the tables of `runs` and `compare`, after its id.
+const RUN_COLUMNS: [(&str, Align, bool); 5] = [
+    ("workflow", Align::Left, true),
+    ("status", Align::Left, false),
+    ("started UTC", Align::Left, false),
+    ("duration", Align::Right, false),
+    ("cost", Align::Right, false),
+];
+
+/// A run's id (its first `id_len` characters) and its [`RUN_COLUMNS`].
+fn run_cells(run: &WorkflowRunRecord, id_len: usize) -> Vec<String> {
+    vec![
+        short(&run.id, id_len),
+        run.workflow_name.clone(),
+        run.status.to_string(),
+        started(run.started_at),
+        run_duration(run),
+        run_cost(run),
+    ]
+}
+
 fn run_json(run: &WorkflowRunRecord) -> Value {
     let summary = run.bottleneck_info.as_ref();
     let slowest = summary.and_then(|s| s.slowest_node.as_ref());
@@ -100,30 +121,25 @@ pub fn runs(store: &RunStore, args: &RunsArgs) -> Result<String, CliError> {
         return Ok(clip_lines(&line));
     }
     let id_len = store.unique_prefix_len(SHORT_ID)?;
-    let mut table = Table::new(&[
-        ("id", Align::Left, false),
-        ("workflow", Align::Left, true),
-        ("status", Align::Left, false),
-        ("started UTC", Align::Left, false),
-        ("duration", Align::Right, false),
-        ("cost", Align::Right, false),
-        ("slowest node", Align::Left, true),
-    ]);
+    let mut table = Table::new(
+        &[
+            &[("id", Align::Left, false)][..],
+            &RUN_COLUMNS,
+            &[("slowest node", Align::Left, true)],
+        ]
+        .concat(),
+    );
     let mut unpriced = false;
     for run in &runs {
         let summary = run.bottleneck_info.as_ref();
         unpriced |= summary.is_some_and(|s| s.unpriced_calls > 0);
-        table.row(vec![
-            short(&run.id, id_len),
-            run.workflow_name.clone(),
-            run.status.to_string(),
-            started(run.started_at),
-            run_duration(run),
-            run_cost(run),
+        let mut cells = run_cells(run, id_len);
+        cells.push(
             summary
                 .and_then(|s| s.slowest_node.as_ref())
                 .map_or_else(|| "-".to_owned(), |s| s.node_id.clone()),
-        ]);
+        );
+        table.row(cells);
     }
     let mut out = table.render();
     if unpriced {
@@ -306,25 +322,17 @@ pub fn compare(store: &RunStore, args: &CompareArgs) -> Result<String, CliError>
     }
 
     let id_len = store.unique_prefix_len(SHORT_ID)?;
-    let mut runs = Table::new(&[
-        ("", Align::Left, false),
-        ("run", Align::Left, false),
-        ("workflow", Align::Left, true),
-        ("status", Align::Left, false),
-        ("started UTC", Align::Left, false),
-        ("duration", Align::Right, false),
-        ("cost", Align::Right, false),
-    ]);
+    let mut runs = Table::new(
+        &[
+            &[("", Align::Left, false), ("run", Align::Left, false)][..],
+            &RUN_COLUMNS,
+        ]
+        .concat(),
+    );
     for (label, run) in [("A", &a), ("B", &b)] {
-        runs.row(vec![
-            label.to_owned(),
-            short(&run.id, id_len),
-            run.workflow_name.clone(),
-            run.status.to_string(),
-            started(run.started_at),
-            run_duration(run),
-            run_cost(run),
-        ]);
+        let mut cells = vec![label.to_owned()];
+        cells.extend(run_cells(run, id_len));
+        runs.row(cells);
     }
     let mut out = runs.render();
     let mut totals = String::from("B - A: ");
@@ -615,6 +623,14 @@ fn write_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
     CliError(format!("cannot write {}: {e}", path.display()))
 }
 
+/// A run's short id (as `runs` shows it) and the title of a file made of the run
+/// (`workflow run 1a2b3c4d`).
+fn file_title(store: &RunStore, run: &WorkflowRunRecord) -> Result<(String, String), CliError> {
+    let id = short(&run.id, store.unique_prefix_len(SHORT_ID)?);
+    let title = format!("{} run {id}", run.workflow_name);
+    Ok((id, title))
+}
+
 /// `report`: the HTML report of a run, with its timeline when it has a trace.
 pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
     let run = store.find_run(&args.run)?;
@@ -626,8 +642,7 @@ pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
         )));
     };
     let trace = store.load_trace(&run.id)?;
-    let id_len = store.unique_prefix_len(SHORT_ID)?;
-    let title = format!("{} run {}", run.workflow_name, short(&run.id, id_len));
+    let (id, title) = file_title(store, &run)?;
     let input = ReportInput {
         trace: trace.as_ref(),
         run_id: Some(&run.id),
@@ -643,7 +658,7 @@ pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
 (HTML report of run {}, {})
 ",
         args.html.display(),
-        short(&run.id, id_len),
+        id,
         if trace.is_some() {
             "with its timeline"
         } else {
@@ -661,14 +676,13 @@ pub fn trace(store: &RunStore, args: &TraceArgs) -> Result<String, CliError> {
             run.id
         )));
     };
-    let id_len = store.unique_prefix_len(SHORT_ID)?;
-    let title = format!("{} run {}", run.workflow_name, short(&run.id, id_len));
+    let (id, title) = file_title(store, &run)?;
     write_chrome_trace(&trace, &title, &args.out).map_err(|e| write_error(&args.out, &e))?;
     let mut out = format!(
         "wrote {}
 (trace of run {}: {} spans",
         args.out.display(),
-        short(&run.id, id_len),
+        id,
         trace.spans.len()
     );
     if trace.dropped > 0 {
