@@ -310,15 +310,20 @@ async fn flow() -> usize {
     a + b + c
 }
 
+/// A multi-thread runtime, as a real workflow runs on.
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn timeline_draws_every_span_at_its_time() {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(4096);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_worker_runtime();
     rt.block_on(flow().with_profiler(analyzer.clone()));
     let trace = analyzer.trace().unwrap();
     assert!(trace.spans.len() >= 8, "{} spans", trace.spans.len());
@@ -400,11 +405,7 @@ fn fast_client() -> Arc<SimulatedClient> {
 /// The example workflow (examples/workflows/research.json) on a fast simulated LLM.
 fn research_run() -> agent_profiler::executor::WorkflowRun {
     let executor = WorkflowExecutor::new(fast_client()).console(Console::Silent);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_worker_runtime();
     let inputs = serde_json::json!({ "topic": "report tests" });
     match rt.block_on(executor.run_config(&research_config(), inputs)) {
         Ok(run) => run,

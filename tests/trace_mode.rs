@@ -244,15 +244,20 @@ fn concurrent_async_children_have_their_own_parents_and_polls() {
     assert_eq!(leaf_parents, expected);
 }
 
+/// Two workers: spawned tasks may run on another thread than the one that spawned them.
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn spawned_tasks_on_other_threads_keep_their_parents_and_threads() {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(1000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = two_worker_runtime();
     runtime.block_on(async {
         let tasks: Vec<_> = (0..8)
             .map(|i| tokio::spawn(async_child(1 + i % 3).with_profiler(analyzer.clone())))
@@ -329,11 +334,7 @@ async fn orchestrate() {
 fn tasks_spawned_by_a_node_are_its_children_on_any_worker() {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(1000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = two_worker_runtime();
     runtime
         .block_on(runtime.spawn(orchestrate().with_profiler(analyzer.clone())))
         .unwrap();
