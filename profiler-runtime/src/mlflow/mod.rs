@@ -49,13 +49,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "otlp"))]
 pub(crate) use client::base64;
 pub use client::{
     Experiment, FileInfo, MAX_BACKOFF, Metric, MlflowClient, MlflowError, Param,
     RETRY_STATUS_CODES, Run, RunData, RunInfo, RunStatus, RunTag, now_ms,
 };
+// Shared with the OTLP exporter (trace::otlp).
+#[cfg(feature = "otlp")]
 pub(crate) use client::{authorization, error_chain, random_unit, retry_after_seconds};
+#[cfg(feature = "otlp")]
 pub(crate) use config::percent_decode;
 pub use config::{
     Auth, ConfigError, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_JITTER, DEFAULT_FLUSH_INTERVAL,
