@@ -351,18 +351,13 @@ impl BottleneckAnalyzer {
     /// it and what it holds. Off, the call path costs what it costs without trace mode.
     ///
     /// ```
-    /// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerScope};
-    ///
-    /// #[agent_profiler::profile_node("outer")]
-    /// fn outer() { inner() }
-    /// #[agent_profiler::profile_node("inner")]
-    /// fn inner() {}
-    /// # mod agent_profiler { pub use agent_profiler_macros::profile_node; }
+    /// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerFutureExt, profile_call};
     ///
     /// let analyzer = BottleneckAnalyzer::new();
     /// analyzer.enable_trace(100);
-    /// let _scope = ProfilerScope::new(&analyzer);
-    /// outer();
+    /// let workflow = profile_call("outer", async { profile_call("inner", async {}).await });
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// runtime.block_on(workflow.with_profiler(analyzer.clone()));
     /// let trace = analyzer.trace().unwrap();
     /// let (inner, outer) = (&trace.spans[0], &trace.spans[1]);
     /// assert_eq!(inner.parent_span_id, Some(outer.span_id));
