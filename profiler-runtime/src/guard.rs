@@ -10,7 +10,7 @@ use crate::site::CallSite;
 use crate::stats::Call;
 use crate::trace::{self, RawSpan, SpanIds};
 
-/// Set in [`Frame::epoch`] for a call with a span: the drop's epoch comparison then fails,
+/// Set in [`Guard`]'s `epoch` for a call with a span: the drop's epoch comparison then fails,
 /// which sends traced calls to the cold path without a test of their own on the usual one.
 const TRACED: u64 = 1 << 32;
 
@@ -21,13 +21,6 @@ const TRACED: u64 = 1 << 32;
 #[doc(hidden)]
 #[must_use]
 pub struct Guard {
-    frame: Frame,
-}
-
-/// What a guard keeps: `Copy`, so that the cold paths take it by value and the usual path
-/// can keep it in registers (a reference to it would put it in memory on every call).
-#[derive(Clone, Copy)]
-struct Frame {
     /// Null when this call is not being recorded (then nothing else is read).
     shard: *const Shard,
     site: &'static CallSite,
@@ -78,16 +71,14 @@ impl Guard {
     #[inline(always)]
     fn untimed(site: &'static CallSite, outcome: Outcome, checks_unwinding: bool) -> Guard {
         Guard {
-            frame: Frame {
-                shard: std::ptr::null(),
-                site,
-                start: 0,
-                saved_child: 0,
-                saved_node: std::ptr::null(),
-                epoch: 0,
-                outcome,
-                checks_unwinding,
-            },
+            shard: std::ptr::null(),
+            site,
+            start: 0,
+            saved_child: 0,
+            saved_node: std::ptr::null(),
+            epoch: 0,
+            outcome,
+            checks_unwinding,
         }
     }
 
@@ -102,18 +93,16 @@ impl Guard {
         let (saved_child, saved_node, epoch) =
             HOT.with(|h| (h.child.replace(0), h.node.replace(site), h.epoch.get()));
         Guard {
-            frame: Frame {
-                shard,
-                site,
-                start: clock::now(),
-                saved_child,
-                saved_node,
-                epoch: u64::from(epoch) | traced,
-                outcome,
-                // A call that starts while the thread is already unwinding (from a `Drop`)
-                // did not panic just because the thread still is unwinding when it returns.
-                checks_unwinding: checks_unwinding && !std::thread::panicking(),
-            },
+            shard,
+            site,
+            start: clock::now(),
+            saved_child,
+            saved_node,
+            epoch: u64::from(epoch) | traced,
+            outcome,
+            // A call that starts while the thread is already unwinding (from a `Drop`)
+            // did not panic just because the thread still is unwinding when it returns.
+            checks_unwinding: checks_unwinding && !std::thread::panicking(),
         }
     }
 
@@ -121,11 +110,9 @@ impl Guard {
     /// returned value). A panic overrides it.
     #[inline(always)]
     pub fn observe(&mut self, outcome: Outcome) {
-        self.frame.outcome = outcome;
+        self.outcome = outcome;
     }
-}
 
-impl Frame {
     #[inline(always)]
     fn finish(&self) {
         let end = clock::now();
@@ -148,7 +135,7 @@ impl Frame {
             outcome,
         };
         if u64::from(epoch) != self.epoch {
-            // Fields, not the frame: passing the frame would keep it in memory on every call.
+            // Fields, not `self`: a reference to the guard would keep it in memory on every call.
             return finish_unusual(
                 self.shard,
                 self.site,
@@ -164,20 +151,20 @@ impl Frame {
 
 /// The end of a call with a span, or of one during which the thread dropped a shard (only
 /// that of an analyzer nobody holds any more, whose counts nobody can read; but the pointer
-/// must be checked). `epochs`: the frame's and the thread's now.
+/// must be checked). `epochs`: the guard's and the thread's now.
 #[cold]
 #[inline(never)]
 fn finish_unusual(
     shard: *const Shard,
     site: &'static CallSite,
-    [frame_epoch, epoch]: [u64; 2],
+    [guard_epoch, epoch]: [u64; 2],
     saved_node: *const CallSite,
     call: Call,
 ) {
-    let traced = frame_epoch & TRACED != 0;
+    let traced = guard_epoch & TRACED != 0;
     let (span, saved_span) = if traced { trace::end_span() } else { (0, 0) };
     let thread = HOT.with(|h| h.thread.get());
-    if epoch != frame_epoch & !TRACED && !context::shard_is_live(shard) {
+    if epoch != guard_epoch & !TRACED && !context::shard_is_live(shard) {
         return;
     }
     // SAFETY: a shard of this thread's `HOT`, still alive (checked above).
@@ -215,8 +202,8 @@ fn begin_traced() {
 impl Drop for Guard {
     #[inline(always)]
     fn drop(&mut self) {
-        if !self.frame.shard.is_null() {
-            self.frame.finish();
+        if !self.shard.is_null() {
+            self.finish();
         }
     }
 }
