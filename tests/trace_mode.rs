@@ -357,3 +357,35 @@ fn tasks_spawned_by_a_node_are_its_children_on_any_worker() {
             .all(|s| s.node_id != "t_orchestrate" || s.parent_span_id.is_none())
     );
 }
+
+#[profile_node("t_async_panics")]
+async fn async_panics() {
+    tokio::task::yield_now().await;
+    panic!("planted");
+}
+
+#[test]
+fn cancelled_and_panicking_async_calls_end_their_spans() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(100);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(
+        async {
+            // Times out while the child sleeps: dropped after its first poll.
+            let cancelled = tokio::time::timeout(Duration::from_millis(5), async_child(500)).await;
+            assert!(cancelled.is_err());
+            let panicked = tokio::spawn(async_panics().in_current_profiler()).await;
+            assert!(panicked.is_err());
+        }
+        .with_profiler(analyzer.clone()),
+    );
+    let trace = analyzer.trace().unwrap();
+    let child = span(&trace, "t_async_child");
+    assert_eq!(child.outcome, Outcome::Cancelled);
+    assert!(child.duration_ns() >= 5_000_000);
+    assert_eq!(span(&trace, "t_async_panics").outcome, Outcome::Panicked);
+    assert!(trace.polls.iter().any(|p| p.span_id == child.span_id));
+}

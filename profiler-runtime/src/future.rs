@@ -37,6 +37,7 @@ enum Run {
     Finished,
 }
 
+#[derive(Clone, Copy)]
 struct Timed {
     /// The thread and analyzer current at the first poll: the call records into that
     /// analyzer wherever it finishes.
@@ -45,36 +46,20 @@ struct Timed {
     busy: u64,
     child: u64,
     panicked: bool,
-    /// The call's span, in trace mode.
-    trace: Option<Traced>,
+    /// The call's span, in trace mode: out of line, so that an untraced call carries one
+    /// null pointer for it and tests it once a poll.
+    traced: Option<TracedBox>,
 }
 
-/// An async call's span: its ids, and the analyzer's shared state that holds the buffer
-/// (an `Arc` only in trace mode, so that untraced calls take no reference count).
+/// An async call's span in trace mode: its ids, and the analyzer's shared state that holds
+/// the trace buffer.
 struct Traced {
     ids: SpanIds,
     shared: Arc<Shared>,
 }
 
 impl Traced {
-    /// At the first poll, in trace mode: a new span, child of the one running now.
-    #[cold]
-    #[inline(never)]
-    fn start(shard: *const Shard) -> Option<Self> {
-        // SAFETY: `active_shard` only returns live shards of this thread.
-        let shard = unsafe { &*shard };
-        if shard.mode.load(Ordering::Relaxed) != MODE_TRACE {
-            return None;
-        }
-        Some(Self {
-            // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
-            ids: trace::new_span(unsafe { HOT.with(|h| h.node.get()).as_ref() }),
-            shared: shard.shared.clone(),
-        })
-    }
-
-    #[cold]
-    #[inline(never)]
+    /// Keeps a poll or the whole call in the trace buffer.
     fn keep(
         &self,
         kind: u8,
@@ -100,6 +85,58 @@ impl Traced {
             busy,
             outcome,
         });
+    }
+}
+
+/// An owned, boxed [`Traced`], as a plain pointer: `Timed` then keeps the trivial drop it
+/// has without trace mode. `finish` frees it (`Drop` calls `finish`).
+#[derive(Clone, Copy)]
+struct TracedBox(std::ptr::NonNull<Traced>);
+
+// SAFETY: it owns a `Traced`, which is `Send` and `Sync`.
+unsafe impl Send for TracedBox {}
+// SAFETY: as above.
+unsafe impl Sync for TracedBox {}
+
+impl TracedBox {
+    fn new(traced: Traced) -> Self {
+        Self(std::ptr::NonNull::from(Box::leak(Box::new(traced))))
+    }
+
+    /// # Safety
+    /// Not after [`into_box`](Self::into_box).
+    unsafe fn get(&self) -> &Traced {
+        // SAFETY: made from a leaked box, not freed yet (per the contract).
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Takes the box back, to free it.
+    ///
+    /// # Safety
+    /// Once, and never used again afterwards.
+    unsafe fn into_box(self) -> Box<Traced> {
+        // SAFETY: made from a leaked box, taken back once (per the contract).
+        unsafe { Box::from_raw(self.0.as_ptr()) }
+    }
+}
+
+/// Makes a span the running one for as long as it lives (one poll of a traced call), and
+/// puts the previous one back, also when the poll panics.
+struct SpanScope {
+    saved: u64,
+}
+
+impl SpanScope {
+    fn enter(span: u64) -> Self {
+        Self {
+            saved: HOT.with(|h| h.span.replace(span)),
+        }
+    }
+}
+
+impl Drop for SpanScope {
+    fn drop(&mut self) {
+        HOT.with(|h| h.span.set(self.saved));
     }
 }
 
@@ -133,7 +170,11 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                     return inner.poll(cx);
                 }
                 let origin = Origin::here(shard);
-                let trace = Traced::start(shard);
+                // SAFETY: `active_shard` only returns live shards of this thread.
+                if unsafe { &*shard }.mode.load(Ordering::Relaxed) == MODE_TRACE {
+                    let start = this.start_traced(shard, origin);
+                    return this.poll_traced(cx, start);
+                }
                 let start = clock::now();
                 this.run = Run::Timed(Timed {
                     origin,
@@ -141,10 +182,13 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                     busy: 0,
                     child: 0,
                     panicked: false,
-                    trace,
+                    traced: None,
                 });
                 start
             }
+            Run::Timed(Timed {
+                traced: Some(_), ..
+            }) => return this.poll_traced(cx, clock::now()),
             Run::Timed(_) => clock::now(),
             Run::Untimed | Run::Finished => return inner.poll(cx),
         };
@@ -156,17 +200,6 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
         let poll_end = clock::now();
         let timed = scope.leave();
         timed.busy = timed.busy.wrapping_add(poll_end.saturating_sub(poll_start));
-        if let Some(traced) = &timed.trace {
-            let busy = poll_end.saturating_sub(poll_start);
-            traced.keep(
-                trace::POLL,
-                this.site,
-                poll_start,
-                poll_end,
-                busy,
-                Outcome::Ok,
-            );
-        }
         match result {
             Poll::Pending => Poll::Pending,
             Poll::Ready(output) => {
@@ -181,44 +214,148 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
     }
 }
 
+impl<F: Future, C: FnOnce(&F::Output) -> Outcome> NodeFuture<F, C> {
+    /// The first poll in trace mode: a new span, child of the one running now; returns the
+    /// call's start.
+    #[cold]
+    #[inline(never)]
+    fn start_traced(&mut self, shard: *const Shard, origin: Origin) -> u64 {
+        // SAFETY: `active_shard` only returns live shards of this thread.
+        let shard = unsafe { &*shard };
+        // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+        let parent_site = unsafe { HOT.with(|h| h.node.get()).as_ref() };
+        let ids = trace::new_span(parent_site);
+        let start = clock::now();
+        self.run = Run::Timed(Timed {
+            origin,
+            start,
+            busy: 0,
+            child: 0,
+            panicked: false,
+            traced: Some(TracedBox::new(Traced {
+                ids,
+                shared: shard.shared.clone(),
+            })),
+        });
+        start
+    }
+
+    /// A poll in trace mode, from `poll_start`: the usual one, with the call's span running
+    /// and the poll kept as a slice of the trace.
+    #[cold]
+    #[inline(never)]
+    fn poll_traced(&mut self, cx: &mut Context<'_>, poll_start: u64) -> Poll<F::Output> {
+        let Run::Timed(timed) = &mut self.run else {
+            unreachable!("called for timed runs only")
+        };
+        let Some(traced) = timed.traced else {
+            unreachable!("called for traced runs only")
+        };
+        // SAFETY: the run is not finished, so its box is alive.
+        let traced = unsafe { traced.get() };
+        let span = SpanScope::enter(traced.ids.id);
+        let scope = PollScope::enter(self.site, timed);
+        // SAFETY: `inner` is never moved out of the pinned struct (`poll` got it pinned).
+        let result = unsafe { Pin::new_unchecked(&mut self.inner) }.poll(cx);
+        let poll_end = clock::now();
+        let timed = scope.leave();
+        drop(span);
+        let busy = poll_end.saturating_sub(poll_start);
+        timed.busy = timed.busy.wrapping_add(busy);
+        traced.keep(
+            trace::POLL,
+            self.site,
+            poll_start,
+            poll_end,
+            busy,
+            Outcome::Ok,
+        );
+        match result {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(output) => {
+                let outcome = self
+                    .classify
+                    .take()
+                    .map_or(Outcome::Ok, |classify| classify(&output));
+                self.finish(poll_end, outcome, true);
+                Poll::Ready(output)
+            }
+        }
+    }
+}
+
 impl<F: Future, C> NodeFuture<F, C> {
     /// Records the call. `awaited`: it completed inside its caller's poll, which therefore
     /// includes its whole time; a future dropped unfinished may be dropped anywhere, so its
     /// time is nobody's child time.
     fn finish(&mut self, end: u64, outcome: Outcome, awaited: bool) {
-        let Run::Timed(timed) = std::mem::replace(&mut self.run, Run::Finished) else {
+        let Run::Timed(timed) = &self.run else {
             return;
         };
-        let wall = end.saturating_sub(timed.start);
-        if awaited {
-            HOT.with(|h| h.child.set(h.child.get().wrapping_add(wall)));
+        if timed.traced.is_some() {
+            // Finished before the box is freed: a second `finish` can never free it again.
+            let timed = *timed;
+            self.run = Run::Finished;
+            return finish_traced(self.site, timed, end, outcome, awaited);
         }
-        let call = Call {
-            start: timed.start,
-            end,
-            self_time: wall.saturating_sub(timed.child),
-            busy: timed.busy,
-            outcome,
-        };
-        timed.origin.record(self.site, &call);
-        if let Some(traced) = &timed.trace {
-            traced.keep(trace::ASYNC, self.site, call.start, end, call.busy, outcome);
-        }
+        record(self.site, timed, end, outcome, awaited);
+        self.run = Run::Finished;
     }
+}
+
+/// Records a finished async call into the analyzer it started with.
+#[inline(always)]
+fn record(
+    site: &'static CallSite,
+    timed: &Timed,
+    end: u64,
+    outcome: Outcome,
+    awaited: bool,
+) -> Call {
+    let wall = end.saturating_sub(timed.start);
+    if awaited {
+        HOT.with(|h| h.child.set(h.child.get().wrapping_add(wall)));
+    }
+    let call = Call {
+        start: timed.start,
+        end,
+        self_time: wall.saturating_sub(timed.child),
+        busy: timed.busy,
+        outcome,
+    };
+    timed.origin.record(site, &call);
+    call
+}
+
+/// Records a finished call of trace mode, and keeps it as a span.
+#[cold]
+#[inline(never)]
+fn finish_traced(site: &'static CallSite, timed: Timed, end: u64, outcome: Outcome, awaited: bool) {
+    let call = record(site, &timed, end, outcome, awaited);
+    let Some(traced) = timed.traced else {
+        return;
+    };
+    // SAFETY: the caller marked the run finished: the box is freed here, once.
+    let traced = unsafe { traced.into_box() };
+    traced.keep(trace::ASYNC, site, call.start, end, call.busy, outcome);
 }
 
 impl<F: Future, C> Drop for NodeFuture<F, C> {
     fn drop(&mut self) {
         if let Run::Timed(timed) = &self.run {
-            // Only a panic out of this future's own poll makes it panicked; dropped during
-            // someone else's unwinding, it was cancelled.
-            let outcome = if timed.panicked {
-                Outcome::Panicked
-            } else {
-                Outcome::Cancelled
-            };
+            let outcome = dropped_outcome(timed);
             self.finish(clock::now(), outcome, false);
         }
+    }
+}
+
+/// How a call dropped before it finished ended: only a panic out of its own poll makes it
+/// panicked; dropped during someone else's unwinding, or simply dropped, it was cancelled.
+fn dropped_outcome(timed: &Timed) -> Outcome {
+    if timed.panicked {
+        Outcome::Panicked
+    } else {
+        Outcome::Cancelled
     }
 }
 
@@ -228,8 +365,6 @@ struct PollScope<'a> {
     timed: Option<&'a mut Timed>,
     saved_child: u64,
     saved_node: *const CallSite,
-    /// The running span before this poll, when the call has a span (trace mode).
-    saved_span: Option<u64>,
 }
 
 impl<'a> PollScope<'a> {
@@ -237,15 +372,10 @@ impl<'a> PollScope<'a> {
     fn enter(site: &'static CallSite, timed: &'a mut Timed) -> Self {
         let (saved_child, saved_node) =
             HOT.with(|h| (h.child.replace(timed.child), h.node.replace(site)));
-        let saved_span = timed
-            .trace
-            .as_ref()
-            .map(|traced| HOT.with(|h| h.span.replace(traced.ids.id)));
         Self {
             timed: Some(timed),
             saved_child,
             saved_node,
-            saved_span,
         }
     }
 
@@ -259,9 +389,6 @@ impl<'a> PollScope<'a> {
     #[inline(always)]
     fn restore(&self) -> u64 {
         HOT.with(|h| {
-            if let Some(span) = self.saved_span {
-                h.span.set(span);
-            }
             h.node.set(self.saved_node);
             h.child.replace(self.saved_child)
         })
