@@ -389,3 +389,24 @@ fn cancelled_and_panicking_async_calls_end_their_spans() {
     assert_eq!(span(&trace, "t_async_panics").outcome, Outcome::Panicked);
     assert!(trace.polls.iter().any(|p| p.span_id == child.span_id));
 }
+
+/// Threads that never ran a profiled call (a plain worker pool calling `record_node`) still
+/// give every span its own id.
+#[test]
+fn manual_records_from_plain_threads_have_distinct_ids() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(64);
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let analyzer = analyzer.clone();
+            std::thread::spawn(move || analyzer.record_node("by_hand", 1.0).unwrap())
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.spans.len(), 4);
+    let ids: HashSet<u64> = trace.spans.iter().map(|s| s.span_id).collect();
+    assert_eq!(ids.len(), 4, "span ids repeat: {:?}", trace.spans);
+}

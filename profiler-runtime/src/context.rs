@@ -21,6 +21,14 @@ static ENABLED: AtomicBool = AtomicBool::new(true);
 /// Source of thread ids (0 means "none yet").
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
+/// This thread's id (see [`Hot::thread`]), given now if it has none yet.
+pub(crate) fn thread_id(h: &Hot) -> u64 {
+    if h.thread.get() == 0 {
+        h.thread.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+    }
+    h.thread.get()
+}
+
 pub(crate) struct Hot {
     /// The shard calls record into; null when no analyzer is installed. When non-null it
     /// points at a shard kept alive by `CTX.shards`.
@@ -71,11 +79,7 @@ impl Ctx {
             return Arc::as_ptr(shard);
         }
         self.prune_dead();
-        HOT.with(|h| {
-            if h.thread.get() == 0 {
-                h.thread.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
-            }
-        });
+        HOT.with(thread_id);
         let shard = Inner::register_shard(inner);
         let ptr = Arc::as_ptr(&shard);
         self.shards.push(shard);

@@ -298,9 +298,10 @@ pub(crate) fn manual_span_ids() -> (u64, u64, u64) {
     HOT.with(|h| {
         let counter = h.next_span.get().wrapping_add(1);
         h.next_span.set(counter);
-        // Manual spans may come from threads that never met an analyzer (thread 0): the top
-        // bit keeps their ids apart from every profiled call's.
-        let thread = h.thread.get();
+        // Manual spans may come from threads that never met an analyzer: they get a thread
+        // id now (with 0, every such thread would hand out the same ids). The top bit keeps
+        // these ids apart from every profiled call's.
+        let thread = crate::context::thread_id(h);
         let id = (1 << 63) | (thread << 32) | u64::from(counter);
         (id, h.span.get(), thread)
     })
