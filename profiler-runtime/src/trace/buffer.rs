@@ -218,13 +218,18 @@ impl TraceBuffer {
         ended.sort_by_key(|s| s.end_unix_ns);
         trace.polls.sort_by_key(|p| p.end_unix_ns);
         trace.unattached_llm_calls = self.llm_dropped.load(Ordering::Relaxed);
+        let by_id: std::collections::HashMap<u64, usize> = ended
+            .iter()
+            .enumerate()
+            .map(|(index, span)| (span.span_id, index))
+            .collect();
         for (span_id, info) in self
             .llm
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            match ended.iter_mut().find(|s| s.span_id == *span_id) {
+            match by_id.get(span_id).map(|&index| &mut ended[index]) {
                 Some(span) => span.llm_calls.push(info.clone()),
                 None => trace.unattached_llm_calls += 1,
             }
