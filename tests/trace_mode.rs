@@ -194,10 +194,7 @@ async fn async_child(ms: u64) {
 fn concurrent_async_children_have_their_own_parents_and_polls() {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(100);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     runtime.block_on(async_parent().with_profiler(analyzer.clone()));
     let trace = analyzer.trace().unwrap();
     let parent = span(&trace, "t_async_parent");
@@ -245,6 +242,13 @@ fn concurrent_async_children_have_their_own_parents_and_polls() {
 }
 
 /// Two workers: spawned tasks may run on another thread than the one that spawned them.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 fn two_worker_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -362,10 +366,7 @@ async fn async_panics() {
 fn cancelled_and_panicking_async_calls_end_their_spans() {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(100);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     runtime.block_on(
         async {
             // Times out while the child sleeps: dropped after its first poll.

@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use super::svg::{Svg, esc, fit, group, ms, pct, pct_short, text_width, ticks, tokens, usd};
+use super::svg::{
+    MUTED_TEXT, Svg, esc, fit, group, ms, pct, pct_short, text_width, ticks, tokens, usd,
+};
 use crate::summary::{NodeTimings, Summary};
 
 /// Width of every bar chart, px.
@@ -34,7 +36,6 @@ pub(crate) const COSTLIEST_FILL: &str = "#1f7a5c";
 pub(crate) const COST_FILL: &str = "#a7cdbd";
 const TRACK_FILL: &str = "#f1f3f5";
 const TEXT: &str = "#1f2933";
-const MUTED_TEXT: &str = "#52606d";
 
 /// One bar to draw.
 struct Row<'a> {
@@ -176,42 +177,17 @@ fn draw_rows(svg: &mut Svg, rows: &[Row<'_>], axis: &[(f64, String)], top: f64) 
             cut.then_some(row.value.as_str()),
         );
     }
-    // The axis: a baseline and tick labels that never overlap (a label that would touch
-    // the previous one is left out).
-    svg.line(
-        "axis",
+    // The axis: a baseline and tick labels that never overlap.
+    svg.x_axis(
         PLOT_X,
-        bottom + 2.0,
         PLOT_X + PLOT_WIDTH,
-        bottom + 2.0,
-        r##" stroke="#9aa5b1" stroke-width="1""##,
+        bottom,
+        axis.iter()
+            .map(|(fraction, label)| (x_of(*fraction), label.clone())),
+        VALUE_FONT,
+        6.0,
+        CHART_WIDTH,
     );
-    let mut last_right = f64::NEG_INFINITY;
-    for (fraction, label) in axis {
-        let x = x_of(*fraction);
-        let w = text_width(label, VALUE_FONT);
-        if x - w / 2.0 < last_right + 6.0 {
-            continue;
-        }
-        last_right = x + w / 2.0;
-        svg.line(
-            "tick",
-            x,
-            bottom + 2.0,
-            x,
-            bottom + 6.0,
-            r##" stroke="#9aa5b1""##,
-        );
-        svg.text(
-            "tick-label",
-            x,
-            bottom + 18.0,
-            "middle",
-            &format!(r#" fill="{MUTED_TEXT}" font-size="{VALUE_FONT}""#),
-            label,
-            None,
-        );
-    }
     bottom
 }
 

@@ -5,6 +5,9 @@
 
 use std::fmt::Write as _;
 
+/// The colour of secondary text: axis labels, notes.
+pub(crate) const MUTED_TEXT: &str = "#52606d";
+
 /// The font every chart uses; the width estimate below is for the widest of them (DejaVu
 /// Sans, the usual fallback on Linux).
 pub(crate) const FONT_FAMILY: &str = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, 'DejaVu Sans', sans-serif";
@@ -215,6 +218,57 @@ impl Svg {
         );
         let _ = write!(out, "<title>{}</title>", esc(label));
         Svg { out }
+    }
+
+    /// A horizontal axis under a chart: a baseline from `x0` to `x1` at `bottom` and, for
+    /// each `(x, label)` tick, a tick mark and its label. A label that would come closer
+    /// than `gap` px to the previous one is left out, so labels never overlap; a label is
+    /// kept inside `canvas_width`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn x_axis(
+        &mut self,
+        x0: f64,
+        x1: f64,
+        bottom: f64,
+        ticks: impl IntoIterator<Item = (f64, String)>,
+        font: f64,
+        gap: f64,
+        canvas_width: f64,
+    ) {
+        self.line(
+            "axis",
+            x0,
+            bottom + 2.0,
+            x1,
+            bottom + 2.0,
+            r##" stroke="#9aa5b1" stroke-width="1""##,
+        );
+        let mut last_right = f64::NEG_INFINITY;
+        for (x, label) in ticks {
+            let w = text_width(&label, font);
+            let x_text = x.min(canvas_width - w / 2.0 - 2.0);
+            if x_text - w / 2.0 < last_right + gap {
+                continue;
+            }
+            last_right = x_text + w / 2.0;
+            self.line(
+                "tick",
+                x,
+                bottom + 2.0,
+                x,
+                bottom + 6.0,
+                r##" stroke="#9aa5b1""##,
+            );
+            self.text(
+                "tick-label",
+                x_text,
+                bottom + 18.0,
+                "middle",
+                &format!(r#" fill="{MUTED_TEXT}" font-size="{font}""#),
+                &label,
+                None,
+            );
+        }
     }
 
     /// A rectangle; `extra` is raw attribute text (already escaped), `title` a tooltip.

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::bars::{BOTTLENECK_FILL, OTHER_FILL};
-use super::svg::{Svg, esc, fit, group, ms, num, text_width, ticks, tokens, usd};
+use super::svg::{MUTED_TEXT, Svg, esc, fit, group, ms, num, ticks, tokens, usd};
 use crate::analyzer::DEFAULT_THRESHOLD_PERCENT;
 use crate::outcome::Outcome;
 use crate::trace::layout::{ItemKind, layout};
@@ -33,7 +33,6 @@ const LANE_FONT: f64 = 12.0;
 const BOTTLENECK_POLL_FILL: &str = "#9e2236";
 const OTHER_POLL_FILL: &str = "#4f6d8a";
 const TEXT: &str = "#1f2933";
-const MUTED_TEXT: &str = "#52606d";
 
 /// The timeline of `trace` as an SVG document, highlighting the nodes whose share of the
 /// trace's self time (a span's wall time less its children's) is above the default
@@ -334,42 +333,16 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
     }
 
     // The axis, in ms from the first start; labels that would touch are left out.
-    svg.line(
-        "axis",
+    svg.x_axis(
         PLOT_X,
-        bottom + 2.0,
         PLOT_X + PLOT_WIDTH,
-        bottom + 2.0,
-        r##" stroke="#9aa5b1""##,
+        bottom,
+        axis.iter()
+            .map(|t| (PLOT_X + t / range_ms * PLOT_WIDTH, tick_ms(*t))),
+        FONT,
+        8.0,
+        WIDTH,
     );
-    let mut last_right = f64::NEG_INFINITY;
-    for t in &axis {
-        let x = PLOT_X + t / range_ms * PLOT_WIDTH;
-        let text = tick_ms(*t);
-        let w = text_width(&text, FONT);
-        let x_text = x.min(WIDTH - w / 2.0 - 2.0);
-        if x_text - w / 2.0 < last_right + 8.0 {
-            continue;
-        }
-        last_right = x_text + w / 2.0;
-        svg.line(
-            "tick",
-            x,
-            bottom + 2.0,
-            x,
-            bottom + 6.0,
-            r##" stroke="#9aa5b1""##,
-        );
-        svg.text(
-            "tick-label",
-            x_text,
-            bottom + 18.0,
-            "middle",
-            &format!(r#" fill="{MUTED_TEXT}" font-size="{FONT}""#),
-            &text,
-            None,
-        );
-    }
     for (i, text) in notes.iter().enumerate() {
         svg.text(
             "note",
