@@ -110,7 +110,7 @@ fn report(cases: &mut [Case], analyzer: &BottleneckAnalyzer) {
     println!(
         "interleaved, {} rounds x {CALLS_PER_BATCH} calls, clock source {}",
         cases[0].ns_per_call.len(),
-        agent_profiler::clock_source().as_str()
+        agent_profiler::clock::source().as_str()
     );
     println!(
         "{:<26} {:>9} {:>9} {:>7}",

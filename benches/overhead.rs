@@ -123,7 +123,7 @@ fn overhead(c: &mut Criterion) {
     let analyzer = BottleneckAnalyzer::new();
     eprintln!(
         "agent-profiler clock source: {}",
-        agent_profiler::clock_source().as_str()
+        agent_profiler::clock::source().as_str()
     );
     let mut group = c.benchmark_group("overhead");
 

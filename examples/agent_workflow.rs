@@ -20,11 +20,7 @@ use agent_profiler::store::RunStore;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = args.next().unwrap_or_else(|| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/workflows/research.json"
-        )
-        .to_owned()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/research.json").to_owned()
     });
     let topic = args
         .next()

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use agent_profiler::executor::{WorkflowConfig, WorkflowError, WorkflowExecutor};
 use agent_profiler::llm::{LlmClient, SimulatedClient, client_from_env};
-use agent_profiler::report::{ReportInput, write_html};
+use agent_profiler::report::write_html;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args()
@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "agent-profiler-report.html".to_owned());
     let config = WorkflowConfig::from_path(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/examples/workflows/research.json"
+        "/workflows/research.json"
     ))?;
     let client: Arc<dyn LlmClient> = match client_from_env()? {
         Some(real) => real,
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let title = "Research workflow: where the time and the money go";
-    write_html(&ReportInput::from_run(title, &run), &out)?;
+    write_html(&run.report_input(title), &out)?;
     println!("\nreport: {out}");
     Ok(())
 }

@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use agent_profiler::cost::{CostError, ModelPrice, PricingTable, Usage};
 use agent_profiler::{
-    BottleneckAnalyzer, CostError, ModelPrice, MultiProviderCostTracker, PricingTable,
-    ProfilerFutureExt, ProfilerScope, Summary, Usage, extract_provider, profile_node,
+    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, Summary,
+    extract_provider, profile_node,
 };
 use serde_json::{Value, json};
 

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agent_profiler::cost::Usage;
 use agent_profiler::mlflow::{
     ExportStats, KeyError, Metric, MlflowClient, MlflowConfig, MlflowError, MlflowTracker, Param,
     REPORT_ARTIFACT, RunStatus, RunTag, now_ms,
 };
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, Summary, Usage,
+    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, Summary,
     profile_node,
 };
 
@@ -135,7 +136,9 @@ fn every_metric_cost_param_tag_and_the_report_arrive_as_logged() {
     )
     .unwrap();
     tracker.attach(&analyzer);
-    let llm = MultiProviderCostTracker::builder().mlflow(&tracker).build();
+    let llm = MultiProviderCostTracker::builder()
+        .sink(tracker.cost_sink())
+        .build();
 
     // 3 nodes x 1200 calls with known durations: several batches of 1000.
     let nodes = ["fetch", "rank", "act"];

@@ -11,10 +11,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agent_profiler::cost::Usage;
 use agent_profiler::mlflow::{ExportStats, MlflowConfig, MlflowTracker, RunStatus};
-use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerScope, Usage, profile_node,
-};
+use agent_profiler::{BottleneckAnalyzer, MultiProviderCostTracker, ProfilerScope, profile_node};
 use support::{Fault, FaultProxy};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -73,7 +72,9 @@ fn server_down_from_the_start_costs_the_workflow_nothing() {
     assert!(started.elapsed() < Duration::from_secs(1), "start blocked");
     let analyzer = BottleneckAnalyzer::new();
     tracker.attach(&analyzer);
-    let llm = MultiProviderCostTracker::builder().mlflow(&tracker).build();
+    let llm = MultiProviderCostTracker::builder()
+        .sink(tracker.cost_sink())
+        .build();
     let calls = 2000u64;
     let workflow = Instant::now();
     {
@@ -217,7 +218,9 @@ fn answers_503_and_429_to_a_share_of_requests_delay_but_lose_nothing() {
     let tracker =
         MlflowTracker::start(support::config(&proxy.uri(), name).ring_capacity(10_000)).unwrap();
     tracker.attach(&analyzer);
-    let llm = MultiProviderCostTracker::builder().mlflow(&tracker).build();
+    let llm = MultiProviderCostTracker::builder()
+        .sink(tracker.cost_sink())
+        .build();
     {
         let _scope = ProfilerScope::new(&analyzer);
         for i in 0..5000 {
@@ -448,7 +451,7 @@ fn tls_certificates_are_verified_unless_verification_is_turned_off() {
         "{error}"
     );
     assert!(
-        matches!(error, agent_profiler::MlflowError::Tls { .. }),
+        matches!(error, agent_profiler::mlflow::MlflowError::Tls { .. }),
         "{error:?}"
     );
     assert!(!error.is_retryable());

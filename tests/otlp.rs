@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use agent_profiler::cost::Usage;
+use agent_profiler::trace::Trace;
 use agent_profiler::trace::otlp::{OtlpConfig, OtlpExporter, OtlpStats, RootSpan};
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerScope, Trace, Usage,
-    profile_node,
+    BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerScope, profile_node,
 };
 use serde_json::{Value, json};
 

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use agent_profiler::cost::Usage;
 use agent_profiler::trace::perfetto::{chrome_trace_json, write_chrome_trace};
+use agent_profiler::trace::{Span, Trace};
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, Span, Trace,
-    Usage, profile_node,
+    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, profile_node,
 };
 use serde_json::Value;
 
@@ -299,7 +300,7 @@ fn check_trace(trace: &Trace) {
 
     // Polls: each async span's polls are disjoint, inside it, start at its start and end
     // at its end, and add up to its busy time.
-    let mut polls: HashMap<u64, Vec<&agent_profiler::PollSlice>> = HashMap::new();
+    let mut polls: HashMap<u64, Vec<&agent_profiler::trace::PollSlice>> = HashMap::new();
     for p in &trace.polls {
         assert!(p.start_unix_ns <= p.end_unix_ns);
         assert_ne!(p.thread, 0);

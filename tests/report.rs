@@ -14,9 +14,8 @@ use agent_profiler::report::{
     MAX_CHART_ROWS, ReportInput, cost_chart_svg, render_html, share_chart_svg, timeline_svg,
     write_html,
 };
-use agent_profiler::{
-    BottleneckAnalyzer, ProfilerFutureExt, ProfilerScope, Summary, Trace, profile_node,
-};
+use agent_profiler::trace::Trace;
+use agent_profiler::{BottleneckAnalyzer, ProfilerFutureExt, ProfilerScope, Summary, profile_node};
 use roxmltree::{Document, Node};
 
 const SVG_NS: &str = "http://www.w3.org/2000/svg";
@@ -445,7 +444,7 @@ fn example_workflow_report() {
     }
     assert!(svg.contains('$') && svg.contains("tokens"));
 
-    let html = render_html(&ReportInput::from_run("Research", &run));
+    let html = render_html(&run.report_input("Research"));
     parse(&html);
     assert!(html.contains(&format!("<code>{}</code>", run.record.id)));
     assert!(html.contains("completed") && html.contains("research"));
@@ -549,7 +548,7 @@ fn chromium_renders_the_report() {
     std::fs::create_dir_all(&dir).unwrap();
     let html = dir.join("report.html");
     let png_path = dir.join("report.png");
-    write_html(&ReportInput::from_run("Report in Chromium", &run), &html).unwrap();
+    write_html(&run.report_input("Report in Chromium"), &html).unwrap();
     let result = screenshot(&chromium, &html, &png_path, &dir);
     if let Err(e) = &result {
         let _ = std::fs::remove_dir_all(&dir);

@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use agent_profiler::cost::Usage;
+use agent_profiler::trace::{Span, Trace};
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerFutureExt, ProfilerScope, Span,
-    Trace, Usage, profile_node,
+    BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerFutureExt, ProfilerScope,
+    profile_node,
 };
 
 fn span<'a>(trace: &'a Trace, node: &str) -> &'a Span {

@@ -1,8 +1,8 @@
 //! The commands: each reads the store and returns what to print on stdout.
 
-use agent_profiler_runtime::report::{ReportInput, write_html};
-use agent_profiler_runtime::store::{NodeFigures, RunNodeFigures, RunStore, WorkflowRunRecord};
-use agent_profiler_runtime::trace::perfetto::write_chrome_trace;
+use agent_profiler_executor::store::{NodeFigures, RunNodeFigures, RunStore, WorkflowRunRecord};
+use agent_profiler_report::html::{ReportInput, write_html};
+use agent_profiler_report::perfetto::write_chrome_trace;
 use serde_json::{Value, json};
 
 use crate::text::{
@@ -695,7 +695,7 @@ pub fn trace(store: &RunStore, args: &TraceArgs) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_profiler_runtime::store::WorkflowStatus;
+    use agent_profiler_executor::store::WorkflowStatus;
 
     fn figures(id: &str, ms: f64) -> NodeFigures {
         NodeFigures {

@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_profiler_runtime::store::{RunStore, StoreError};
+use agent_profiler_executor::store::{RunStore, StoreError};
 use clap::{Args, Parser, Subcommand};
 
 /// The environment variable naming the run store, read before the runtime's own

@@ -7,10 +7,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_profiler_executor::llm::SimulatedClient;
+use agent_profiler_executor::store::{RunStore, WorkflowRunRecord, WorkflowStatus};
+use agent_profiler_executor::{Console, NodeError, WorkflowExecutor};
 use agent_profiler_runtime::BottleneckAnalyzer;
-use agent_profiler_runtime::executor::{Console, NodeError, WorkflowExecutor};
-use agent_profiler_runtime::llm::SimulatedClient;
-use agent_profiler_runtime::store::{RunStore, WorkflowRunRecord, WorkflowStatus};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
@@ -500,7 +500,7 @@ fn show_of_a_run_without_report_lists_its_states() {
     run.id = id(42);
     store.save_run(&run).unwrap();
     store
-        .save_state(&agent_profiler_runtime::store::ExecutionStateRecord {
+        .save_state(&agent_profiler_executor::store::ExecutionStateRecord {
             run_id: run.id.clone(),
             node_id: LONG_NODE.into(),
             step: 0,

@@ -281,7 +281,7 @@ fn cost_cell(cost_usd: f64, llm_calls: u64, unpriced_calls: u64) -> String {
 }
 
 /// `part / whole * 100`, and 0 when `whole` is 0.
-pub(crate) fn percent(part: f64, whole: f64) -> f64 {
+pub fn percent(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
         part * 100.0 / whole
     } else {

@@ -184,7 +184,7 @@ pub struct CostBreakdown {
 
 impl CostBreakdown {
     /// Adds one tracked call.
-    pub(crate) fn add(&mut self, info: &CostInfo) {
+    pub fn add(&mut self, info: &CostInfo) {
         self.calls += 1;
         match info.cost_usd {
             Some(cost) => self.cost_usd += cost,
@@ -272,9 +272,8 @@ struct TrackerInner {
     pricing: PricingTable,
     history_limit: usize,
     state: Mutex<State>,
-    /// Where each priced call made inside a node is also logged as `node_{id}_cost_usd`.
-    #[cfg(feature = "mlflow")]
-    mlflow: Option<crate::mlflow::CostSink>,
+    /// Outputs told of each call made inside a node (an MLflow exporter, for example).
+    sinks: Vec<Arc<dyn CostSink>>,
 }
 
 #[derive(Default)]
@@ -286,16 +285,34 @@ struct State {
     dropped: u64,
 }
 
-/// Builds a [`MultiProviderCostTracker`] with other prices, another history limit, or an
-/// MLflow exporter ([`mlflow`](Self::mlflow)) that also logs each call's cost as
-/// `node_{id}_cost_usd`.
-#[derive(Debug)]
+/// An output that hears of every LLM call tracked inside a profiled node, as the call is
+/// tracked: the MLflow exporter implements it to log `node_{id}_cost_usd`.
+///
+/// It runs on the thread that tracked the call, inside the node's measured time: an
+/// implementation must only queue (no I/O, no blocking lock held for long).
+pub trait CostSink: Send + Sync {
+    /// `info` was tracked while node `node_id` was the innermost running node.
+    fn node_call(&self, node_id: &str, info: &CostInfo);
+}
+
+/// Builds a [`MultiProviderCostTracker`] with other prices, another history limit, or
+/// outputs ([`sink`](Self::sink)) told of each call, such as an MLflow exporter that logs each
+/// call's cost as `node_{id}_cost_usd`.
 #[must_use = "call `build()` to get the tracker"]
 pub struct CostTrackerBuilder {
     pricing: Option<PricingTable>,
     history_limit: usize,
-    #[cfg(feature = "mlflow")]
-    mlflow: Option<crate::mlflow::CostSink>,
+    sinks: Vec<Arc<dyn CostSink>>,
+}
+
+impl std::fmt::Debug for CostTrackerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CostTrackerBuilder")
+            .field("pricing", &self.pricing)
+            .field("history_limit", &self.history_limit)
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
 }
 
 impl CostTrackerBuilder {
@@ -312,13 +329,10 @@ impl CostTrackerBuilder {
         self
     }
 
-    /// Also logs every tracked call that has a cost and was made inside a profiled node as
-    /// one value of the MLflow metric `node_{id}_cost_usd` (step: the node's count of
-    /// priced calls so far). Queued without blocking (bounded; dropped and counted when the
-    /// exporter is behind); the cost tracker does not keep the exporter alive.
-    #[cfg(feature = "mlflow")]
-    pub fn mlflow(mut self, tracker: &crate::mlflow::MlflowTracker) -> Self {
-        self.mlflow = Some(tracker.cost_sink());
+    /// Also tells `sink` of every call tracked inside a profiled node. An MLflow exporter's
+    /// `cost_sink()` logs each priced call as one value of `node_{id}_cost_usd`.
+    pub fn sink(mut self, sink: Arc<dyn CostSink>) -> Self {
+        self.sinks.push(sink);
         self
     }
 
@@ -329,8 +343,7 @@ impl CostTrackerBuilder {
                 pricing: self.pricing.unwrap_or_default(),
                 history_limit: self.history_limit,
                 state: Mutex::new(State::default()),
-                #[cfg(feature = "mlflow")]
-                mlflow: self.mlflow,
+                sinks: self.sinks,
             }),
         }
     }
@@ -368,8 +381,7 @@ impl MultiProviderCostTracker {
         CostTrackerBuilder {
             pricing: None,
             history_limit: DEFAULT_HISTORY_LIMIT,
-            #[cfg(feature = "mlflow")]
-            mlflow: None,
+            sinks: Vec::new(),
         }
     }
 
@@ -506,9 +518,10 @@ impl MultiProviderCostTracker {
             // A node id is never empty (the macro checks it), so this cannot fail.
             let _ = analyzer.record_cost(node, &info);
         }
-        #[cfg(feature = "mlflow")]
-        if let (Some(sink), Some(node), Some(cost)) = (&self.inner.mlflow, node_id, cost_usd) {
-            sink.node_cost(node, cost, info.timestamp);
+        if let Some(node) = node_id {
+            for sink in &self.inner.sinks {
+                sink.node_call(node, &info);
+            }
         }
         info
     }

@@ -25,10 +25,6 @@ use crate::cost::{CostBreakdown, CostInfo};
 use crate::outcome::Outcome;
 
 mod buffer;
-pub mod layout;
-#[cfg(feature = "otlp")]
-pub mod otlp;
-pub mod perfetto;
 
 pub(crate) use buffer::{
     ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_nested_span, current_span, end_span,
@@ -142,15 +138,16 @@ impl Trace {
 }
 
 /// What the unit tests of the trace readers (the lane layout, the Perfetto writer, the OTLP
-/// conversion, the report's timeline) build their traces with.
-#[cfg(test)]
-pub(crate) mod test_support {
+/// conversion, the report's timeline, in the output crates) build their traces with. Not a
+/// public API.
+#[doc(hidden)]
+pub mod test_support {
     use super::Span;
     use crate::outcome::Outcome;
 
     /// A sync call of `node` on thread 1 that ended ok, busy for all its wall time, with no
     /// LLM calls.
-    pub(crate) fn span(id: u64, parent: Option<u64>, node: &str, start: u64, end: u64) -> Span {
+    pub fn span(id: u64, parent: Option<u64>, node: &str, start: u64, end: u64) -> Span {
         Span {
             span_id: id,
             parent_span_id: parent,

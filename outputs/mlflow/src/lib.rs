@@ -1,0 +1,316 @@
+//! MLflow: every profiled call's duration and every LLM call's cost as metrics of an MLflow
+//! run, and the bottleneck report at the end of a workflow, sent to a tracking server over
+//! its REST API without slowing the workflow down.
+//!
+//! - [`MlflowTracker`]: the exporter. [`attach`](MlflowTracker::attach) an analyzer and every
+//!   call of node `id` becomes a value of `node_{id}_duration_ms` (timestamp: when the call
+//!   ended; step: the node's call index). Give its
+//!   [`cost_sink`](MlflowTracker::cost_sink) to a cost tracker
+//!   ([`CostTrackerBuilder::sink`](agent_profiler_runtime::CostTrackerBuilder::sink)) and each priced LLM
+//!   call made inside a node becomes a value of `node_{id}_cost_usd`.
+//!   [`log_bottleneck_report`](MlflowTracker::log_bottleneck_report) logs the summary.
+//! - [`MlflowClient`]: the blocking REST client underneath, for direct use.
+//! - [`MlflowConfig`]: the server and the run, from the environment variables of the
+//!   official client and from code.
+//!
+//! The profiled call path never touches the network: it writes its thread's bounded ring,
+//! which a background thread drains every flush interval (200 ms by default) into
+//! `log-batch` requests of up to 1000 metrics. When the server is slow or down, calls keep
+//! their normal cost; per-call metrics beyond the rings' and the queue's capacity are
+//! dropped and counted ([`ExportStats`]), while the analyzer's totals stay exact.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerScope};
+//! use agent_profiler_mlflow::{MlflowConfig, MlflowTracker, RunStatus};
+//!
+//! let analyzer = BottleneckAnalyzer::new();
+//! let config = MlflowConfig::from_env()?.experiment_name("agents").run_name("nightly");
+//! let mlflow = MlflowTracker::start(config)?;
+//! mlflow.attach(&analyzer);
+//! {
+//!     let _scope = ProfilerScope::new(&analyzer);
+//!     // ... run the workflow: #[profile_node] functions ...
+//! }
+//! mlflow.log_bottleneck_report(&analyzer.get_summary());
+//! let stats = mlflow.finish(RunStatus::Finished); // delivers what is queued, ends the run
+//! if stats.anything_lost() {
+//!     eprintln!("MLflow export incomplete: {stats}");
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod client;
+mod config;
+mod exporter;
+mod keys;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use client::{
+    Experiment, FileInfo, MAX_BACKOFF, Metric, MlflowClient, MlflowError, Param,
+    RETRY_STATUS_CODES, Run, RunData, RunInfo, RunStatus, RunTag, now_ms,
+};
+// Shared with the OTLP exporter until the HTTP layer holds them. Not a public API.
+#[doc(hidden)]
+pub use client::{authorization, base64, error_chain, random_unit, retry_after_seconds};
+#[doc(hidden)]
+pub use config::percent_decode;
+pub use config::{
+    Auth, ConfigError, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_JITTER, DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+    MAX_BACKOFF_FACTOR, MAX_RETRIES_LIMIT, MlflowConfig, Secret, WarnSink,
+};
+pub use exporter::{ExportStats, REPORT_ARTIFACT};
+pub use keys::{
+    KeyError, MAX_ENTITIES_PER_BATCH, MAX_KEY_LENGTH, MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VALUE_LENGTH, MAX_PARAMS_PER_BATCH, MAX_REQUEST_BYTES, MAX_TAG_VALUE_LENGTH,
+    MAX_TAGS_PER_BATCH, is_key_char, node_metric_key, sanitize_key, truncate_chars, validate_key,
+};
+
+use agent_profiler_runtime::BottleneckAnalyzer;
+use agent_profiler_runtime::Summary;
+use agent_profiler_runtime::cost::{CostInfo, CostSink};
+use exporter::{Shared, Worker};
+
+/// Logs a workflow to an MLflow run from a background thread: per-call durations of the
+/// attached analyzers, LLM costs, params, tags, metrics, and the bottleneck report.
+///
+/// Cheap to clone; clones share the exporter. The run is created (or resumed, with
+/// `MLFLOW_RUN_ID`) by the exporter thread, so [`start`](Self::start) returns at once even
+/// when the server is down. [`finish`](Self::finish) delivers what is queued within the
+/// shutdown timeout and ends the run; dropping the last clone does the same, with status
+/// `FINISHED` (or `FAILED` while panicking).
+///
+/// Nothing here fails or blocks the workflow: every method but [`flush`](Self::flush),
+/// [`finish`](Self::finish) and [`wait_for_run`](Self::wait_for_run) (and the drop of the
+/// last clone, which finishes) returns at once, and delivery failures are counted in
+/// [`stats`](Self::stats), reported once on stderr (see [`MlflowConfig::warnings`]), and
+/// never returned as errors. Those that wait do so for at most the time given (or the
+/// configured shutdown timeout), whatever the server does.
+#[derive(Clone)]
+pub struct MlflowTracker {
+    inner: Arc<TrackerInner>,
+}
+
+struct TrackerInner {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl TrackerInner {
+    fn stop(&self, status: RunStatus, timeout: Duration) -> ExportStats {
+        let stopped = self.shared.shutdown(status, timeout);
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if stopped && let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        // Not stopped in time: the thread is left to end by itself, the workflow goes on.
+        self.shared.stats()
+    }
+}
+
+impl Drop for TrackerInner {
+    fn drop(&mut self) {
+        let status = if std::thread::panicking() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Finished
+        };
+        let timeout = self.shared.config().shutdown_timeout;
+        self.stop(status, timeout);
+    }
+}
+
+impl fmt::Debug for MlflowTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MlflowTracker")
+            .field("tracking_uri", &self.tracking_uri())
+            .field("run_id", &self.run_id())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl MlflowTracker {
+    /// Starts the exporter thread for `config`; it finds or creates the experiment and
+    /// creates (or resumes) the run in the background.
+    ///
+    /// # Errors
+    /// [`MlflowError::Key`] for a run tag key MLflow would reject, [`MlflowError::Client`]
+    /// when the TLS setup fails or the thread cannot be started. A server that is down is
+    /// not an error here: see [`stats`](Self::stats).
+    pub fn start(config: MlflowConfig) -> Result<Self, MlflowError> {
+        for (key, _) in &config.run_tags {
+            validate_key(key)?;
+        }
+        // Build the TLS setup once here so that a bad CA file is reported to the caller; the
+        // HTTP client itself is built (and dropped) on the exporter thread, outside any async
+        // runtime the caller may be in.
+        client::check_tls(&config)?;
+        let shared = Shared::new(config);
+        let worker = Worker::new(shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("agent-profiler-mlflow".to_owned())
+            .spawn(move || worker.run())
+            .map_err(|e| MlflowError::Client {
+                message: format!("cannot start the exporter thread: {e}"),
+            })?;
+        Ok(Self {
+            inner: Arc::new(TrackerInner {
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// [`start`](Self::start) with [`MlflowConfig::from_env`].
+    ///
+    /// # Errors
+    /// [`MlflowError::Config`] when `MLFLOW_TRACKING_URI` is unset or a variable is bad; as
+    /// [`start`](Self::start).
+    pub fn from_env() -> Result<Self, MlflowError> {
+        Self::start(MlflowConfig::from_env()?)
+    }
+
+    /// The tracking server's URL (without user info).
+    pub fn tracking_uri(&self) -> &str {
+        self.inner.shared.config().tracking_uri()
+    }
+
+    /// Exports every call of `analyzer` from now on (turns on its per-call records with this
+    /// tracker's ring capacity). One exporter per analyzer: two would split its calls.
+    pub fn attach(&self, analyzer: &BottleneckAnalyzer) {
+        self.inner.shared.attach(analyzer);
+    }
+
+    /// The run's id, once the exporter has created or resumed it.
+    pub fn run_id(&self) -> Option<String> {
+        self.inner.shared.run_info().map(|r| r.run_id.clone())
+    }
+
+    /// The run's info (as when it was created), once it exists.
+    pub fn run_info(&self) -> Option<RunInfo> {
+        self.inner.shared.run_info().cloned()
+    }
+
+    /// Waits up to `timeout` for the run to exist; `None` if it does not by then (server
+    /// down, bad experiment: see [`stats`](Self::stats)'s `last_error`).
+    pub fn wait_for_run(&self, timeout: Duration) -> Option<RunInfo> {
+        self.inner.shared.wait_for_run(timeout)
+    }
+
+    /// Queues one value of a metric (timestamp: now).
+    ///
+    /// # Errors
+    /// [`MlflowError::Key`] for a key MLflow would reject (nothing is queued);
+    /// [`MlflowError::Stopped`] after [`finish`](Self::finish). A full queue is not an error:
+    /// the value is dropped and counted.
+    pub fn log_metric(&self, key: &str, value: f64, step: i64) -> Result<(), MlflowError> {
+        validate_key(key)?;
+        if self.inner.shared.is_stopped() {
+            return Err(MlflowError::Stopped);
+        }
+        self.inner
+            .shared
+            .push_metric(Arc::from(key), value, now_ms(), step);
+        Ok(())
+    }
+
+    /// Queues a param (value cut to 6000 characters when sent).
+    ///
+    /// # Errors
+    /// [`MlflowError::Key`] for a bad key; [`MlflowError::Stopped`] after
+    /// [`finish`](Self::finish).
+    pub fn log_param(&self, key: &str, value: impl Into<String>) -> Result<(), MlflowError> {
+        validate_key(key)?;
+        self.inner.shared.push_param(Param::new(key, value))
+    }
+
+    /// Queues a run tag (value cut to 8000 characters when sent).
+    ///
+    /// # Errors
+    /// [`MlflowError::Key`] for a bad key; [`MlflowError::Stopped`] after
+    /// [`finish`](Self::finish).
+    pub fn set_tag(&self, key: &str, value: impl Into<String>) -> Result<(), MlflowError> {
+        validate_key(key)?;
+        self.inner.shared.push_tag(RunTag::new(key, value))
+    }
+
+    /// Queues one LLM call's cost as a value of `node_{node_id}_cost_usd` (step: the node's
+    /// count of costs so far). A cost tracker given
+    /// [`cost_sink`](Self::cost_sink) does this for every
+    /// priced call made inside a profiled node.
+    pub fn log_node_cost(&self, node_id: &str, cost_usd: f64) {
+        self.inner.shared.push_cost(node_id, cost_usd, now_ms());
+    }
+
+    /// Queues the bottleneck report of a workflow (the seed's `log_bottleneck_report`):
+    /// metrics `total_time_ms`, `node_count`, `bottleneck_count`, `total_cost_usd` (step:
+    /// how many reports came before), tags `slowest_node` and `bottlenecks` (ids, comma
+    /// separated), and the whole summary as the artifact `bottleneck_report.json`. When
+    /// anything was lost by then, the tag `export_lost` and the artifact's `export` field
+    /// show the [`ExportStats`].
+    ///
+    /// Reports go before per-call metrics, are kept across transient failures, and are
+    /// delivered at shutdown when the server is reachable.
+    pub fn log_bottleneck_report(&self, summary: &Summary) {
+        if self.inner.shared.push_report(summary).is_err() {
+            // After finish: nothing can be sent any more; the summary is the caller's still.
+        }
+    }
+
+    /// Sends everything queued before this call (per-call records, costs, params, tags,
+    /// reports) and waits up to `timeout`. `true` when all of it was handled: delivered, or
+    /// refused by the server and counted in [`stats`](Self::stats); `false` on timeout
+    /// (the exporter keeps trying).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.inner.shared.flush(timeout)
+    }
+
+    /// What the exporter has sent, retried, dropped and failed so far.
+    pub fn stats(&self) -> ExportStats {
+        self.inner.shared.stats()
+    }
+
+    /// Delivers what is queued within the configured shutdown timeout, sets the run's status
+    /// and end time, and stops the exporter; the final statistics. Later calls (and other
+    /// clones) log nothing more.
+    pub fn finish(&self, status: RunStatus) -> ExportStats {
+        let timeout = self.inner.shared.config().shutdown_timeout;
+        self.inner.stop(status, timeout)
+    }
+
+    /// [`finish`](Self::finish) with another deadline.
+    pub fn finish_within(&self, status: RunStatus, timeout: Duration) -> ExportStats {
+        self.inner.stop(status, timeout)
+    }
+
+    /// What to give a cost tracker
+    /// ([`CostTrackerBuilder::sink`](agent_profiler_runtime::CostTrackerBuilder::sink)) so that
+    /// each priced LLM call made inside a node becomes one value of `node_{id}_cost_usd` (step:
+    /// the node's count of priced calls so far). Queued without blocking (bounded; dropped and
+    /// counted when the exporter is behind). It does not keep the exporter alive.
+    pub fn cost_sink(&self) -> Arc<dyn CostSink> {
+        Arc::new(MlflowCostSink(Arc::downgrade(&self.inner.shared)))
+    }
+}
+
+/// How a [`MultiProviderCostTracker`](agent_profiler_runtime::MultiProviderCostTracker) reaches
+/// the exporter.
+struct MlflowCostSink(std::sync::Weak<Shared>);
+
+impl CostSink for MlflowCostSink {
+    fn node_call(&self, node_id: &str, info: &CostInfo) {
+        if let (Some(shared), Some(cost)) = (self.0.upgrade(), info.cost_usd) {
+            shared.push_cost(node_id, cost, (info.timestamp * 1000.0) as i64);
+        }
+    }
+}

@@ -1,0 +1,983 @@
+//! From a [`Trace`] to OTLP messages: a root span for the workflow, a span per node call,
+//! the LLM calls in the OpenTelemetry GenAI conventions. Pure functions, no I/O.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+
+use super::config::{LlmSpans, OtlpConfig};
+use agent_profiler_runtime::Outcome;
+use agent_profiler_runtime::cost::{CostBreakdown, CostInfo};
+use agent_profiler_runtime::trace::{Span, Trace};
+
+/// The OTLP span message.
+type OtlpSpan = opentelemetry_proto::tonic::trace::v1::Span;
+
+/// Span flags: the W3C "sampled" bit, and "whether the parent is remote" is known (it is
+/// not: every parent is in the same trace, made here).
+const SPAN_FLAGS: u32 = 0x0000_0101;
+
+/// The value of a span attribute.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttributeValue {
+    /// Text.
+    String(String),
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Double(f64),
+}
+
+impl From<&str> for AttributeValue {
+    fn from(v: &str) -> Self {
+        AttributeValue::String(v.to_owned())
+    }
+}
+
+impl From<String> for AttributeValue {
+    fn from(v: String) -> Self {
+        AttributeValue::String(v)
+    }
+}
+
+impl From<&String> for AttributeValue {
+    fn from(v: &String) -> Self {
+        AttributeValue::String(v.clone())
+    }
+}
+
+impl From<bool> for AttributeValue {
+    fn from(v: bool) -> Self {
+        AttributeValue::Bool(v)
+    }
+}
+
+impl From<i64> for AttributeValue {
+    fn from(v: i64) -> Self {
+        AttributeValue::Int(v)
+    }
+}
+
+impl From<i32> for AttributeValue {
+    fn from(v: i32) -> Self {
+        AttributeValue::Int(i64::from(v))
+    }
+}
+
+impl From<u32> for AttributeValue {
+    fn from(v: u32) -> Self {
+        AttributeValue::Int(i64::from(v))
+    }
+}
+
+/// Values above `i64::MAX` (OTLP's integers are signed) become `i64::MAX`.
+impl From<u64> for AttributeValue {
+    fn from(v: u64) -> Self {
+        AttributeValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+/// Values above `i64::MAX` become `i64::MAX`.
+impl From<usize> for AttributeValue {
+    fn from(v: usize) -> Self {
+        AttributeValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<f64> for AttributeValue {
+    fn from(v: f64) -> Self {
+        AttributeValue::Double(v)
+    }
+}
+
+impl AttributeValue {
+    fn into_any(self) -> AnyValue {
+        let value = match self {
+            AttributeValue::String(s) => any_value::Value::StringValue(s),
+            AttributeValue::Bool(b) => any_value::Value::BoolValue(b),
+            AttributeValue::Int(i) => any_value::Value::IntValue(i),
+            AttributeValue::Double(d) => any_value::Value::DoubleValue(d),
+        };
+        AnyValue { value: Some(value) }
+    }
+}
+
+/// The workflow run's own span: the root of the exported trace, parent of every node call
+/// that had no profiled parent (or whose parent's span was not kept).
+///
+/// ```
+/// use agent_profiler_runtime::Outcome;
+/// use agent_profiler_otlp::RootSpan;
+///
+/// let root = RootSpan::new("research-workflow")
+///     .outcome(Outcome::Error)
+///     .status_message("step `search` failed")
+///     .attribute("agent_profiler.run_id", "run-42")
+///     .attribute("agent_profiler.total_time_ms", 1234.5)
+///     .mlflow_run("0123456789abcdef0123456789abcdef");
+/// assert_eq!(root.name(), "research-workflow");
+/// assert_eq!(root.mlflow_run_id(), Some("0123456789abcdef0123456789abcdef"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RootSpan {
+    name: String,
+    start_unix_ns: Option<u64>,
+    end_unix_ns: Option<u64>,
+    outcome: Outcome,
+    message: Option<String>,
+    attributes: Vec<(String, AttributeValue)>,
+    mlflow_run_id: Option<String>,
+    llm_totals: Option<CostBreakdown>,
+}
+
+impl RootSpan {
+    /// A root span called `name` (the workflow's name), status OK, spanning the trace's
+    /// spans (earliest start to latest end; now when there are none).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            start_unix_ns: None,
+            end_unix_ns: None,
+            outcome: Outcome::Ok,
+            message: None,
+            attributes: Vec::new(),
+            mlflow_run_id: None,
+            llm_totals: None,
+        }
+    }
+
+    /// When the run started and ended, ns since the Unix epoch (an end before the start is
+    /// taken as the start).
+    pub fn start_end(mut self, start_unix_ns: u64, end_unix_ns: u64) -> Self {
+        self.start_unix_ns = Some(start_unix_ns);
+        self.end_unix_ns = Some(end_unix_ns.max(start_unix_ns));
+        self
+    }
+
+    /// How the run ended: [`Outcome::Ok`] gives status OK, the others status ERROR (the
+    /// trace's state in MLflow).
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// The status message of a failed run (default: the outcome's name).
+    pub fn status_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// Adds an attribute of the run (run id, totals, parameters...); a later value for the
+    /// same key replaces the earlier one.
+    pub fn attribute(mut self, key: impl Into<String>, value: impl Into<AttributeValue>) -> Self {
+        let key = key.into();
+        self.attributes.retain(|(k, _)| *k != key);
+        self.attributes.push((key, value.into()));
+        self
+    }
+
+    /// Links the trace to this MLflow run (sent as the `x-mlflow-run-id` header with the
+    /// root span: MLflow then lists the trace under the run).
+    pub fn mlflow_run(mut self, run_id: impl Into<String>) -> Self {
+        self.mlflow_run_id = Some(run_id.into()).filter(|id| !id.is_empty());
+        self
+    }
+
+    /// The run's LLM totals for the root span's `agent_profiler.llm.*` attributes (default:
+    /// the sum over the kept spans; give the analyzer's totals when spans were dropped).
+    pub fn llm_totals(mut self, totals: CostBreakdown) -> Self {
+        self.llm_totals = Some(totals);
+        self
+    }
+
+    /// The span's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The MLflow run the trace is linked to, if any.
+    pub fn mlflow_run_id(&self) -> Option<&str> {
+        self.mlflow_run_id.as_deref()
+    }
+}
+
+fn kv(key: &str, value: impl Into<AttributeValue>) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(value.into().into_any()),
+        ..Default::default()
+    }
+}
+
+fn kv_strings<'a>(key: &str, values: impl IntoIterator<Item = &'a str>) -> KeyValue {
+    let values = values
+        .into_iter()
+        .map(|v| AttributeValue::from(v).into_any())
+        .collect();
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue { values })),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `mlflow.llm.cost`: the map MLflow reads a span's cost from (USD). Only the total is
+/// known.
+fn mlflow_cost(total_usd: f64) -> KeyValue {
+    KeyValue {
+        key: "mlflow.llm.cost".to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![kv("total_cost", total_usd)],
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A span id derived from `seed` that is neither 0 nor in `used` (then added to it).
+fn fresh_id(seed: u64, used: &mut HashSet<u64>) -> u64 {
+    let mut x = seed;
+    loop {
+        x = splitmix64(x);
+        if x != 0 && used.insert(x) {
+            return x;
+        }
+    }
+}
+
+/// A random trace id, for a trace whose own id is not usable (not 32 hex digits, or 0).
+fn random_trace_id() -> [u8; 16] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let a = splitmix64(nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32));
+    let b = splitmix64(a ^ u64::from(std::process::id()));
+    let mut id = [0; 16];
+    id[..8].copy_from_slice(&a.to_be_bytes());
+    id[8..].copy_from_slice(&b.to_be_bytes());
+    if id == [0; 16] { [1; 16] } else { id }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn status(outcome: Outcome, message: Option<&str>) -> Status {
+    match outcome {
+        Outcome::Ok => Status {
+            code: StatusCode::Ok as i32,
+            message: String::new(),
+        },
+        other => Status {
+            code: StatusCode::Error as i32,
+            message: message.unwrap_or(other.as_str()).to_owned(),
+        },
+    }
+}
+
+/// The `agent_profiler.llm.*` sums of a group of calls.
+fn llm_summary(attributes: &mut Vec<KeyValue>, totals: &CostBreakdown) {
+    if totals.calls == 0 {
+        return;
+    }
+    attributes.push(kv("agent_profiler.llm.calls", totals.calls));
+    attributes.push(kv("agent_profiler.llm.input_tokens", totals.input_tokens));
+    attributes.push(kv("agent_profiler.llm.output_tokens", totals.output_tokens));
+    attributes.push(kv("agent_profiler.llm.total_tokens", totals.total_tokens));
+    for (key, value) in [
+        (
+            "agent_profiler.llm.cached_input_tokens",
+            totals.cached_input_tokens,
+        ),
+        (
+            "agent_profiler.llm.cache_creation_input_tokens",
+            totals.cache_creation_input_tokens,
+        ),
+        (
+            "agent_profiler.llm.reasoning_tokens",
+            totals.reasoning_tokens,
+        ),
+        ("agent_profiler.llm.unpriced_calls", totals.unpriced_calls),
+    ] {
+        if value > 0 {
+            attributes.push(kv(key, value));
+        }
+    }
+    if totals.calls > totals.unpriced_calls {
+        attributes.push(kv("agent_profiler.cost_usd", totals.cost_usd));
+    }
+}
+
+fn totals_of(calls: &[CostInfo]) -> CostBreakdown {
+    let mut totals = CostBreakdown::default();
+    for call in calls {
+        totals.add(call);
+    }
+    totals
+}
+
+/// The OpenTelemetry GenAI attributes of a group of LLM calls (summed), as MLflow's
+/// translator reads them, plus the cost.
+fn genai_attributes(attributes: &mut Vec<KeyValue>, calls: &[CostInfo]) {
+    if calls.is_empty() {
+        return;
+    }
+    let totals = totals_of(calls);
+    let models: BTreeSet<&str> = calls.iter().map(|c| c.model.as_str()).collect();
+    let providers: BTreeSet<&str> = calls.iter().map(|c| c.provider.as_str()).collect();
+    if let [model] = models.iter().copied().collect::<Vec<_>>().as_slice() {
+        attributes.push(kv("gen_ai.operation.name", "chat"));
+        attributes.push(kv("gen_ai.request.model", *model));
+    } else {
+        attributes.push(kv_strings("agent_profiler.llm.models", models));
+    }
+    if let [provider] = providers.iter().copied().collect::<Vec<_>>().as_slice() {
+        attributes.push(kv("gen_ai.provider.name", *provider));
+    } else {
+        attributes.push(kv_strings("agent_profiler.llm.providers", providers));
+    }
+    attributes.push(kv("gen_ai.usage.input_tokens", totals.input_tokens));
+    attributes.push(kv("gen_ai.usage.output_tokens", totals.output_tokens));
+    if totals.cached_input_tokens > 0 {
+        attributes.push(kv(
+            "gen_ai.usage.cache_read.input_tokens",
+            totals.cached_input_tokens,
+        ));
+    }
+    if totals.cache_creation_input_tokens > 0 {
+        attributes.push(kv(
+            "gen_ai.usage.cache_write.input_tokens",
+            totals.cache_creation_input_tokens,
+        ));
+    }
+    if totals.calls > totals.unpriced_calls {
+        attributes.push(mlflow_cost(totals.cost_usd));
+    }
+}
+
+/// Every span of the trace as OTLP spans: node calls (in the trace's order), each followed
+/// by its LLM call spans in [`LlmSpans::PerCall`] mode, and the root last.
+fn otlp_spans(trace: &Trace, root: &RootSpan, config: &OtlpConfig) -> Vec<OtlpSpan> {
+    let mut trace_id = trace.trace_id_bytes();
+    if trace_id == [0; 16] {
+        trace_id = random_trace_id();
+    }
+    let kept: HashSet<u64> = trace.spans.iter().map(|s| s.span_id).collect();
+    let mut used = kept.clone();
+    let seed = u64::from_be_bytes(trace_id[..8].try_into().unwrap_or_default())
+        ^ u64::from_be_bytes(trace_id[8..].try_into().unwrap_or_default()).rotate_left(29);
+    let root_id = fresh_id(seed ^ 0x726f_6f74, &mut used);
+    let per_call = config.llm_spans == LlmSpans::PerCall;
+
+    let mut out = Vec::with_capacity(trace.spans.len() + 1);
+    for span in &trace.spans {
+        let parent = span
+            .parent_span_id
+            .filter(|p| kept.contains(p))
+            .unwrap_or(root_id);
+        out.push(node_span(span, trace_id, parent, per_call));
+        if per_call {
+            for (index, call) in span.llm_calls.iter().enumerate() {
+                let id = fresh_id(span.span_id ^ ((index as u64 + 1) << 48), &mut used);
+                out.push(llm_span(call, span, trace_id, id));
+            }
+        }
+    }
+
+    let (start, end) = match (root.start_unix_ns, root.end_unix_ns) {
+        (Some(start), Some(end)) => (start, end.max(start)),
+        _ => trace.bounds().unwrap_or_else(|| {
+            let now = now_ns();
+            (now, now)
+        }),
+    };
+    let mut attributes: Vec<KeyValue> = root
+        .attributes
+        .iter()
+        .map(|(k, v)| kv(k, v.clone()))
+        .collect();
+    let has = |attributes: &[KeyValue], key: &str| attributes.iter().any(|a| a.key == key);
+    let mut automatic = vec![
+        kv("agent_profiler.spans", trace.spans.len()),
+        kv("agent_profiler.spans_dropped", trace.dropped),
+        kv("agent_profiler.trace_capacity", trace.capacity),
+        kv(
+            "agent_profiler.unattached_llm_calls",
+            trace.unattached_llm_calls,
+        ),
+    ];
+    if root.outcome != Outcome::Ok {
+        automatic.push(kv("error.type", root.outcome.as_str()));
+    }
+    let totals = root.llm_totals.clone().unwrap_or_else(|| {
+        let mut totals = CostBreakdown::default();
+        for span in &trace.spans {
+            for call in &span.llm_calls {
+                totals.add(call);
+            }
+        }
+        totals
+    });
+    llm_summary(&mut automatic, &totals);
+    for attribute in automatic {
+        if !has(&attributes, &attribute.key) {
+            attributes.push(attribute);
+        }
+    }
+    out.push(OtlpSpan {
+        trace_id: trace_id.to_vec(),
+        span_id: root_id.to_be_bytes().to_vec(),
+        flags: SPAN_FLAGS,
+        name: root.name.clone(),
+        kind: SpanKind::Internal as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        attributes,
+        status: Some(status(root.outcome, root.message.as_deref())),
+        ..Default::default()
+    });
+    out
+}
+
+fn node_span(span: &Span, trace_id: [u8; 16], parent: u64, per_call: bool) -> OtlpSpan {
+    let mut attributes = vec![
+        kv("agent_profiler.node_id", span.node_id.as_str()),
+        kv("agent_profiler.outcome", span.outcome.as_str()),
+        kv("agent_profiler.thread", span.thread),
+        kv("agent_profiler.is_async", span.is_async),
+        kv("agent_profiler.busy_ns", span.busy_ns),
+    ];
+    if let Some(parent_node) = &span.parent_node_id {
+        attributes.push(kv("agent_profiler.parent_node_id", parent_node.as_str()));
+    }
+    if span.outcome != Outcome::Ok {
+        attributes.push(kv("error.type", span.outcome.as_str()));
+    }
+    llm_summary(&mut attributes, &span.llm_totals());
+    if !per_call {
+        genai_attributes(&mut attributes, &span.llm_calls);
+    }
+    OtlpSpan {
+        trace_id: trace_id.to_vec(),
+        span_id: span.span_id.to_be_bytes().to_vec(),
+        parent_span_id: parent.to_be_bytes().to_vec(),
+        flags: SPAN_FLAGS,
+        name: span.node_id.clone(),
+        kind: SpanKind::Internal as i32,
+        start_time_unix_nano: span.start_unix_ns,
+        end_time_unix_nano: span.end_unix_ns.max(span.start_unix_ns),
+        attributes,
+        status: Some(status(span.outcome, None)),
+        ..Default::default()
+    }
+}
+
+/// One LLM call as a `chat {model}` client span under its node's span, at the moment it
+/// was tracked (kept within the node's span).
+fn llm_span(call: &CostInfo, node: &Span, trace_id: [u8; 16], id: u64) -> OtlpSpan {
+    let end = node.end_unix_ns.max(node.start_unix_ns);
+    let at = if call.timestamp.is_finite() && call.timestamp > 0.0 {
+        ((call.timestamp * 1e9) as u64).clamp(node.start_unix_ns, end)
+    } else {
+        end
+    };
+    let mut attributes = vec![kv("agent_profiler.node_id", node.node_id.as_str())];
+    genai_attributes(&mut attributes, std::slice::from_ref(call));
+    if call.reasoning_tokens > 0 {
+        attributes.push(kv(
+            "agent_profiler.llm.reasoning_tokens",
+            call.reasoning_tokens,
+        ));
+    }
+    match call.cost_usd {
+        Some(cost) => attributes.push(kv("agent_profiler.cost_usd", cost)),
+        None => {
+            if let Some(reason) = &call.unpriced_reason {
+                attributes.push(kv("agent_profiler.llm.unpriced_reason", reason.as_str()));
+            }
+        }
+    }
+    if let Some(key) = &call.price_key {
+        attributes.push(kv("agent_profiler.llm.price_key", key.as_str()));
+    }
+    OtlpSpan {
+        trace_id: trace_id.to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: node.span_id.to_be_bytes().to_vec(),
+        flags: SPAN_FLAGS,
+        name: format!("chat {}", call.model),
+        kind: SpanKind::Client as i32,
+        start_time_unix_nano: at,
+        end_time_unix_nano: at,
+        attributes,
+        status: Some(status(Outcome::Ok, None)),
+        ..Default::default()
+    }
+}
+
+fn resource(config: &OtlpConfig) -> Resource {
+    let mut attributes = vec![
+        kv("service.name", config.service_name.as_str()),
+        kv("telemetry.sdk.name", "agent-profiler"),
+        kv("telemetry.sdk.language", "rust"),
+        kv("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+    ];
+    for (key, value) in &config.resource_attributes {
+        attributes.retain(|a| a.key != *key);
+        attributes.push(kv(key, value.as_str()));
+    }
+    Resource {
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn request(resource: Resource, spans: Vec<OtlpSpan>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "agent-profiler".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The whole trace as one OTLP request: the resource (`service.name` and the configured
+/// attributes), a span per node call, the LLM calls (see [`LlmSpans`]), and the root span
+/// last.
+///
+/// Ids: the trace id is [`Trace::trace_id_bytes`] (a random one when that is zero); a node
+/// span's id is `span_id.to_be_bytes()`, its parent the span of the node that called it, or
+/// the root span when it had none or that span was not kept. The root span's id (and those
+/// of LLM call spans) are derived from the trace id and collide with no node span, so
+/// exporting the same trace again sends the same spans (receivers that upsert, such as
+/// MLflow, keep one copy).
+///
+/// ```
+/// use agent_profiler_runtime::BottleneckAnalyzer;
+/// use agent_profiler_otlp::{OtlpConfig, RootSpan, to_request};
+///
+/// let analyzer = BottleneckAnalyzer::new();
+/// analyzer.enable_trace(64);
+/// analyzer.record_node("plan", 5.0).unwrap();
+/// let trace = analyzer.trace().unwrap();
+/// let config = OtlpConfig::new("http://127.0.0.1:4318/v1/traces").unwrap();
+/// let request = to_request(&trace, &RootSpan::new("workflow"), &config);
+/// let spans = &request.resource_spans[0].scope_spans[0].spans;
+/// assert_eq!(spans.len(), 2);
+/// assert_eq!(spans[0].name, "plan");
+/// assert_eq!(spans[1].name, "workflow");
+/// assert_eq!(spans[0].parent_span_id, spans[1].span_id);
+/// ```
+pub fn to_request(
+    trace: &Trace,
+    root: &RootSpan,
+    config: &OtlpConfig,
+) -> ExportTraceServiceRequest {
+    request(resource(config), otlp_spans(trace, root, config))
+}
+
+/// [`to_request`] split into requests of at most
+/// [`max_spans_per_request`](OtlpConfig::max_spans_per_request) spans each, the root span
+/// in the last one (receivers assemble the trace by its id; MLflow marks it complete when
+/// the root arrives).
+pub fn to_requests(
+    trace: &Trace,
+    root: &RootSpan,
+    config: &OtlpConfig,
+) -> Vec<ExportTraceServiceRequest> {
+    let resource = resource(config);
+    let per_request = config.max_spans_per_request.max(1);
+    let spans = otlp_spans(trace, root, config);
+    let mut requests = Vec::with_capacity(spans.len().div_ceil(per_request));
+    let mut batch = Vec::with_capacity(per_request.min(spans.len()));
+    for span in spans {
+        batch.push(span);
+        if batch.len() == per_request {
+            requests.push(request(resource.clone(), std::mem::take(&mut batch)));
+        }
+    }
+    if !batch.is_empty() {
+        requests.push(request(resource, batch));
+    }
+    requests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_profiler_runtime::trace::test_support::span;
+
+    fn call(provider: &str, model: &str, input: u64, output: u64, cost: Option<f64>) -> CostInfo {
+        CostInfo {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: input + output,
+            cached_input_tokens: input / 10,
+            cache_creation_input_tokens: 0,
+            reasoning_tokens: 0,
+            cost_usd: cost,
+            unpriced_reason: cost.is_none().then(|| "no price".to_owned()),
+            price_key: cost.map(|_| model.to_owned()),
+            node_id: None,
+            timestamp: 1_700_000_000.5,
+        }
+    }
+
+    const T0: u64 = 1_700_000_000_000_000_000;
+
+    /// outer(1) > [middle(2) > leaf(3)], fails(4) whose parent (99) was not kept.
+    fn sample() -> Trace {
+        let mut middle = span(2, Some(1), "middle", T0 + 10, T0 + 900_000_000);
+        middle.parent_node_id = Some("outer".into());
+        middle.llm_calls = vec![
+            call("openai", "gpt-4o", 1000, 100, Some(0.0035)),
+            call("openai", "gpt-4o", 500, 50, Some(0.001)),
+        ];
+        let mut leaf = span(3, Some(2), "leaf", T0 + 20, T0 + 30);
+        leaf.is_async = true;
+        leaf.thread = 7;
+        leaf.llm_calls = vec![call("anthropic", "claude-sonnet-4-5", 10, 5, None)];
+        let mut fails = span(4, Some(99), "fails", T0 + 5, T0 + 6);
+        fails.outcome = Outcome::Panicked;
+        fails.parent_node_id = Some("gone".into());
+        Trace {
+            trace_id: "0123456789abcdef0123456789abcdef".into(),
+            spans: vec![
+                leaf,
+                middle,
+                fails,
+                span(1, None, "outer", T0, T0 + 1_000_000_000),
+            ],
+            polls: Vec::new(),
+            capacity: 4,
+            dropped: 2,
+            unattached_llm_calls: 1,
+        }
+    }
+
+    fn spans(request: &ExportTraceServiceRequest) -> &[OtlpSpan] {
+        &request.resource_spans[0].scope_spans[0].spans
+    }
+
+    fn by_name<'a>(spans: &'a [OtlpSpan], name: &str) -> &'a OtlpSpan {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}"))
+    }
+
+    fn attr<'a>(span: &'a OtlpSpan, key: &str) -> Option<&'a any_value::Value> {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+    }
+
+    fn int(span: &OtlpSpan, key: &str) -> Option<i64> {
+        match attr(span, key) {
+            Some(any_value::Value::IntValue(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    fn string<'a>(span: &'a OtlpSpan, key: &str) -> Option<&'a str> {
+        match attr(span, key) {
+            Some(any_value::Value::StringValue(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn double(span: &OtlpSpan, key: &str) -> Option<f64> {
+        match attr(span, key) {
+            Some(any_value::Value::DoubleValue(d)) => Some(*d),
+            _ => None,
+        }
+    }
+
+    fn config() -> OtlpConfig {
+        OtlpConfig::new("http://127.0.0.1:4318/v1/traces")
+            .unwrap()
+            .service_name("svc")
+            .resource_attribute("deployment.environment", "test")
+    }
+
+    #[test]
+    fn ids_nesting_and_root() {
+        let trace = sample();
+        let root = RootSpan::new("wf").attribute("agent_profiler.run_id", "r1");
+        let request = to_request(&trace, &root, &config());
+        let spans = spans(&request);
+        // 4 nodes, 3 LLM calls, the root.
+        assert_eq!(spans.len(), 8);
+        let root_span = spans.last().unwrap();
+        assert_eq!(root_span.name, "wf");
+        assert!(root_span.parent_span_id.is_empty());
+        assert_eq!(root_span.trace_id, trace.trace_id_bytes().to_vec());
+        for s in spans {
+            assert_eq!(s.trace_id, trace.trace_id_bytes().to_vec());
+            assert_eq!(s.span_id.len(), 8);
+            assert_eq!(s.flags, SPAN_FLAGS);
+        }
+        let outer = by_name(spans, "outer");
+        assert_eq!(outer.span_id, 1u64.to_be_bytes());
+        assert_eq!(
+            outer.parent_span_id, root_span.span_id,
+            "top level under the root"
+        );
+        assert_eq!(by_name(spans, "middle").parent_span_id, 1u64.to_be_bytes());
+        assert_eq!(by_name(spans, "leaf").parent_span_id, 2u64.to_be_bytes());
+        let fails = by_name(spans, "fails");
+        assert_eq!(fails.parent_span_id, root_span.span_id, "parent not kept");
+        assert_eq!(string(fails, "agent_profiler.parent_node_id"), Some("gone"));
+        let ids: HashSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
+        assert_eq!(ids.len(), spans.len(), "span ids are unique");
+        assert!(!ids.contains([0u8; 8].as_slice()));
+        // The root spans the trace by default.
+        assert_eq!(root_span.start_time_unix_nano, T0);
+        assert_eq!(root_span.end_time_unix_nano, T0 + 1_000_000_000);
+        // Same trace, same ids.
+        let again = to_request(&trace, &root, &config());
+        assert_eq!(again, request);
+    }
+
+    #[test]
+    fn status_kind_and_node_attributes() {
+        let trace = sample();
+        let request = to_request(&trace, &RootSpan::new("wf"), &config());
+        let spans = spans(&request);
+        let fails = by_name(spans, "fails");
+        let status = fails.status.as_ref().unwrap();
+        assert_eq!(status.code, StatusCode::Error as i32);
+        assert_eq!(status.message, "panicked");
+        assert_eq!(string(fails, "error.type"), Some("panicked"));
+        let leaf = by_name(spans, "leaf");
+        assert_eq!(leaf.status.as_ref().unwrap().code, StatusCode::Ok as i32);
+        assert_eq!(leaf.kind, SpanKind::Internal as i32);
+        assert_eq!(leaf.start_time_unix_nano, T0 + 20);
+        assert_eq!(leaf.end_time_unix_nano, T0 + 30);
+        assert_eq!(string(leaf, "agent_profiler.node_id"), Some("leaf"));
+        assert_eq!(string(leaf, "agent_profiler.outcome"), Some("ok"));
+        assert_eq!(int(leaf, "agent_profiler.thread"), Some(7));
+        assert_eq!(int(leaf, "agent_profiler.busy_ns"), Some(10));
+        assert!(matches!(
+            attr(leaf, "agent_profiler.is_async"),
+            Some(any_value::Value::BoolValue(true))
+        ));
+        assert_eq!(string(leaf, "error.type"), None);
+        let resource = request.resource_spans[0].resource.as_ref().unwrap();
+        let keys: Vec<&str> = resource.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert!(keys.contains(&"service.name") && keys.contains(&"deployment.environment"));
+    }
+
+    #[test]
+    fn llm_calls_as_child_spans() {
+        let trace = sample();
+        let request = to_request(&trace, &RootSpan::new("wf"), &config());
+        let spans = spans(&request);
+        let middle = by_name(spans, "middle");
+        let chats: Vec<&OtlpSpan> = spans.iter().filter(|s| s.name == "chat gpt-4o").collect();
+        assert_eq!(chats.len(), 2);
+        for chat in &chats {
+            assert_eq!(chat.parent_span_id, middle.span_id);
+            assert_eq!(chat.kind, SpanKind::Client as i32);
+            assert_eq!(string(chat, "gen_ai.operation.name"), Some("chat"));
+            assert_eq!(string(chat, "gen_ai.request.model"), Some("gpt-4o"));
+            assert_eq!(string(chat, "gen_ai.provider.name"), Some("openai"));
+            // When the call was tracked.
+            assert_eq!(chat.start_time_unix_nano, T0 + 500_000_000);
+            assert_eq!(chat.end_time_unix_nano, chat.start_time_unix_nano);
+        }
+        assert_eq!(int(chats[0], "gen_ai.usage.input_tokens"), Some(1000));
+        assert_eq!(int(chats[0], "gen_ai.usage.output_tokens"), Some(100));
+        assert_eq!(
+            int(chats[0], "gen_ai.usage.cache_read.input_tokens"),
+            Some(100)
+        );
+        assert_eq!(double(chats[0], "agent_profiler.cost_usd"), Some(0.0035));
+        assert!(attr(chats[0], "mlflow.llm.cost").is_some());
+        // The node carries the sums, not the GenAI attributes (usage on leaves only).
+        assert_eq!(int(middle, "agent_profiler.llm.calls"), Some(2));
+        assert_eq!(int(middle, "agent_profiler.llm.input_tokens"), Some(1500));
+        assert_eq!(int(middle, "gen_ai.usage.input_tokens"), None);
+        assert!((double(middle, "agent_profiler.cost_usd").unwrap() - 0.0045).abs() < 1e-12);
+        // An unpriced call: tokens, no cost; tracked after its node ended, so kept within
+        // the node's span.
+        let claude = by_name(spans, "chat claude-sonnet-4-5");
+        assert_eq!(claude.start_time_unix_nano, T0 + 30);
+        assert_eq!(int(claude, "gen_ai.usage.input_tokens"), Some(10));
+        assert_eq!(double(claude, "agent_profiler.cost_usd"), None);
+        assert!(attr(claude, "mlflow.llm.cost").is_none());
+        assert_eq!(
+            string(claude, "agent_profiler.llm.unpriced_reason"),
+            Some("no price")
+        );
+        // The root has the run's totals under agent_profiler.*, never gen_ai usage.
+        let root = spans.last().unwrap();
+        assert_eq!(int(root, "agent_profiler.llm.calls"), Some(3));
+        assert_eq!(int(root, "agent_profiler.llm.input_tokens"), Some(1510));
+        assert_eq!(int(root, "agent_profiler.llm.unpriced_calls"), Some(1));
+        assert_eq!(int(root, "gen_ai.usage.input_tokens"), None);
+        assert_eq!(int(root, "agent_profiler.spans"), Some(4));
+        assert_eq!(int(root, "agent_profiler.spans_dropped"), Some(2));
+        assert_eq!(int(root, "agent_profiler.unattached_llm_calls"), Some(1));
+    }
+
+    #[test]
+    fn llm_calls_on_node_spans() {
+        let mut trace = sample();
+        trace.spans[1]
+            .llm_calls
+            .push(call("anthropic", "claude-haiku-4-5", 1, 1, Some(0.5)));
+        let config = config().llm_spans(LlmSpans::OnNode);
+        let request = to_request(&trace, &RootSpan::new("wf"), &config);
+        let spans = spans(&request);
+        assert_eq!(spans.len(), 5, "no LLM call spans");
+        let leaf = by_name(spans, "leaf");
+        assert_eq!(string(leaf, "gen_ai.operation.name"), Some("chat"));
+        assert_eq!(
+            string(leaf, "gen_ai.request.model"),
+            Some("claude-sonnet-4-5")
+        );
+        assert_eq!(string(leaf, "gen_ai.provider.name"), Some("anthropic"));
+        assert_eq!(int(leaf, "gen_ai.usage.input_tokens"), Some(10));
+        // Two models, two providers: summed usage, lists instead of the single-valued keys.
+        let middle = by_name(spans, "middle");
+        assert_eq!(int(middle, "gen_ai.usage.input_tokens"), Some(1501));
+        assert_eq!(int(middle, "gen_ai.usage.output_tokens"), Some(151));
+        assert_eq!(string(middle, "gen_ai.request.model"), None);
+        assert_eq!(string(middle, "gen_ai.operation.name"), None);
+        assert_eq!(string(middle, "gen_ai.provider.name"), None);
+        assert!(matches!(
+            attr(middle, "agent_profiler.llm.models"),
+            Some(any_value::Value::ArrayValue(a)) if a.values.len() == 2
+        ));
+        let Some(any_value::Value::KvlistValue(cost)) = attr(middle, "mlflow.llm.cost") else {
+            panic!("no mlflow.llm.cost");
+        };
+        assert_eq!(cost.values[0].key, "total_cost");
+    }
+
+    #[test]
+    fn root_span_from_the_caller() {
+        let trace = sample();
+        let root = RootSpan::new("wf")
+            .start_end(T0 - 100, T0 + 2_000_000_000)
+            .outcome(Outcome::Error)
+            .status_message("step failed")
+            .attribute("agent_profiler.spans", "mine")
+            .attribute("k", 1.5)
+            .attribute("k", 2u64)
+            .llm_totals(CostBreakdown {
+                calls: 9,
+                ..CostBreakdown::default()
+            });
+        let request = to_request(&trace, &root, &config());
+        let root_span = spans(&request).last().unwrap();
+        assert_eq!(root_span.start_time_unix_nano, T0 - 100);
+        assert_eq!(root_span.end_time_unix_nano, T0 + 2_000_000_000);
+        let status = root_span.status.as_ref().unwrap();
+        assert_eq!(
+            (status.code, status.message.as_str()),
+            (StatusCode::Error as i32, "step failed")
+        );
+        assert_eq!(string(root_span, "agent_profiler.spans"), Some("mine"));
+        assert_eq!(int(root_span, "k"), Some(2));
+        assert_eq!(int(root_span, "agent_profiler.llm.calls"), Some(9));
+        assert_eq!(string(root_span, "error.type"), Some("error"));
+    }
+
+    #[test]
+    fn empty_and_odd_traces() {
+        let trace = Trace::default(); // no spans, trace id not hex
+        let request = to_request(&trace, &RootSpan::new("wf"), &config());
+        let spans = spans(&request);
+        assert_eq!(spans.len(), 1);
+        assert_ne!(
+            spans[0].trace_id,
+            vec![0; 16],
+            "a random id replaces a bad one"
+        );
+        assert!(spans[0].end_time_unix_nano >= spans[0].start_time_unix_nano);
+        assert!(spans[0].start_time_unix_nano > 0);
+    }
+
+    #[test]
+    fn batches_keep_every_span_once_and_the_root_last() {
+        let mut trace = sample();
+        for i in 0..1000 {
+            trace
+                .spans
+                .push(span(1000 + i, Some(1), "many", T0 + i, T0 + i + 1));
+        }
+        let total = to_request(&trace, &RootSpan::new("wf"), &config());
+        let total = spans(&total).len();
+        for per in [1, 7, 512, 5000] {
+            let config = config().max_spans_per_request(per);
+            let requests = to_requests(&trace, &RootSpan::new("wf"), &config);
+            assert_eq!(requests.len(), total.div_ceil(per));
+            let mut seen = HashSet::new();
+            for request in &requests {
+                let batch = spans(request);
+                assert!(!batch.is_empty() && batch.len() <= per);
+                assert!(request.resource_spans[0].resource.is_some());
+                for s in batch {
+                    assert!(seen.insert(s.span_id.clone()));
+                }
+            }
+            assert_eq!(seen.len(), total);
+            let last = requests.last().unwrap();
+            assert_eq!(spans(last).last().unwrap().name, "wf");
+        }
+    }
+
+    #[test]
+    fn attribute_values_convert() {
+        assert_eq!(
+            AttributeValue::from(u64::MAX),
+            AttributeValue::Int(i64::MAX)
+        );
+        assert_eq!(AttributeValue::from(3usize), AttributeValue::Int(3));
+        assert_eq!(
+            AttributeValue::from("x"),
+            AttributeValue::String("x".into())
+        );
+        assert_eq!(AttributeValue::from(true), AttributeValue::Bool(true));
+        assert_eq!(AttributeValue::from(-2i32), AttributeValue::Int(-2));
+    }
+}

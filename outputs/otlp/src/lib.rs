@@ -1,0 +1,585 @@
+//! OTLP/HTTP export of traces: a workflow run's spans (from trace mode) sent as one
+//! OpenTelemetry trace to MLflow or any OTLP collector, from a background thread.
+//!
+//! - [`OtlpConfig`]: where to send (the OpenTelemetry SDK's `OTEL_EXPORTER_OTLP_*`
+//!   variables, an MLflow tracking server, or code), headers, timeouts, retries, limits.
+//! - [`OtlpExporter`]: [`export`](OtlpExporter::export) queues a [`Trace`] and returns at
+//!   once; a thread converts and sends it in batches of protobuf requests. Failures never
+//!   reach the workflow: they are counted in [`OtlpStats`] and reported once on stderr.
+//! - [`to_request`] / [`to_requests`]: the pure conversion, for tests or other transports.
+//!
+//! What is sent, for one run: one trace (the id of [`Trace::trace_id`]); a root span named
+//! after the workflow ([`RootSpan`]), status from the run's outcome, with the run's
+//! attributes; a span per node call, nested as the calls nested, status OK or ERROR (message:
+//! `error`, `panicked` or `cancelled`), with `agent_profiler.node_id`, `.outcome`,
+//! `.thread`, `.is_async`, `.busy_ns`, `.parent_node_id`; and each LLM call in the
+//! OpenTelemetry GenAI conventions (`gen_ai.operation.name`, `gen_ai.request.model`,
+//! `gen_ai.provider.name`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
+//! `gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_write.input_tokens`) with its
+//! cost in USD (`agent_profiler.cost_usd`, and `mlflow.llm.cost`, the attribute MLflow reads
+//! costs from). See [`LlmSpans`] for where the LLM attributes go.
+//!
+//! MLflow (3.6 and later) takes OTLP at `{tracking_uri}/v1/traces`, into the experiment
+//! named by the `x-mlflow-experiment-id` header; [`OtlpConfig::for_mlflow`] sets both, and
+//! [`RootSpan::mlflow_run`] links the trace to a run (header `x-mlflow-run-id`), so the
+//! MLflow UI lists it under the run, next to its metrics, with the token usage and cost
+//! per trace.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use agent_profiler_runtime::{BottleneckAnalyzer, Outcome, ProfilerScope};
+//! use agent_profiler_otlp::{OtlpConfig, OtlpExporter, RootSpan};
+//!
+//! let analyzer = BottleneckAnalyzer::new();
+//! analyzer.enable_trace(65_536);
+//! // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, ..._HEADERS, OTEL_SERVICE_NAME; else MLflow's
+//! // MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID.
+//! let exporter = OtlpExporter::start(OtlpConfig::from_env()?)?;
+//! {
+//!     let _scope = ProfilerScope::new(&analyzer);
+//!     // ... run the workflow: #[profile_node] functions ...
+//! }
+//! if let Some(trace) = analyzer.trace() {
+//!     exporter.export(&trace, RootSpan::new("nightly-research").outcome(Outcome::Ok));
+//! }
+//! exporter.flush(Duration::from_secs(30));
+//! let stats = exporter.stats();
+//! if stats.anything_lost() {
+//!     eprintln!("trace export incomplete: {stats}");
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod convert;
+mod http;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use serde::Serialize;
+
+pub use config::{
+    DEFAULT_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MAX_SPANS_PER_REQUEST, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, LlmSpans,
+    MLFLOW_EXPERIMENT_HEADER, MLFLOW_RUN_HEADER, OtlpConfig, OtlpError, TRACES_PATH,
+};
+pub use convert::{AttributeValue, RootSpan, to_request, to_requests};
+/// The OTLP protobuf messages (from the `opentelemetry-proto` crate) that [`to_request`]
+/// returns.
+pub use opentelemetry_proto::tonic as proto;
+
+use agent_profiler_http::wait::{deadline_after, lock, wait_until};
+use agent_profiler_runtime::trace::Trace;
+use http::{Pace, Sender};
+
+/// What the exporter has done so far. Every span handed to [`OtlpExporter::export`] (the
+/// root span included) ends up in exactly one of `spans_sent`, `spans_dropped`,
+/// `spans_failed`, `spans_rejected`, or is still `pending_spans`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OtlpStats {
+    /// Traces whose every request the receiver accepted.
+    pub traces_sent: u64,
+    /// Traces not queued: the queue was full, or the exporter was shut down.
+    pub traces_dropped: u64,
+    /// Traces with at least one request that could not be delivered.
+    pub traces_failed: u64,
+    /// Spans the receiver accepted.
+    pub spans_sent: u64,
+    /// Spans of dropped traces.
+    pub spans_dropped: u64,
+    /// Spans in requests that could not be delivered (refused, no answer after the
+    /// retries, or still queued at the shutdown deadline).
+    pub spans_failed: u64,
+    /// Spans the receiver accepted the request of but refused (OTLP partial success).
+    pub spans_rejected: u64,
+    /// Requests the receiver accepted.
+    pub requests_sent: u64,
+    /// Requests that could not be delivered.
+    pub requests_failed: u64,
+    /// Requests sent again after a transient failure.
+    pub retried_requests: u64,
+    /// Spans queued or being sent.
+    pub pending_spans: u64,
+    /// The last failure, if any (never holds a header value).
+    pub last_error: Option<String>,
+}
+
+impl OtlpStats {
+    /// Spans that will never reach the receiver: dropped, failed and rejected.
+    pub fn spans_lost(&self) -> u64 {
+        self.spans_dropped + self.spans_failed + self.spans_rejected
+    }
+
+    /// Whether anything was lost.
+    pub fn anything_lost(&self) -> bool {
+        self.spans_lost() > 0
+    }
+}
+
+impl fmt::Display for OtlpStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} traces sent ({} spans in {} requests, {} retries); {} traces dropped ({} spans), \
+             {} failed ({} spans in {} requests), {} spans rejected, {} pending",
+            self.traces_sent,
+            self.spans_sent,
+            self.requests_sent,
+            self.retried_requests,
+            self.traces_dropped,
+            self.spans_dropped,
+            self.traces_failed,
+            self.spans_failed,
+            self.requests_failed,
+            self.spans_rejected,
+            self.pending_spans
+        )?;
+        if let Some(error) = &self.last_error {
+            write!(f, "; last error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A trace waiting to be sent.
+struct Job {
+    trace: Trace,
+    root: RootSpan,
+    spans: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// Spans queued or being sent.
+    pending_spans: usize,
+    /// Traces ever queued, and traces handled (sent, failed).
+    queued: u64,
+    handled: u64,
+    /// When the exporter must stop, once shutdown was asked for.
+    shutdown: Option<Instant>,
+    stopped: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    traces_sent: AtomicU64,
+    traces_dropped: AtomicU64,
+    traces_failed: AtomicU64,
+    spans_sent: AtomicU64,
+    spans_dropped: AtomicU64,
+    spans_failed: AtomicU64,
+    spans_rejected: AtomicU64,
+    requests_sent: AtomicU64,
+    requests_failed: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// What the handles and the exporter thread share.
+struct Shared {
+    config: OtlpConfig,
+    state: Mutex<State>,
+    /// Wakes the thread: a trace queued, shutdown.
+    wake: Condvar,
+    /// Wakes callers: a trace handled, stopped.
+    progress: Condvar,
+    counters: Counters,
+    retries: Arc<AtomicU64>,
+    last_error: Mutex<Option<String>>,
+    warned: AtomicBool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn record_error(&self, message: &str) {
+        *lock(&self.last_error) = Some(message.to_owned());
+        if self.config.warnings && !self.warned.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "agent-profiler: OTLP trace export is failing: {message}. The workflow is not \
+                 affected; what cannot be delivered is counted (OtlpExporter::stats)."
+            );
+        }
+    }
+
+    /// Whether a trace of `spans` spans may be queued: not shutting down, and room left.
+    fn has_room(&self, st: &State, spans: usize) -> bool {
+        st.shutdown.is_none()
+            && !st.stopped
+            && st.pending_spans + spans <= self.config.queue_capacity
+    }
+
+    fn drop_job(&self, spans: usize) {
+        add(&self.counters.traces_dropped, 1);
+        add(&self.counters.spans_dropped, spans);
+    }
+
+    fn stats(&self) -> OtlpStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        OtlpStats {
+            traces_sent: get(&c.traces_sent),
+            traces_dropped: get(&c.traces_dropped),
+            traces_failed: get(&c.traces_failed),
+            spans_sent: get(&c.spans_sent),
+            spans_dropped: get(&c.spans_dropped),
+            spans_failed: get(&c.spans_failed),
+            spans_rejected: get(&c.spans_rejected),
+            requests_sent: get(&c.requests_sent),
+            requests_failed: get(&c.requests_failed),
+            retried_requests: get(&self.retries),
+            pending_spans: self.state().pending_spans as u64,
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+
+    /// Asks the thread to deliver what is queued by `timeout` from now and stop; waits for
+    /// it a little past that.
+    fn shutdown(&self, timeout: Duration) -> bool {
+        let mut st = self.state();
+        if st.shutdown.is_none() {
+            st.shutdown = Some(deadline_after(timeout));
+        }
+        let give_up = st.shutdown.unwrap_or_else(Instant::now) + Duration::from_secs(2);
+        self.wake.notify_all();
+        wait_until(&self.progress, st, give_up, |st| st.stopped)
+    }
+}
+
+/// The thread's waits between retries: cut short by shutdown, after which requests have a
+/// deadline.
+impl Pace for Shared {
+    fn deadline(&self) -> Option<Instant> {
+        self.state().shutdown
+    }
+
+    fn sleep(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        let st = self.state();
+        let shutting_down = st.shutdown.is_some();
+        wait_until(&self.wake, st, until, |st| {
+            st.shutdown.is_some() != shutting_down
+        });
+    }
+}
+
+/// Sends traces over OTLP/HTTP from a background thread.
+///
+/// [`export`](Self::export) copies the trace into a bounded queue (counted in spans, see
+/// [`OtlpConfig::queue_capacity`]) and returns at once, whatever the receiver does; a trace
+/// that does not fit is dropped whole and counted. The thread converts each trace
+/// ([`to_requests`]), sends the requests one after the other with retries of transient
+/// failures (no answer, 408, 429, 500, 502, 503, 504; `Retry-After` honoured), and counts
+/// the outcome in [`stats`](Self::stats). Nothing is returned to the caller as an error
+/// after [`start`](Self::start), and the first failure is reported once on stderr (see
+/// [`OtlpConfig::warnings`]).
+///
+/// Cheap to clone; clones share the thread. Dropping the last clone (or
+/// [`shutdown`](Self::shutdown)) delivers what is queued within the shutdown timeout
+/// ([`OtlpConfig::shutdown_timeout`], 10 s by default) and stops the thread; traces still
+/// queued at the deadline are counted as failed. A request already in flight is not
+/// interrupted (it ends at its own timeout): the wait for it stops 2 s after the deadline,
+/// the thread is left to finish by itself, and its spans stay in `pending_spans`.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_profiler_runtime::BottleneckAnalyzer;
+/// use agent_profiler_otlp::{OtlpConfig, OtlpExporter, RootSpan};
+///
+/// // Nothing listens on port 9 of the loopback: every request fails, fast.
+/// let config = OtlpConfig::new("http://127.0.0.1:9/v1/traces")
+///     .unwrap()
+///     .max_retries(0)
+///     .warnings(false);
+/// let exporter = OtlpExporter::start(config).unwrap();
+/// let analyzer = BottleneckAnalyzer::new();
+/// analyzer.enable_trace(16);
+/// analyzer.record_node("plan", 3.0).unwrap();
+/// assert!(exporter.export(&analyzer.trace().unwrap(), RootSpan::new("wf")));
+/// assert!(exporter.flush(Duration::from_secs(30)));
+/// let stats = exporter.stats();
+/// assert_eq!((stats.traces_failed, stats.spans_failed), (1, 2));
+/// assert!(stats.anything_lost());
+/// ```
+#[derive(Clone)]
+pub struct OtlpExporter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn stop(&self) -> OtlpStats {
+        let stopped = self.shared.shutdown(self.shared.config.shutdown_timeout);
+        let handle = lock(&self.thread).take();
+        if stopped && let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        // Not stopped in time: the thread is left to end by itself, the workflow goes on.
+        self.shared.stats()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl fmt::Debug for OtlpExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpExporter")
+            .field("config", &self.inner.shared.config)
+            .field("stats", &self.inner.shared.stats())
+            .finish()
+    }
+}
+
+impl OtlpExporter {
+    /// Starts the exporter thread. Nothing is sent until a trace is exported; a receiver
+    /// that is down is no error here.
+    ///
+    /// # Errors
+    /// [`OtlpError::InvalidHeader`] for a header set in code that cannot be sent,
+    /// [`OtlpError::Tls`] when the TLS setup fails (an unreadable CA file), and
+    /// [`OtlpError::Spawn`] when the thread cannot be started.
+    pub fn start(config: OtlpConfig) -> Result<Self, OtlpError> {
+        if let Some(reason) = config.header_errors.first() {
+            return Err(OtlpError::InvalidHeader {
+                source: "code",
+                reason: reason.clone(),
+            });
+        }
+        http::tls_config(&config)?;
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            progress: Condvar::new(),
+            counters: Counters::default(),
+            retries: Arc::new(AtomicU64::new(0)),
+            last_error: Mutex::new(None),
+            warned: AtomicBool::new(false),
+        });
+        let worker = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("agent-profiler-otlp".to_owned())
+            .spawn(move || run(&worker))
+            .map_err(|e| OtlpError::Spawn {
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                thread: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Queues `trace` (copied) with its root span, to be sent as one OTLP trace; returns at
+    /// once. `true` when queued, `false` when dropped (queue full, or the exporter shut
+    /// down), which [`stats`](Self::stats) counts.
+    pub fn export(&self, trace: &Trace, root: RootSpan) -> bool {
+        let shared = &self.inner.shared;
+        let calls: usize = match shared.config.llm_spans {
+            LlmSpans::PerCall => trace.spans.iter().map(|s| s.llm_calls.len()).sum(),
+            LlmSpans::OnNode => 0,
+        };
+        let spans = trace.spans.len() + calls + 1;
+        if !shared.has_room(&shared.state(), spans) {
+            shared.drop_job(spans);
+            return false;
+        }
+        // Copied outside the lock; the room is checked again before queueing.
+        let job = Job {
+            trace: trace.clone(),
+            root,
+            spans,
+        };
+        let mut st = shared.state();
+        if !shared.has_room(&st, spans) {
+            drop(st);
+            shared.drop_job(spans);
+            return false;
+        }
+        st.pending_spans += spans;
+        st.queued += 1;
+        st.queue.push_back(job);
+        drop(st);
+        shared.wake.notify_all();
+        true
+    }
+
+    /// Waits until every trace exported before this call is sent or failed, or `timeout`
+    /// passes; `true` when done in time (also when the exporter has stopped).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let shared = &self.inner.shared;
+        let deadline = deadline_after(timeout);
+        let st = shared.state();
+        let goal = st.queued;
+        wait_until(&shared.progress, st, deadline, |st| {
+            st.handled >= goal || st.stopped
+        })
+    }
+
+    /// What has been sent, dropped and failed so far.
+    pub fn stats(&self) -> OtlpStats {
+        self.inner.shared.stats()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OtlpConfig {
+        &self.inner.shared.config
+    }
+
+    /// Stops accepting traces, delivers what is queued within the shutdown timeout, stops
+    /// the thread, and returns the final statistics. Clones stop too; calling it again
+    /// returns at once.
+    pub fn shutdown(&self) -> OtlpStats {
+        self.inner.stop()
+    }
+}
+
+/// The thread's body. A bug here must not leave callers waiting: a panic marks the
+/// exporter stopped.
+fn run(shared: &Arc<Shared>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(shared)));
+    if outcome.is_err() {
+        shared.record_error("the OTLP exporter thread panicked; nothing more is sent");
+    }
+    let mut st = shared.state();
+    // Whatever is left (a panic, or the deadline passed) is counted as failed.
+    while let Some(job) = st.queue.pop_front() {
+        add(&shared.counters.traces_failed, 1);
+        add(&shared.counters.spans_failed, job.spans);
+        st.pending_spans = st.pending_spans.saturating_sub(job.spans);
+        st.handled += 1;
+    }
+    st.stopped = true;
+    drop(st);
+    shared.progress.notify_all();
+}
+
+/// The sender, once the experiment of an MLflow target known by name is resolved.
+fn make_sender(shared: &Shared) -> Result<Sender, String> {
+    let config = &shared.config;
+    let mut sender = Sender::new(config, shared.retries.clone()).map_err(|e| e.to_string())?;
+    if let Some((mlflow, name)) = &config.mlflow_experiment_name
+        && config.experiment_id().is_none()
+    {
+        let mlflow = (**mlflow)
+            .clone()
+            .max_retries(config.max_retries.min(3))
+            .request_timeout(config.timeout);
+        let id = agent_profiler_mlflow::MlflowClient::new(&mlflow)
+            .and_then(|client| client.get_or_create_experiment(name))
+            .map_err(|e| format!("cannot find the MLflow experiment `{name}`: {e}"))?;
+        sender.set_header(MLFLOW_EXPERIMENT_HEADER, &id)?;
+    }
+    Ok(sender)
+}
+
+fn work(shared: &Shared) {
+    let mut sender: Option<Sender> = None;
+    loop {
+        let job = {
+            let mut st = shared.state();
+            loop {
+                if let Some(job) = st.queue.pop_front() {
+                    break job;
+                }
+                if st.shutdown.is_some() {
+                    return;
+                }
+                st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let past_deadline = shared
+            .state()
+            .shutdown
+            .is_some_and(|deadline| Instant::now() >= deadline);
+        if past_deadline {
+            fail_job(shared, &job, "the shutdown deadline passed before sending");
+        } else {
+            if sender.is_none() {
+                // Tried again for the next trace when it fails (the server may come up).
+                match make_sender(shared) {
+                    Ok(made) => sender = Some(made),
+                    Err(message) => fail_job(shared, &job, &message),
+                }
+            }
+            if let Some(client) = &sender {
+                send_job(shared, client, &job);
+            }
+        }
+        let mut st = shared.state();
+        st.pending_spans = st.pending_spans.saturating_sub(job.spans);
+        st.handled += 1;
+        drop(st);
+        shared.progress.notify_all();
+    }
+}
+
+fn fail_job(shared: &Shared, job: &Job, message: &str) {
+    add(&shared.counters.traces_failed, 1);
+    add(&shared.counters.spans_failed, job.spans);
+    shared.record_error(message);
+}
+
+fn send_job(shared: &Shared, sender: &Sender, job: &Job) {
+    let requests = to_requests(&job.trace, &job.root, &shared.config);
+    let mut delivered = true;
+    for request in requests {
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        let body = request.encode_to_vec();
+        drop(request);
+        match sender.send(&body, job.root.mlflow_run_id(), shared) {
+            Ok(accepted) => {
+                add(&shared.counters.requests_sent, 1);
+                let rejected = usize::try_from(accepted.rejected_spans)
+                    .unwrap_or(usize::MAX)
+                    .min(spans);
+                add(&shared.counters.spans_sent, spans - rejected);
+                if rejected > 0 {
+                    add(&shared.counters.spans_rejected, rejected);
+                    delivered = false;
+                    shared.record_error(&format!(
+                        "the receiver refused {rejected} of {spans} spans: {}",
+                        accepted.message.as_deref().unwrap_or("no reason given")
+                    ));
+                }
+            }
+            Err(message) => {
+                add(&shared.counters.requests_failed, 1);
+                add(&shared.counters.spans_failed, spans);
+                delivered = false;
+                shared.record_error(&message);
+            }
+        }
+    }
+    let counter = if delivered {
+        &shared.counters.traces_sent
+    } else {
+        &shared.counters.traces_failed
+    };
+    add(counter, 1);
+}

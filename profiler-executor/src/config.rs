@@ -1,0 +1,409 @@
+//! Workflow configuration files: nodes in order and groups that run concurrently.
+//!
+//! ```json
+//! {
+//!   "name": "research",
+//!   "steps": [
+//!     {"id": "plan", "model": "gpt-4o-mini", "prompt": "Plan research on {topic}", "output_key": "plan"},
+//!     {"parallel": [
+//!       {"id": "search_web", "model": "gpt-4o-mini", "prompt": "Search for {plan}", "output_key": "web"},
+//!       {"id": "search_papers", "model": "gpt-4o-mini", "prompt": "Papers on {plan}", "output_key": "papers"}
+//!     ]},
+//!     {"id": "write", "model": "gpt-4o", "prompt": "Write about {topic} from {web} and {papers}", "output_key": "report", "max_tokens": 800}
+//!   ]
+//! }
+//! ```
+//!
+//! A prompt names state fields as `{field}` (`{{` and `}}` for literal braces); the state
+//! starts as the run's inputs and each node adds its `output_key`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The default `max_tokens` of a node.
+pub const DEFAULT_MAX_TOKENS: u32 = 512;
+
+/// A workflow read from a JSON file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// The workflow's name: runs are stored under it.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The steps, in order.
+    pub steps: Vec<StepConfig>,
+}
+
+/// One LLM node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node id: ASCII letters, digits, `_ - . /`.
+    pub id: String,
+    /// The model (its provider, for prices, is taken from the name).
+    pub model: String,
+    /// A system prompt (a template too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The prompt template over state fields.
+    pub prompt: String,
+    /// The state field the answer goes to.
+    pub output_key: String,
+    /// The most output tokens ([`DEFAULT_MAX_TOKENS`] when absent).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+}
+
+fn default_max_tokens() -> u32 {
+    DEFAULT_MAX_TOKENS
+}
+
+/// A step: one node, or a group of nodes that run concurrently.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawStep", untagged)]
+pub enum StepConfig {
+    /// One node.
+    Node(NodeConfig),
+    /// Nodes that run concurrently; each sees the state as it was before the group.
+    Parallel {
+        /// The nodes.
+        parallel: Vec<NodeConfig>,
+    },
+}
+
+impl StepConfig {
+    /// The step's nodes (one, or the group's).
+    pub fn nodes(&self) -> &[NodeConfig] {
+        match self {
+            StepConfig::Node(n) => std::slice::from_ref(n),
+            StepConfig::Parallel { parallel } => parallel,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    id: Option<String>,
+    model: Option<String>,
+    system: Option<String>,
+    prompt: Option<String>,
+    output_key: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    parallel: Option<Vec<NodeConfig>>,
+}
+
+impl TryFrom<RawStep> for StepConfig {
+    type Error = String;
+
+    fn try_from(raw: RawStep) -> Result<Self, String> {
+        let node_fields = raw.id.is_some()
+            || raw.model.is_some()
+            || raw.system.is_some()
+            || raw.prompt.is_some()
+            || raw.output_key.is_some()
+            || raw.max_tokens.is_some()
+            || raw.temperature.is_some();
+        if let Some(parallel) = raw.parallel {
+            if node_fields {
+                return Err(
+                    "a step is either a node or a group `{\"parallel\": [...]}`, \
+                            not both: move the node fields into the group"
+                        .to_owned(),
+                );
+            }
+            return Ok(StepConfig::Parallel { parallel });
+        }
+        let missing = |f: &str| {
+            format!(
+                "missing field `{f}` (a node needs `id`, `model`, `prompt` and `output_key`; \
+                 a group is `{{\"parallel\": [...]}}`)"
+            )
+        };
+        Ok(StepConfig::Node(NodeConfig {
+            id: raw.id.ok_or_else(|| missing("id"))?,
+            model: raw.model.ok_or_else(|| missing("model"))?,
+            system: raw.system,
+            prompt: raw.prompt.ok_or_else(|| missing("prompt"))?,
+            output_key: raw.output_key.ok_or_else(|| missing("output_key"))?,
+            max_tokens: raw.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            temperature: raw.temperature,
+        }))
+    }
+}
+
+/// A configuration that cannot be used: where, and what is wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    /// The file, when read from one.
+    pub file: Option<PathBuf>,
+    /// Line and column (1-based) in the file, for JSON errors.
+    pub position: Option<(usize, usize)>,
+    /// The field, as a path (`steps[2].parallel[0].model`), when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid workflow config")?;
+        if let Some(file) = &self.file {
+            write!(f, " {}", file.display())?;
+        }
+        if let Some((line, column)) = self.position {
+            write!(f, " at line {line}, column {column}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ", field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl WorkflowConfig {
+    /// Reads and checks the workflow in the JSON file `path`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, the line and column, the field and the problem.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            position: None,
+            field: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_json_str(&text).map_err(|mut e| {
+            e.file = Some(path.to_owned());
+            e
+        })
+    }
+
+    /// Parses and checks a workflow from JSON text.
+    ///
+    /// ```
+    /// use agent_profiler_executor::WorkflowConfig;
+    ///
+    /// let err = WorkflowConfig::from_json_str(r#"{"name": "w", "steps": [{"id": "a", "prompt": "p", "output_key": "o"}]}"#)
+    ///     .unwrap_err();
+    /// assert_eq!(err.field.as_deref(), Some("steps[0]"));
+    /// assert!(err.message.contains("missing field `model`"), "{err}");
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the line and column, the field and the problem.
+    pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let json_error = |path: Option<String>, inner: serde_json::Error| {
+            let position = (inner.line() > 0).then(|| (inner.line(), inner.column()));
+            let mut message = inner.to_string();
+            if let Some(cut) = message.rfind(" at line ") {
+                message.truncate(cut);
+            }
+            ConfigError {
+                file: None,
+                position,
+                field: path.filter(|p| p != "." && !p.is_empty()),
+                message,
+            }
+        };
+        let config: WorkflowConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            json_error(Some(path), e.into_inner())
+        })?;
+        de.end().map_err(|e| json_error(None, e))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks what JSON parsing cannot: at least one step, non-empty groups, valid and
+    /// unique node ids, non-empty fields, well-formed templates.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |field: String, message: String| ConfigError {
+            file: None,
+            position: None,
+            field: Some(field),
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(bad("name".into(), "the workflow name is empty".into()));
+        }
+        if self.steps.is_empty() {
+            return Err(bad(
+                "steps".into(),
+                "a workflow needs at least one step".into(),
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let prefix = match step {
+                StepConfig::Node(_) => vec![format!("steps[{i}]")],
+                StepConfig::Parallel { parallel } => {
+                    if parallel.is_empty() {
+                        return Err(bad(
+                            format!("steps[{i}].parallel"),
+                            "a group needs at least one node".into(),
+                        ));
+                    }
+                    (0..parallel.len())
+                        .map(|j| format!("steps[{i}].parallel[{j}]"))
+                        .collect()
+                }
+            };
+            for (node, at) in step.nodes().iter().zip(prefix) {
+                if let Err(why) = check_node_id(&node.id) {
+                    return Err(bad(format!("{at}.id"), why));
+                }
+                if !ids.insert(node.id.clone()) {
+                    return Err(bad(
+                        format!("{at}.id"),
+                        format!("node id `{}` is used twice", node.id),
+                    ));
+                }
+                if node.model.trim().is_empty() {
+                    return Err(bad(format!("{at}.model"), "the model is empty".into()));
+                }
+                if node.output_key.trim().is_empty() || node.output_key.starts_with('_') {
+                    return Err(bad(
+                        format!("{at}.output_key"),
+                        "the output key must be non-empty and not start with `_` \
+                         (reserved for `_execution_time_ms`, `_cost_usd`)"
+                            .into(),
+                    ));
+                }
+                if !keys.insert(node.output_key.clone()) {
+                    return Err(bad(
+                        format!("{at}.output_key"),
+                        format!("output key `{}` is written by two nodes", node.output_key),
+                    ));
+                }
+                if node.max_tokens == 0 {
+                    return Err(bad(format!("{at}.max_tokens"), "must be at least 1".into()));
+                }
+                if let Err(why) = placeholders(&node.prompt) {
+                    return Err(bad(format!("{at}.prompt"), why));
+                }
+                if let Some(system) = &node.system
+                    && let Err(why) = placeholders(system)
+                {
+                    return Err(bad(format!("{at}.system"), why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every node, in step order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeConfig> {
+        self.steps.iter().flat_map(StepConfig::nodes)
+    }
+}
+
+fn check_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the node id is empty".into());
+    }
+    if id.len() > 200 {
+        return Err("the node id is longer than 200 characters".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
+    {
+        return Err(format!(
+            "node id `{id}` has `{c}`: use ASCII letters, digits, `_ - . /`"
+        ));
+    }
+    Ok(())
+}
+
+/// The `{field}` names of a template.
+///
+/// # Errors
+/// An unclosed `{`, a lone `}` or an empty `{}`.
+pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(format!("unclosed `{{{name}` in the template")),
+                    }
+                }
+                let name = name.trim().to_owned();
+                if name.is_empty() {
+                    return Err("empty `{}` in the template (write `{{}}` for braces)".into());
+                }
+                out.push(name);
+            }
+            '}' => return Err("lone `}` in the template (write `}}`)".into()),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Fills `template` from `state`: strings as they are, other values as JSON.
+///
+/// # Errors
+/// The name of the first field the state does not have.
+pub fn render(template: &str, state: &Map<String, Value>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                out.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                out.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        break;
+                    }
+                    name.push(c);
+                }
+                match state.get(name.trim()) {
+                    Some(Value::String(s)) => out.push_str(s),
+                    Some(v) => out.push_str(&v.to_string()),
+                    None => return Err(name.trim().to_owned()),
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}

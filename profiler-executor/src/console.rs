@@ -1,0 +1,91 @@
+//! The console report of a run and where console lines go.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use agent_profiler_runtime::Summary;
+
+/// Where the executors' console lines (progress and the report) go.
+#[derive(Clone, Debug, Default)]
+pub enum Console {
+    /// Standard output.
+    #[default]
+    Stdout,
+    /// Kept in memory (tests, or to show elsewhere).
+    Capture(Arc<Mutex<String>>),
+    /// Nowhere.
+    Silent,
+}
+
+impl Console {
+    /// A capturing console and the buffer it writes to.
+    pub fn capture() -> (Self, Arc<Mutex<String>>) {
+        let buffer = Arc::new(Mutex::new(String::new()));
+        (Console::Capture(buffer.clone()), buffer)
+    }
+
+    /// Writes `text` (which ends with a newline when it should).
+    pub fn write(&self, text: &str) {
+        match self {
+            Console::Stdout => {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            Console::Capture(buffer) => buffer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_str(text),
+            Console::Silent => {}
+        }
+    }
+}
+
+/// The bottleneck report: the seed's lines, exactly
+/// (`Slowest node: {node_id} ({avg_duration_ms:.2}ms avg)`,
+/// `Bottlenecks (>{threshold}% of total time):`,
+/// `  - {node_id}: {percent_of_total:.1}% ({total_duration_ms:.0}ms total)`), then the
+/// table of every node.
+///
+/// ```
+/// use agent_profiler_runtime::BottleneckAnalyzer;
+/// use agent_profiler_executor::bottleneck_report;
+///
+/// let analyzer = BottleneckAnalyzer::new();
+/// analyzer.record_node("fast", 50.0).unwrap();
+/// analyzer.record_node("slow", 450.0).unwrap();
+/// let report = bottleneck_report(&analyzer.get_summary());
+/// assert!(report.starts_with("Slowest node: slow (450.00ms avg)\nBottlenecks (>50% of total time):\n  - slow: 90.0% (450ms total)\n"));
+/// ```
+pub fn bottleneck_report(summary: &Summary) -> String {
+    let mut out = String::new();
+    match &summary.slowest_node {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "Slowest node: {} ({:.2}ms avg)",
+                s.node_id, s.avg_duration_ms
+            );
+        }
+        None => out.push_str("Slowest node: none (no node ran)\n"),
+    }
+    let _ = writeln!(
+        out,
+        "Bottlenecks (>{}% of total time):",
+        summary.threshold_percent
+    );
+    if summary.bottlenecks.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for b in &summary.bottlenecks {
+        let _ = writeln!(
+            out,
+            "  - {}: {:.1}% ({:.0}ms total)",
+            b.node_id, b.percent_of_total, b.total_duration_ms
+        );
+    }
+    out.push('\n');
+    out.push_str(&summary.to_table());
+    out
+}

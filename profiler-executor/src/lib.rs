@@ -1,0 +1,27 @@
+//! agent-profiler's executors: [`NodeExecutor`] runs one LLM node, profiled under its id and
+//! cost-tracked; [`WorkflowExecutor`] runs a workflow (from a JSON file,
+//! [`run_workflow_from_config`](WorkflowExecutor::run_workflow_from_config), or written in
+//! code, [`run_fn`](WorkflowExecutor::run_fn)) with a fresh [`BottleneckAnalyzer`]
+//! installed for the run and the tasks it spawns, prints the bottleneck report, logs it to
+//! MLflow when configured, and stores a [`WorkflowRunRecord`] with its `bottleneck_info`.
+//!
+//! - [`llm`]: the LLM clients (OpenAI-compatible, Anthropic, simulated);
+//! - [`store`]: the SQLite run store.
+//!
+//! [`BottleneckAnalyzer`]: agent_profiler_runtime::BottleneckAnalyzer
+//! [`WorkflowRunRecord`]: crate::store::WorkflowRunRecord
+#![warn(missing_docs)]
+
+mod config;
+mod console;
+pub mod llm;
+mod node;
+pub mod store;
+mod workflow;
+
+pub use config::{
+    ConfigError, DEFAULT_MAX_TOKENS, NodeConfig, StepConfig, WorkflowConfig, placeholders, render,
+};
+pub use console::{Console, bottleneck_report};
+pub use node::{NodeError, NodeErrorKind, NodeExecutor, NodeOutput};
+pub use workflow::{RunFailure, WorkflowContext, WorkflowError, WorkflowExecutor, WorkflowRun};

@@ -1,0 +1,903 @@
+//! `WorkflowExecutor`: one analyzer per run, the bottleneck report, the run record.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use agent_profiler_report::html::ReportInput;
+use serde_json::{Map, Value, json};
+
+use crate::config::{NodeConfig, StepConfig, WorkflowConfig};
+use crate::console::{Console, bottleneck_report};
+use crate::llm::LlmClient;
+use crate::node::{NodeError, NodeErrorKind, NodeExecutor, NodeOutput};
+use crate::store::{
+    ExecutionStateRecord, RunStore, WorkflowRunRecord, WorkflowStatus, now_seconds,
+};
+use agent_profiler_otlp::{OtlpConfig, OtlpExporter, RootSpan};
+use agent_profiler_runtime::Outcome;
+use agent_profiler_runtime::ProfilerFutureExt;
+use agent_profiler_runtime::Summary;
+use agent_profiler_runtime::trace::{DEFAULT_TRACE_CAPACITY, Trace};
+use agent_profiler_runtime::{BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT};
+
+/// Runs workflows. Each run gets a fresh [`BottleneckAnalyzer`], installed for the run's
+/// future and every node task it spawns; at the end (success, error or panic) the run's
+/// summary is logged to MLflow (when configured), printed, and stored with the run.
+#[derive(Clone)]
+pub struct WorkflowExecutor {
+    client: Arc<dyn LlmClient>,
+    store: Option<RunStore>,
+    threshold_percent: f64,
+    console: Console,
+    progress: bool,
+    store_prompts: bool,
+    store_responses: bool,
+    mlflow: Option<agent_profiler_mlflow::MlflowConfig>,
+    /// Trace mode's capacity for each run; `None`: trace mode off.
+    trace_capacity: Option<usize>,
+    /// Where to write each run's Perfetto file, if anywhere.
+    perfetto_dir: Option<PathBuf>,
+    /// Where each run's trace goes over OTLP.
+    otlp: Otlp,
+}
+
+/// The OTLP exporter of an executor: chosen in code, off, or found on the first run (and
+/// shared by every clone of the executor from then on).
+#[derive(Clone)]
+enum Otlp {
+    Off,
+    Given(OtlpExporter),
+    Auto(Arc<std::sync::OnceLock<Result<Option<OtlpExporter>, String>>>),
+}
+
+impl fmt::Debug for WorkflowExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowExecutor")
+            .field("client", &self.client.describe())
+            .field("store", &self.store)
+            .field("threshold_percent", &self.threshold_percent)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A finished run (completed or failed): its record as stored, the node states, the
+/// summary and the printed report.
+#[derive(Clone, Debug)]
+pub struct WorkflowRun {
+    /// The record, as stored (responses left out unless asked for).
+    pub record: WorkflowRunRecord,
+    /// The node state snapshots, as stored.
+    pub states: Vec<ExecutionStateRecord>,
+    /// The final state with every answer (in memory only).
+    pub state: Map<String, Value>,
+    /// The analyzer's summary.
+    pub summary: Summary,
+    /// The report printed at the end.
+    pub report: String,
+    /// Why the run failed, if it did.
+    pub failure: Option<RunFailure>,
+    /// Problems with the run store or MLflow, which never fail a run.
+    pub warnings: Vec<String>,
+    /// The MLflow run the workflow run was logged to, when MLflow is configured.
+    pub mlflow_run_id: Option<String>,
+    /// Every node call as a span, when trace mode is on (the default).
+    pub trace: Option<Trace>,
+    /// The Perfetto file written for the run, when asked for
+    /// ([`WorkflowExecutor::perfetto_dir`]).
+    pub perfetto_file: Option<PathBuf>,
+}
+
+impl WorkflowRun {
+    /// The HTML report's input for this run: its summary, its trace (when trace mode was on,
+    /// the default) and its record's facts.
+    pub fn report_input<'a>(&'a self, title: &'a str) -> ReportInput<'a> {
+        ReportInput {
+            trace: self.trace.as_ref(),
+            run_id: Some(&self.record.id),
+            workflow: Some(&self.record.workflow_name),
+            status: Some(self.record.status.as_str()),
+            started_at: Some(self.record.started_at),
+            duration_ms: self.record.duration_ms,
+            ..ReportInput::new(title, &self.summary)
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunFailure {
+    /// A node failed or panicked.
+    Node(NodeError),
+    /// The workflow's own code returned an error.
+    Workflow(String),
+    /// The workflow's own code panicked.
+    Panicked(String),
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunFailure::Node(e) => e.fmt(f),
+            RunFailure::Workflow(m) => write!(f, "workflow failed: {m}"),
+            RunFailure::Panicked(m) => write!(f, "workflow panicked: {m}"),
+        }
+    }
+}
+
+/// A workflow that could not run, or that failed (with its run).
+#[derive(Debug)]
+pub enum WorkflowError {
+    /// The configuration is invalid: nothing ran.
+    Config(super::config::ConfigError),
+    /// The inputs are not a JSON object: nothing ran.
+    Inputs(String),
+    /// The run failed; the run (record, report, summary) is here.
+    Failed(Box<WorkflowRun>),
+}
+
+impl fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkflowError::Config(e) => e.fmt(f),
+            WorkflowError::Inputs(m) => write!(f, "invalid inputs: {m}"),
+            WorkflowError::Failed(run) => match &run.failure {
+                Some(why) => write!(f, "run {} failed: {why}", run.record.id),
+                None => write!(f, "run {} failed", run.record.id),
+            },
+        }
+    }
+}
+
+impl std::error::Error for WorkflowError {}
+
+impl WorkflowError {
+    /// The failed run, if the run started.
+    pub fn run(&self) -> Option<&WorkflowRun> {
+        match self {
+            WorkflowError::Failed(run) => Some(run),
+            _ => None,
+        }
+    }
+}
+
+/// What a workflow written in code gets: node execution that records state snapshots and
+/// progress like the configured nodes.
+#[derive(Clone)]
+pub struct WorkflowContext {
+    node: NodeExecutor,
+    run: Arc<RunShared>,
+}
+
+impl fmt::Debug for WorkflowContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowContext")
+            .field("run_id", &self.run.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct RunShared {
+    run_id: String,
+    started: Instant,
+    console: Console,
+    progress: bool,
+    store: Option<RunStore>,
+    store_prompts: bool,
+    store_responses: bool,
+    states: Mutex<Vec<ExecutionStateRecord>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl RunShared {
+    fn progress(&self, text: &str) {
+        if self.progress {
+            let t = self.started.elapsed().as_secs_f64();
+            self.console.write(&format!("[{t:>7.2}s] {text}\n"));
+        }
+    }
+
+    fn warn(&self, text: String) {
+        self.console.write(&format!("warning: {text}\n"));
+        self.warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(text);
+    }
+
+    fn keep_state(&self, node_id: &str, result: &Result<NodeOutput, NodeError>) {
+        let (status, state, ms, cost, error) = match result {
+            Ok(out) => {
+                let mut state = out.state.clone();
+                if let Some(obj) = state.as_object_mut() {
+                    if !self.store_responses {
+                        obj.insert(out.output_key.clone(), not_stored(&out.text));
+                    }
+                    if self.store_prompts {
+                        obj.insert("_prompt".into(), json!(out.prompt));
+                    }
+                }
+                (
+                    "completed",
+                    state,
+                    out.execution_time_ms,
+                    out.cost_usd,
+                    None,
+                )
+            }
+            Err(e) => (
+                "failed",
+                json!({
+                    "_execution_time_ms": e.execution_time_ms,
+                    "_cost_usd": e.cost_usd,
+                    "_error": e.to_string(),
+                }),
+                e.execution_time_ms,
+                e.cost_usd,
+                Some(e.to_string()),
+            ),
+        };
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let record = ExecutionStateRecord {
+            run_id: self.run_id.clone(),
+            node_id: node_id.to_owned(),
+            step: u32::try_from(states.len()).unwrap_or(u32::MAX),
+            status: status.to_owned(),
+            state,
+            execution_time_ms: ms,
+            cost_usd: cost,
+            error_message: error,
+            created_at: now_seconds(),
+        };
+        let saved = self.store.as_ref().map(|s| s.save_state(&record));
+        states.push(record);
+        drop(states);
+        if let Some(Err(e)) = saved {
+            self.warn(format!("node state of `{node_id}` not stored: {e}"));
+        }
+    }
+}
+
+fn not_stored(text: &str) -> Value {
+    json!(format!(
+        "[response not stored: {} chars; enable store_responses to keep it]",
+        text.chars().count()
+    ))
+}
+
+impl WorkflowContext {
+    /// The node executor of the run.
+    pub fn node_executor(&self) -> &NodeExecutor {
+        &self.node
+    }
+
+    /// Runs `node` over `state`, with progress lines and a state snapshot. A panic in the
+    /// node becomes a [`NodeErrorKind::Panicked`] error.
+    ///
+    /// # Errors
+    /// The node's [`NodeError`].
+    pub async fn run_node(
+        &self,
+        node: &NodeConfig,
+        state: &Map<String, Value>,
+    ) -> Result<NodeOutput, NodeError> {
+        self.run
+            .progress(&format!("running {} ({})", node.id, node.model));
+        let started = Instant::now();
+        let result = match CatchUnwind(Box::pin(self.node.execute_node(node, state))).await {
+            Ok(result) => result,
+            Err(message) => Err(NodeError {
+                node_id: node.id.clone(),
+                kind: NodeErrorKind::Panicked { message },
+                execution_time_ms: started.elapsed().as_secs_f64() * 1e3,
+                cost_usd: 0.0,
+            }),
+        };
+        match &result {
+            Ok(out) => self.run.progress(&format!(
+                "done    {} in {:.0}ms, {} tokens, ${:.6}{}",
+                node.id,
+                out.execution_time_ms,
+                out.cost.as_ref().map_or(0, |c| c.total_tokens),
+                out.cost_usd,
+                if out.simulated { " (simulated)" } else { "" }
+            )),
+            Err(e) => self.run.progress(&format!(
+                "FAILED  {} after {:.0}ms: {e}",
+                node.id, e.execution_time_ms
+            )),
+        }
+        self.run.keep_state(&node.id, &result);
+        result
+    }
+
+    /// Runs one LLM call as node `node_id` (default `max_tokens`), like
+    /// [`run_node`](Self::run_node); returns the answer.
+    ///
+    /// # Errors
+    /// The node's [`NodeError`].
+    pub async fn llm(&self, node_id: &str, model: &str, prompt: &str) -> Result<String, NodeError> {
+        let node = NodeConfig {
+            id: node_id.to_owned(),
+            model: model.to_owned(),
+            system: None,
+            // The prompt is sent as given: braces are escaped for the template.
+            prompt: prompt.replace('{', "{{").replace('}', "}}"),
+            output_key: "output".to_owned(),
+            max_tokens: super::config::DEFAULT_MAX_TOKENS,
+            temperature: None,
+        };
+        self.run_node(&node, &Map::new()).await.map(|o| o.text)
+    }
+}
+
+/// Polls a future inside `catch_unwind`: a panic becomes `Err(message)`.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+type Body = Pin<Box<dyn Future<Output = Result<Map<String, Value>, RunFailure>> + Send>>;
+
+impl WorkflowExecutor {
+    /// An executor over `client`: no run store, threshold 50%, report on stdout with
+    /// progress lines, prompts and responses not stored.
+    pub fn new(client: Arc<dyn LlmClient>) -> Self {
+        Self {
+            client,
+            store: None,
+            threshold_percent: DEFAULT_THRESHOLD_PERCENT,
+            console: Console::Stdout,
+            progress: true,
+            store_prompts: false,
+            store_responses: false,
+            mlflow: None,
+            trace_capacity: Some(DEFAULT_TRACE_CAPACITY),
+            perfetto_dir: None,
+            otlp: Otlp::Auto(Arc::default()),
+        }
+    }
+
+    /// Sends each run's trace (a root span for the run, a span per node call, LLM calls
+    /// with GenAI attributes) through `exporter`, in the background.
+    ///
+    /// Without this, traces go where the OpenTelemetry variables say
+    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, see
+    /// [`OtlpConfig::from_env`](agent_profiler_otlp::OtlpConfig::from_env)), else to the
+    /// MLflow server given to [`mlflow`](Self::mlflow), into the experiment of its runs and
+    /// linked to the run; else nowhere.
+    pub fn otlp(mut self, exporter: OtlpExporter) -> Self {
+        self.otlp = Otlp::Given(exporter);
+        self
+    }
+
+    /// Sends no trace over OTLP (they are still kept with the run when trace mode is on).
+    pub fn no_otlp(mut self) -> Self {
+        self.otlp = Otlp::Off;
+        self
+    }
+
+    /// The OTLP exporter runs' traces go through, once one is in use.
+    pub fn otlp_exporter(&self) -> Option<OtlpExporter> {
+        match &self.otlp {
+            Otlp::Off => None,
+            Otlp::Given(exporter) => Some(exporter.clone()),
+            Otlp::Auto(found) => found.get().and_then(|r| r.clone().ok().flatten()),
+        }
+    }
+
+    /// The exporter for this run: the given one, or the one the environment or the MLflow
+    /// configuration names (looked up once).
+    fn resolve_otlp(&self) -> Result<Option<OtlpExporter>, String> {
+        match &self.otlp {
+            Otlp::Off => Ok(None),
+            Otlp::Given(exporter) => Ok(Some(exporter.clone())),
+            Otlp::Auto(found) => found
+                .get_or_init(|| {
+                    let from_env = [
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    ]
+                    .iter()
+                    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+                    let config = if from_env {
+                        OtlpConfig::from_env()
+                    } else if let Some(mlflow) = &self.mlflow {
+                        OtlpConfig::from_mlflow_config(mlflow)
+                    } else {
+                        return Ok(None);
+                    };
+                    config
+                        .and_then(OtlpExporter::start)
+                        .map(Some)
+                        .map_err(|e| format!("traces not exported over OTLP: {e}"))
+                })
+                .clone(),
+        }
+    }
+
+    /// Hands the run's trace to the OTLP exporter (returns at once; sending happens in the
+    /// background, and losses are counted in the exporter's stats).
+    fn export_trace(
+        &self,
+        trace: &Trace,
+        record: &WorkflowRunRecord,
+        mlflow_run_id: Option<&str>,
+        failure: Option<&RunFailure>,
+        shared: &RunShared,
+    ) {
+        let exporter = match self.resolve_otlp() {
+            Ok(Some(exporter)) => exporter,
+            Ok(None) => return,
+            Err(e) => return shared.warn(e),
+        };
+        let seconds_to_ns = |s: f64| (s * 1e9).max(0.0) as u64;
+        let end = record.completed_at.unwrap_or_else(now_seconds);
+        let mut llm = agent_profiler_runtime::cost::CostBreakdown::default();
+        for call in trace.spans.iter().flat_map(|s| &s.llm_calls) {
+            llm.add(call);
+        }
+        let mut root = RootSpan::new(record.workflow_name.clone())
+            .start_end(seconds_to_ns(record.started_at), seconds_to_ns(end))
+            .outcome(if failure.is_some() {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            })
+            .attribute("agent_profiler.run_id", record.id.clone())
+            .attribute("agent_profiler.status", record.status.as_str())
+            .llm_totals(llm);
+        if let Some(failure) = failure {
+            root = root.status_message(failure.to_string());
+        }
+        if let Some(run_id) = mlflow_run_id {
+            root = root.mlflow_run(run_id);
+        }
+        if !exporter.export(trace, root) {
+            shared.warn("trace not exported over OTLP: the exporter's queue is full".into());
+        }
+    }
+
+    /// Trace mode for each run (on by default, with [`DEFAULT_TRACE_CAPACITY`] spans): every
+    /// node call is kept as a span, stored with the run and exported with it. `None` turns it
+    /// off. Node calls of a workflow take milliseconds to seconds, so the spans' cost (tens of
+    /// nanoseconds a call) does not show.
+    pub fn trace(mut self, capacity: Option<usize>) -> Self {
+        self.trace_capacity = capacity;
+        self
+    }
+
+    /// Writes each run's trace as a Perfetto file (Chrome Trace Event JSON) named
+    /// `{run id}.perfetto.json` into `dir` (created if missing). Open it in Perfetto or
+    /// `chrome://tracing`. Needs trace mode (on by default).
+    pub fn perfetto_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.perfetto_dir = Some(dir.into());
+        self
+    }
+
+    /// Stores every run in `store`.
+    pub fn store(mut self, store: RunStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The bottleneck threshold, percent of total time (default 50).
+    pub fn threshold_percent(mut self, threshold: f64) -> Self {
+        self.threshold_percent = threshold;
+        self
+    }
+
+    /// Where progress lines and the report go.
+    pub fn console(mut self, console: Console) -> Self {
+        self.console = console;
+        self
+    }
+
+    /// Whether to show a line as each node starts and ends (default on).
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    /// Whether stored node states keep the prompt sent (default off: prompts may hold
+    /// private data).
+    pub fn store_prompts(mut self, on: bool) -> Self {
+        self.store_prompts = on;
+        self
+    }
+
+    /// Whether stored node states and outputs keep the model's answers (default off).
+    pub fn store_responses(mut self, on: bool) -> Self {
+        self.store_responses = on;
+        self
+    }
+
+    /// Logs every run to MLflow: one MLflow run per workflow run (run name: the workflow's).
+    pub fn mlflow(mut self, config: agent_profiler_mlflow::MlflowConfig) -> Self {
+        self.mlflow = Some(config);
+        self
+    }
+
+    /// Reads the workflow in the JSON file `config` and runs it over `inputs` (a JSON
+    /// object: the initial state).
+    ///
+    /// # Errors
+    /// [`WorkflowError::Config`] for an invalid file (nothing runs),
+    /// [`WorkflowError::Failed`] with the run when a node fails.
+    pub async fn run_workflow_from_config(
+        &self,
+        config: impl AsRef<Path>,
+        inputs: Value,
+    ) -> Result<WorkflowRun, WorkflowError> {
+        let config = WorkflowConfig::from_path(config).map_err(WorkflowError::Config)?;
+        self.run_config(&config, inputs).await
+    }
+
+    /// Runs `config` over `inputs`.
+    ///
+    /// # Errors
+    /// As [`run_workflow_from_config`](Self::run_workflow_from_config).
+    pub async fn run_config(
+        &self,
+        config: &WorkflowConfig,
+        inputs: Value,
+    ) -> Result<WorkflowRun, WorkflowError> {
+        config.check().map_err(WorkflowError::Config)?;
+        let config = config.clone();
+        let mut snapshot = serde_json::to_value(&config).unwrap_or(Value::Null);
+        let keys: Vec<String> = config.nodes().map(|n| n.output_key.clone()).collect();
+        self.drive(
+            &config.name.clone(),
+            snapshot.take(),
+            inputs,
+            keys,
+            move |ctx, state| Box::pin(run_steps(ctx, config, state)),
+        )
+        .await
+    }
+
+    /// Runs a workflow written in code: `body` gets a [`WorkflowContext`] and the inputs,
+    /// and returns the final state. Its nodes (through the context) are profiled, costed
+    /// and stored like configured ones; `#[profile_node]` functions it calls record into
+    /// the run's analyzer too.
+    ///
+    /// # Errors
+    /// [`WorkflowError::Inputs`] when `inputs` is not an object; [`WorkflowError::Failed`]
+    /// when `body` returns an error or panics.
+    pub async fn run_fn<F, Fut, E>(
+        &self,
+        name: &str,
+        inputs: Value,
+        body: F,
+    ) -> Result<WorkflowRun, WorkflowError>
+    where
+        F: FnOnce(WorkflowContext, Map<String, Value>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Map<String, Value>, E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        let snapshot = json!({ "name": name, "kind": "code" });
+        self.drive(name, snapshot, inputs, Vec::new(), move |ctx, state| {
+            Box::pin(async move {
+                body(ctx, state)
+                    .await
+                    .map_err(|e| RunFailure::Workflow(e.to_string()))
+            })
+        })
+        .await
+    }
+
+    async fn drive(
+        &self,
+        name: &str,
+        mut snapshot: Value,
+        inputs: Value,
+        response_keys: Vec<String>,
+        body: impl FnOnce(WorkflowContext, Map<String, Value>) -> Body,
+    ) -> Result<WorkflowRun, WorkflowError> {
+        let Value::Object(state) = inputs.clone() else {
+            return Err(WorkflowError::Inputs(format!(
+                "the inputs must be a JSON object, not {inputs}"
+            )));
+        };
+        if let Some(obj) = snapshot.as_object_mut() {
+            obj.insert("llm_client".into(), json!(self.client.describe()));
+            obj.insert("threshold_percent".into(), json!(self.threshold_percent));
+        }
+        let mut record = WorkflowRunRecord::started(name, snapshot, inputs);
+        let analyzer = BottleneckAnalyzer::new();
+        if let Some(capacity) = self.trace_capacity {
+            analyzer.enable_trace(capacity);
+        }
+        let shared = Arc::new(RunShared {
+            run_id: record.id.clone(),
+            started: Instant::now(),
+            console: self.console.clone(),
+            progress: self.progress,
+            store: self.store.clone(),
+            store_prompts: self.store_prompts,
+            store_responses: self.store_responses,
+            states: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
+        });
+        if let Some(store) = &self.store
+            && let Err(e) = store.save_run(&record)
+        {
+            shared.warn(format!("run not stored: {e}"));
+        }
+
+        let mlflow = self.start_mlflow(name, &record.id, &analyzer, &shared);
+        let node = match &mlflow {
+            Some(tracker) => NodeExecutor::with_mlflow(self.client.clone(), tracker),
+            None => NodeExecutor::new(self.client.clone()),
+        };
+
+        shared.progress(&format!(
+            "workflow `{name}` started (run {}, LLM: {})",
+            record.id,
+            self.client.describe()
+        ));
+        let ctx = WorkflowContext {
+            node,
+            run: shared.clone(),
+        };
+        let started = Instant::now();
+        let future = body(ctx, state).with_profiler(analyzer.clone());
+        let outcome = CatchUnwind(Box::pin(future)).await;
+        let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+
+        let (status, final_state, failure) = match outcome {
+            Ok(Ok(state)) => (WorkflowStatus::Completed, Some(state), None),
+            Ok(Err(failure)) => {
+                let status = match &failure {
+                    RunFailure::Node(NodeError {
+                        kind: NodeErrorKind::Panicked { .. },
+                        ..
+                    })
+                    | RunFailure::Panicked(_) => WorkflowStatus::Panicked,
+                    _ => WorkflowStatus::Failed,
+                };
+                (status, None, Some(failure))
+            }
+            Err(message) => (
+                WorkflowStatus::Panicked,
+                None,
+                Some(RunFailure::Panicked(message)),
+            ),
+        };
+
+        let summary = analyzer.get_summary_with_threshold(self.threshold_percent);
+        #[allow(unused_mut)] // assigned only with MLflow
+        let mut mlflow_run_id = None;
+        if let Some(tracker) = &mlflow {
+            // The run is created by the exporter thread; wait briefly for its id (a server
+            // that is down costs this wait once, at the end of the run).
+            mlflow_run_id = tracker
+                .wait_for_run(std::time::Duration::from_secs(5))
+                .map(|r| r.run_id);
+            use agent_profiler_mlflow::RunStatus;
+            tracker.log_bottleneck_report(&summary);
+            let stats = tracker.finish(if status == WorkflowStatus::Completed {
+                RunStatus::Finished
+            } else {
+                RunStatus::Failed
+            });
+            if stats.anything_lost() {
+                shared.warn(format!("MLflow export incomplete: {stats}"));
+            }
+        }
+        let mut report = bottleneck_report(&summary);
+        let _ = std::fmt::Write::write_fmt(
+            &mut report,
+            format_args!(
+                "workflow `{name}` {status} in {duration_ms:.0}ms (run {}){}\n",
+                record.id,
+                failure
+                    .as_ref()
+                    .map(|f| format!(": {f}"))
+                    .unwrap_or_default()
+            ),
+        );
+        shared.console.write(&format!("\n{report}"));
+
+        let mut outputs = final_state.clone();
+        if !self.store_responses
+            && let Some(out) = outputs.as_mut()
+        {
+            for key in &response_keys {
+                if let Some(Value::String(text)) = out.get(key) {
+                    let hidden = not_stored(text);
+                    out.insert(key.clone(), hidden);
+                }
+            }
+        }
+        record.status = status;
+        record.outputs = outputs.map(Value::Object);
+        record.error_message = failure.as_ref().map(ToString::to_string);
+        record.completed_at = Some(now_seconds());
+        record.duration_ms = Some(duration_ms);
+        record.total_tokens = summary.total_tokens;
+        record.total_cost_usd = summary.total_cost_usd;
+        record.bottleneck_info = Some(summary.clone());
+        if let Some(store) = &self.store
+            && let Err(e) = store.save_run(&record)
+        {
+            shared.warn(format!("run not stored: {e}"));
+        }
+        let trace = analyzer.trace();
+        let perfetto_file = trace
+            .as_ref()
+            .and_then(|trace| self.keep_trace(trace, &record, &shared));
+        if let Some(trace) = &trace {
+            self.export_trace(
+                trace,
+                &record,
+                mlflow_run_id.as_deref(),
+                failure.as_ref(),
+                &shared,
+            );
+        }
+        let states = shared
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let warnings = shared
+            .warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let run = WorkflowRun {
+            record,
+            states,
+            state: final_state.unwrap_or_default(),
+            summary,
+            report,
+            failure,
+            warnings,
+            mlflow_run_id,
+            trace,
+            perfetto_file,
+        };
+        if run.failure.is_some() {
+            Err(WorkflowError::Failed(Box::new(run)))
+        } else {
+            Ok(run)
+        }
+    }
+
+    /// Stores the run's trace and writes its Perfetto file, as configured; returns the file.
+    fn keep_trace(
+        &self,
+        trace: &Trace,
+        record: &WorkflowRunRecord,
+        shared: &RunShared,
+    ) -> Option<PathBuf> {
+        if trace.dropped > 0 {
+            shared.warn(format!(
+                "trace incomplete: {} spans did not fit in the trace capacity of {}",
+                trace.dropped, trace.capacity
+            ));
+        }
+        if let Some(store) = &self.store
+            && let Err(e) = store.save_trace(&record.id, trace)
+        {
+            shared.warn(format!("trace not stored: {e}"));
+        }
+        let dir = self.perfetto_dir.as_ref()?;
+        let path = dir.join(format!("{}.perfetto.json", record.id));
+        let title = format!("{} (run {})", record.workflow_name, record.id);
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            agent_profiler_report::perfetto::write_chrome_trace(trace, &title, &path)
+        });
+        match written {
+            Ok(()) => Some(path),
+            Err(e) => {
+                shared.warn(format!("Perfetto file {} not written: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn start_mlflow(
+        &self,
+        name: &str,
+        run_id: &str,
+        analyzer: &BottleneckAnalyzer,
+        shared: &RunShared,
+    ) -> Option<agent_profiler_mlflow::MlflowTracker> {
+        let config = self.mlflow.clone()?.run_name(name);
+        match agent_profiler_mlflow::MlflowTracker::start(config) {
+            Ok(tracker) => {
+                tracker.attach(analyzer);
+                let _ = tracker.log_param("workflow", name);
+                let _ = tracker.log_param("llm_client", self.client.describe());
+                let _ = tracker.set_tag("agent_profiler.run_id", run_id);
+                Some(tracker)
+            }
+            Err(e) => {
+                shared.warn(format!("MLflow not used: {e}"));
+                None
+            }
+        }
+    }
+}
+
+async fn run_steps(
+    ctx: WorkflowContext,
+    config: WorkflowConfig,
+    mut state: Map<String, Value>,
+) -> Result<Map<String, Value>, RunFailure> {
+    for step in &config.steps {
+        match step {
+            StepConfig::Node(node) => {
+                let out = ctx.run_node(node, &state).await.map_err(RunFailure::Node)?;
+                state.insert(out.output_key, Value::String(out.text));
+            }
+            StepConfig::Parallel { parallel } => {
+                let before = Arc::new(state.clone());
+                let handles: Vec<_> = parallel
+                    .iter()
+                    .map(|node| {
+                        let ctx = ctx.clone();
+                        let node = node.clone();
+                        let before = before.clone();
+                        // The spawned task records into the run's analyzer.
+                        let task = async move { ctx.run_node(&node, &before).await };
+                        tokio::spawn(task.in_current_profiler())
+                    })
+                    .collect();
+                let mut first_error = None;
+                for (i, handle) in handles.into_iter().enumerate() {
+                    let result = match handle.await {
+                        Ok(result) => result,
+                        Err(join) => Err(NodeError {
+                            node_id: parallel[i].id.clone(),
+                            kind: NodeErrorKind::Panicked {
+                                message: join.to_string(),
+                            },
+                            execution_time_ms: 0.0,
+                            cost_usd: 0.0,
+                        }),
+                    };
+                    match result {
+                        Ok(out) => {
+                            state.insert(out.output_key, Value::String(out.text));
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                if let Some(e) = first_error {
+                    return Err(RunFailure::Node(e));
+                }
+            }
+        }
+    }
+    Ok(state)
+}
