@@ -37,7 +37,7 @@ mod summary;
 pub mod trace;
 
 pub use analyzer::{BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, RecordError};
-pub use clock::{ClockSource, source as clock_source};
+pub use clock::{ClockSource, now_unix_seconds, source as clock_source};
 pub use context::{
     ProfilerScope, clear_profiler, current_node_id, get_profiler, is_enabled, set_enabled,
     set_profiler,

@@ -34,7 +34,6 @@ mod usage;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +41,7 @@ pub use pricing::{ModelPrice, PriceMatch, PriceTier, PricingTable};
 pub use provider::{UNKNOWN_PROVIDER, canonical_provider, extract_provider};
 pub use usage::{ResponseFormat, Usage};
 
+use crate::clock::now_unix_seconds;
 use crate::context::{current_node_id, get_profiler};
 
 /// How many calls [`MultiProviderCostTracker::get_history`] keeps by default.
@@ -489,7 +489,7 @@ impl MultiProviderCostTracker {
             unpriced_reason,
             price_key,
             node_id: node_id.map(str::to_owned),
-            timestamp: now_seconds(),
+            timestamp: now_unix_seconds(),
         };
         {
             let mut state = self.lock();
@@ -597,12 +597,6 @@ fn resolve_provider(provider: &str, model: &str) -> String {
     } else {
         canonical_provider(provider)
     }
-}
-
-pub(crate) fn now_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
