@@ -21,7 +21,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use agent_profiler_runtime::{NodeIdError, check_node_id};
+use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_json::{Map, Value};
 
 /// The default `max_tokens` of a node.
@@ -44,7 +45,11 @@ pub struct WorkflowConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// The node id: ASCII letters, digits, `_ - . /`.
+    /// The node id: ASCII letters, digits and `_ - . /`, at most
+    /// [`MAX_NODE_ID_LEN`](agent_profiler_runtime::MAX_NODE_ID_LEN) characters (the rules of
+    /// every entry point, [`check_node_id`]). Checked while the file is read, so that a bad
+    /// id is reported with its line and column.
+    #[serde(deserialize_with = "node_id")]
     pub id: String,
     /// The model (its provider, for prices, is taken from the name).
     pub model: String,
@@ -93,6 +98,7 @@ impl StepConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStep {
+    #[serde(default, deserialize_with = "optional_node_id")]
     id: Option<String>,
     model: Option<String>,
     system: Option<String>,
@@ -268,7 +274,7 @@ impl WorkflowConfig {
                 }
             };
             for (node, at) in step.nodes().iter().zip(prefix) {
-                if let Err(why) = check_node_id(&node.id) {
+                if let Err(why) = node_id_problem(&node.id) {
                     return Err(bad(format!("{at}.id"), why));
                 }
                 if !ids.insert(node.id.clone()) {
@@ -316,22 +322,32 @@ impl WorkflowConfig {
     }
 }
 
-fn check_node_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("the node id is empty".into());
+/// The message for an id that breaks the node-id rules: the wording every entry point shares,
+/// after the id itself (a config error has no span to point at it; an empty id has nothing
+/// to show).
+fn node_id_problem(id: &str) -> Result<(), String> {
+    check_node_id(id).map_err(|e| match e {
+        NodeIdError::Empty => e.to_string(),
+        _ => format!("`{id}`: {e}"),
+    })
+}
+
+fn node_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let id = String::deserialize(deserializer)?;
+    node_id_problem(&id).map_err(de::Error::custom)?;
+    Ok(id)
+}
+
+fn optional_node_id<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(deserializer)? {
+        Some(id) => {
+            node_id_problem(&id).map_err(de::Error::custom)?;
+            Ok(Some(id))
+        }
+        None => Ok(None),
     }
-    if id.len() > 200 {
-        return Err("the node id is longer than 200 characters".into());
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
-    {
-        return Err(format!(
-            "node id `{id}` has `{c}`: use ASCII letters, digits, `_ - . /`"
-        ));
-    }
-    Ok(())
 }
 
 /// The `{field}` names of a template.
@@ -406,4 +422,81 @@ pub fn render(template: &str, state: &Map<String, Value>) -> Result<String, Stri
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> String {
+        format!(
+            r#"{{"id": {id:?}, "model": "m", "prompt": "p", "output_key": "o_{}"}}"#,
+            id.len()
+        )
+    }
+
+    #[test]
+    fn bad_node_ids_name_the_line_column_field_and_rule() {
+        // (id, expected message)
+        let too_long = "a".repeat(234);
+        let cases = [
+            (
+                "a b",
+                "`a b`: the node id contains a space, which is not allowed",
+            ),
+            ("", "the node id is empty: name the node"),
+            (
+                too_long.as_str(),
+                "is 234 characters long; the limit is 233",
+            ),
+            ("résumé", "`résumé`: the node id contains 'é'"),
+        ];
+        for (id, expected) in cases {
+            // The bad id is on line 3.
+            let text = format!(
+                "{{\"name\": \"w\", \"steps\": [\n  {},\n  {}\n]}}",
+                node("ok"),
+                node(id)
+            );
+            let err = WorkflowConfig::from_json_str(&text).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("steps[1].id"), "{err}");
+            assert_eq!(err.position.map(|(line, _)| line), Some(3), "{err}");
+            assert!(err.message.contains(expected), "{err}");
+            assert!(!err.message.contains(" at line "), "{err}");
+        }
+        // In a group too.
+        let text = format!(
+            r#"{{"name": "w", "steps": [{{"parallel": [{}]}}]}}"#,
+            node("x:y")
+        );
+        let err = WorkflowConfig::from_json_str(&text).unwrap_err();
+        assert_eq!(
+            err.field.as_deref(),
+            Some("steps[0].parallel[0].id"),
+            "{err}"
+        );
+        assert!(err.message.contains("as in `\"x_y\"`"), "{err}");
+    }
+
+    #[test]
+    fn configs_built_in_code_are_checked_by_the_same_rules() {
+        let mut config = WorkflowConfig::from_json_str(&format!(
+            r#"{{"name": "w", "steps": [{}]}}"#,
+            node("ok")
+        ))
+        .unwrap();
+        let StepConfig::Node(first) = &mut config.steps[0] else {
+            unreachable!()
+        };
+        first.id = "tool:search".into();
+        let err = config.check().unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("steps[0].id"));
+        assert_eq!(
+            err.message,
+            format!(
+                "`tool:search`: {}",
+                check_node_id("tool:search").unwrap_err()
+            )
+        );
+    }
 }

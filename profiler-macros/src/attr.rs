@@ -1,4 +1,5 @@
-//! The arguments of `#[profile_node(...)]`: parsing, and the rules a node id must follow.
+//! The arguments of `#[profile_node(...)]`: parsing, and the node id checked against the
+//! rules every entry point shares (`node_id.rs` of the runtime, compiled into this crate).
 //!
 //! Every mistake becomes one `syn::Error` at the span of the offending tokens, with a message
 //! that says what to write instead. Parsing stops at the first mistake: later arguments may
@@ -9,12 +10,7 @@ use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::{Expr, Lit, LitStr, Path, Token};
 
-/// `MLflow` rejects metric keys longer than this many characters.
-const MLFLOW_KEY_LIMIT: usize = 250;
-
-/// The longest metric key a node gets is `node_{id}_duration_ms`; the id must leave room for
-/// the prefix and the suffix. With `MLflow`'s 250 characters that is 233.
-pub(crate) const MAX_ID_LEN: usize = MLFLOW_KEY_LIMIT - "node_".len() - "_duration_ms".len();
+use crate::node_id::{NodeIdError, check_node_id};
 
 /// What a full, correct invocation looks like; quoted by the messages that list arguments.
 const EXAMPLE: &str = "`#[profile_node(\"my_node\", crate = my_lib::profiler)]`";
@@ -209,125 +205,37 @@ fn source_text(tokens: &dyn ToTokens) -> String {
         .replace(" , ", ", ")
 }
 
-/// Checks a node id against the rules in DESIGN.md: non-empty, only ASCII letters, digits and
-/// `_ - . /`, and short enough for `MLflow`'s key limit. Returns the message for the first rule
-/// broken. (`MLflow` itself also accepts spaces; ids do not, so they stay usable as words in
-/// logs, file names and shell commands.)
+/// Checks a node id against the shared rules ([`check_node_id`]) and returns the message for
+/// the first rule broken: the shared wording, which for an empty id also shows the attribute
+/// written out, since here the fix is in the attribute.
 pub(crate) fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err(
-            "the node id is empty: name the node, as in `#[profile_node(\"retrieve\")]`".into(),
-        );
-    }
-    let mut bad: Vec<char> = Vec::new();
-    for c in id.chars() {
-        if !is_id_char(c) && !bad.contains(&c) {
-            bad.push(c);
-        }
-    }
-    if !bad.is_empty() {
-        let listed: Vec<String> = bad.iter().map(|&c| describe_char(c)).collect();
-        let suggestion: String = id
-            .chars()
-            .map(|c| if is_id_char(c) { c } else { '_' })
-            .collect();
-        return Err(format!(
-            "the node id contains {}, which {} not allowed: use only ASCII letters, digits, \
-             `_`, `-`, `.` and `/`, as in `{suggestion:?}`",
-            join_and(&listed),
-            if bad.len() == 1 { "is" } else { "are" }
-        ));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(format!(
-            "the node id is {} characters long; the limit is {MAX_ID_LEN}, so that the \
-             metric key `node_{{id}}_duration_ms` fits MLflow's {MLFLOW_KEY_LIMIT}-character \
-             limit: shorten the id",
-            id.len()
-        ));
-    }
-    Ok(())
-}
-
-fn is_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')
-}
-
-/// Names a character so that invisible ones can be seen in the message.
-fn describe_char(c: char) -> String {
-    match c {
-        ' ' => "a space".into(),
-        c if c.is_whitespace() || c.is_control() => {
-            format!("'{}' (U+{:04X})", c.escape_debug(), u32::from(c))
-        }
-        c => format!("'{c}'"),
-    }
-}
-
-fn join_and(items: &[String]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
+    check_node_id(id).map_err(|e| match e {
+        NodeIdError::Empty => format!("{e}, as in `#[profile_node(\"retrieve\")]`"),
+        _ => e.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Args, MAX_ID_LEN, check_id};
+    use super::{Args, check_id};
+    use crate::node_id::{MAX_NODE_ID_LEN, check_node_id};
     use quote::quote;
 
     #[test]
-    fn limit_leaves_room_for_the_longest_key() {
-        assert_eq!(MAX_ID_LEN, 233);
-        let id = "a".repeat(MAX_ID_LEN);
-        assert_eq!(format!("node_{id}_duration_ms").len(), 250);
-        assert!(check_id(&id).is_ok());
-        let err = check_id(&"a".repeat(MAX_ID_LEN + 1)).unwrap_err();
-        assert!(err.contains("234 characters"), "{err}");
-        assert!(err.contains("limit is 233"), "{err}");
-    }
-
-    #[test]
-    fn accepted_characters() {
-        for id in [
-            "retrieve",
-            "a",
-            "Node_1",
-            "llm.call-2",
-            "agents/planner",
-            "A-z_0.9/",
-        ] {
-            assert_eq!(check_id(id), Ok(()), "{id}");
-        }
-    }
-
-    #[test]
-    fn empty_id_is_rejected() {
-        assert!(check_id("").unwrap_err().contains("empty"));
-    }
-
-    #[test]
-    fn forbidden_characters_are_named_and_replaced_in_the_suggestion() {
-        let err = check_id("my node").unwrap_err();
-        assert!(err.contains("contains a space"), "{err}");
-        assert!(err.contains("\"my_node\""), "{err}");
-
-        let err = check_id("a:b!c:").unwrap_err();
-        assert!(err.contains("':' and '!'"), "{err}");
-        assert!(err.contains("\"a_b_c_\""), "{err}");
-
-        let err = check_id("tab\there").unwrap_err();
-        assert!(err.contains("'\\t' (U+0009)"), "{err}");
-
-        let err = check_id("café").unwrap_err();
-        assert!(err.contains("'é'"), "{err}");
-    }
-
-    #[test]
-    fn forbidden_characters_are_reported_before_length() {
-        let long_and_bad = format!("{} x", "a".repeat(300));
-        assert!(check_id(&long_and_bad).unwrap_err().contains("space"));
+    fn id_messages_are_the_shared_ones() {
+        // The rules and their tests live in `node_id.rs`; here, only what the macro adds.
+        assert_eq!(
+            check_id(""),
+            Err(
+                "the node id is empty: name the node, as in `#[profile_node(\"retrieve\")]`".into()
+            )
+        );
+        assert_eq!(check_id("agents/planner.v2"), Ok(()));
+        let err = check_id("fetch docs").unwrap_err();
+        assert_eq!(err, check_node_id("fetch docs").unwrap_err().to_string());
+        assert!(err.contains("as in `\"fetch_docs\"`"), "{err}");
+        let long = "a".repeat(MAX_NODE_ID_LEN + 1);
+        assert!(check_id(&long).unwrap_err().contains("limit is 233"));
     }
 
     fn parse_err(tokens: proc_macro2::TokenStream) -> String {

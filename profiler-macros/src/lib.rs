@@ -2,12 +2,17 @@
 //! only. Everything that runs lives in `agent-profiler-runtime`; users depend on the
 //! `agent-profiler` facade, which re-exports this macro.
 //!
-//! - `attr`: the arguments (`"id"`, `crate = path`) and the node id rules;
+//! - `attr`: the arguments (`"id"`, `crate = path`);
+//! - `node_id`: the node id rules, the very file the runtime uses (a proc-macro crate cannot
+//!   depend on the runtime, so it compiles the file itself): one rule set and one wording
+//!   for the attribute, configuration files and the runtime's entry points;
 //! - `expand`: which item was annotated, and the new function body.
 #![warn(missing_docs)]
 
 mod attr;
 mod expand;
+#[path = "../../profiler-runtime/src/node_id.rs"]
+mod node_id;
 
 use proc_macro::TokenStream;
 

@@ -1,5 +1,9 @@
 //! `BottleneckAnalyzer`: gathers every thread's counters into per-node timings, the slowest
 //! node and the bottlenecks.
+//!
+//! The analysis rules (the contract of [`BottleneckAnalyzer::get_slowest_node`],
+//! [`BottleneckAnalyzer::get_bottlenecks`] and [`BottleneckAnalyzer::get_summary`]) are
+//! written out on [`BottleneckAnalyzer`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -9,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::clock::{self, Conversion};
 use crate::cost::{CostBreakdown, CostInfo};
 use crate::export::{CallRecord, DEFAULT_RING_CAPACITY, ExportState};
+use crate::node_id::{NodeIdError, check_node_id};
 use crate::outcome::Outcome;
 use crate::shard::{Shard, Shared};
 use crate::site::CallSite;
@@ -52,6 +57,31 @@ pub const DEFAULT_THRESHOLD_PERCENT: f64 = 50.0;
 /// record into the analyzer installed on their thread ([`set_profiler`](crate::set_profiler));
 /// [`record_node`](Self::record_node) records by hand.
 ///
+/// # The analysis rules
+///
+/// Each node has a *total* (inclusive) time, the sum of its calls' durations, nested profiled
+/// calls included, and a *self* (exclusive) time, the total less the time of the profiled
+/// calls nested inside it. Without nesting the two are equal.
+///
+/// - **Slowest node** ([`get_slowest_node`](Self::get_slowest_node)): the node with the
+///   highest *total* duration, not the highest average: a node called twice for 100 and
+///   150 ms (250 ms) is slower than one called once for 200 ms. On a tie, the node called
+///   first. Nodes with LLM cost but no timed call are not candidates.
+/// - **Total time** ([`Summary::total_time_ms`]): the sum of every node's *self* time, so that
+///   nested time is counted once. Without nesting it equals the sum of the totals.
+/// - **Share** ([`NodeShare::percent_of_total`]): a node's *self* time as a percentage of
+///   that total time (0 when the total is 0). The shares add up to 100.
+/// - **Bottleneck** ([`get_bottlenecks`](Self::get_bottlenecks)): a node whose share is
+///   *strictly greater* than the threshold ([`DEFAULT_THRESHOLD_PERCENT`], 50, in
+///   [`get_summary`](Self::get_summary)), listed largest share first (equal shares in the
+///   order of first call). A single node has 100%, so it is a bottleneck at 50 but not at
+///   100; a threshold of 0 returns every node with non-zero self time.
+/// - **Zero durations**: a node recorded with 0 ms is a node (it is in
+///   [`get_timings`](Self::get_timings) and in [`Summary::node_count`]) and never a
+///   bottleneck, whatever the threshold.
+/// - **Nothing recorded**: no bottlenecks (an empty list), no slowest node (`None`), and a
+///   summary of zeros.
+///
 /// ```
 /// use agent_profiler_runtime::BottleneckAnalyzer;
 ///
@@ -62,7 +92,37 @@ pub const DEFAULT_THRESHOLD_PERCENT: f64 = 50.0;
 /// assert_eq!(bottlenecks.len(), 1);
 /// assert_eq!(bottlenecks[0].node_id, "slow");
 /// assert_eq!(bottlenecks[0].percent_of_total, 90.0);
+///
+/// // Slowest is the highest total, not the highest average: 100 + 150 ms beat 200 ms.
+/// let analyzer = BottleneckAnalyzer::new();
+/// analyzer.record_node("retry", 100.0).unwrap();
+/// analyzer.record_node("retry", 150.0).unwrap();
+/// analyzer.record_node("once", 200.0).unwrap();
+/// let slowest = analyzer.get_slowest_node().unwrap();
+/// assert_eq!((slowest.node_id.as_str(), slowest.total_duration_ms), ("retry", 250.0));
+/// assert_eq!(analyzer.get_summary().total_time_ms, 450.0);
+///
+/// // A share must be strictly above the threshold: a lone node (100%) is a bottleneck at 50,
+/// // not at 100; a zero-duration node is a node but never a bottleneck, even at 0.
+/// let analyzer = BottleneckAnalyzer::new();
+/// analyzer.record_node("solo", 80.0).unwrap();
+/// analyzer.record_node("instant", 0.0).unwrap();
+/// assert_eq!(analyzer.get_bottlenecks(50.0)[0].percent_of_total, 100.0);
+/// assert!(analyzer.get_bottlenecks(100.0).is_empty());
+/// let at_zero = analyzer.get_bottlenecks(0.0);
+/// assert_eq!(at_zero.len(), 1);
+/// assert_eq!(analyzer.get_summary().node_count, 2);
+///
+/// // Nothing recorded: an empty list, no slowest node, zeros.
+/// let empty = BottleneckAnalyzer::new();
+/// assert!(empty.get_bottlenecks(0.0).is_empty());
+/// assert!(empty.get_slowest_node().is_none());
+/// assert_eq!((empty.get_summary().total_time_ms, empty.get_summary().node_count), (0.0, 0));
 /// ```
+///
+/// [`Summary::total_time_ms`]: crate::Summary::total_time_ms
+/// [`Summary::node_count`]: crate::Summary::node_count
+/// [`NodeShare::percent_of_total`]: crate::NodeShare::percent_of_total
 #[derive(Clone)]
 pub struct BottleneckAnalyzer {
     inner: Arc<Inner>,
@@ -120,12 +180,22 @@ struct Registry {
     retired: HashMap<usize, (&'static CallSite, Stats)>,
 }
 
-/// A bad argument to [`BottleneckAnalyzer::record_node`]. Nothing is recorded for it, and
-/// nothing recorded before is affected.
+/// A bad argument to [`BottleneckAnalyzer::record_node`] or
+/// [`BottleneckAnalyzer::record_cost`]. Nothing is recorded for it, and nothing recorded
+/// before is affected.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RecordError {
     /// The node id is empty.
     EmptyNodeId,
+    /// The node id breaks another of the node-id rules ([`check_node_id`](crate::check_node_id)):
+    /// a character other than ASCII letters, digits and `_ - . /`, or more than
+    /// [`MAX_NODE_ID_LEN`](crate::MAX_NODE_ID_LEN) characters.
+    InvalidNodeId {
+        /// The rejected id.
+        node_id: String,
+        /// The rule it breaks; its message is the one every entry point gives.
+        reason: NodeIdError,
+    },
     /// The duration is negative, NaN or infinite.
     InvalidDuration {
         /// The node the duration was given for.
@@ -138,7 +208,10 @@ pub enum RecordError {
 impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecordError::EmptyNodeId => write!(f, "node id is empty; give the node a name"),
+            RecordError::EmptyNodeId => std::fmt::Display::fmt(&NodeIdError::Empty, f),
+            RecordError::InvalidNodeId { node_id, reason } => {
+                write!(f, "cannot record node `{node_id}`: {reason}")
+            }
             RecordError::InvalidDuration {
                 node_id,
                 duration_ms,
@@ -150,7 +223,25 @@ impl std::fmt::Display for RecordError {
     }
 }
 
-impl std::error::Error for RecordError {}
+impl std::error::Error for RecordError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecordError::InvalidNodeId { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// The id checked against the node-id rules, as a [`RecordError`].
+fn check_record_id(node_id: &str) -> Result<(), RecordError> {
+    check_node_id(node_id).map_err(|reason| match reason {
+        NodeIdError::Empty => RecordError::EmptyNodeId,
+        reason => RecordError::InvalidNodeId {
+            node_id: node_id.to_owned(),
+            reason,
+        },
+    })
+}
 
 impl Default for BottleneckAnalyzer {
     fn default() -> Self {
@@ -206,7 +297,8 @@ impl BottleneckAnalyzer {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Whether the analyzer records (the seed's `enabled` flag).
+    /// Whether the analyzer records: on from [`new`](Self::new), switched by
+    /// [`set_enabled`](Self::set_enabled).
     pub fn is_enabled(&self) -> bool {
         self.inner.shared.enabled.load(Ordering::Relaxed)
     }
@@ -220,12 +312,26 @@ impl BottleneckAnalyzer {
     /// Records one call of `node_id` that took `duration_ms` milliseconds.
     ///
     /// # Errors
-    /// An empty id, or a duration that is negative, NaN or infinite, is refused with a
-    /// [`RecordError`] and records nothing.
+    /// An id that breaks the node-id rules ([`check_node_id`](crate::check_node_id):
+    /// [`RecordError::EmptyNodeId`] when empty, [`RecordError::InvalidNodeId`] otherwise), or a
+    /// duration that is negative, NaN or infinite ([`RecordError::InvalidDuration`]), is
+    /// refused and records nothing. The id is checked first, also while the analyzer is
+    /// disabled.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::{BottleneckAnalyzer, RecordError};
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// assert_eq!(analyzer.record_node("", 1.0), Err(RecordError::EmptyNodeId));
+    /// let err = analyzer.record_node("tool:search", 1.0).unwrap_err();
+    /// assert!(matches!(err, RecordError::InvalidNodeId { .. }));
+    /// assert!(err.to_string().starts_with(
+    ///     "cannot record node `tool:search`: the node id contains ':', which is not allowed"
+    /// ));
+    /// assert!(analyzer.get_timings().is_empty());
+    /// ```
     pub fn record_node(&self, node_id: &str, duration_ms: f64) -> Result<(), RecordError> {
-        if node_id.is_empty() {
-            return Err(RecordError::EmptyNodeId);
-        }
+        check_record_id(node_id)?;
         if !duration_ms.is_finite() || duration_ms < 0.0 {
             return Err(RecordError::InvalidDuration {
                 node_id: node_id.to_owned(),
@@ -424,11 +530,10 @@ impl BottleneckAnalyzer {
     /// [`MultiProviderCostTracker::track_call`]: crate::MultiProviderCostTracker::track_call
     ///
     /// # Errors
-    /// An empty id is refused with [`RecordError::EmptyNodeId`] and records nothing.
+    /// An id that breaks the node-id rules is refused, as by
+    /// [`record_node`](Self::record_node), and records nothing.
     pub fn record_cost(&self, node_id: &str, info: &CostInfo) -> Result<(), RecordError> {
-        if node_id.is_empty() {
-            return Err(RecordError::EmptyNodeId);
-        }
+        check_record_id(node_id)?;
         if !self.is_enabled() {
             return Ok(());
         }
@@ -463,20 +568,25 @@ impl BottleneckAnalyzer {
             .find(|n| n.node_id == node_id)
     }
 
-    /// Nodes whose share of the total (self) time is strictly above `threshold_percent`,
-    /// largest share first. Nodes with zero time are never bottlenecks.
+    /// Nodes whose share of the total time (their self time over the sum of every node's self
+    /// time) is strictly above `threshold_percent`, largest share first. Nodes with zero self
+    /// time are never bottlenecks; at threshold 0 every other node is; with nothing recorded
+    /// the list is empty. See [the analysis rules](Self#the-analysis-rules).
     pub fn get_bottlenecks(&self, threshold_percent: f64) -> Vec<NodeShare> {
         bottlenecks(&self.get_timings(), threshold_percent)
     }
 
-    /// The node with the highest total duration (not the highest average); `None` when
-    /// nothing was recorded.
+    /// The node with the highest total (inclusive) duration, not the highest average; on a
+    /// tie, the node called first. Its `percent_of_total` is its self-time share, as for a
+    /// bottleneck. `None` when no call was recorded.
     pub fn get_slowest_node(&self) -> Option<NodeShare> {
         slowest(&self.get_timings())
     }
 
-    /// Total time, node count, slowest node and bottlenecks at the default threshold
-    /// ([`DEFAULT_THRESHOLD_PERCENT`]). Safe to call while other threads record.
+    /// Total time (the sum of self times), node count, slowest node and bottlenecks at the
+    /// default threshold ([`DEFAULT_THRESHOLD_PERCENT`]), every node, and the LLM cost totals.
+    /// With nothing recorded: zeros, `None` and empty lists. Safe to call while other threads
+    /// record.
     pub fn get_summary(&self) -> Summary {
         self.get_summary_with_threshold(DEFAULT_THRESHOLD_PERCENT)
     }
@@ -713,10 +823,12 @@ fn timings(node_id: String, stats: &Stats, is_async: bool) -> NodeTimings {
     }
 }
 
+/// The total time: every node's self time, so that nested time counts once.
 fn total_self_ms(nodes: &[NodeTimings]) -> f64 {
     nodes.iter().map(|n| n.self_duration_ms).sum()
 }
 
+/// A node's figures with its share: its self time over the total (0 when the total is 0).
 fn share(node: &NodeTimings, total_ms: f64) -> NodeShare {
     NodeShare {
         node_id: node.node_id.clone(),
@@ -728,6 +840,8 @@ fn share(node: &NodeTimings, total_ms: f64) -> NodeShare {
     }
 }
 
+/// Shares strictly above the threshold, of nodes with self time; largest first, and equal
+/// shares in the order of first call (the sort is stable).
 fn bottlenecks(nodes: &[NodeTimings], threshold_percent: f64) -> Vec<NodeShare> {
     let total = total_self_ms(nodes);
     let mut found: Vec<NodeShare> = nodes

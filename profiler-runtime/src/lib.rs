@@ -17,7 +17,9 @@
 //!   and the attribution of each LLM call's cost to the node that made it (pure: no network);
 //! - [`trace`]: trace mode, where every call is also kept as a [`Span`] for timelines;
 //! - `dynamic`: [`profile_call`] and [`profile_fallible`], timing of nodes whose id is only
-//!   known at run time (from a configuration file).
+//!   known at run time (from a configuration file);
+//! - `node_id`: the rules every node id follows ([`check_node_id`]), shared with the macro
+//!   crate, which compiles the same file.
 #![warn(missing_docs)]
 
 mod analyzer;
@@ -29,6 +31,7 @@ mod export;
 mod future;
 mod guard;
 mod histogram;
+mod node_id;
 mod outcome;
 mod shard;
 mod site;
@@ -50,6 +53,7 @@ pub use dynamic::{MAX_DYNAMIC_NODE_IDS, OTHER_DYNAMIC_NODES, profile_call, profi
 pub use export::{CallRecord, DEFAULT_RING_CAPACITY};
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;
+pub use node_id::{MAX_NODE_ID_LEN, NodeIdError, check_node_id, is_node_id_char};
 pub use outcome::Outcome;
 pub use summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summary, percent};
 pub use trace::{DEFAULT_TRACE_CAPACITY, PollSlice, Span, Trace};

@@ -1,5 +1,8 @@
 //! What an analyzer reports: per-node timings, shares of total time, the summary.
-//! Field names are the JSON names (serde) and match the original plan.
+//! Field names are the JSON names (serde): a summary saved as JSON (the `MLflow` output's
+//! artifact, for one) reads back into these types, so renaming a field is a format change.
+//! The rules that fill them (slowest node, shares, bottlenecks) are on
+//! [`BottleneckAnalyzer`](crate::BottleneckAnalyzer).
 
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +127,8 @@ pub struct NodeShare {
     pub avg_duration_ms: f64,
     /// Number of calls.
     pub call_count: u64,
-    /// `self_duration_ms / total_time_ms * 100`: the node's share of all self time.
+    /// `self_duration_ms / total_time_ms * 100`: the node's share of all self (exclusive)
+    /// time, not of its total (inclusive) time; 0 when `total_time_ms` is 0.
     pub percent_of_total: f64,
     /// The node's self time, ms.
     pub self_duration_ms: f64,
@@ -150,13 +154,16 @@ pub struct NodeCostShare {
 /// The analysis of one workflow: its total time, the slowest node, the bottlenecks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// Sum of every node's self time, ms (with no nesting: the sum of totals).
+    /// Sum of every node's self time, ms, so that nested time counts once (with no nesting:
+    /// the sum of totals). 0 when nothing was recorded.
     pub total_time_ms: f64,
-    /// Number of distinct nodes recorded.
+    /// Number of distinct nodes recorded, zero-duration ones included.
     pub node_count: usize,
-    /// The node with the highest total duration.
+    /// The node with the highest total (inclusive) duration, not the highest average; `None`
+    /// when no call was recorded.
     pub slowest_node: Option<NodeShare>,
-    /// Nodes whose share is above `threshold_percent`, largest first.
+    /// Nodes whose share (`percent_of_total`, of self time) is strictly above
+    /// `threshold_percent`, largest first. Nodes with zero self time are never in it.
     pub bottlenecks: Vec<NodeShare>,
     /// The threshold the bottlenecks were chosen with, percent.
     pub threshold_percent: f64,

@@ -253,6 +253,13 @@ fn disabled_analyzer_records_no_cost() {
         analyzer.record_cost("", &info),
         Err(crate::RecordError::EmptyNodeId)
     );
+    assert_eq!(
+        analyzer.record_cost("tool:search", &info),
+        Err(crate::RecordError::InvalidNodeId {
+            node_id: "tool:search".into(),
+            reason: crate::check_node_id("tool:search").unwrap_err(),
+        })
+    );
     analyzer.record_cost("n", &info).unwrap();
     let node = analyzer.get_node("n").unwrap();
     assert_eq!((node.call_count, node.llm_calls), (0, 1));
