@@ -11,22 +11,9 @@
 //! when ids are built from data); calls of ids beyond that are counted under
 //! [`OTHER_DYNAMIC_NODES`].
 //!
-//! # Ids that break the node-id rules
-//!
-//! A run-time id follows the rules every node id follows ([`check_node_id`]). `profile_call`
-//! and `profile_fallible` cannot return an error (they return the caller's future), and
-//! dropping the call's time would leave a hole in the totals, so an id that breaks the rules
-//! (an empty one included) still runs, timed like any other call, and is counted under
-//! [`OTHER_DYNAMIC_NODES`]: the time is in the summary, under a name that says it was not
-//! given a node of its own. Check ids before they get here ([`check_node_id`]; workflow
-//! configuration files are checked when read) to see the message.
-//!
-//! The check is made once per distinct id, when the id is first seen, on the cold path that
-//! makes its site under the write lock; every later call of the id only looks it up. A
-//! rejected id is remembered as such (up to [`MAX_DYNAMIC_NODE_IDS`] of them, without taking
-//! a slot from valid ids), except one longer than
-//! [`MAX_NODE_ID_LEN`](crate::MAX_NODE_ID_LEN), whose size has no bound: each of its calls
-//! takes the cold path again.
+//! An id that breaks the node-id rules is not an error here (see [`profile_call`]): it is
+//! checked once, on the cold path that registers a new id, and its calls are counted under
+//! [`OTHER_DYNAMIC_NODES`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -107,9 +94,22 @@ fn register(node_id: &str) -> &'static CallSite {
 /// [`profile_fallible`] for `Result` outputs). Timed from first poll to completion into the
 /// analyzer installed when it is first polled; never polled, it records nothing.
 ///
-/// `node_id` follows the node-id rules ([`check_node_id`]); a call with an id that breaks
-/// them still runs and is counted under [`OTHER_DYNAMIC_NODES`] (see
-/// [the module](self#ids-that-break-the-node-id-rules)).
+/// # Ids that break the node-id rules
+///
+/// `node_id` follows the rules every node id follows ([`check_node_id`]). This function
+/// cannot return an error (it returns the caller's future), and dropping the call's time
+/// would leave a hole in the totals, so a call whose id breaks the rules (an empty id
+/// included) still runs, timed like any other call, and is counted under
+/// [`OTHER_DYNAMIC_NODES`]: its time is in the summary, under a name that says it was not
+/// given a node of its own. Check ids before they get here with [`check_node_id`] to see the
+/// message (workflow configuration files are checked when read).
+///
+/// The check is made once per distinct id, when the id is first seen, on the cold path that
+/// registers it under a write lock; later calls of the id only look it up, as any call of a
+/// known id does. A rejected id is remembered as such (up to [`MAX_DYNAMIC_NODE_IDS`] of
+/// them, without taking a slot from valid ids), except one longer than
+/// [`MAX_NODE_ID_LEN`](crate::MAX_NODE_ID_LEN), whose size has no bound: each of its calls
+/// takes the cold path again.
 ///
 /// ```
 /// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerFutureExt, profile_call};
@@ -127,7 +127,7 @@ pub fn profile_call<F: Future>(node_id: &str, future: F) -> impl Future<Output =
 
 /// Runs `future` as one call of node `node_id`, counted as an `error` when it returns `Err`.
 /// An id that breaks the node-id rules is counted under [`OTHER_DYNAMIC_NODES`], as by
-/// [`profile_call`].
+/// [`profile_call`] (see its section on such ids).
 ///
 /// ```
 /// use agent_profiler_runtime::{BottleneckAnalyzer, ProfilerFutureExt, profile_fallible};

@@ -77,6 +77,13 @@ impl std::error::Error for NodeIdError {}
 
 /// Checks `id` against the node-id rules and returns the first one it breaks: emptiness, then
 /// characters (all of the forbidden ones are named), then length. Linear in the id's length.
+///
+/// A node id is non-empty, made of ASCII letters, digits and `_ - . /` only, and at most
+/// [`MAX_NODE_ID_LEN`] (233) characters long. The same rules, with the same messages, hold
+/// for `#[profile_node("id")]` (a compile error), workflow configuration files (a config
+/// error naming the field, line and column), `BottleneckAnalyzer::record_node` and
+/// `record_cost` (a `RecordError`), and `profile_call` / `profile_fallible` (which cannot
+/// fail: the call is counted under `_other_dynamic_nodes`).
 /// (No doctest here: this file is also compiled into the macro crate, where the runtime's
 /// paths do not exist; the tests below check every message word for word.)
 ///
