@@ -1,4 +1,6 @@
-//! The analyzer's contracts: the seed's tests (same names) and every example in DESIGN.md.
+//! The analyzer's contracts, as written on `BottleneckAnalyzer`: slowest node by total
+//! (inclusive) time, shares of self time, bottlenecks strictly above the threshold and
+//! largest first, zero-duration and empty cases, the JSON field names, and bad input.
 
 use agent_profiler::{BottleneckAnalyzer, NodeShare, RecordError};
 
@@ -95,8 +97,8 @@ fn test_get_summary_returns_complete_analysis() {
 
 #[test]
 fn test_single_node_not_bottleneck() {
-    // The contract in DESIGN.md: a single node is 100%, so it is a bottleneck at 50 but not
-    // at 100 (the share must be strictly greater than the threshold).
+    // A single node is 100%, so it is a bottleneck at 50 but not at 100 (the share must be
+    // strictly greater than the threshold).
     let analyzer = analyzer_with(&[("only", 80.0)]);
     let at_50 = analyzer.get_bottlenecks(50.0);
     assert_eq!(ids(&at_50), ["only"]);
@@ -218,7 +220,7 @@ fn contract_zero_duration_counts_as_node_never_as_bottleneck() {
 }
 
 #[test]
-fn json_field_names_are_the_seed_names() {
+fn json_field_names_are_stable() {
     let analyzer = analyzer_with(&[("fast", 50.0), ("slow", 450.0)]);
     let json = serde_json::to_value(analyzer.get_summary()).unwrap();
     for key in ["total_time_ms", "node_count", "slowest_node", "bottlenecks"] {
@@ -265,6 +267,38 @@ fn disabled_analyzer_records_nothing_and_keeps_what_it_had() {
 fn bad_input_is_refused_with_a_clear_error_and_loses_nothing() {
     let analyzer = analyzer_with(&[("kept", 10.0)]);
     assert_eq!(analyzer.record_node("", 1.0), Err(RecordError::EmptyNodeId));
+    assert_eq!(
+        RecordError::EmptyNodeId.to_string(),
+        "the node id is empty: name the node"
+    );
+    // The node-id rules of `#[profile_node]` and config files, with the same wording.
+    let too_long = "a".repeat(234);
+    for (bad, message) in [
+        (
+            "fetch docs",
+            "cannot record node `fetch docs`: the node id contains a space, which is not \
+             allowed: use only ASCII letters, digits, `_`, `-`, `.` and `/`, as in \
+             `\"fetch_docs\"`",
+        ),
+        (
+            too_long.as_str(),
+            "is 234 characters long; the limit is 233, so that the metric key \
+             `node_{id}_duration_ms` fits MLflow's 250-character limit: shorten the id",
+        ),
+    ] {
+        let err = analyzer.record_node(bad, 1.0).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::InvalidNodeId { node_id, .. } if node_id == bad),
+            "{err:?}"
+        );
+        assert!(err.to_string().ends_with(message), "{err}");
+        // The id is checked before the duration.
+        assert!(matches!(
+            analyzer.record_node(bad, f64::NAN),
+            Err(RecordError::InvalidNodeId { .. })
+        ));
+    }
+    assert!(analyzer.record_node(&"a".repeat(233), 1.0).is_ok());
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
         let err = analyzer.record_node("kept", bad).unwrap_err();
         assert!(
@@ -276,6 +310,46 @@ fn bad_input_is_refused_with_a_clear_error_and_loses_nothing() {
     }
     let kept = analyzer.get_node("kept").unwrap();
     assert_eq!((kept.call_count, kept.total_duration_ms), (1, 10.0));
+    assert_eq!(
+        analyzer.get_timings().len(),
+        2,
+        "only `kept` and the 233-character id"
+    );
+}
+
+#[test]
+fn nesting_shares_are_of_self_time_and_slowest_is_of_total_time() {
+    use agent_profiler::{ProfilerScope, profile_node};
+    use std::time::Duration;
+
+    #[profile_node("inner_step")]
+    fn inner() {
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    #[profile_node("outer_step")]
+    fn outer() {
+        std::thread::sleep(Duration::from_millis(20));
+        inner();
+    }
+
+    let analyzer = BottleneckAnalyzer::new();
+    {
+        let _scope = ProfilerScope::new(&analyzer);
+        outer();
+    }
+    let summary = analyzer.get_summary();
+    let node = |id: &str| summary.nodes.iter().find(|n| n.node_id == id).unwrap();
+    let (o, i) = (node("outer_step"), node("inner_step"));
+    // The outer call contains the inner one: total time is the sum of self times, which is
+    // the outer total, not the sum of the totals.
+    let self_sum = o.self_duration_ms + i.self_duration_ms;
+    assert!((summary.total_time_ms - self_sum).abs() < 1e-9);
+    assert!((summary.total_time_ms - o.total_duration_ms).abs() < 0.01);
+    // Slowest by total: outer. Bottleneck by self-time share: inner (about 75%), not outer.
+    assert_eq!(summary.slowest_node.as_ref().unwrap().node_id, "outer_step");
+    assert_eq!(ids(&summary.bottlenecks), ["inner_step"]);
+    let share = summary.bottlenecks[0].percent_of_total;
+    assert!((share - i.self_duration_ms * 100.0 / self_sum).abs() < 1e-9);
 }
 
 #[test]

@@ -168,7 +168,7 @@ fn every_provider_response_is_priced_as_computed_by_hand() {
 }
 
 #[test]
-fn provider_comes_from_the_model_name_as_in_the_seed() {
+fn provider_comes_from_the_model_name() {
     let tracker = MultiProviderCostTracker::new();
     let response = fixture("openai_chat_cached.json");
     let model = response["model"].as_str().unwrap();

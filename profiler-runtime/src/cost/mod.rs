@@ -27,6 +27,7 @@
 //! while it is polled, on whatever thread) also add their tokens and cost to that node in
 //! the analyzer installed for it: see [`MultiProviderCostTracker::track_call`].
 
+mod fields;
 mod pricing;
 mod provider;
 mod usage;
@@ -243,8 +244,9 @@ pub struct CostSummary {
     pub history_dropped: u64,
 }
 
-/// Tracks the tokens and cost of LLM calls across providers (the seed's
-/// `MultiProviderCostTracker`).
+/// Tracks the tokens and cost of LLM calls across providers: totals by provider and by
+/// model, a bounded history of calls, and each call's cost added to the profiled node that
+/// made it.
 ///
 /// Cheap to clone (clones share the same totals) and usable from many threads: every
 /// call is counted exactly once. Totals are kept apart from the history, so a bounded

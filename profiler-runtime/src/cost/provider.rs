@@ -3,7 +3,7 @@
 /// The provider name [`extract_provider`] returns when it cannot tell.
 pub const UNKNOWN_PROVIDER: &str = "unknown";
 
-/// The provider of `model`, from its name (the seed's `_extract_provider`).
+/// The provider of `model`, from its name alone (no network, no price table).
 ///
 /// - A `provider/model` prefix wins: `anthropic/claude-sonnet-4-5` is `anthropic`,
 ///   `ollama/llama3` is `ollama`, `openrouter/openai/gpt-4o` is `openrouter`. The prefix is

@@ -1,9 +1,15 @@
 //! Token usage read from provider responses, normalised to one [`Usage`].
+//!
+//! The response's shape is found from the fields present (`usage`, `usageMetadata`,
+//! `prompt_eval_count`, and markers such as `"type": "message"`); each provider's usage
+//! object is then read into a typed struct of its own (`ChatUsage`, `ResponsesUsage`,
+//! `AnthropicUsage`, `GeminiUsage`, `OllamaCounts`), whose errors name the field at fault.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::CostError;
+use super::fields::{Count, n, read};
 
 /// Token counts of one LLM call, normalised across providers.
 ///
@@ -227,28 +233,28 @@ impl Usage {
                 kind(value)
             )));
         };
-        let (format, usage) = detect_object(root)?;
+        let (format, usage) = detect_object(value, root)?;
         usage.check()?;
         Ok((format, usage))
     }
 }
 
-fn detect_object(root: &Map<String, Value>) -> Result<(ResponseFormat, Usage), CostError> {
+/// Finds the usage in a response object by the fields present, and reads it.
+fn detect_object(
+    response: &Value,
+    root: &Map<String, Value>,
+) -> Result<(ResponseFormat, Usage), CostError> {
     for key in ["usageMetadata", "usage_metadata"] {
         if let Some(meta) = root.get(key) {
-            return match meta {
-                Value::Object(meta) => gemini(meta, key),
-                Value::Null => Err(missing(format!("`{key}` is null"))),
-                other => Err(malformed(format!(
-                    "`{key}` is a JSON {}, not an object",
-                    kind(other)
-                ))),
-            };
+            if meta.is_null() {
+                return Err(missing(format!("`{key}` is null")));
+            }
+            return gemini(read(meta, key)?, key);
         }
     }
     if let Some(usage) = root.get("usage") {
         return match usage {
-            Value::Object(usage) => usage_object(usage, root, "usage"),
+            Value::Object(fields) => usage_object(usage, fields, root, "usage"),
             Value::Null => Err(missing(
                 "`usage` is null (a streaming chunk? OpenAI sends usage in the last chunk \
                  only with `stream_options: {\"include_usage\": true}`)",
@@ -261,12 +267,12 @@ fn detect_object(root: &Map<String, Value>) -> Result<(ResponseFormat, Usage), C
     }
     // Anthropic's streaming `message_start` event nests the message.
     if let Some(Value::Object(message)) = root.get("message")
-        && let Some(Value::Object(usage)) = message.get("usage")
+        && let Some(usage @ Value::Object(fields)) = message.get("usage")
     {
-        return usage_object(usage, message, "message.usage");
+        return usage_object(usage, fields, message, "message.usage");
     }
     if root.contains_key("prompt_eval_count") || root.contains_key("eval_count") {
-        return ollama(root);
+        return ollama(read(response, "")?);
     }
     // The usage object itself, passed without its response.
     if [
@@ -278,10 +284,10 @@ fn detect_object(root: &Map<String, Value>) -> Result<(ResponseFormat, Usage), C
     .iter()
     .any(|k| root.contains_key(*k))
     {
-        return usage_object(root, root, "usage");
+        return usage_object(response, root, root, "usage");
     }
     if root.contains_key("promptTokenCount") || root.contains_key("prompt_token_count") {
-        return gemini(root, "usageMetadata");
+        return gemini(read(response, "usageMetadata")?, "usageMetadata");
     }
     if root.get("done") == Some(&Value::Bool(false)) {
         return Err(missing(
@@ -292,33 +298,28 @@ fn detect_object(root: &Map<String, Value>) -> Result<(ResponseFormat, Usage), C
     Err(missing(LOOKED_FOR))
 }
 
-/// A `usage` object: OpenAI chat, OpenAI Responses or Anthropic, told apart by its fields
-/// and by the response's own markers.
+/// A `usage` object (`usage`, the JSON value, whose `fields` are given apart): OpenAI chat,
+/// OpenAI Responses or Anthropic, told apart by its fields and by the response's own markers.
 fn usage_object(
-    usage: &Map<String, Value>,
+    usage: &Value,
+    fields: &Map<String, Value>,
     response: &Map<String, Value>,
     path: &str,
 ) -> Result<(ResponseFormat, Usage), CostError> {
-    if usage.contains_key("prompt_tokens") || usage.contains_key("completion_tokens") {
-        return openai_chat(usage, path).map(|u| (ResponseFormat::OpenAiChat, u));
+    let has = |key: &str| fields.contains_key(key);
+    if has("prompt_tokens") || has("completion_tokens") {
+        return openai_chat(read(usage, path)?, path).map(|u| (ResponseFormat::OpenAiChat, u));
     }
-    if !(usage.contains_key("input_tokens") || usage.contains_key("output_tokens")) {
+    if !(has("input_tokens") || has("output_tokens")) {
         return Err(missing(format!(
             "`{path}.prompt_tokens` (OpenAI chat) or `{path}.input_tokens` (Anthropic, OpenAI \
              Responses); `{path}` has none"
         )));
     }
     let marker = |key: &str| response.get(key).and_then(Value::as_str);
-    let anthropic_fields = ["cache_read_input_tokens", "cache_creation_input_tokens"]
-        .iter()
-        .any(|k| usage.contains_key(*k));
-    let responses_fields = [
-        "input_tokens_details",
-        "output_tokens_details",
-        "total_tokens",
-    ]
-    .iter()
-    .any(|k| usage.contains_key(*k));
+    let anthropic_fields = has("cache_read_input_tokens") || has("cache_creation_input_tokens");
+    let responses_fields =
+        has("input_tokens_details") || has("output_tokens_details") || has("total_tokens");
     let anthropic = if marker("object") == Some("response") {
         false
     } else if marker("type") == Some("message") || marker("role") == Some("assistant") {
@@ -332,109 +333,176 @@ fn usage_object(
         anthropic_fields
     };
     if anthropic {
-        anthropic_usage(usage, path).map(|u| (ResponseFormat::Anthropic, u))
+        anthropic_usage(read(usage, path)?, path).map(|u| (ResponseFormat::Anthropic, u))
     } else {
-        openai_responses(usage, path).map(|u| (ResponseFormat::OpenAiResponses, u))
+        openai_responses(read(usage, path)?).map(|u| (ResponseFormat::OpenAiResponses, u))
     }
 }
 
-fn openai_chat(usage: &Map<String, Value>, path: &str) -> Result<Usage, CostError> {
-    let input = required(usage, path, "prompt_tokens")?;
-    let output = match count(usage, path, "completion_tokens")? {
-        Some(output) => output,
+// The usage shapes, one struct per provider. Fields not listed are ignored (providers add
+// counters over time); an absent or null optional count is zero; a required count that is
+// absent or null is `MissingUsage`, anything else wrong is `Malformed`, and both name the
+// field (see `fields::read`).
+
+/// OpenAI Chat Completions `usage`, which vLLM, the LiteLLM proxy and Ollama's `/v1`
+/// endpoint copy.
+#[derive(Deserialize)]
+#[serde(expecting = "a usage object")]
+struct ChatUsage {
+    prompt_tokens: Count,
+    completion_tokens: Option<Count>,
+    /// Only read when `completion_tokens` is absent (embeddings), to check that it equals
+    /// `prompt_tokens`.
+    total_tokens: Option<Count>,
+    prompt_tokens_details: Option<ChatPromptDetails>,
+    completion_tokens_details: Option<ReasoningDetails>,
+    /// The LiteLLM proxy also copies Anthropic's counters to the top level.
+    cache_read_input_tokens: Option<Count>,
+    cache_creation_input_tokens: Option<Count>,
+}
+
+/// `usage.prompt_tokens_details` of a chat completion.
+#[derive(Default, Deserialize)]
+#[serde(expecting = "an object of token counts")]
+struct ChatPromptDetails {
+    cached_tokens: Option<Count>,
+    /// Cache writes, as the LiteLLM proxy reports them (`cache_write_tokens` in some
+    /// versions).
+    cache_creation_tokens: Option<Count>,
+    cache_write_tokens: Option<Count>,
+}
+
+/// `completion_tokens_details` (chat) and `output_tokens_details` (Responses).
+#[derive(Deserialize)]
+#[serde(expecting = "an object of token counts")]
+struct ReasoningDetails {
+    reasoning_tokens: Option<Count>,
+}
+
+/// OpenAI Responses API `usage`.
+#[derive(Deserialize)]
+#[serde(expecting = "a usage object")]
+struct ResponsesUsage {
+    input_tokens: Count,
+    output_tokens: Count,
+    input_tokens_details: Option<CachedDetails>,
+    output_tokens_details: Option<ReasoningDetails>,
+}
+
+/// `usage.input_tokens_details` of a Responses API response.
+#[derive(Deserialize)]
+#[serde(expecting = "an object of token counts")]
+struct CachedDetails {
+    cached_tokens: Option<Count>,
+}
+
+/// Anthropic Messages `usage`: `input_tokens` leaves out the cache reads and writes.
+#[derive(Deserialize)]
+#[serde(expecting = "a usage object")]
+struct AnthropicUsage {
+    input_tokens: Count,
+    output_tokens: Count,
+    cache_read_input_tokens: Option<Count>,
+    cache_creation_input_tokens: Option<Count>,
+    /// The cache writes by lifetime.
+    cache_creation: Option<AnthropicCacheWrites>,
+}
+
+/// `usage.cache_creation` of an Anthropic message.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(expecting = "an object of token counts")]
+struct AnthropicCacheWrites {
+    ephemeral_5m_input_tokens: Option<Count>,
+    ephemeral_1h_input_tokens: Option<Count>,
+}
+
+/// Gemini `usageMetadata`: camelCase from the REST API, snake_case from the Python SDK's
+/// `model_dump()`. Gemini leaves out the counts that are zero (no candidates when the whole
+/// budget went to thinking, no thoughts without thinking).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a usage object")]
+struct GeminiUsage {
+    #[serde(alias = "prompt_token_count")]
+    prompt_token_count: Count,
+    #[serde(alias = "candidates_token_count")]
+    candidates_token_count: Option<Count>,
+    #[serde(alias = "thoughts_token_count")]
+    thoughts_token_count: Option<Count>,
+    #[serde(alias = "tool_use_prompt_token_count")]
+    tool_use_prompt_token_count: Option<Count>,
+    #[serde(alias = "cached_content_token_count")]
+    cached_content_token_count: Option<Count>,
+}
+
+/// The counts at the top level of an Ollama `/api/chat` or `/api/generate` response. Ollama
+/// omits `prompt_eval_count` when the whole prompt came from its cache, and `/api/embed` has
+/// no `eval_count`: an absent count of a final response is zero.
+#[derive(Deserialize)]
+#[serde(expecting = "a response object")]
+struct OllamaCounts {
+    prompt_eval_count: Option<Count>,
+    eval_count: Option<Count>,
+}
+
+fn openai_chat(u: ChatUsage, path: &str) -> Result<Usage, CostError> {
+    let input = u.prompt_tokens.0;
+    let output = match (u.completion_tokens, u.total_tokens) {
+        (Some(output), _) => output.0,
         // Embeddings report only prompt and total tokens.
-        None => match count(usage, path, "total_tokens")? {
-            Some(total) if total != input => {
-                return Err(malformed(format!(
-                    "`{path}.completion_tokens` is missing and `{path}.total_tokens` ({total}) \
-                     differs from `{path}.prompt_tokens` ({input})"
-                )));
-            }
-            _ => 0,
-        },
-    };
-    let details_path = format!("{path}.prompt_tokens_details");
-    let details = object(usage, path, "prompt_tokens_details")?;
-    let detail = |key: &str| match details {
-        Some(d) => count(d, &details_path, key),
-        None => Ok(None),
-    };
-    // LiteLLM's proxy also copies Anthropic's counters to the top level of `usage`.
-    let cached = match detail("cached_tokens")? {
-        Some(c) => c,
-        None => count(usage, path, "cache_read_input_tokens")?.unwrap_or(0),
-    };
-    let creation = match detail("cache_creation_tokens")? {
-        Some(c) => c,
-        None => match detail("cache_write_tokens")? {
-            Some(c) => c,
-            None => count(usage, path, "cache_creation_input_tokens")?.unwrap_or(0),
-        },
-    };
-    let completion_path = format!("{path}.completion_tokens_details");
-    let reasoning = match object(usage, path, "completion_tokens_details")? {
-        Some(d) => count(d, &completion_path, "reasoning_tokens")?.unwrap_or(0),
-        None => 0,
-    };
-    build(input, cached, creation, 0, output, reasoning)
-}
-
-fn openai_responses(usage: &Map<String, Value>, path: &str) -> Result<Usage, CostError> {
-    let input = required(usage, path, "input_tokens")?;
-    let output = required(usage, path, "output_tokens")?;
-    let input_path = format!("{path}.input_tokens_details");
-    let cached = match object(usage, path, "input_tokens_details")? {
-        Some(d) => count(d, &input_path, "cached_tokens")?.unwrap_or(0),
-        None => 0,
-    };
-    let output_path = format!("{path}.output_tokens_details");
-    let reasoning = match object(usage, path, "output_tokens_details")? {
-        Some(d) => count(d, &output_path, "reasoning_tokens")?.unwrap_or(0),
-        None => 0,
-    };
-    build(input, cached, 0, 0, output, reasoning)
-}
-
-fn anthropic_usage(usage: &Map<String, Value>, path: &str) -> Result<Usage, CostError> {
-    let uncached = required(usage, path, "input_tokens")?;
-    let output = required(usage, path, "output_tokens")?;
-    let read = count(usage, path, "cache_read_input_tokens")?.unwrap_or(0);
-    let by_ttl_path = format!("{path}.cache_creation");
-    let by_ttl = match object(usage, path, "cache_creation")? {
-        Some(d) => Some((
-            count(d, &by_ttl_path, "ephemeral_5m_input_tokens")?.unwrap_or(0),
-            count(d, &by_ttl_path, "ephemeral_1h_input_tokens")?.unwrap_or(0),
-        )),
-        None => None,
-    };
-    let creation = match count(usage, path, "cache_creation_input_tokens")? {
-        Some(c) => c,
-        None => by_ttl.map_or(0, |(m5, h1)| m5.saturating_add(h1)),
-    };
-    let one_hour = by_ttl.map_or(0, |(_, h1)| h1);
-    let input = uncached
-        .checked_add(read)
-        .and_then(|n| n.checked_add(creation))
-        .ok_or_else(|| malformed(format!("`{path}` input token counts overflow")))?;
-    build(input, read, creation, one_hour, output, 0)
-}
-
-fn gemini(meta: &Map<String, Value>, path: &str) -> Result<(ResponseFormat, Usage), CostError> {
-    // camelCase from the REST API, snake_case from the Python SDK's `model_dump()`.
-    let get = |camel: &str, snake: &str| -> Result<Option<u64>, CostError> {
-        match count(meta, path, camel)? {
-            Some(n) => Ok(Some(n)),
-            None => count(meta, path, snake),
+        (None, Some(Count(total))) if total != input => {
+            return Err(malformed(format!(
+                "`{path}.completion_tokens` is missing and `{path}.total_tokens` ({total}) \
+                 differs from `{path}.prompt_tokens` ({input})"
+            )));
         }
+        (None, _) => 0,
     };
-    let prompt = get("promptTokenCount", "prompt_token_count")?
-        .ok_or_else(|| missing(format!("`{path}.promptTokenCount`")))?;
-    // Gemini leaves out the counts that are zero (no candidates when the budget went to
-    // thinking, no thoughts without thinking).
-    let candidates = get("candidatesTokenCount", "candidates_token_count")?.unwrap_or(0);
-    let thoughts = get("thoughtsTokenCount", "thoughts_token_count")?.unwrap_or(0);
-    let tool_prompt = get("toolUsePromptTokenCount", "tool_use_prompt_token_count")?.unwrap_or(0);
-    let cached = get("cachedContentTokenCount", "cached_content_token_count")?.unwrap_or(0);
+    let details = u.prompt_tokens_details.unwrap_or_default();
+    let cached = details.cached_tokens.or(u.cache_read_input_tokens);
+    let creation = details
+        .cache_creation_tokens
+        .or(details.cache_write_tokens)
+        .or(u.cache_creation_input_tokens);
+    let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens);
+    build(input, n(cached), n(creation), 0, output, n(reasoning))
+}
+
+fn openai_responses(u: ResponsesUsage) -> Result<Usage, CostError> {
+    let cached = u.input_tokens_details.and_then(|d| d.cached_tokens);
+    let reasoning = u.output_tokens_details.and_then(|d| d.reasoning_tokens);
+    build(
+        u.input_tokens.0,
+        n(cached),
+        0,
+        0,
+        u.output_tokens.0,
+        n(reasoning),
+    )
+}
+
+fn anthropic_usage(u: AnthropicUsage, path: &str) -> Result<Usage, CostError> {
+    let read = n(u.cache_read_input_tokens);
+    let by_lifetime = u.cache_creation;
+    let creation = match u.cache_creation_input_tokens {
+        Some(Count(c)) => c,
+        None => by_lifetime.map_or(0, |w| {
+            n(w.ephemeral_5m_input_tokens).saturating_add(n(w.ephemeral_1h_input_tokens))
+        }),
+    };
+    let one_hour = by_lifetime.map_or(0, |w| n(w.ephemeral_1h_input_tokens));
+    let input = u
+        .input_tokens
+        .0
+        .checked_add(read)
+        .and_then(|i| i.checked_add(creation))
+        .ok_or_else(|| malformed(format!("`{path}` input token counts overflow")))?;
+    build(input, read, creation, one_hour, u.output_tokens.0, 0)
+}
+
+fn gemini(meta: GeminiUsage, path: &str) -> Result<(ResponseFormat, Usage), CostError> {
+    let prompt = meta.prompt_token_count.0;
+    let cached = n(meta.cached_content_token_count);
+    let thoughts = n(meta.thoughts_token_count);
     if cached > prompt {
         return Err(malformed(format!(
             "`{path}.cachedContentTokenCount` ({cached}) exceeds `{path}.promptTokenCount` \
@@ -442,19 +510,16 @@ fn gemini(meta: &Map<String, Value>, path: &str) -> Result<(ResponseFormat, Usag
         )));
     }
     let input = prompt
-        .checked_add(tool_prompt)
+        .checked_add(n(meta.tool_use_prompt_token_count))
         .ok_or_else(|| malformed(format!("`{path}` input token counts overflow")))?;
-    let output = candidates
+    let output = n(meta.candidates_token_count)
         .checked_add(thoughts)
         .ok_or_else(|| malformed(format!("`{path}` output token counts overflow")))?;
     build(input, cached, 0, 0, output, thoughts).map(|u| (ResponseFormat::Gemini, u))
 }
 
-fn ollama(root: &Map<String, Value>) -> Result<(ResponseFormat, Usage), CostError> {
-    // Ollama omits `prompt_eval_count` when the whole prompt came from its cache, and
-    // `/api/embed` has no `eval_count`: an absent count of a final response is zero.
-    let input = count(root, "", "prompt_eval_count")?.unwrap_or(0);
-    let output = count(root, "", "eval_count")?.unwrap_or(0);
+fn ollama(counts: OllamaCounts) -> Result<(ResponseFormat, Usage), CostError> {
+    let (input, output) = (n(counts.prompt_eval_count), n(counts.eval_count));
     build(input, 0, 0, 0, output, 0).map(|u| (ResponseFormat::Ollama, u))
 }
 
@@ -478,63 +543,6 @@ fn build(
         reasoning_tokens: reasoning,
         total_tokens: total,
     })
-}
-
-fn field_path(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// A required token count.
-fn required(map: &Map<String, Value>, path: &str, key: &str) -> Result<u64, CostError> {
-    count(map, path, key)?.ok_or_else(|| missing(format!("`{}`", field_path(path, key))))
-}
-
-/// A token count: absent or null is `None`; a non-negative integer (also written as `12.0`)
-/// is the count; anything else is malformed.
-fn count(map: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u64>, CostError> {
-    let bad = |what: String| {
-        malformed(format!(
-            "`{}` is {what}: token counts are non-negative integers",
-            field_path(path, key)
-        ))
-    };
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(n) = n.as_u64() {
-                return Ok(Some(n));
-            }
-            match n.as_f64() {
-                // Integral floats up to 2^53 are exact.
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_992.0 => {
-                    Ok(Some(f as u64))
-                }
-                _ => Err(bad(n.to_string())),
-            }
-        }
-        Some(other) => Err(bad(format!("a JSON {} ({other})", kind(other)))),
-    }
-}
-
-/// An optional nested object: absent or null is `None`.
-fn object<'a>(
-    map: &'a Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<Option<&'a Map<String, Value>>, CostError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
-        Some(other) => Err(malformed(format!(
-            "`{}` is a JSON {}, not an object",
-            field_path(path, key),
-            kind(other)
-        ))),
-    }
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -767,6 +775,97 @@ mod tests {
         }
         let integral = json!({"usage": {"prompt_tokens": 12.0, "completion_tokens": 1}});
         assert_eq!(Usage::from_value(&integral).unwrap(), Usage::new(12, 1));
+    }
+
+    #[test]
+    fn errors_name_the_field_they_are_about() {
+        let reason = |v: Value| match Usage::from_value(&v) {
+            Err(CostError::Malformed { reason }) => reason,
+            other => panic!("{v}: {other:?}"),
+        };
+        let looked_for = |v: Value| match Usage::from_value(&v) {
+            Err(CostError::MissingUsage { looked_for }) => looked_for,
+            other => panic!("{v}: {other:?}"),
+        };
+        assert_eq!(
+            reason(json!({"usage": {"prompt_tokens": "12", "completion_tokens": 1}})),
+            "`usage.prompt_tokens`: invalid type: string \"12\", expected a token count \
+             (a non-negative integer)"
+        );
+        assert_eq!(
+            reason(
+                json!({"usage": {"prompt_tokens": 10, "completion_tokens": 1,
+                "prompt_tokens_details": {"cached_tokens": -3}}})
+            ),
+            "`usage.prompt_tokens_details.cached_tokens`: invalid value: integer `-3`, \
+             expected a token count (a non-negative integer)"
+        );
+        assert_eq!(
+            reason(
+                json!({"usage": {"prompt_tokens": 10, "completion_tokens": 1,
+                "prompt_tokens_details": 3}})
+            ),
+            "`usage.prompt_tokens_details`: invalid type: integer `3`, expected an object of \
+             token counts"
+        );
+        assert!(
+            reason(
+                json!({"type": "message", "usage": {"input_tokens": 1, "output_tokens": 1,
+                "cache_creation": {"ephemeral_1h_input_tokens": 0.5}}})
+            )
+            .starts_with("`usage.cache_creation.ephemeral_1h_input_tokens`: invalid value")
+        );
+        assert!(
+            reason(json!({"usageMetadata": {"promptTokenCount": [1]}}))
+                .starts_with("`usageMetadata.promptTokenCount`: invalid type: sequence")
+        );
+        assert!(reason(json!({"done": true, "eval_count": true})).starts_with("`eval_count`: "));
+        assert_eq!(
+            reason(json!({"usageMetadata": "none"})),
+            "`usageMetadata`: invalid type: string \"none\", expected a usage object"
+        );
+
+        // A required count absent or null is missing usage, named.
+        assert_eq!(
+            looked_for(json!({"usage": {"completion_tokens": 3}})),
+            "`usage.prompt_tokens`"
+        );
+        assert_eq!(
+            looked_for(json!({"usage": {"prompt_tokens": null, "completion_tokens": 3}})),
+            "`usage.prompt_tokens`"
+        );
+        assert_eq!(
+            looked_for(
+                json!({"type": "message_start", "message": {"type": "message",
+                "usage": {"output_tokens": 1}}})
+            ),
+            "`message.usage.input_tokens`"
+        );
+        assert_eq!(
+            looked_for(json!({"usage_metadata": {"candidates_token_count": 1}})),
+            "`usage_metadata.promptTokenCount`"
+        );
+    }
+
+    #[test]
+    fn fields_no_shape_names_are_ignored() {
+        // Anthropic's service tier and server tool counters, Gemini's per-modality arrays.
+        let anthropic = json!({"type": "message", "usage": {
+            "input_tokens": 10, "output_tokens": 5, "service_tier": "standard",
+            "server_tool_use": {"web_search_requests": 1}
+        }});
+        assert_eq!(Usage::from_value(&anthropic).unwrap(), Usage::new(10, 5));
+        let gemini = json!({"usageMetadata": {
+            "promptTokenCount": 4, "candidatesTokenCount": 2, "totalTokenCount": 6,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 4}]
+        }});
+        assert_eq!(Usage::from_value(&gemini).unwrap(), Usage::new(4, 2));
+        // Optional counts and detail objects may be null.
+        let nulls = json!({"object": "response", "usage": {
+            "input_tokens": 3, "output_tokens": 2, "input_tokens_details": null,
+            "output_tokens_details": {"reasoning_tokens": null}
+        }});
+        assert_eq!(Usage::from_value(&nulls).unwrap(), Usage::new(3, 2));
     }
 
     #[test]
