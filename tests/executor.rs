@@ -2,9 +2,16 @@
 //! speaks OpenAI Chat Completions (with usage), the run store, the report lines, the node
 //! output fields, MLflow (when `scripts/test` started a server), failures, and secrets.
 
-#[path = "support/llm_server.rs"]
-mod llm_server;
-mod support;
+mod support {
+    #[allow(dead_code)] // the provider stub uses most of it; this file only `closed_port`
+    pub mod http_stub;
+    pub mod llm_provider;
+    #[allow(dead_code)] // the tracker configuration and the client, no trace routes
+    pub mod mlflow_api;
+    #[allow(dead_code)] // the tracking server's URI, no private or TLS server
+    pub mod mlflow_server;
+    pub mod scratch;
+}
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,19 +23,13 @@ use agent_profiler::llm::{
     ApiKey, BoxFuture, LlmClient, LlmError, LlmRequest, LlmResponse, OpenAiClient,
 };
 use agent_profiler::store::{RunStore, WorkflowStatus};
-use llm_server::LlmServer;
-use serde_json::json;
-
 use agent_profiler::{NodeTimings, Summary};
+use serde_json::json;
+use support::llm_provider::LlmProvider;
+use support::{http_stub, mlflow_api, mlflow_server, scratch};
 
 /// A recognisable key that must never show up anywhere but in the request header.
 const PLANTED: &str = "sk-PLANTED-0123456789-do-not-leak";
-
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(support::unique(test));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn write_config(dir: &std::path::Path, text: &str) -> PathBuf {
     let path = dir.join("workflow.json");
@@ -48,23 +49,15 @@ const RESEARCH: &str = r#"{
   ]
 }"#;
 
-fn client(server: &LlmServer) -> Arc<dyn LlmClient> {
-    Arc::new(OpenAiClient::new(&server.base_url, Some(ApiKey::new(PLANTED, "test"))).unwrap())
+fn client(server: &LlmProvider) -> Arc<dyn LlmClient> {
+    Arc::new(OpenAiClient::new(&server.base_url(), Some(ApiKey::new(PLANTED, "test"))).unwrap())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-#[test]
-fn end_to_end_against_loopback_openai_server() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_against_loopback_openai_server() {
     let test = "end_to_end_against_loopback_openai_server";
-    let server = LlmServer::start();
-    let dir = temp_dir(test);
+    let server = LlmProvider::start();
+    let dir = scratch::temp_dir(test);
     let config = write_config(&dir, RESEARCH);
     let db = dir.join("runs.sqlite3");
     let store = RunStore::open(&db).unwrap();
@@ -72,15 +65,16 @@ fn end_to_end_against_loopback_openai_server() {
     let mut executor = WorkflowExecutor::new(client(&server))
         .store(store.clone())
         .console(console);
-    let mlflow_uri = support::tracking_uri(test);
+    let mlflow_uri = mlflow_server::tracking_uri(test);
     if let Some(uri) = &mlflow_uri {
-        executor = executor.mlflow(support::config(uri, test));
+        executor = executor.mlflow(mlflow_api::config(uri, test));
     }
-    let run = runtime()
-        .block_on(executor.run_workflow_from_config(&config, json!({"topic": "rust"})))
+    let run = executor
+        .run_workflow_from_config(&config, json!({"topic": "rust"}))
+        .await
         .unwrap();
 
-    // The report: the seed's lines first, exactly.
+    // The report: the slowest node and the bottlenecks first, in these exact words.
     let lines: Vec<&str> = run.report.lines().collect();
     let analyze = node(&run.summary, "analyze");
     assert_eq!(
@@ -151,11 +145,10 @@ fn end_to_end_against_loopback_openai_server() {
     assert_eq!(per_node[0].bottleneck_runs, 1);
 
     // The key went to the server and nowhere else.
+    let auth_headers = server.auth_headers();
+    assert_eq!(auth_headers.len(), 4, "one request per node");
     assert!(
-        server
-            .auth_headers
-            .lock()
-            .unwrap()
+        auth_headers
             .iter()
             .all(|h| h == &format!("Bearer {PLANTED}"))
     );
@@ -163,31 +156,37 @@ fn end_to_end_against_loopback_openai_server() {
     assert!(!String::from_utf8_lossy(&std::fs::read(&db).unwrap()).contains(PLANTED));
     assert!(!format!("{:?}", run).contains(PLANTED));
 
-    // MLflow: per-call durations and costs, the report, no key.
+    // MLflow: per-call durations and costs, the report, no key. Read back on a blocking
+    // thread: the MLflow client blocks, which it must not do on the runtime's.
     if let Some(uri) = mlflow_uri {
-        let client = support::client(&uri);
         let run_id = run.mlflow_run_id.clone().expect("MLflow run");
-        for id in ["plan", "web", "papers", "analyze"] {
-            let d = client
-                .get_metric_history(&run_id, &format!("node_{id}_duration_ms"))
-                .unwrap();
-            assert_eq!(d.len(), 1, "{id}");
-            let c = client
-                .get_metric_history(&run_id, &format!("node_{id}_cost_usd"))
-                .unwrap();
-            assert_eq!(c.len(), 1, "{id}");
-            let expected = node(&run.summary, id).cost_usd;
-            assert!((c[0].value - expected).abs() < 1e-12);
-        }
-        let mlflow_run = client.get_run(&run_id).unwrap();
-        assert_eq!(mlflow_run.info.status, "FINISHED");
-        assert!(!format!("{mlflow_run:?}").contains(PLANTED));
+        let summary = run.summary.clone();
+        tokio::task::spawn_blocking(move || {
+            let client = mlflow_api::client(&uri);
+            for id in ["plan", "web", "papers", "analyze"] {
+                let d = client
+                    .get_metric_history(&run_id, &format!("node_{id}_duration_ms"))
+                    .unwrap();
+                assert_eq!(d.len(), 1, "{id}");
+                let c = client
+                    .get_metric_history(&run_id, &format!("node_{id}_cost_usd"))
+                    .unwrap();
+                assert_eq!(c.len(), 1, "{id}");
+                let expected = node(&summary, id).cost_usd;
+                assert!((c[0].value - expected).abs() < 1e-12);
+            }
+            let mlflow_run = client.get_run(&run_id).unwrap();
+            assert_eq!(mlflow_run.info.status, "FINISHED");
+            assert!(!format!("{mlflow_run:?}").contains(PLANTED));
+        })
+        .await
+        .unwrap();
     }
 }
 
-fn failing(model: &str, test: &str) -> (WorkflowError, RunStore, String) {
-    let server = LlmServer::start();
-    let dir = temp_dir(test);
+async fn failing(model: &str, test: &str) -> (WorkflowError, RunStore, String) {
+    let server = LlmProvider::start();
+    let dir = scratch::temp_dir(test);
     let text = format!(
         r#"{{"name": "{test}", "steps": [
             {{"id": "first", "model": "gpt-4o-mini", "prompt": "Hi {{topic}}", "output_key": "a", "max_tokens": 20}},
@@ -200,8 +199,9 @@ fn failing(model: &str, test: &str) -> (WorkflowError, RunStore, String) {
     let executor = WorkflowExecutor::new(client(&server))
         .store(store.clone())
         .console(console);
-    let err = runtime()
-        .block_on(executor.run_workflow_from_config(&config, json!({"topic": "x"})))
+    let err = executor
+        .run_workflow_from_config(&config, json!({"topic": "x"}))
+        .await
         .unwrap_err();
     let console_text = captured.lock().unwrap().clone();
     (err, store, console_text)
@@ -251,9 +251,9 @@ fn check_failed_run(err: &WorkflowError, store: &RunStore, console: &str) -> Nod
     }
 }
 
-#[test]
-fn node_that_errors_http_500() {
-    let (err, store, console) = failing("fail-500", "node_that_errors_http_500");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_that_errors_http_500() {
+    let (err, store, console) = failing("fail-500", "node_that_errors_http_500").await;
     match check_failed_run(&err, &store, &console) {
         NodeErrorKind::Llm(LlmError::Http {
             status: 500, body, ..
@@ -264,9 +264,9 @@ fn node_that_errors_http_500() {
     }
 }
 
-#[test]
-fn endpoint_returns_garbage() {
-    let (err, store, console) = failing("garbage", "endpoint_returns_garbage");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_returns_garbage() {
+    let (err, store, console) = failing("garbage", "endpoint_returns_garbage").await;
     match check_failed_run(&err, &store, &console) {
         NodeErrorKind::Llm(LlmError::BadBody { reason, .. }) => {
             assert!(reason.contains("not JSON"))
@@ -275,9 +275,9 @@ fn endpoint_returns_garbage() {
     }
 }
 
-#[test]
-fn answer_without_text_still_costs() {
-    let (err, store, console) = failing("no-choices", "answer_without_text_still_costs");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_without_text_still_costs() {
+    let (err, store, console) = failing("no-choices", "answer_without_text_still_costs").await;
     check_failed_run(&err, &store, &console);
     let run = err.run().unwrap();
     let broken = node(&run.summary, "broken");
@@ -285,9 +285,9 @@ fn answer_without_text_still_costs() {
     assert!(broken.total_tokens > 0);
 }
 
-#[test]
-fn key_echoed_by_the_server_is_redacted() {
-    let (err, store, console) = failing("echo-auth", "key_echoed_by_the_server_is_redacted");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_echoed_by_the_server_is_redacted() {
+    let (err, store, console) = failing("echo-auth", "key_echoed_by_the_server_is_redacted").await;
     match check_failed_run(&err, &store, &console) {
         NodeErrorKind::Llm(LlmError::Http {
             status: 401, body, ..
@@ -302,9 +302,9 @@ fn key_echoed_by_the_server_is_redacted() {
     assert!(!format!("{:?}", store.states(&run.record.id).unwrap()).contains(PLANTED));
 }
 
-#[test]
-fn endpoint_down() {
-    let port = support::closed_port();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_down() {
+    let port = http_stub::closed_port();
     let client: Arc<dyn LlmClient> = Arc::new(
         OpenAiClient::new(
             &format!("http://127.0.0.1:{port}/v1"),
@@ -317,12 +317,10 @@ fn endpoint_down() {
     )
     .unwrap();
     let (console, captured) = Console::capture();
-    let err = runtime()
-        .block_on(
-            WorkflowExecutor::new(client)
-                .console(console)
-                .run_config(&config, json!({})),
-        )
+    let err = WorkflowExecutor::new(client)
+        .console(console)
+        .run_config(&config, json!({}))
+        .await
         .unwrap_err();
     let message = err.to_string();
     assert!(
@@ -346,8 +344,8 @@ impl LlmClient for Panicking {
     }
 }
 
-#[test]
-fn panicking_node_in_a_group_and_alone() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_node_in_a_group_and_alone() {
     let store = RunStore::in_memory().unwrap();
     for text in [
         r#"{"name": "p", "steps": [{"id": "boom", "model": "gpt-4o", "prompt": "x", "output_key": "y"}]}"#,
@@ -358,9 +356,7 @@ fn panicking_node_in_a_group_and_alone() {
         let executor = WorkflowExecutor::new(Arc::new(Panicking))
             .store(store.clone())
             .console(console);
-        let err = runtime()
-            .block_on(executor.run_config(&config, json!({})))
-            .unwrap_err();
+        let err = executor.run_config(&config, json!({})).await.unwrap_err();
         let run = err.run().unwrap();
         assert_eq!(run.record.status, WorkflowStatus::Panicked);
         assert!(err.to_string().contains("client exploded"), "{err}");
@@ -373,9 +369,9 @@ fn panicking_node_in_a_group_and_alone() {
     }
 }
 
-#[test]
-fn invalid_config_files_say_what_and_where() {
-    let dir = temp_dir("invalid_config");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_config_files_say_what_and_where() {
+    let dir = scratch::temp_dir("invalid_config");
     let cases = [
         // (text, expected pieces of the message)
         (
@@ -408,31 +404,30 @@ fn invalid_config_files_say_what_and_where() {
             assert!(message.contains(piece), "`{piece}` not in: {message}");
         }
         let exec = WorkflowExecutor::new(Arc::new(Panicking)).console(Console::Silent);
-        match runtime().block_on(exec.run_workflow_from_config(&path, json!({}))) {
+        match exec.run_workflow_from_config(&path, json!({})).await {
             Err(WorkflowError::Config(_)) => {}
             other => panic!("{other:?}"),
         }
     }
 }
 
-#[test]
-fn workflow_written_in_code() {
-    let server = LlmServer::start();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_written_in_code() {
+    let server = LlmProvider::start();
     let (console, captured) = Console::capture();
     let executor = WorkflowExecutor::new(client(&server))
         .console(console)
         .threshold_percent(40.0);
-    let run = runtime()
-        .block_on(
-            executor.run_fn("code", json!({"q": "why"}), |ctx, mut state| async move {
-                let q = state["q"].as_str().unwrap().to_owned();
-                let a = ctx
-                    .llm("think", "gpt-4o-mini", &format!("Think {{about}} {q}"))
-                    .await?;
-                state.insert("answer".into(), json!(a));
-                Ok::<_, agent_profiler::executor::NodeError>(state)
-            }),
-        )
+    let run = executor
+        .run_fn("code", json!({"q": "why"}), |ctx, mut state| async move {
+            let q = state["q"].as_str().unwrap().to_owned();
+            let a = ctx
+                .llm("think", "gpt-4o-mini", &format!("Think {{about}} {q}"))
+                .await?;
+            state.insert("answer".into(), json!(a));
+            Ok::<_, agent_profiler::executor::NodeError>(state)
+        })
+        .await
         .unwrap();
     assert_eq!(run.summary.nodes[0].node_id, "think");
     assert_eq!(run.states[0].node_id, "think");
@@ -442,23 +437,24 @@ fn workflow_written_in_code() {
             .unwrap()
             .contains("Bottlenecks (>40% of total time):")
     );
-    let body = &server.bodies.lock().unwrap()[0];
+    let body = &server.bodies()[0];
     assert_eq!(body["messages"][0]["content"], "Think {about} why");
 }
 
-#[test]
-fn each_run_keeps_its_trace_in_the_store_and_as_a_perfetto_file() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_keeps_its_trace_in_the_store_and_as_a_perfetto_file() {
     let test = "each_run_keeps_its_trace";
-    let server = LlmServer::start();
-    let dir = temp_dir(test);
+    let server = LlmProvider::start();
+    let dir = scratch::temp_dir(test);
     let config = write_config(&dir, RESEARCH);
     let store = RunStore::open(dir.join("runs.sqlite3")).unwrap();
     let executor = WorkflowExecutor::new(client(&server))
         .console(Console::Silent)
         .store(store.clone())
         .perfetto_dir(dir.join("traces"));
-    let run = runtime()
-        .block_on(executor.run_workflow_from_config(&config, json!({"topic": "tsc"})))
+    let run = executor
+        .run_workflow_from_config(&config, json!({"topic": "tsc"}))
+        .await
         .unwrap();
     let trace = run.trace.clone().expect("trace mode is on by default");
     assert_eq!(trace.dropped, 0);
@@ -503,8 +499,9 @@ fn each_run_keeps_its_trace_in_the_store_and_as_a_perfetto_file() {
     let untraced = WorkflowExecutor::new(client(&server))
         .console(Console::Silent)
         .trace(None);
-    let run = runtime()
-        .block_on(untraced.run_workflow_from_config(&config, json!({"topic": "tsc"})))
+    let run = untraced
+        .run_workflow_from_config(&config, json!({"topic": "tsc"}))
+        .await
         .unwrap();
     assert!(run.trace.is_none() && run.perfetto_file.is_none());
 }

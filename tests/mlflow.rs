@@ -3,7 +3,17 @@
 //! Everything logged is read back through the REST API (`metrics/get-history`, `runs/get`,
 //! the artifact list) and compared value by value.
 
-mod support;
+mod support {
+    #[allow(dead_code)] // only the proxy that quotes the credentials back
+    pub mod fault_proxy;
+    #[allow(dead_code)] // only what the fault proxy builds on
+    pub mod http_stub;
+    #[allow(dead_code)] // no trace routes
+    pub mod mlflow_api;
+    #[allow(dead_code)] // the tracking server's URI, no private or TLS server
+    pub mod mlflow_server;
+    pub mod scratch;
+}
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,17 +28,14 @@ use agent_profiler::{
     BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, Summary,
     profile_node,
 };
+use support::fault_proxy::{Fault, FaultProxy};
+use support::mlflow_api::{self, history};
+use support::{mlflow_server, scratch};
 
 const WAIT: Duration = Duration::from_secs(120);
 
 fn assert_nothing_lost(stats: &ExportStats) {
     assert!(!stats.anything_lost(), "export lost something: {stats}");
-}
-
-fn history(client: &MlflowClient, run_id: &str, key: &str) -> Vec<Metric> {
-    let mut h = client.get_metric_history(run_id, key).unwrap();
-    h.sort_by_key(|m| m.step);
-    h
 }
 
 #[profile_node("plan")]
@@ -43,16 +50,18 @@ async fn retrieve(i: u64) -> Result<u64, String> {
     if i % 2 == 0 { Ok(i) } else { Err("odd".into()) }
 }
 
-/// The seed's test: a node profiled with `#[profile_node]` logs `node_{id}_duration_ms`,
-/// one value per call, step = call index, timestamp = the call's end.
+/// A node profiled with `#[profile_node]` logs `node_{id}_duration_ms`, one value per call,
+/// step = call index, timestamp = the call's end. The runtime for the async node is built
+/// by hand: the test reads back through the blocking MLflow client, which must not run on a
+/// runtime's thread.
 #[test]
 fn test_profile_node_logs_to_mlflow() {
     let name = "test_profile_node_logs_to_mlflow";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
     let analyzer = BottleneckAnalyzer::new();
-    let tracker = MlflowTracker::start(support::config(&uri, name)).unwrap();
+    let tracker = MlflowTracker::start(mlflow_api::config(&uri, name)).unwrap();
     tracker.attach(&analyzer);
     let started = now_ms();
     {
@@ -76,7 +85,7 @@ fn test_profile_node_logs_to_mlflow() {
     let ended = now_ms();
     assert!(tracker.flush(WAIT), "not flushed: {}", tracker.stats());
     let run = tracker.run_info().expect("run created");
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
     let summary = analyzer.get_summary();
     for (node, calls) in [("plan", 5), ("retrieve/docs", 4)] {
         let key = format!("node_{node}_duration_ms");
@@ -125,12 +134,12 @@ fn think(llm: &MultiProviderCostTracker, tokens: u64, model: &str) -> Option<f64
 #[test]
 fn every_metric_cost_param_tag_and_the_report_arrive_as_logged() {
     let name = "every_metric_cost_param_tag_and_the_report_arrive_as_logged";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
     let analyzer = BottleneckAnalyzer::new();
     let tracker = MlflowTracker::start(
-        support::config(&uri, name)
+        mlflow_api::config(&uri, name)
             .run_tag("suite", "mlflow")
             .ring_capacity(10_000),
     )
@@ -180,7 +189,7 @@ fn every_metric_cost_param_tag_and_the_report_arrive_as_logged() {
     tracker.log_bottleneck_report(&summary);
     assert!(tracker.flush(WAIT), "not flushed: {}", tracker.stats());
     let run_id = tracker.run_id().unwrap();
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
 
     for (k, node) in nodes.iter().enumerate() {
         let values = history(&client, &run_id, &format!("node_{node}_duration_ms"));
@@ -263,10 +272,10 @@ fn every_metric_cost_param_tag_and_the_report_arrive_as_logged() {
 #[test]
 fn environment_settings_create_the_experiment_and_resume_the_run() {
     let name = "environment_settings_create_the_experiment_and_resume_the_run";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let experiment = support::unique("env-experiment");
+    let experiment = scratch::unique("env-experiment");
     let from = |extra: &[(&str, &str)]| {
         let mut vars: HashMap<String, String> = [
             ("MLFLOW_TRACKING_URI", uri.as_str()),
@@ -284,7 +293,7 @@ fn environment_settings_create_the_experiment_and_resume_the_run() {
             .warnings(false)
             .shutdown_timeout(Duration::from_secs(30))
     };
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
 
     let first = MlflowTracker::start(from(&[("MLFLOW_EXPERIMENT_NAME", &experiment)])).unwrap();
     let run = first.wait_for_run(WAIT).expect("run created");
@@ -328,14 +337,15 @@ fn environment_settings_create_the_experiment_and_resume_the_run() {
 #[test]
 fn node_ids_mlflow_would_reject_are_sanitised_or_refused_without_poisoning_their_batch() {
     let name = "node_ids_mlflow_would_reject_are_sanitised_or_refused";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
     let analyzer = BottleneckAnalyzer::new();
     // One drain for everything below: a long flush interval, then flush.
-    let tracker =
-        MlflowTracker::start(support::config(&uri, name).flush_interval(Duration::from_secs(3600)))
-            .unwrap();
+    let tracker = MlflowTracker::start(
+        mlflow_api::config(&uri, name).flush_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
     let run = tracker.wait_for_run(WAIT).unwrap();
     tracker.attach(&analyzer);
     let too_long = "x".repeat(300);
@@ -353,7 +363,7 @@ fn node_ids_mlflow_would_reject_are_sanitised_or_refused_without_poisoning_their
     }
     tracker.log_node_cost("bad:node", 0.25);
     assert!(tracker.flush(WAIT), "{}", tracker.stats());
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
     for key in [
         "node_ok_duration_ms",
         "node_tool_search_q_1_duration_ms",
@@ -401,12 +411,12 @@ fn node_ids_mlflow_would_reject_are_sanitised_or_refused_without_poisoning_their
 #[test]
 fn the_client_splits_large_batches_within_mlflow_limits() {
     let name = "the_client_splits_large_batches_within_mlflow_limits";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
     let experiment = client
-        .get_or_create_experiment(&support::unique(name))
+        .get_or_create_experiment(&scratch::unique(name))
         .unwrap();
     let run = client
         .create_run(&experiment, Some(name), &[RunTag::new("kind", "direct")])
@@ -453,7 +463,7 @@ fn the_client_splits_large_batches_within_mlflow_limits() {
 #[test]
 fn secrets_never_appear_in_any_output() {
     let name = "secrets_never_appear_in_any_output";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
     const TOKEN: &str = "sk-PLANTED-7f3b9c2e1d5a";
@@ -470,7 +480,7 @@ fn secrets_never_appear_in_any_output() {
     let vars: HashMap<&str, String> = [
         ("MLFLOW_TRACKING_URI", uri.clone()),
         ("MLFLOW_TRACKING_TOKEN", TOKEN.to_owned()),
-        ("MLFLOW_EXPERIMENT_NAME", support::unique(name)),
+        ("MLFLOW_EXPERIMENT_NAME", scratch::unique(name)),
     ]
     .into_iter()
     .collect();
@@ -490,7 +500,7 @@ fn secrets_never_appear_in_any_output() {
     let stats = tracker.finish(RunStatus::Finished);
     record(format!("{stats} {stats:?}"));
     assert_eq!(stats.failed_params_and_tags, 1, "{stats}");
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
     let run = client.get_run(&tracker.run_id().unwrap()).unwrap();
     record(format!("{run:?}"));
     let report = client
@@ -502,12 +512,13 @@ fn secrets_never_appear_in_any_output() {
 
     // 2. A server that quotes the Authorization header back in its error body.
     for auth in ["bearer", "basic", "userinfo"] {
-        let echo = support::FaultProxy::start(&support::authority(&uri), support::Fault::EchoAuth);
+        let echo = FaultProxy::start(&uri, Fault::EchoAuth);
         let base = match auth {
-            "userinfo" => {
-                MlflowConfig::new(&format!("http://alice:{PASSWORD}@127.0.0.1:{}", echo.port))
-                    .unwrap()
-            }
+            "userinfo" => MlflowConfig::new(&format!(
+                "http://alice:{PASSWORD}@127.0.0.1:{}",
+                echo.port()
+            ))
+            .unwrap(),
             _ => MlflowConfig::new(&echo.uri()).unwrap(),
         };
         let config = match auth {
@@ -529,7 +540,7 @@ fn secrets_never_appear_in_any_output() {
         record(format!("{stats:?} {tracker:?}"));
         assert!(stats.last_error.unwrap().contains("***"));
         // The secret did go out, in the Authorization header only.
-        let seen = echo.auth_seen.lock().unwrap().clone();
+        let seen = echo.auth_seen();
         assert!(!seen.is_empty(), "{auth}: no Authorization header sent");
         if auth == "bearer" {
             assert!(seen.iter().all(|h| h == &format!("Bearer {TOKEN}")));
@@ -569,13 +580,13 @@ fn bench_node(i: u64) -> u64 {
 #[test]
 fn exporter_throughput_matches_sequential_log_batch() {
     let name = "exporter_throughput_matches_sequential_log_batch";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
     const N: usize = 20_000;
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
     let experiment = client
-        .get_or_create_experiment(&support::unique(name))
+        .get_or_create_experiment(&scratch::unique(name))
         .unwrap();
 
     let direct = |label: &str| -> f64 {
@@ -606,7 +617,7 @@ fn exporter_throughput_matches_sequential_log_batch() {
     let exporter = || -> (f64, ExportStats) {
         let analyzer = BottleneckAnalyzer::new();
         let tracker = MlflowTracker::start(
-            support::config(&uri, name)
+            mlflow_api::config(&uri, name)
                 .ring_capacity(N)
                 .flush_interval(Duration::from_millis(200)),
         )

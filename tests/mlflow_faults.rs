@@ -6,7 +6,16 @@
 //! Most need the server of `scripts/test` (`MLFLOW_TRACKING_URI`) or the `mlflow` program to
 //! start a private one; without them they say they are skipped (in CI they fail).
 
-mod support;
+mod support {
+    #[allow(dead_code)] // no proxy that quotes the credentials back
+    pub mod fault_proxy;
+    #[allow(dead_code)] // what the fault proxy and the servers build on, and `closed_port`
+    pub mod http_stub;
+    #[allow(dead_code)] // no trace routes
+    pub mod mlflow_api;
+    pub mod mlflow_server;
+    pub mod scratch;
+}
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +23,9 @@ use std::time::{Duration, Instant};
 use agent_profiler::cost::Usage;
 use agent_profiler::mlflow::{ExportStats, MlflowConfig, MlflowTracker, RunStatus};
 use agent_profiler::{BottleneckAnalyzer, MultiProviderCostTracker, ProfilerScope, profile_node};
-use support::{Fault, FaultProxy};
+use support::fault_proxy::{Fault, FaultProxy};
+use support::mlflow_server::{PrivateServer, TlsServer, tracking_uri, venv_python};
+use support::{http_stub, mlflow_api};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -43,10 +54,7 @@ fn assert_accounted(stats: &ExportStats, produced: u64) {
 }
 
 fn history_len(uri: &str, run_id: &str, key: &str) -> usize {
-    support::client(uri)
-        .get_metric_history(run_id, key)
-        .unwrap()
-        .len()
+    mlflow_api::history(&mlflow_api::client(uri), run_id, key).len()
 }
 
 #[test]
@@ -56,7 +64,7 @@ fn server_down_from_the_start_costs_the_workflow_nothing() {
         let warnings = warnings.clone();
         move |w: &str| warnings.lock().unwrap().push(w.to_owned())
     };
-    let uri = format!("http://127.0.0.1:{}", support::closed_port());
+    let uri = format!("http://127.0.0.1:{}", http_stub::closed_port());
     let started = Instant::now();
     let tracker = MlflowTracker::start(
         MlflowConfig::new(&uri)
@@ -126,13 +134,13 @@ fn server_down_from_the_start_costs_the_workflow_nothing() {
 #[test]
 fn server_stopped_mid_run_and_restarted_loses_nothing_the_queue_held() {
     let name = "server_stopped_mid_run";
-    let Some(mut server) = support::PrivateServer::start(name) else {
+    let Some(mut server) = PrivateServer::start(name) else {
         return;
     };
     let uri = server.uri();
     let analyzer = BottleneckAnalyzer::new();
     let tracker = MlflowTracker::start(
-        support::config(&uri, name)
+        mlflow_api::config(&uri, name)
             .backoff_factor(0.1)
             .request_timeout(Duration::from_secs(10)),
     )
@@ -181,18 +189,18 @@ fn server_stopped_mid_run_and_restarted_loses_nothing_the_queue_held() {
         history_len(&uri, &run.run_id, "node_work_duration_ms"),
         3000
     );
-    let info = support::client(&uri).get_run(&run.run_id).unwrap().info;
+    let info = mlflow_api::client(&uri).get_run(&run.run_id).unwrap().info;
     assert_eq!(info.status, "FINISHED");
 }
 
 #[test]
 fn answers_503_and_429_to_a_share_of_requests_delay_but_lose_nothing() {
     let name = "answers_503_and_429";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = tracking_uri(name) else {
         return;
     };
     let proxy = FaultProxy::start(
-        &support::authority(&uri),
+        &uri,
         Fault::Mixed(vec![
             Fault::Every {
                 every: 3,
@@ -216,7 +224,7 @@ fn answers_503_and_429_to_a_share_of_requests_delay_but_lose_nothing() {
     );
     let analyzer = BottleneckAnalyzer::new();
     let tracker =
-        MlflowTracker::start(support::config(&proxy.uri(), name).ring_capacity(10_000)).unwrap();
+        MlflowTracker::start(mlflow_api::config(&proxy.uri(), name).ring_capacity(10_000)).unwrap();
     tracker.attach(&analyzer);
     let llm = MultiProviderCostTracker::builder()
         .sink(tracker.cost_sink())
@@ -237,20 +245,20 @@ fn answers_503_and_429_to_a_share_of_requests_delay_but_lose_nothing() {
     let stats = tracker.finish(RunStatus::Finished);
     println!(
         "503/429/502 proxy: {stats}; proxy saw {} requests, injected {} faults",
-        proxy.requests.load(std::sync::atomic::Ordering::Relaxed),
-        proxy.faults.load(std::sync::atomic::Ordering::Relaxed)
+        proxy.requests(),
+        proxy.faults()
     );
     assert_eq!(stats.sent_metrics, 5000 + 20 + 20, "{stats}");
     assert!(!stats.anything_lost(), "{stats}");
     assert_eq!(stats.reports_sent, 1);
     assert!(stats.retried_requests > 0, "{stats}");
-    assert!(proxy.faults.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(proxy.faults() > 0);
     assert_eq!(
         history_len(&uri, &run.run_id, "node_work_duration_ms"),
         5000
     );
     assert_eq!(history_len(&uri, &run.run_id, "node_llm_cost_usd"), 20);
-    let data = support::client(&uri).get_run(&run.run_id).unwrap().data;
+    let data = mlflow_api::client(&uri).get_run(&run.run_id).unwrap().data;
     assert_eq!(data.param("faults"), Some("503 429 502"));
     assert_eq!(data.metric("node_count"), Some(2.0));
 }
@@ -258,17 +266,14 @@ fn answers_503_and_429_to_a_share_of_requests_delay_but_lose_nothing() {
 #[test]
 fn slow_server_keeps_the_call_path_fast_and_memory_bounded() {
     let name = "slow_server";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = tracking_uri(name) else {
         return;
     };
-    let proxy = FaultProxy::start(
-        &support::authority(&uri),
-        Fault::Delay(Duration::from_millis(300)),
-    );
+    let proxy = FaultProxy::start(&uri, Fault::Delay(Duration::from_millis(300)));
     const RING: usize = 256;
     const QUEUE: usize = 2000;
     let tracker = MlflowTracker::start(
-        support::config(&proxy.uri(), name)
+        mlflow_api::config(&proxy.uri(), name)
             .ring_capacity(RING)
             .queue_capacity(QUEUE)
             .flush_interval(Duration::from_millis(10))
@@ -349,7 +354,7 @@ fn slow_server_keeps_the_call_path_fast_and_memory_bounded() {
         stats.sent_metrics
     );
     assert_eq!(stats.reports_sent, 1, "{stats}");
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
     let run = client.get_run(&run.run_id).unwrap();
     let lost = run.data.tag("export_lost").expect("export_lost tag");
     assert!(lost.contains("dropped"), "{lost}");
@@ -370,15 +375,12 @@ fn slow_server_keeps_the_call_path_fast_and_memory_bounded() {
 #[test]
 fn a_batch_the_server_refuses_is_split_so_one_bad_value_loses_only_itself() {
     let name = "a_batch_the_server_refuses_is_split";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = tracking_uri(name) else {
         return;
     };
-    let proxy = FaultProxy::start(
-        &support::authority(&uri),
-        Fault::RejectBodyContaining("poison".to_owned()),
-    );
+    let proxy = FaultProxy::start(&uri, Fault::RejectBodyContaining("poison".to_owned()));
     let tracker = MlflowTracker::start(
-        support::config(&proxy.uri(), name).flush_interval(Duration::from_secs(3600)),
+        mlflow_api::config(&proxy.uri(), name).flush_interval(Duration::from_secs(3600)),
     )
     .unwrap();
     let run = tracker.wait_for_run(WAIT).unwrap();
@@ -409,7 +411,7 @@ fn a_batch_the_server_refuses_is_split_so_one_bad_value_loses_only_itself() {
 #[test]
 fn errors_other_than_transient_ones_are_reported_not_retried() {
     let name = "errors_other_than_transient_ones";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = tracking_uri(name) else {
         return;
     };
     let tracker = MlflowTracker::start(
@@ -429,7 +431,7 @@ fn errors_other_than_transient_ones_are_reported_not_retried() {
 
 #[test]
 fn tls_certificates_are_verified_unless_verification_is_turned_off() {
-    let Some(python) = support::venv_python() else {
+    let Some(python) = venv_python() else {
         assert!(
             std::env::var_os("CI").is_none(),
             "no Python virtualenv with `cryptography` in CI (scripts/test makes one)"
@@ -437,7 +439,7 @@ fn tls_certificates_are_verified_unless_verification_is_turned_off() {
         eprintln!("tls test: skipped: no .venv Python (scripts/test makes one)");
         return;
     };
-    let server = support::TlsServer::start(&python);
+    let server = TlsServer::start(&python);
     let config = MlflowConfig::new(&server.uri())
         .unwrap()
         .max_retries(0)
@@ -476,13 +478,13 @@ fn tls_certificates_are_verified_unless_verification_is_turned_off() {
 #[test]
 fn retry_after_is_honoured_on_429() {
     let name = "retry_after_is_honoured_on_429";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = tracking_uri(name) else {
         return;
     };
     for respect in [true, false] {
         // Only the first request is answered 429 with `Retry-After: 2`.
         let proxy = FaultProxy::start(
-            &support::authority(&uri),
+            &uri,
             Fault::Every {
                 every: u64::MAX,
                 phase: 0,

@@ -17,15 +17,12 @@ async fn compiled_out_async() -> u8 {
     3
 }
 
-#[test]
-fn noop_feature_records_nothing_and_keeps_behaviour() {
+#[tokio::test]
+async fn noop_feature_records_nothing_and_keeps_behaviour() {
     let analyzer = BottleneckAnalyzer::new();
     let _scope = ProfilerScope::new(&analyzer);
     assert_eq!(compiled_out(2), Ok(4));
     assert!(compiled_out(0).is_err());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    assert_eq!(rt.block_on(compiled_out_async()), 3);
+    assert_eq!(compiled_out_async().await, 3);
     assert!(analyzer.get_timings().is_empty());
 }

@@ -3,13 +3,20 @@
 //! CI it fails) and read back through MLflow's trace API; and receivers that are dead, answer
 //! garbage, or hang, which must cost the workflow nothing and be counted.
 
-mod support;
+mod support {
+    #[allow(dead_code)] // stub receivers, no forwarding
+    pub mod http_stub;
+    #[allow(dead_code)] // the provider's answers, not the requests it recorded
+    pub mod llm_provider;
+    #[allow(dead_code)] // no metric histories
+    pub mod mlflow_api;
+    #[allow(dead_code)] // the tracking server's URI, no private or TLS server
+    pub mod mlflow_server;
+    pub mod scratch;
+}
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use agent_profiler::cost::Usage;
@@ -19,6 +26,10 @@ use agent_profiler::{
     BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerScope, profile_node,
 };
 use serde_json::{Value, json};
+use support::http_stub::{self, HttpStub, Reply};
+use support::llm_provider::LlmProvider;
+use support::mlflow_api::{self, get_trace, search_traces};
+use support::{mlflow_server, scratch};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -60,7 +71,8 @@ fn fails() -> Result<(), String> {
     Err("planted".into())
 }
 
-/// Runs the workflow in trace mode; its trace.
+/// Runs the workflow in trace mode; its trace. The runtime is built by hand: the workflow's
+/// sync root node blocks on it, so that async nodes run inside a sync one.
 fn run_workflow() -> Trace {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(1024);
@@ -78,60 +90,7 @@ fn run_workflow() -> Trace {
     trace
 }
 
-// ---- a little HTTP for reading back ---------------------------------------------------------
-
-/// One HTTP/1.0 request (so that the answer is never chunked); status and body.
-fn http(authority: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let mut stream = TcpStream::connect(authority).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
-}
-
-fn api(uri: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let (status, text) = http(&support::authority(uri), method, path, body);
-    assert_eq!(status, 200, "{method} {path}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
-}
-
-/// The traces of an experiment (`POST /api/3.0/mlflow/traces/search`), optionally filtered.
-fn search_traces(uri: &str, experiment_id: &str, filter: Option<&str>) -> Vec<Value> {
-    let mut body = json!({
-        "locations": [{"type": "MLFLOW_EXPERIMENT",
-                       "mlflow_experiment": {"experiment_id": experiment_id}}],
-        "max_results": 100,
-    });
-    if let Some(filter) = filter {
-        body["filter"] = filter.into();
-    }
-    let answer = api(uri, "POST", "/api/3.0/mlflow/traces/search", Some(&body));
-    answer["traces"].as_array().cloned().unwrap_or_default()
-}
-
-/// A trace with its spans (`GET /api/3.0/mlflow/traces/get`).
-fn get_trace(uri: &str, trace_id: &str) -> Value {
-    api(
-        uri,
-        "GET",
-        &format!("/api/3.0/mlflow/traces/get?trace_id={trace_id}"),
-        None,
-    )
-}
+// ---- reading back ---------------------------------------------------------------------------
 
 /// A number in MLflow's JSON: a number, or a string holding one (64-bit ints in proto JSON).
 fn number(v: &Value) -> u64 {
@@ -155,6 +114,26 @@ struct Got {
 impl Got {
     fn duration(&self) -> Duration {
         Duration::from_nanos(self.end - self.start)
+    }
+
+    /// A string attribute; panics when it is missing or not a string.
+    fn string(&self, key: &str) -> &str {
+        self.attribute(key)["string_value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: {key} is not a string attribute", self.name))
+    }
+
+    /// An integer attribute; panics when it is missing or not a JSON number.
+    fn int(&self, key: &str) -> i64 {
+        self.attribute(key)["int_value"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{}: {key} is not an integer attribute", self.name))
+    }
+
+    fn attribute(&self, key: &str) -> &Value {
+        self.attributes
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: no attribute {key} in {:?}", self.name, self.attributes))
     }
 }
 
@@ -205,17 +184,16 @@ fn assert_nothing_lost(stats: &OtlpStats) {
     assert_eq!(stats.pending_spans, 0, "{stats}");
 }
 
-/// The issue's test: a real workflow's trace, exported to MLflow in several requests, read
-/// back through MLflow's API: one trace, the right spans, nesting, durations, statuses,
-/// token usage and cost, linked to the run.
+/// A real workflow's trace, exported to MLflow in several requests and read back through
+/// MLflow's API: one trace, the right spans, nesting, durations, statuses, token usage and
+/// cost, linked to the run.
 #[test]
 fn workflow_trace_reaches_mlflow() {
     let name = "workflow_trace_reaches_mlflow";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let client = support::client(&uri);
-    let experiment = client.create_experiment(&support::unique(name)).unwrap();
+    let (client, experiment) = mlflow_api::new_experiment(&uri, name);
     let run = client.create_run(&experiment, Some(name), &[]).unwrap();
     let trace = run_workflow();
     let config = OtlpConfig::for_mlflow(&uri, &experiment)
@@ -353,27 +331,12 @@ fn workflow_trace_reaches_mlflow() {
     }
 
     // LLM call spans are chat spans with their usage, as MLflow's GenAI translator reads.
-    assert_eq!(
-        gpt.attributes["mlflow.spanType"]["string_value"],
-        "CHAT_MODEL"
-    );
-    assert_eq!(gpt.attributes["mlflow.llm.model"]["string_value"], "gpt-4o");
-    assert_eq!(
-        gpt.attributes["gen_ai.usage.input_tokens"]["int_value"],
-        1000
-    );
-    assert_eq!(
-        claude.attributes["mlflow.llm.provider"]["string_value"],
-        "anthropic"
-    );
-    assert_eq!(
-        agent.attributes["agent_profiler.node_id"]["string_value"],
-        "otlp_agent"
-    );
-    assert_eq!(
-        root.attributes["agent_profiler.run_id"]["string_value"],
-        run.run_id.as_str()
-    );
+    assert_eq!(gpt.string("mlflow.spanType"), "CHAT_MODEL");
+    assert_eq!(gpt.string("mlflow.llm.model"), "gpt-4o");
+    assert_eq!(gpt.int("gen_ai.usage.input_tokens"), 1000);
+    assert_eq!(claude.string("mlflow.llm.provider"), "anthropic");
+    assert_eq!(agent.string("agent_profiler.node_id"), "otlp_agent");
+    assert_eq!(root.string("agent_profiler.run_id"), run.run_id.as_str());
     assert!(exporter.shutdown().spans_sent == 9);
 }
 
@@ -383,11 +346,10 @@ fn workflow_trace_reaches_mlflow() {
 fn failed_run_and_usage_on_nodes() {
     use agent_profiler::trace::otlp::LlmSpans;
     let name = "failed_run_and_usage_on_nodes";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let client = support::client(&uri);
-    let experiment = client.create_experiment(&support::unique(name)).unwrap();
+    let (_, experiment) = mlflow_api::new_experiment(&uri, name);
     let trace = run_workflow();
     let config = OtlpConfig::for_mlflow(&uri, &experiment)
         .unwrap()
@@ -416,109 +378,19 @@ fn failed_run_and_usage_on_nodes() {
     );
     assert_eq!((root.start, root.end), (start - 1_000_000, end + 1_000_000));
     let summarize = one(&spans, "otlp_summarize");
+    assert_eq!(summarize.string("mlflow.spanType"), "CHAT_MODEL");
     assert_eq!(
-        summarize.attributes["mlflow.spanType"]["string_value"],
-        "CHAT_MODEL"
-    );
-    assert_eq!(
-        summarize.attributes["gen_ai.request.model"]["string_value"],
+        summarize.string("gen_ai.request.model"),
         "claude-sonnet-4-5"
     );
-    assert_eq!(
-        summarize.attributes["gen_ai.usage.output_tokens"]["int_value"],
-        50
-    );
+    assert_eq!(summarize.int("gen_ai.usage.output_tokens"), 50);
 }
 
 // ---- receivers that fail ----------------------------------------------------------------------
 
-/// What the little server answers.
-#[derive(Clone)]
-enum Reply {
-    /// These bytes, then close.
-    Raw(Vec<u8>),
-    /// These bytes after a while (or the client gave up), then close.
-    Late(Duration, Vec<u8>),
-}
-
-fn http_reply(status: &str, extra: &str, content_type: &str, body: &[u8]) -> Reply {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n{extra}\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    Reply::Raw(out)
-}
-
-/// A loopback server answering request `i` (from 0) with `reply(i, request_head)`.
-struct Receiver {
-    port: u16,
-    requests: Arc<AtomicU64>,
-}
-
-impl Receiver {
-    fn start(reply: impl Fn(u64, &str) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(AtomicU64::new(0));
-        let counter = requests.clone();
-        let reply = Arc::new(reply);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let (counter, reply) = (counter.clone(), reply.clone());
-                std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-                    let Ok(clone) = stream.try_clone() else {
-                        return;
-                    };
-                    let mut reader = BufReader::new(clone);
-                    let mut head = String::new();
-                    let mut length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if line.trim_end().is_empty() {
-                            break;
-                        }
-                        head.push_str(&line);
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let i = counter.fetch_add(1, Ordering::SeqCst);
-                    match reply(i, &head) {
-                        Reply::Raw(bytes) => {
-                            let _ = stream.write_all(&bytes);
-                            let _ = stream.shutdown(Shutdown::Both);
-                        }
-                        Reply::Late(delay, bytes) => {
-                            std::thread::sleep(delay);
-                            let _ = stream.write_all(&bytes);
-                            let _ = stream.shutdown(Shutdown::Both);
-                        }
-                    }
-                });
-            }
-        });
-        Self { port, requests }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/traces", self.port)
-    }
-
-    fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
+/// The OTLP traces endpoint of a stub receiver.
+fn endpoint(receiver: &HttpStub) -> String {
+    format!("{}/v1/traces", receiver.url())
 }
 
 /// The workflow's trace, for receivers other than MLflow: 6 node spans, 2 LLM call spans
@@ -558,7 +430,7 @@ const SPANS: u64 = 9;
 #[test]
 fn dead_endpoint_costs_nothing_and_is_counted() {
     let trace = small_trace();
-    let endpoint = format!("http://127.0.0.1:{}/v1/traces", support::closed_port());
+    let endpoint = format!("http://127.0.0.1:{}/v1/traces", http_stub::closed_port());
     let stats = export_and_flush(quick(&endpoint), &trace);
     assert_eq!((stats.traces_sent, stats.traces_failed), (0, 1), "{stats}");
     assert_eq!(
@@ -579,10 +451,9 @@ fn dead_endpoint_costs_nothing_and_is_counted() {
 #[test]
 fn server_errors_are_retried_then_counted() {
     let trace = small_trace();
-    let receiver =
-        Receiver::start(|_, _| http_reply("500 Internal Server Error", "", "text/plain", b"boom"));
-    let stats = export_and_flush(quick(&receiver.endpoint()), &trace);
-    assert_eq!(receiver.requests(), 3, "one attempt and two retries");
+    let receiver = HttpStub::replying([Reply::new(500, "text/plain", "boom")]);
+    let stats = export_and_flush(quick(&endpoint(&receiver)), &trace);
+    assert_eq!(receiver.request_count(), 3, "one attempt and two retries");
     assert_eq!(
         (stats.spans_failed, stats.requests_failed),
         (SPANS, 1),
@@ -600,18 +471,17 @@ fn server_errors_are_retried_then_counted() {
 fn garbage_answers_are_counted() {
     let trace = small_trace();
     // Not HTTP at all.
-    let junk = Receiver::start(|_, _| Reply::Raw(b"garbage\r\n\r\n\x00\x01".to_vec()));
-    let stats = export_and_flush(quick(&junk.endpoint()), &trace);
+    let junk = HttpStub::replying([Reply::raw(b"garbage\r\n\r\n\x00\x01".to_vec())]);
+    let stats = export_and_flush(quick(&endpoint(&junk)), &trace);
     assert_eq!(
         (stats.spans_failed, stats.traces_failed),
         (SPANS, 1),
         "{stats}"
     );
     // A web page answering 200 to everything: not an OTLP receiver, not retried.
-    let page =
-        Receiver::start(|_, _| http_reply("200 OK", "", "text/html", b"<html>MLflow</html>"));
-    let stats = export_and_flush(quick(&page.endpoint()), &trace);
-    assert_eq!(page.requests(), 1);
+    let page = HttpStub::replying([Reply::new(200, "text/html", "<html>MLflow</html>")]);
+    let stats = export_and_flush(quick(&endpoint(&page)), &trace);
+    assert_eq!(page.request_count(), 1);
     assert_eq!(
         (stats.spans_failed, stats.retried_requests),
         (SPANS, 0),
@@ -619,17 +489,10 @@ fn garbage_answers_are_counted() {
     );
     assert!(stats.last_error.unwrap().contains("text/html"));
     // Refused as a bad request: not retried.
-    let refused = Receiver::start(|_, _| {
-        http_reply(
-            "400 Bad Request",
-            "",
-            "application/json",
-            b"{\"detail\": \"no\"}",
-        )
-    });
-    let stats = export_and_flush(quick(&refused.endpoint()), &trace);
+    let refused = HttpStub::replying([Reply::json(400, r#"{"detail": "no"}"#)]);
+    let stats = export_and_flush(quick(&endpoint(&refused)), &trace);
     assert_eq!(
-        (refused.requests(), stats.spans_failed),
+        (refused.request_count(), stats.spans_failed),
         (1, SPANS),
         "{stats}"
     );
@@ -641,22 +504,17 @@ fn partial_success_and_retry_after() {
     // ExportTraceServiceResponse { partial_success { rejected_spans: 2, error_message } }.
     let mut partial = vec![0x0A, 11, 0x08, 2, 0x12, 7];
     partial.extend_from_slice(b"too old");
-    let receiver = Receiver::start(move |i, _| match i {
-        0 => http_reply(
-            "503 Service Unavailable",
-            "Retry-After: 1\r\n",
-            "text/plain",
-            b"busy",
-        ),
-        _ => http_reply("200 OK", "", "application/x-protobuf", &partial),
-    });
+    let receiver = HttpStub::replying([
+        Reply::new(503, "text/plain", "busy").header("Retry-After", "1"),
+        Reply::new(200, "application/x-protobuf", partial),
+    ]);
     let started = Instant::now();
-    let stats = export_and_flush(quick(&receiver.endpoint()), &trace);
+    let stats = export_and_flush(quick(&endpoint(&receiver)), &trace);
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After: 1"
     );
-    assert_eq!(receiver.requests(), 2);
+    assert_eq!(receiver.request_count(), 2);
     assert_eq!(stats.retried_requests, 1);
     assert_eq!(
         (stats.spans_sent, stats.spans_rejected),
@@ -675,9 +533,8 @@ fn partial_success_and_retry_after() {
 fn header_values_never_show() {
     let trace = small_trace();
     // A server that quotes the request's headers in its error.
-    let receiver =
-        Receiver::start(|_, head| http_reply("400 Bad Request", "", "text/plain", head.as_bytes()));
-    let config = quick(&receiver.endpoint()).header("authorization", "Bearer s3cr3t-t0ken");
+    let receiver = HttpStub::start(|request| Reply::new(400, "text/plain", request.head()));
+    let config = quick(&endpoint(&receiver)).header("authorization", "Bearer s3cr3t-t0ken");
     assert!(!format!("{config:?}").contains("s3cr3t"));
     let stats = export_and_flush(config, &trace);
     let error = stats.last_error.unwrap();
@@ -688,7 +545,7 @@ fn header_values_never_show() {
 #[test]
 fn full_queue_drops_whole_traces() {
     let trace = small_trace();
-    let endpoint = format!("http://127.0.0.1:{}/v1/traces", support::closed_port());
+    let endpoint = format!("http://127.0.0.1:{}/v1/traces", http_stub::closed_port());
     let exporter = OtlpExporter::start(quick(&endpoint).queue_capacity(5)).unwrap();
     assert!(
         !exporter.export(&trace, RootSpan::new("wf")),
@@ -709,14 +566,14 @@ fn full_queue_drops_whole_traces() {
 #[test]
 fn shutdown_waits_a_bounded_time_for_a_hanging_receiver() {
     let trace = small_trace();
-    let receiver = Receiver::start(|_, _| Reply::Late(Duration::from_secs(60), Vec::new()));
-    let config = quick(&receiver.endpoint())
+    let receiver = HttpStub::replying([Reply::hang_up().after(Duration::from_secs(60))]);
+    let config = quick(&endpoint(&receiver))
         .timeout(Duration::from_secs(60))
         .shutdown_timeout(Duration::from_secs(1));
     let exporter = OtlpExporter::start(config).unwrap();
     assert!(exporter.export(&trace, RootSpan::new("wf")));
     assert!(exporter.export(&trace, RootSpan::new("wf")));
-    wait_for(|| receiver.requests() == 1);
+    wait_for(|| receiver.request_count() == 1);
     let started = Instant::now();
     let stats = exporter.shutdown();
     let took = started.elapsed();
@@ -738,18 +595,21 @@ fn shutdown_waits_a_bounded_time_for_a_hanging_receiver() {
 fn shutdown_fails_what_the_deadline_leaves() {
     let trace = small_trace();
     // The first request is answered (OK, empty protobuf body) after 2 s; the deadline is 1 s.
-    let ok = http_reply("200 OK", "", "application/x-protobuf", b"");
-    let Reply::Raw(ok) = ok else { unreachable!() };
-    let receiver = Receiver::start(move |_, _| Reply::Late(Duration::from_secs(2), ok.clone()));
-    let config = quick(&receiver.endpoint())
+    let ok = Reply::new(200, "application/x-protobuf", Vec::new());
+    let receiver = HttpStub::replying([ok.after(Duration::from_secs(2))]);
+    let config = quick(&endpoint(&receiver))
         .timeout(Duration::from_secs(60))
         .shutdown_timeout(Duration::from_secs(1));
     let exporter = OtlpExporter::start(config).unwrap();
     assert!(exporter.export(&trace, RootSpan::new("wf")));
     assert!(exporter.export(&trace, RootSpan::new("wf")));
-    wait_for(|| receiver.requests() == 1);
+    wait_for(|| receiver.request_count() == 1);
     let stats = exporter.shutdown();
-    assert_eq!(receiver.requests(), 1, "nothing sent after the deadline");
+    assert_eq!(
+        receiver.request_count(),
+        1,
+        "nothing sent after the deadline"
+    );
     assert_eq!(
         (stats.spans_sent, stats.spans_failed),
         (SPANS, SPANS),
@@ -772,10 +632,10 @@ fn wait_for(done: impl Fn() -> bool) {
 #[test]
 fn mlflow_experiment_by_name() {
     let name = "mlflow_experiment_by_name";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let experiment_name = support::unique(name);
+    let experiment_name = scratch::unique(name);
     let mlflow = agent_profiler::mlflow::MlflowConfig::new(&uri)
         .unwrap()
         .experiment_name(&experiment_name);
@@ -786,7 +646,7 @@ fn mlflow_experiment_by_name() {
     let stats = export_and_flush(config, &small_trace());
     assert_nothing_lost(&stats);
     assert_eq!(stats.spans_sent, SPANS);
-    let client = support::client(&uri);
+    let client = mlflow_api::client(&uri);
     let experiment = client
         .get_experiment_by_name(&experiment_name)
         .unwrap()
@@ -797,25 +657,22 @@ fn mlflow_experiment_by_name() {
 
 // ---- the executor ---------------------------------------------------------------------------
 
-#[path = "support/llm_server.rs"]
-mod llm_server;
-
 /// The executor sends each run's trace to the MLflow server it logs metrics to, into the
 /// same experiment and linked to the MLflow run, without being told to.
-#[test]
-fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
     use agent_profiler::executor::{Console, WorkflowConfig, WorkflowExecutor};
     use agent_profiler::llm::OpenAiClient;
 
     let name = "executor_sends_each_run_to_mlflow";
-    let Some(uri) = support::tracking_uri(name) else {
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let server = llm_server::LlmServer::start();
-    let client = Arc::new(OpenAiClient::new(&server.base_url, None).unwrap());
+    let server = LlmProvider::start();
+    let client = Arc::new(OpenAiClient::new(&server.base_url(), None).unwrap());
     let executor = WorkflowExecutor::new(client)
         .console(Console::Silent)
-        .mlflow(support::config(&uri, name));
+        .mlflow(mlflow_api::config(&uri, name));
     let config = WorkflowConfig::from_json_str(
         r#"{"name": "otlp-executor", "steps": [
             {"id": "plan", "model": "gpt-4o-mini", "prompt": "Plan {topic}", "output_key": "plan"},
@@ -826,13 +683,9 @@ fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
         ]}"#,
     )
     .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let run = runtime
-        .block_on(executor.run_config(&config, json!({"topic": "otlp"})))
+    let run = executor
+        .run_config(&config, json!({"topic": "otlp"}))
+        .await
         .unwrap();
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);
     let exporter = executor
@@ -842,11 +695,19 @@ fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
     assert_nothing_lost(&exporter.stats());
 
     let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
-    let experiment = support::client(&uri)
-        .get_run(&mlflow_run)
-        .unwrap()
-        .info
-        .experiment_id;
+    // The MLflow client blocks: on a blocking thread, not the runtime's.
+    let experiment = tokio::task::spawn_blocking({
+        let (uri, mlflow_run) = (uri.clone(), mlflow_run.clone());
+        move || {
+            mlflow_api::client(&uri)
+                .get_run(&mlflow_run)
+                .unwrap()
+                .info
+                .experiment_id
+        }
+    })
+    .await
+    .unwrap();
     let traces = search_traces(
         &uri,
         &experiment,

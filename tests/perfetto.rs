@@ -4,6 +4,11 @@
 //! nesting, tracks and poll slices. Timing checks are lower bounds (the sleeps) with
 //! generous upper bounds: the machine may be busy.
 
+mod support {
+    pub mod runtimes;
+    pub mod scratch;
+}
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,20 +80,19 @@ async fn worker_task(ms: u64) {
 }
 
 /// The sync chain, the joined fetches on a current-thread runtime, then four tasks spawned
-/// on two workers.
-fn run_workflow(analyzer: &BottleneckAnalyzer) {
-    let _scope = ProfilerScope::new(analyzer);
+/// on two workers (two runtimes built by hand, one after the other, under one scope), in
+/// trace mode with room for `capacity` spans and polls; the trace.
+fn run_workflow(capacity: usize) -> Trace {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(capacity);
+    let scope = ProfilerScope::new(&analyzer);
     outer();
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap()
         .block_on(fan_out());
-    let workers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let workers = support::runtimes::two_workers();
     workers.block_on(async {
         let tasks: Vec<_> = (0..4)
             .map(|i| tokio::spawn(worker_task(10 + i).with_profiler(analyzer.clone())))
@@ -97,6 +101,9 @@ fn run_workflow(analyzer: &BottleneckAnalyzer) {
             task.await.unwrap();
         }
     });
+    drop(workers);
+    drop(scope);
+    analyzer.trace().unwrap()
 }
 
 /// One complete event, times in ns from the trace start.
@@ -202,9 +209,7 @@ fn hex(id: u64) -> String {
 }
 
 fn temp_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("agent-profiler-perfetto-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    support::scratch::temp_dir("agent-profiler-perfetto").join(name)
 }
 
 fn spans_of<'a>(trace: &'a Trace, node: &str) -> Vec<&'a Span> {
@@ -532,10 +537,7 @@ fn check_file(trace: &Trace, parsed: &Parsed) {
 
 #[test]
 fn perfetto_file_shows_spans_nesting_tracks_and_polls() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(4096);
-    run_workflow(&analyzer);
-    let trace = analyzer.trace().unwrap();
+    let trace = run_workflow(4096);
     check_trace(&trace);
     let path = temp_file("run.trace.json");
     write_chrome_trace(&trace, "perfetto test", &path).unwrap();
@@ -549,16 +551,13 @@ fn perfetto_file_shows_spans_nesting_tracks_and_polls() {
         path.display()
     );
     if std::env::var_os("KEEP_PERFETTO_FILE").is_none() {
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }
 
 #[test]
 fn a_tiny_buffer_still_gives_a_valid_file_that_counts_what_it_dropped() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(5);
-    run_workflow(&analyzer);
-    let trace = analyzer.trace().unwrap();
+    let trace = run_workflow(5);
     assert_eq!(trace.capacity, 5);
     assert_eq!(trace.spans.len() + trace.polls.len(), 5);
     assert!(trace.dropped > 0);
@@ -569,13 +568,13 @@ fn a_tiny_buffer_still_gives_a_valid_file_that_counts_what_it_dropped() {
     assert_eq!(parsed.json["otherData"]["capacity"], 5);
     assert_eq!(parsed.events.len(), 5);
     assert_eq!(parsed.json, chrome_trace_json(&trace, "tiny"));
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     // Whatever was kept (polls whose span was dropped included) nests properly per track.
     for a in &parsed.events {
         for b in &parsed.events {
             assert!(a.tid != b.tid || !a.overlaps_partially(b), "{a:?} / {b:?}");
         }
     }
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[profile_node("tiny")]

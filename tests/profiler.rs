@@ -1,5 +1,8 @@
-//! `#[profile_node]` end to end: timing, outcomes, context, async, threads. The seed's tests
-//! keep their names.
+//! `#[profile_node]` end to end: timing, outcomes, context, async, threads.
+
+mod support {
+    pub mod runtimes;
+}
 
 use std::io;
 use std::sync::Barrier;
@@ -17,21 +20,6 @@ fn node(summary: &Summary, id: &str) -> NodeTimings {
         .find(|n| n.node_id == id)
         .unwrap_or_else(|| panic!("node `{id}` not recorded: {summary:?}"))
         .clone()
-}
-
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
-fn two_worker_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 #[profile_node("sleep_10ms")]
@@ -80,11 +68,11 @@ fn test_profile_node_times_sync_function() {
     assert_eq!(timings.outcomes.ok, 1);
 }
 
-#[test]
-fn test_profile_node_times_async_function() {
+#[tokio::test]
+async fn test_profile_node_times_async_function() {
     let analyzer = BottleneckAnalyzer::new();
     let _scope = ProfilerScope::new(&analyzer);
-    assert_eq!(current_thread_runtime().block_on(async_sleep_10ms()), 7);
+    assert_eq!(async_sleep_10ms().await, 7);
     let timings = analyzer.get_node("async_sleep_10ms").unwrap();
     assert_eq!(timings.call_count, 1);
     assert!(timings.duration_ms >= 10.0, "{timings:?}");
@@ -204,13 +192,11 @@ async fn async_parent() -> Result<(), String> {
     Err("parent failed".to_owned())
 }
 
-#[test]
-fn cancelled_async_node_is_counted_and_never_polled_records_nothing() {
+#[tokio::test]
+async fn cancelled_async_node_is_counted_and_never_polled_records_nothing() {
     let analyzer = BottleneckAnalyzer::new();
     let _scope = ProfilerScope::new(&analyzer);
-    let rt = current_thread_runtime();
-    let timed_out =
-        rt.block_on(async { tokio::time::timeout(Duration::from_millis(20), slow_async()).await });
+    let timed_out = tokio::time::timeout(Duration::from_millis(20), slow_async()).await;
     assert!(timed_out.is_err());
     drop(slow_async());
     let timings = analyzer.get_node("slow_async").unwrap();
@@ -218,11 +204,11 @@ fn cancelled_async_node_is_counted_and_never_polled_records_nothing() {
     assert!(timings.duration_ms >= 20.0 && timings.duration_ms < 5_000.0);
 }
 
-#[test]
-fn async_nesting_and_errors() {
+#[tokio::test]
+async fn async_nesting_and_errors() {
     let analyzer = BottleneckAnalyzer::new();
     let _scope = ProfilerScope::new(&analyzer);
-    assert!(current_thread_runtime().block_on(async_parent()).is_err());
+    assert!(async_parent().await.is_err());
     let summary = analyzer.get_summary();
     let parent = node(&summary, "async_parent");
     let child = node(&summary, "async_sleep_10ms");
@@ -242,10 +228,12 @@ async fn hop(rounds: u32) -> u32 {
     u32::try_from(threads.len()).unwrap()
 }
 
+/// The runtime is dropped before the checks: its workers have exited, and what they recorded
+/// is kept.
 #[test]
 fn node_migrating_between_worker_threads_records_into_its_analyzer() {
     let analyzer = BottleneckAnalyzer::new();
-    let rt = two_worker_runtime();
+    let rt = support::runtimes::two_workers();
     let most_threads = rt.block_on(async {
         let tasks: Vec<_> = (0..32)
             .map(|_| tokio::spawn(hop(20).with_profiler(analyzer.clone())))
@@ -270,15 +258,14 @@ fn node_migrating_between_worker_threads_records_into_its_analyzer() {
     eprintln!("most worker threads one task ran on: {most_threads}");
 }
 
-#[test]
-fn in_current_profiler_follows_spawned_tasks() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_current_profiler_follows_spawned_tasks() {
     let analyzer = BottleneckAnalyzer::new();
-    let rt = two_worker_runtime();
-    rt.block_on(async {
+    {
         let _scope = ProfilerScope::new(&analyzer);
         let task = tokio::spawn(hop(3).in_current_profiler());
         task.await.unwrap();
-    });
+    }
     assert_eq!(analyzer.get_node("hop").unwrap().call_count, 1);
 }
 
@@ -346,12 +333,12 @@ fn profiler_scope_restores_the_previous_analyzer() {
     assert_eq!(outer_analyzer.get_node("hot").unwrap().call_count, 1);
 }
 
-#[test]
-fn without_an_analyzer_profiled_functions_just_run() {
+#[tokio::test]
+async fn without_an_analyzer_profiled_functions_just_run() {
     clear_profiler();
     assert_eq!(hot(2), 62);
     assert!(fails(true).is_err());
-    assert_eq!(current_thread_runtime().block_on(async_sleep_10ms()), 7);
+    assert_eq!(async_sleep_10ms().await, 7);
 }
 
 #[test]
@@ -429,18 +416,18 @@ fn dropper(pending: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
     drop(pending);
 }
 
-#[test]
-fn a_cancelled_node_is_not_the_child_time_of_whoever_drops_it() {
+#[tokio::test]
+async fn a_cancelled_node_is_not_the_child_time_of_whoever_drops_it() {
     let analyzer = BottleneckAnalyzer::new();
     let _scope = ProfilerScope::new(&analyzer);
-    let rt = current_thread_runtime();
     let mut pending: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
         Box::pin(slow_async());
-    let timed_out =
-        rt.block_on(async { tokio::time::timeout(Duration::from_millis(1), &mut pending).await });
+    let timed_out = tokio::time::timeout(Duration::from_millis(1), &mut pending).await;
     assert!(timed_out.is_err());
+    // The pending call's wall time grows past the dropper's own 20 ms: were it counted as
+    // the dropper's child time, the dropper would be left with no self time.
     std::thread::sleep(Duration::from_millis(30));
-    rt.block_on(async { dropper(pending) });
+    dropper(pending);
     let summary = analyzer.get_summary();
     let dropper = node(&summary, "dropper");
     assert!(dropper.self_duration_ms >= 20.0, "{dropper:?}");

@@ -2,6 +2,10 @@
 //! escaping of node ids, odd sizes (0, 1, 200 nodes, zero durations), the example
 //! workflow's report, and a render in headless Chromium that must not be blank.
 
+mod support {
+    pub mod scratch;
+}
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -309,21 +313,12 @@ async fn flow() -> usize {
     a + b + c
 }
 
-/// A multi-thread runtime, as a real workflow runs on.
-fn two_worker_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-#[test]
-fn timeline_draws_every_span_at_its_time() {
+/// On a multi-thread runtime, as a real workflow runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeline_draws_every_span_at_its_time() {
     let analyzer = BottleneckAnalyzer::new();
     analyzer.enable_trace(4096);
-    let rt = two_worker_runtime();
-    rt.block_on(flow().with_profiler(analyzer.clone()));
+    flow().with_profiler(analyzer.clone()).await;
     let trace = analyzer.trace().unwrap();
     assert!(trace.spans.len() >= 8, "{} spans", trace.spans.len());
     assert!(!trace.polls.is_empty());
@@ -402,20 +397,19 @@ fn fast_client() -> Arc<SimulatedClient> {
 }
 
 /// The example workflow (examples/workflows/research.json) on a fast simulated LLM.
-fn research_run() -> agent_profiler::executor::WorkflowRun {
+async fn research_run() -> agent_profiler::executor::WorkflowRun {
     let executor = WorkflowExecutor::new(fast_client()).console(Console::Silent);
-    let rt = two_worker_runtime();
     let inputs = serde_json::json!({ "topic": "report tests" });
-    match rt.block_on(executor.run_config(&research_config(), inputs)) {
+    match executor.run_config(&research_config(), inputs).await {
         Ok(run) => run,
         Err(WorkflowError::Failed(run)) => panic!("run failed: {:?}", run.failure),
         Err(e) => panic!("{e}"),
     }
 }
 
-#[test]
-fn example_workflow_report() {
-    let run = research_run();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_workflow_report() {
+    let run = research_run().await;
     let summary = &run.summary;
     assert_eq!(summary.nodes.len(), 5);
     check_share_chart(summary);
@@ -524,8 +518,8 @@ fn screenshot(chromium: &Path, html: &Path, png: &Path, dir: &Path) -> Result<()
     Ok(())
 }
 
-#[test]
-fn chromium_renders_the_report() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_the_report() {
     let Some(chromium) = find_chromium() else {
         let msg = "chromium not found (set CHROMIUM_BIN or install Debian's `chromium`; \
                    scripts/test installs it where it can)";
@@ -536,16 +530,11 @@ fn chromium_renders_the_report() {
         return;
     };
     // The example workflow (trace mode on: all three charts are drawn).
-    let run = research_run();
+    let run = research_run().await;
     assert!(run.summary.llm_calls == 5 && !run.summary.bottlenecks.is_empty());
     assert!(run.trace.is_some());
 
-    let dir = std::env::temp_dir().join(format!(
-        "agent-profiler-report-{}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::scratch::temp_dir("agent-profiler-report");
     let html = dir.join("report.html");
     let png_path = dir.join("report.png");
     write_html(&run.report_input("Report in Chromium"), &html).unwrap();

@@ -1,6 +1,10 @@
 //! Trace mode: every call kept as a span with the right parent, thread, outcome, busy time,
 //! polls and LLM calls, within the capacity the user set.
 
+mod support {
+    pub mod runtimes;
+}
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -21,6 +25,13 @@ fn span<'a>(trace: &'a Trace, node: &str) -> &'a Span {
 
 fn spans<'a>(trace: &'a Trace, node: &str) -> Vec<&'a Span> {
     trace.spans.iter().filter(|s| s.node_id == node).collect()
+}
+
+/// An analyzer in trace mode that keeps up to `capacity` spans and polls.
+fn traced(capacity: usize) -> BottleneckAnalyzer {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(capacity);
+    analyzer
 }
 
 #[profile_node("t_outer")]
@@ -52,8 +63,7 @@ fn panics() {
 
 #[test]
 fn sync_spans_nest_as_the_calls_nested() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(100);
+    let analyzer = traced(100);
     let _scope = ProfilerScope::new(&analyzer);
     assert_eq!(outer(), 2);
     let trace = analyzer.trace().unwrap();
@@ -90,8 +100,7 @@ fn sync_spans_nest_as_the_calls_nested() {
 
 #[test]
 fn outcomes_are_kept_per_span() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(10);
+    let analyzer = traced(10);
     let _scope = ProfilerScope::new(&analyzer);
     let _ = fails();
     let _ = std::panic::catch_unwind(panics);
@@ -123,8 +132,7 @@ fn without_trace_mode_there_is_no_trace_and_off_keeps_what_was_kept() {
 
 #[test]
 fn beyond_the_capacity_spans_are_counted_not_kept() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(64);
+    let analyzer = traced(64);
     let _scope = ProfilerScope::new(&analyzer);
     quick();
     let before = analyzer.memory_bytes();
@@ -159,8 +167,7 @@ fn inner_llm(tracker: &MultiProviderCostTracker) {
 
 #[test]
 fn llm_calls_attach_to_the_innermost_span() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(16);
+    let analyzer = traced(16);
     let tracker = MultiProviderCostTracker::new();
     let _scope = ProfilerScope::new(&analyzer);
     calls_llm(&tracker);
@@ -192,12 +199,10 @@ async fn async_child(ms: u64) {
     leaf();
 }
 
-#[test]
-fn concurrent_async_children_have_their_own_parents_and_polls() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(100);
-    let runtime = current_thread_runtime();
-    runtime.block_on(async_parent().with_profiler(analyzer.clone()));
+#[tokio::test]
+async fn concurrent_async_children_have_their_own_parents_and_polls() {
+    let analyzer = traced(100);
+    async_parent().with_profiler(analyzer.clone()).await;
     let trace = analyzer.trace().unwrap();
     let parent = span(&trace, "t_async_parent");
     assert!(parent.is_async);
@@ -243,27 +248,12 @@ fn concurrent_async_children_have_their_own_parents_and_polls() {
     assert_eq!(leaf_parents, expected);
 }
 
-/// Two workers: spawned tasks may run on another thread than the one that spawned them.
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
-fn two_worker_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
+/// Two workers: spawned tasks may run on another thread than the one that spawned them. The
+/// runtime is dropped before the checks: the spans of exited workers are kept.
 #[test]
 fn spawned_tasks_on_other_threads_keep_their_parents_and_threads() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(1000);
-    let runtime = two_worker_runtime();
+    let analyzer = traced(1000);
+    let runtime = support::runtimes::two_workers();
     runtime.block_on(async {
         let tasks: Vec<_> = (0..8)
             .map(|i| tokio::spawn(async_child(1 + i % 3).with_profiler(analyzer.clone())))
@@ -292,8 +282,7 @@ fn spawned_tasks_on_other_threads_keep_their_parents_and_threads() {
 
 #[test]
 fn manual_records_become_spans_under_the_running_node() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(10);
+    let analyzer = traced(10);
     let _scope = ProfilerScope::new(&analyzer);
     records_by_hand(&analyzer);
     let trace = analyzer.trace().unwrap();
@@ -312,8 +301,7 @@ fn records_by_hand(analyzer: &BottleneckAnalyzer) {
 
 #[test]
 fn a_trace_round_trips_through_json() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(10);
+    let analyzer = traced(10);
     let _scope = ProfilerScope::new(&analyzer);
     outer();
     let trace = analyzer.trace().unwrap();
@@ -336,11 +324,11 @@ async fn orchestrate() {
     }
 }
 
+/// The runtime is dropped before the checks, as above.
 #[test]
 fn tasks_spawned_by_a_node_are_its_children_on_any_worker() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(1000);
-    let runtime = two_worker_runtime();
+    let analyzer = traced(1000);
+    let runtime = support::runtimes::two_workers();
     runtime
         .block_on(runtime.spawn(orchestrate().with_profiler(analyzer.clone())))
         .unwrap();
@@ -364,21 +352,18 @@ async fn async_panics() {
     panic!("planted");
 }
 
-#[test]
-fn cancelled_and_panicking_async_calls_end_their_spans() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(100);
-    let runtime = current_thread_runtime();
-    runtime.block_on(
-        async {
-            // Times out while the child sleeps: dropped after its first poll.
-            let cancelled = tokio::time::timeout(Duration::from_millis(5), async_child(500)).await;
-            assert!(cancelled.is_err());
-            let panicked = tokio::spawn(async_panics().in_current_profiler()).await;
-            assert!(panicked.is_err());
-        }
-        .with_profiler(analyzer.clone()),
-    );
+#[tokio::test]
+async fn cancelled_and_panicking_async_calls_end_their_spans() {
+    let analyzer = traced(100);
+    async {
+        // Times out while the child sleeps: dropped after its first poll.
+        let cancelled = tokio::time::timeout(Duration::from_millis(5), async_child(500)).await;
+        assert!(cancelled.is_err());
+        let panicked = tokio::spawn(async_panics().in_current_profiler()).await;
+        assert!(panicked.is_err());
+    }
+    .with_profiler(analyzer.clone())
+    .await;
     let trace = analyzer.trace().unwrap();
     let child = span(&trace, "t_async_child");
     assert_eq!(child.outcome, Outcome::Cancelled);
@@ -391,8 +376,7 @@ fn cancelled_and_panicking_async_calls_end_their_spans() {
 /// give every span its own id.
 #[test]
 fn manual_records_from_plain_threads_have_distinct_ids() {
-    let analyzer = BottleneckAnalyzer::new();
-    analyzer.enable_trace(64);
+    let analyzer = traced(64);
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let analyzer = analyzer.clone();

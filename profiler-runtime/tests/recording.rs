@@ -3,8 +3,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use agent_profiler_runtime::__private::{
@@ -33,14 +32,9 @@ macro_rules! async_node {
     };
 }
 
-struct NoopWake;
-impl Wake for NoopWake {
-    fn wake(self: Arc<Self>) {}
-}
-
+/// Runs `f` with a context whose waker does nothing: the tests poll by hand.
 fn noop_context<T>(f: impl FnOnce(&mut Context<'_>) -> T) -> T {
-    let waker = Waker::from(Arc::new(NoopWake));
-    f(&mut Context::from_waker(&waker))
+    f(&mut Context::from_waker(Waker::noop()))
 }
 
 /// A future that is pending `n` times, then ready.
@@ -233,20 +227,17 @@ fn async_node_finishing_on_another_thread_records_into_its_analyzer() {
     assert_eq!(node.call_count, 1);
 }
 
-#[test]
-fn nested_async_nodes_do_not_count_twice() {
+#[tokio::test]
+async fn nested_async_nodes_do_not_count_twice() {
     static OUTER: CallSite = CallSite::new("rec_async_outer", true);
     static INNER: CallSite = CallSite::new("rec_async_inner", true);
     let analyzer = BottleneckAnalyzer::new();
     let _scope = ProfilerScope::new(&analyzer);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async_node!(&OUTER, async {
+    async_node!(&OUTER, async {
         tokio::time::sleep(Duration::from_millis(5)).await;
         async_node!(&INNER, tokio::time::sleep(Duration::from_millis(20))).await;
-    }));
+    })
+    .await;
     let outer = analyzer.get_node("rec_async_outer").unwrap();
     let inner = analyzer.get_node("rec_async_inner").unwrap();
     assert!(inner.total_duration_ms >= 20.0);
@@ -255,6 +246,8 @@ fn nested_async_nodes_do_not_count_twice() {
     assert!(outer.self_duration_ms >= 4.0, "{outer:?}");
 }
 
+/// The runtime is built by hand to be dropped before the check: the workers have exited, and
+/// what they recorded is kept.
 #[test]
 fn with_profiler_carries_the_analyzer_to_worker_threads() {
     static SITE: CallSite = CallSite::new("rec_spawned", true);
