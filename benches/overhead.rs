@@ -1,5 +1,5 @@
 //! Call-path overhead of `#[profile_node]`, side by side with `#[tracing::instrument]` and
-//! `#[fastrace::trace]` (issue 3).
+//! `#[fastrace::trace]`: the figures behind the README's "Call-path overhead" table.
 //!
 //! Every case times calls of an `#[inline(never)]` function whose work is trivial
 //! (`black_box(x).wrapping_mul(3)`), so what is measured is the instrumentation:
@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `1_bare` | the function, bare |
 //! | `2_floor` | the floor: the same function with two `Instant::now()` reads around the work |
-//! | `2r_ref_rdtsc_pair` | reference, not an issue case: two raw `rdtsc` reads (x86_64) |
+//! | `2r_ref_rdtsc_pair` | reference, no target of its own: two raw `rdtsc` reads (x86_64) |
 //! | `3_profiled_no_analyzer` | `#[profile_node]`, no analyzer installed |
 //! | `3b_profiled_disabled` | `#[profile_node]`, analyzer installed, `set_enabled(false)` |
 //! | `4_profiled_analyzer` | `#[profile_node]`, analyzer installed on the bench thread |
@@ -28,7 +28,7 @@
 //!
 //! ```text
 //! cargo bench --bench overhead
-//! scripts/bench-ratios            # overhead ratios to the floor, and the issue's targets
+//! scripts/bench-ratios            # overhead ratios to the floor, and the README's targets
 //! ```
 //!
 //! Filter with criterion's usual argument, e.g. `cargo bench --bench overhead -- 4_`.

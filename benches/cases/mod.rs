@@ -22,8 +22,8 @@ pub fn floor(x: u64) -> u64 {
     r
 }
 
-/// Not a case of the issue: the cheapest possible timing with the TSC, two raw `rdtsc`
-/// reads, to tell what in case 4 is the clock and what is the bookkeeping.
+/// A reference, with no target of its own: the cheapest possible timing with the TSC, two
+/// raw `rdtsc` reads, to tell what in case 4 is the clock and what is the bookkeeping.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 pub fn rdtsc_pair(x: u64) -> u64 {
