@@ -25,8 +25,8 @@ use agent_profiler::mlflow::{
     REPORT_ARTIFACT, RunStatus, RunTag, now_ms,
 };
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, Summary,
-    profile_node,
+    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, RecordError,
+    Summary, profile_node,
 };
 use support::fault_proxy::{Fault, FaultProxy};
 use support::mlflow_api::{self, history};
@@ -349,16 +349,24 @@ fn node_ids_mlflow_would_reject_are_sanitised_or_refused_without_poisoning_their
     let run = tracker.wait_for_run(WAIT).unwrap();
     tracker.attach(&analyzer);
     let too_long = "x".repeat(300);
-    let ids = [
-        "ok",
-        "tool:search?q=1",
-        "a//b/../c",
-        "ünïcode",
-        too_long.as_str(),
-    ];
+    // The analyzer refuses ids outside the node-id rules; an id within them may still make
+    // a key MLflow rejects (`//`, `..`), and `log_node_cost` takes any id.
+    let outside_the_rules = ["tool:search?q=1", "ünïcode", too_long.as_str()];
+    for id in outside_the_rules {
+        assert!(
+            matches!(
+                analyzer.record_node(id, 1.0),
+                Err(RecordError::InvalidNodeId { .. })
+            ),
+            "{id}"
+        );
+    }
     for i in 0..3 {
-        for id in ids {
+        for id in ["ok", "a//b/../c"] {
             analyzer.record_node(id, 1.0 + i as f64).unwrap();
+        }
+        for id in outside_the_rules {
+            tracker.log_node_cost(id, 1.0 + i as f64);
         }
     }
     tracker.log_node_cost("bad:node", 0.25);
@@ -366,9 +374,9 @@ fn node_ids_mlflow_would_reject_are_sanitised_or_refused_without_poisoning_their
     let client = mlflow_api::client(&uri);
     for key in [
         "node_ok_duration_ms",
-        "node_tool_search_q_1_duration_ms",
+        "node_tool_search_q_1_cost_usd",
         "node_a/_/b/__/c_duration_ms",
-        "node__n_code_duration_ms",
+        "node__n_code_cost_usd",
     ] {
         let values: Vec<(i64, f64)> = history(&client, &run.run_id, key)
             .iter()
