@@ -218,6 +218,14 @@ fn tsc_ns_per_tick(anchor: &Anchor) -> f64 {
     rate
 }
 
+/// Wall-clock time now, seconds since the Unix epoch (0 before 1970): the timestamps of
+/// records (cost history, run records). Not for measuring calls: they use ticks.
+pub fn now_unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,10 +276,3 @@ mod tests {
     }
 }
 
-/// Wall-clock time now, seconds since the Unix epoch (0 before 1970): the timestamps of
-/// records (cost history, run records). Not for measuring calls: they use ticks.
-pub fn now_unix_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
