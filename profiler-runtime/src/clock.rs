@@ -275,4 +275,3 @@ mod tests {
         assert!(matches!(source().as_str(), "tsc" | "instant"));
     }
 }
-
