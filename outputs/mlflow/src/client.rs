@@ -5,28 +5,30 @@ use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::Client;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::config::{Auth, ConfigError, MlflowConfig, percent_decode};
+use agent_profiler_http::auth::sensitive_header;
+use agent_profiler_http::client::{ClientSettings, error_chain};
+use agent_profiler_http::retry::{
+    self, Backoff, Failure, GaveUp, Jitter, Pacer, Patient, Policy, RETRY_STATUS_CODES,
+};
+use agent_profiler_http::secret::Redactor;
+use agent_profiler_http::tls::certificate_error;
+use agent_profiler_http::url::percent_decode;
+
+use super::config::{ConfigError, MlflowConfig};
 use super::keys::{
     KeyError, MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAM_VALUE_LENGTH,
     MAX_PARAMS_PER_BATCH, MAX_REQUEST_BYTES, MAX_TAG_VALUE_LENGTH, MAX_TAGS_PER_BATCH,
     truncate_chars, validate_key,
 };
 
-/// HTTP statuses retried with backoff, as by the official client (`request_utils.py`).
-pub const RETRY_STATUS_CODES: [u16; 6] = [408, 429, 500, 502, 503, 504];
-/// Statuses whose `Retry-After` header sets the wait (urllib3's `RETRY_AFTER_STATUS_CODES`).
-const RETRY_AFTER_STATUS_CODES: [u16; 3] = [413, 429, 503];
-/// Longest wait between two attempts (urllib3's `DEFAULT_BACKOFF_MAX`), also the cap on
-/// `Retry-After`.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// Longest error message body kept in an error, in characters.
 const MAX_ERROR_MESSAGE: usize = 1000;
 
@@ -459,190 +461,6 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// How a request waits between attempts and when it must give up. The exporter's pacer is
-/// woken early at shutdown and then has a deadline.
-pub(crate) trait Pacer {
-    /// When to give up, if ever.
-    fn deadline(&self) -> Option<Instant>;
-    /// Waits `duration` (or less, when woken).
-    fn sleep(&self, duration: Duration);
-    /// Told of each failure that is about to be retried.
-    fn on_retry(&self, _error: &MlflowError) {}
-}
-
-/// Plain blocking waits, no deadline: the public client methods.
-pub(crate) struct Patient;
-
-impl Pacer for Patient {
-    fn deadline(&self) -> Option<Instant> {
-        None
-    }
-    fn sleep(&self, duration: Duration) {
-        std::thread::sleep(duration);
-    }
-}
-
-/// Removes secrets from text that came from outside (error bodies, transport errors).
-#[derive(Clone, Default)]
-pub(crate) struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    pub(crate) fn new(auth: &Auth) -> Self {
-        let mut secrets = Vec::new();
-        match auth {
-            Auth::None => {}
-            Auth::Bearer(token) => secrets.push(token.expose().to_owned()),
-            Auth::Basic { username, password } => {
-                secrets.push(password.expose().to_owned());
-                secrets.push(base64(
-                    format!("{username}:{}", password.expose()).as_bytes(),
-                ));
-            }
-        }
-        secrets.retain(|s| !s.is_empty());
-        // Longest first, so that a secret containing another is removed whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self { secrets }
-    }
-
-    pub(crate) fn clean(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "***");
-            }
-        }
-        out
-    }
-}
-
-/// Standard base64 (padded), for basic authentication.
-#[doc(hidden)]
-pub fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The `Authorization` header value of `auth`, if any: `Bearer <token>` or `Basic <base64>`.
-#[doc(hidden)]
-pub fn authorization(auth: &Auth) -> Option<String> {
-    match auth {
-        Auth::None => None,
-        Auth::Bearer(token) => Some(format!("Bearer {}", token.expose())),
-        Auth::Basic { username, password } => Some(format!(
-            "Basic {}",
-            base64(format!("{username}:{}", password.expose()).as_bytes())
-        )),
-    }
-}
-
-/// A number in [0, 1) for backoff jitter (splitmix64 over time and a counter; no crate).
-#[doc(hidden)]
-pub fn random_unit() -> f64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    let mut z = COUNTER
-        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        .wrapping_add(nanos);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// The retry policy of the official client (urllib3's `Retry` as MLflow sets it up).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RetryPolicy {
-    pub(crate) max_retries: u32,
-    pub(crate) backoff_factor: f64,
-    pub(crate) backoff_jitter: f64,
-    pub(crate) respect_retry_after: bool,
-}
-
-impl RetryPolicy {
-    /// The wait after `failures` consecutive failed attempts: none after the first, then
-    /// `factor * 2^(failures-1)` plus up to `jitter` seconds, at most [`MAX_BACKOFF`].
-    pub(crate) fn backoff(&self, failures: u32) -> Duration {
-        if failures <= 1 {
-            return Duration::ZERO;
-        }
-        let exp = 2f64.powi(failures.min(60) as i32 - 1);
-        let mut secs = self.backoff_factor * exp;
-        if self.backoff_jitter > 0.0 {
-            secs += random_unit() * self.backoff_jitter;
-        }
-        Duration::from_secs_f64(secs.clamp(0.0, MAX_BACKOFF.as_secs_f64()))
-    }
-}
-
-/// A `Retry-After` value given in seconds; `None` for anything else (a date, say).
-#[doc(hidden)]
-pub fn retry_after_seconds(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| value.parse::<u64>().ok().map(Duration::from_secs))
-        .flatten()
-}
-
-/// Seconds from a `Retry-After` value: a number of seconds or an IMF-fixdate.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Some(seconds) = retry_after_seconds(value) {
-        return Some(seconds);
-    }
-    let value = value.trim();
-    // "Sun, 06 Nov 1994 08:49:37 GMT"
-    let parts: Vec<&str> = value.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: i64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as i64
-        + 1;
-    let year: i64 = year.parse().ok()?;
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let at = days * 86_400 + h * 3600 + m * 60 + s;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(Duration::from_secs((at - now).max(0) as u64))
-}
-
 /// An error answer: MLflow's JSON (`error_code`, `message`) or any other body.
 pub(crate) fn api_error(endpoint: &str, status: u16, body: &str, redact: &Redactor) -> MlflowError {
     #[derive(Deserialize)]
@@ -845,7 +663,7 @@ pub struct MlflowClient {
     auth: Option<HeaderValue>,
     redact: Redactor,
     timeout: Duration,
-    retry: RetryPolicy,
+    retry: Policy,
     retries: Arc<AtomicU64>,
 }
 
@@ -868,13 +686,16 @@ fn tls_config(
         .map_err(|message| MlflowError::Client { message })
 }
 
+/// A number of seconds (not negative) as a duration; beyond what a duration holds, the
+/// longest one (backoff waits are capped far below).
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+}
+
 /// Builds the TLS setup of `config` once, to report a bad one early.
 pub(crate) fn check_tls(config: &MlflowConfig) -> Result<(), MlflowError> {
     tls_config(config).map(drop)
 }
-
-/// Ok when `status` is a success; the error otherwise.
-type Answer = Result<String, (MlflowError, Option<String>)>;
 
 impl MlflowClient {
     /// A client of the server in `config` (only its connection settings are used here).
@@ -882,25 +703,19 @@ impl MlflowClient {
     /// # Errors
     /// [`MlflowError::Client`] when the TLS setup fails (unreadable CA file...).
     pub fn new(config: &MlflowConfig) -> Result<Self, MlflowError> {
-        let redact = Redactor::new(&config.auth);
-        let auth = match authorization(&config.auth) {
-            Some(value) => {
-                let mut value = HeaderValue::from_str(&value).map_err(|_| MlflowError::Client {
+        let redact = config.auth.redactor();
+        let auth = match config.auth.header_value() {
+            Some(value) => Some(sensitive_header(value.expose()).ok_or_else(|| {
+                MlflowError::Client {
                     message: "the token or credentials contain characters not allowed in an \
                               HTTP header"
                         .to_owned(),
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
+                }
+            })?),
             None => None,
         };
-        let http = Client::builder()
-            .tls_backend_preconfigured(tls_config(config)?)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(30)))
-            .user_agent(concat!("agent-profiler/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = ClientSettings::new(tls_config(config)?, config.request_timeout)
+            .blocking()
             .map_err(|e| MlflowError::Client {
                 message: redact.clean(&error_chain(&e)),
             })?;
@@ -910,10 +725,13 @@ impl MlflowClient {
             auth,
             redact,
             timeout: config.request_timeout,
-            retry: RetryPolicy {
+            retry: Policy {
                 max_retries: config.max_retries,
-                backoff_factor: config.backoff_factor,
-                backoff_jitter: config.backoff_jitter,
+                backoff: Backoff {
+                    base: seconds(config.backoff_factor),
+                    first_retry_at_once: true,
+                    jitter: Jitter::UpTo(seconds(config.backoff_jitter)),
+                },
                 respect_retry_after: config.respect_retry_after,
             },
             retries: Arc::new(AtomicU64::new(0)),
@@ -961,57 +779,21 @@ impl MlflowClient {
         body: Option<(&[u8], &'static str)>,
         pacer: &dyn Pacer,
     ) -> Result<String, MlflowError> {
-        let mut attempts = 0u32;
-        let mut last: Option<MlflowError> = None;
-        loop {
-            let mut timeout = self.timeout;
-            if let Some(deadline) = pacer.deadline() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(MlflowError::DeadlineExceeded {
-                        endpoint: endpoint.to_owned(),
-                        last: last.map(Box::new),
-                    });
-                }
-                timeout = timeout.min(left);
-            }
-            attempts += 1;
-            let (error, retry_after) = match self.attempt(&method, &url, endpoint, body, timeout) {
-                Ok(text) => return Ok(text),
-                Err(failure) => failure,
-            };
-            let error = error.with_attempts(attempts);
-            let status = error.status();
-            let retry_after = retry_after
-                .filter(|_| {
-                    self.retry.respect_retry_after
-                        && status.is_some_and(|s| RETRY_AFTER_STATUS_CODES.contains(&s))
-                })
-                .and_then(|v| parse_retry_after(&v))
-                .filter(|d| !d.is_zero());
-            let retryable = error.is_retryable() || (status == Some(413) && retry_after.is_some());
-            if !retryable || attempts > self.retry.max_retries {
-                return Err(error);
-            }
-            let wait = match retry_after {
-                Some(wait) => wait.min(MAX_BACKOFF),
-                None => self.retry.backoff(attempts),
-            };
-            if let Some(deadline) = pacer.deadline()
-                && Instant::now() + wait >= deadline
-            {
-                return Err(MlflowError::DeadlineExceeded {
+        self.retry
+            .run(self.timeout, pacer, &self.retries, |timeout, attempts| {
+                self.attempt(&method, &url, endpoint, body, timeout)
+                    .map_err(|failure| Failure {
+                        error: failure.error.with_attempts(attempts),
+                        ..failure
+                    })
+            })
+            .map_err(|gave_up| match gave_up {
+                GaveUp::Failed(error) => error,
+                GaveUp::Deadline(last) => MlflowError::DeadlineExceeded {
                     endpoint: endpoint.to_owned(),
-                    last: Some(Box::new(error)),
-                });
-            }
-            pacer.on_retry(&error);
-            last = Some(error);
-            self.retries.fetch_add(1, Ordering::Relaxed);
-            if !wait.is_zero() {
-                pacer.sleep(wait);
-            }
-        }
+                    last: last.map(Box::new),
+                },
+            })
     }
 
     fn attempt(
@@ -1021,7 +803,7 @@ impl MlflowClient {
         endpoint: &str,
         body: Option<(&[u8], &'static str)>,
         timeout: Duration,
-    ) -> Answer {
+    ) -> Result<String, Failure<MlflowError>> {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
@@ -1034,32 +816,26 @@ impl MlflowClient {
                 .header(CONTENT_TYPE, content_type)
                 .body(bytes.to_vec());
         }
-        let transport = |e: &reqwest::Error| match certificate_error(e) {
-            Some(why) => MlflowError::Tls {
+        let transport = |e: reqwest::Error| match certificate_error(&e) {
+            Some(why) => Failure::fatal(MlflowError::Tls {
                 endpoint: endpoint.to_owned(),
                 message: why,
-            },
-            None => MlflowError::Transport {
+            }),
+            None => Failure::no_answer(MlflowError::Transport {
                 endpoint: endpoint.to_owned(),
-                message: self.redact.clean(&error_chain(e)),
+                message: self.redact.clean(&error_chain(&e)),
                 attempts: 1,
-            },
+            }),
         };
-        let response = request.send().map_err(|e| (transport(&e), None))?;
+        let response = request.send().map_err(transport)?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = response.text().map_err(|e| (transport(&e), None))?;
+        let retry_after = retry::retry_after(response.headers());
+        let text = response.text().map_err(transport)?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {
-            Err((
-                api_error(endpoint, status, &text, &self.redact),
-                retry_after,
-            ))
+            let error = api_error(endpoint, status, &text, &self.redact);
+            Err(Failure::answered(error, status, retry_after))
         }
     }
 
@@ -1530,64 +1306,9 @@ impl MlflowClient {
     }
 }
 
-/// The certificate problem behind a failed request, if that is what it is.
-fn certificate_error(e: &reqwest::Error) -> Option<String> {
-    agent_profiler_http::tls::certificate_error(e)
-}
-
-/// A reqwest error with its sources (`error sending request: connection refused`).
-#[doc(hidden)]
-pub fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_follows_urllib3() {
-        let policy = RetryPolicy {
-            max_retries: 7,
-            backoff_factor: 2.0,
-            backoff_jitter: 0.0,
-            respect_retry_after: true,
-        };
-        let waits: Vec<u64> = (1..=8).map(|n| policy.backoff(n).as_secs()).collect();
-        assert_eq!(waits, [0, 4, 8, 16, 32, 64, 120, 120]);
-        let jittered = RetryPolicy {
-            backoff_jitter: 1.0,
-            ..policy
-        };
-        for _ in 0..100 {
-            let w = jittered.backoff(2).as_secs_f64();
-            assert!((4.0..5.0).contains(&w), "{w}");
-        }
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        let soon = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT").unwrap();
-        assert!(soon > Duration::from_secs(365 * 86_400));
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(parse_retry_after("-1"), None);
-    }
 
     #[test]
     fn error_bodies_json_or_not() {
@@ -1609,32 +1330,6 @@ mod tests {
         assert!(e.is_retryable());
         let e = api_error("runs/get", 500, &"x".repeat(5000), &r);
         assert!(e.to_string().len() < 1200);
-    }
-
-    #[test]
-    fn secrets_are_redacted_with_their_basic_form() {
-        let r = Redactor::new(&Auth::Basic {
-            username: "u".into(),
-            password: super::super::config::Secret::new("hunter2"),
-        });
-        let header = base64(b"u:hunter2");
-        let cleaned = r.clean(&format!("echo hunter2 and Basic {header}"));
-        assert_eq!(cleaned, "echo *** and Basic ***");
-    }
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), want);
-        }
     }
 
     #[test]

@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use agent_profiler_http::auth::Auth;
+use agent_profiler_http::env::{BOOL_EXPECTED, parse_bool};
+use agent_profiler_http::secret::{REDACTED, Secret};
+use agent_profiler_http::sender::WarnSink;
+use agent_profiler_http::url::{hide_userinfo, percent_decode};
 use agent_profiler_runtime::DEFAULT_RING_CAPACITY;
 
 /// Default of `MLFLOW_HTTP_REQUEST_TIMEOUT`: 120 s per request.
@@ -28,47 +33,6 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 100_000;
 /// Default time [`MlflowTracker`](super::MlflowTracker) gives itself at shutdown to deliver
 /// what is queued.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A password or token. Its `Debug` shows `***`; it has no `Display`, and the crate never
-/// writes it anywhere but in the `Authorization` header (marked sensitive).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// How requests authenticate (the official client's order: basic when both a username and
-/// a password are set, else a bearer token).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Auth {
-    /// No `Authorization` header.
-    #[default]
-    None,
-    /// `Authorization: Bearer <token>` (`MLFLOW_TRACKING_TOKEN`).
-    Bearer(Secret),
-    /// HTTP basic (`MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`, or the user info
-    /// of the tracking URI).
-    Basic {
-        /// The user name (not secret).
-        username: String,
-        /// The password.
-        password: Secret,
-    },
-}
 
 /// A setting that cannot be used. Secrets are never part of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,15 +125,12 @@ pub struct MlflowConfig {
     pub(crate) warn_sink: Option<WarnSink>,
 }
 
-/// Where the exporter's warnings go (see [`MlflowConfig::on_warning`]).
-pub type WarnSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
-
 impl fmt::Debug for MlflowConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let auth = match &self.auth {
-            Auth::None => "none",
-            Auth::Bearer(_) => "bearer ***",
-            Auth::Basic { .. } => "basic ***",
+            Auth::None => "none".to_owned(),
+            Auth::Bearer(_) => format!("bearer {REDACTED}"),
+            Auth::Basic { .. } => format!("basic {REDACTED}"),
         };
         f.debug_struct("MlflowConfig")
             .field("tracking_uri", &self.tracking_uri)
@@ -242,54 +203,13 @@ fn parse_tracking_uri(uri: &str) -> Result<(String, Option<(String, Secret)>), C
     Ok((shown, userinfo))
 }
 
-/// `uri` with what precedes its last `@` (after the scheme) replaced by `***`.
-fn hide_userinfo(uri: &str) -> String {
-    let Some(at) = uri.rfind('@') else {
-        return uri.to_owned();
-    };
-    let start = uri
-        .find("://")
-        .map(|i| i + 3)
-        .or_else(|| uri.find(':').map(|i| i + 1))
-        .filter(|&i| i <= at)
-        .unwrap_or(0);
-    format!("{}***{}", &uri[..start], &uri[at..])
-}
-
-/// Percent-decodes a URL component; `None` when the result is not UTF-8.
-#[doc(hidden)]
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (
-                (bytes[i + 1] as char).to_digit(16),
-                (bytes[i + 2] as char).to_digit(16),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ConfigError::InvalidValue {
-            variable,
-            value: value.to_owned(),
-            expected: "one of true, false, 1, 0 (any case)",
-        }),
-    }
+/// A boolean variable ([`parse_bool`]: blanks around the value are ignored).
+fn parse_bool_var(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    parse_bool(value).ok_or_else(|| ConfigError::InvalidValue {
+        variable,
+        value: value.to_owned(),
+        expected: BOOL_EXPECTED,
+    })
 }
 
 fn parse_u64(
@@ -409,7 +329,7 @@ impl MlflowConfig {
             config.auth = Auth::Bearer(Secret::new(token));
         }
         if let Some(v) = var("MLFLOW_TRACKING_INSECURE_TLS") {
-            config.insecure_tls = parse_bool("MLFLOW_TRACKING_INSECURE_TLS", &v)?;
+            config.insecure_tls = parse_bool_var("MLFLOW_TRACKING_INSECURE_TLS", &v)?;
         }
         config.server_cert_path = var("MLFLOW_TRACKING_SERVER_CERT_PATH").map(PathBuf::from);
         if let Some(v) = var("MLFLOW_HTTP_REQUEST_TIMEOUT") {
@@ -459,7 +379,8 @@ impl MlflowConfig {
             )?;
         }
         if let Some(v) = var("MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER") {
-            config.respect_retry_after = parse_bool("MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER", &v)?;
+            config.respect_retry_after =
+                parse_bool_var("MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER", &v)?;
         }
         Ok(config)
     }
@@ -478,7 +399,9 @@ impl MlflowConfig {
     /// The `Authorization` header value of the configured credentials, if any. A secret: never
     /// print it.
     pub fn authorization_header(&self) -> Option<String> {
-        crate::client::authorization(&self.auth)
+        self.auth
+            .header_value()
+            .map(|value| value.expose().to_owned())
     }
 
     /// Whether certificate checks are off (`MLFLOW_TRACKING_INSECURE_TLS`).

@@ -1,29 +1,31 @@
-//! The exporter: one background thread that drains the analyzers' per-call rings and the
-//! queued metrics, params, tags and reports, and sends them in `log-batch` requests.
+//! The exporter: one background thread (the HTTP layer's sender) that drains the analyzers'
+//! per-call rings and the queued metrics, params, tags and reports, and sends them in
+//! `log-batch` requests.
 //!
 //! Nothing here runs on a profiled call's path: the call path only writes its thread's ring
-//! (see `export.rs`), and cost tracking pushes into a bounded queue under a short lock. When
-//! the server is slow or down, the rings and the queue fill up and further per-call metrics
-//! are dropped and counted; memory stays bounded by the ring and queue capacities.
+//! (the analyzer's call export), and cost tracking pushes into a bounded queue under a short
+//! lock. When the server is slow or down, the rings and the queue fill up and further
+//! per-call metrics are dropped and counted; memory stays bounded by the ring and queue
+//! capacities.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use agent_profiler_http::wait::{deadline_after, lock, wait_until};
+use agent_profiler_http::retry::Pacer;
+use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
+use agent_profiler_http::wait::lock;
 use agent_profiler_runtime::BottleneckAnalyzer;
 use agent_profiler_runtime::CallRecord;
 use agent_profiler_runtime::Summary;
 
 use super::client::{
-    BatchBody, MlflowClient, MlflowError, Pacer, Param, Redactor, RunInfo, RunStatus, RunTag,
-    now_ms,
+    BatchBody, MlflowClient, MlflowError, Param, RunInfo, RunStatus, RunTag, check_tls, now_ms,
 };
 use super::config::{ConfigError, MlflowConfig};
-use super::keys::{MAX_METRICS_PER_BATCH, node_metric_key};
+use super::keys::{MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, node_metric_key, truncate_chars};
 
 /// The artifact [`log_bottleneck_report`](super::MlflowTracker::log_bottleneck_report)
 /// writes.
@@ -97,10 +99,7 @@ impl std::fmt::Display for ExportStats {
             self.reports_sent,
             self.reports_failed
         )?;
-        if let Some(error) = &self.last_error {
-            write!(f, "; last error: {error}")?;
-        }
-        Ok(())
+        write_last_error(f, self.last_error.as_deref())
     }
 }
 
@@ -124,25 +123,14 @@ enum Control {
     },
 }
 
-#[derive(Default)]
-struct Counters {
-    sent_metrics: AtomicU64,
-    sent_batches: AtomicU64,
-    sent_params: AtomicU64,
-    sent_tags: AtomicU64,
-    dropped: AtomicU64,
-    failed_batches: AtomicU64,
-    failed_metrics: AtomicU64,
-    failed_params_and_tags: AtomicU64,
-    rejected_metrics: AtomicU64,
-    sanitized_keys: AtomicU64,
-    reports_sent: AtomicU64,
-    reports_failed: AtomicU64,
-    pending: AtomicU64,
-}
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+impl Control {
+    /// Counts this item as not delivered.
+    fn count_failed(&self, stats: &mut ExportStats) {
+        match self {
+            Control::Report { .. } => stats.reports_failed += 1,
+            Control::Param(_) | Control::Tag(_) => stats.failed_params_and_tags += 1,
+        }
+    }
 }
 
 struct Attached {
@@ -153,75 +141,78 @@ struct Attached {
     frozen: Option<u64>,
 }
 
+/// What the tracker's handles queue for the exporter thread.
 #[derive(Default)]
-struct State {
+pub(crate) struct Queue {
     metrics: VecDeque<QueuedMetric>,
     cost_keys: HashMap<String, Option<Arc<str>>>,
     cost_steps: HashMap<String, u64>,
     control: VecDeque<Control>,
     reports: u64,
-    flush_requested: u64,
-    flush_done: u64,
-    /// Status to end the run with, the deadline, and the time kept back from it for the
-    /// run's final status update.
-    shutdown: Option<(RunStatus, Instant, Duration)>,
-    stopped: bool,
 }
 
-/// What the tracker's handles and the exporter thread share.
-pub(crate) struct Shared {
+/// What the handles and the thread share besides the queue.
+pub(crate) struct Context {
     config: MlflowConfig,
-    redact: Redactor,
-    state: Mutex<State>,
-    /// Wakes the exporter: new control items, flush, shutdown.
-    wake: Condvar,
-    /// Wakes callers: flush done, run created, stopped.
-    progress: Condvar,
-    counters: Counters,
-    retries: Arc<AtomicU64>,
-    last_error: Mutex<Option<String>>,
-    warned: AtomicBool,
     run: OnceLock<RunInfo>,
     analyzers: Mutex<Vec<Attached>>,
 }
 
+type Shared = sender::Shared<Worker>;
+
 /// Most params, tags and reports waiting at once; beyond, they are counted as failed.
 const CONTROL_CAPACITY: usize = 10_000;
 
-impl Shared {
-    pub(crate) fn new(config: MlflowConfig) -> Arc<Self> {
-        Arc::new(Self {
-            redact: Redactor::new(&config.auth),
-            config,
-            state: Mutex::new(State::default()),
-            wake: Condvar::new(),
-            progress: Condvar::new(),
-            counters: Counters::default(),
-            retries: Arc::new(AtomicU64::new(0)),
-            last_error: Mutex::new(None),
-            warned: AtomicBool::new(false),
-            run: OnceLock::new(),
-            analyzers: Mutex::new(Vec::new()),
-        })
+/// The tracker's side of the exporter: queues work for the thread, reads its statistics.
+pub(crate) struct Exporter {
+    thread: Thread<Worker>,
+}
+
+impl Exporter {
+    /// Starts the exporter thread for `config`.
+    pub(crate) fn start(config: MlflowConfig) -> Result<Self, MlflowError> {
+        // Build the TLS setup once here so that a bad CA file is reported to the caller; the
+        // HTTP client itself is built (and dropped) on the exporter thread, outside any async
+        // runtime the caller may be in.
+        check_tls(&config)?;
+        let settings = Settings {
+            name: "MLflow exporter",
+            thread_name: "agent-profiler-mlflow",
+            subject: format!("MLflow export to {}", config.tracking_uri()),
+            stats: "MlflowTracker::stats",
+            warnings: config.warnings,
+            warn_sink: config.warn_sink.clone(),
+            redactor: config.auth.redactor(),
+            interval: Some(config.flush_interval),
+        };
+        let shared = Shared::new(
+            settings,
+            Context {
+                config,
+                run: OnceLock::new(),
+                analyzers: Mutex::new(Vec::new()),
+            },
+        );
+        let worker = Worker::new(shared.clone());
+        let thread = Thread::spawn(shared, worker).map_err(|e| MlflowError::Client {
+            message: format!("cannot start the exporter thread: {e}"),
+        })?;
+        Ok(Self { thread })
     }
 
     pub(crate) fn config(&self) -> &MlflowConfig {
-        &self.config
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        &self.thread.context.config
     }
 
     pub(crate) fn attach(&self, analyzer: &BottleneckAnalyzer) {
-        if self.is_stopped() {
+        if self.thread.is_stopped() {
             return;
         }
-        let mut list = lock(&self.analyzers);
+        let mut list = lock(&self.thread.context.analyzers);
         if list.iter().any(|a| a.analyzer.ptr_eq(analyzer)) {
             return;
         }
-        analyzer.enable_call_export(self.config.ring_capacity);
+        analyzer.enable_call_export(self.config().ring_capacity);
         list.push(Attached {
             baseline: analyzer.dropped_calls(),
             analyzer: analyzer.clone(),
@@ -230,19 +221,17 @@ impl Shared {
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
-        let st = self.state();
-        st.stopped || st.shutdown.is_some()
+        self.thread.is_stopped()
     }
 
     /// Queues a metric; `false` when the queue is full (counted as dropped) or the exporter
     /// has stopped.
     pub(crate) fn push_metric(&self, key: Arc<str>, value: f64, timestamp: i64, step: i64) -> bool {
-        let mut st = self.state();
-        if st.stopped || st.metrics.len() >= self.config.queue_capacity {
-            add(&self.counters.dropped, 1);
+        let mut st = self.thread.state();
+        if !self.has_room(&st) {
             return false;
         }
-        st.metrics.push_back(QueuedMetric {
+        st.queue.metrics.push_back(QueuedMetric {
             key,
             value,
             timestamp,
@@ -251,35 +240,44 @@ impl Shared {
         true
     }
 
+    /// Whether one more metric fits: not stopped and room left; if not, it is counted as
+    /// dropped.
+    fn has_room(&self, st: &State<Worker>) -> bool {
+        if st.stopped() || st.queue.metrics.len() >= self.config().queue_capacity {
+            self.thread.count(|c| c.dropped_metrics += 1);
+            return false;
+        }
+        true
+    }
+
     /// Queues one LLM call's cost as `node_{id}_cost_usd`, step = the node's cost index.
     pub(crate) fn push_cost(&self, node_id: &str, cost_usd: f64, timestamp_ms: i64) {
         let cached = {
-            let st = self.state();
-            if st.stopped {
-                add(&self.counters.dropped, 1);
+            let st = self.thread.state();
+            if st.stopped() {
+                self.thread.count(|c| c.dropped_metrics += 1);
                 return;
             }
-            st.cost_keys.get(node_id).cloned()
+            st.queue.cost_keys.get(node_id).cloned()
         };
         // Made outside the lock: a bad key records an error, which may call the user's
         // warning sink.
-        let key = cached.unwrap_or_else(|| self.make_key(node_id, "cost_usd"));
-        let mut st = self.state();
-        if !st.cost_keys.contains_key(node_id) {
-            st.cost_keys.insert(node_id.to_owned(), key.clone());
+        let key = cached.unwrap_or_else(|| make_key(&self.thread, node_id, "cost_usd"));
+        let mut st = self.thread.state();
+        if !st.queue.cost_keys.contains_key(node_id) {
+            st.queue.cost_keys.insert(node_id.to_owned(), key.clone());
         }
         let Some(key) = key else {
-            add(&self.counters.rejected_metrics, 1);
+            self.thread.count(|c| c.rejected_metrics += 1);
             return;
         };
-        if st.stopped || st.metrics.len() >= self.config.queue_capacity {
-            add(&self.counters.dropped, 1);
+        if !self.has_room(&st) {
             return;
         }
-        let step = st.cost_steps.entry(node_id.to_owned()).or_insert(0);
+        let step = st.queue.cost_steps.entry(node_id.to_owned()).or_insert(0);
         let this = *step;
         *step += 1;
-        st.metrics.push_back(QueuedMetric {
+        st.queue.metrics.push_back(QueuedMetric {
             key,
             value: cost_usd,
             timestamp: timestamp_ms,
@@ -287,39 +285,23 @@ impl Shared {
         });
     }
 
-    /// `node_{id}_{suffix}`, sanitised; `None` (and the error recorded) when MLflow would
-    /// reject it even so.
-    fn make_key(&self, node_id: &str, suffix: &str) -> Option<Arc<str>> {
-        let raw = format!("node_{node_id}_{suffix}");
-        match node_metric_key(node_id, suffix) {
-            Ok(key) => {
-                if key != raw {
-                    add(&self.counters.sanitized_keys, 1);
-                }
-                Some(Arc::from(key))
-            }
-            Err(e) => {
-                self.record_error(&format!(
-                    "metrics of node `{}` are not sent: {e}",
-                    super::keys::truncate_chars(node_id, 60)
-                ));
-                None
-            }
-        }
-    }
-
-    fn push_control(&self, item: Control) -> Result<(), MlflowError> {
-        let mut st = self.state();
-        if st.stopped || st.shutdown.is_some() {
+    /// Queues a param, tag or report for the thread (counted as failed when too many wait);
+    /// a report gets the next report index.
+    fn push_control(&self, mut item: Control) -> Result<(), MlflowError> {
+        let mut st = self.thread.state();
+        if !st.accepting() {
             return Err(MlflowError::Stopped);
         }
-        if st.control.len() >= CONTROL_CAPACITY {
-            add(&self.counters.failed_params_and_tags, 1);
+        if st.queue.control.len() >= CONTROL_CAPACITY {
+            self.thread.count(|c| item.count_failed(c));
             return Ok(());
         }
-        st.control.push_back(item);
-        drop(st);
-        self.wake.notify_all();
+        if let Control::Report { index, .. } = &mut item {
+            *index = st.queue.reports;
+            st.queue.reports += 1;
+        }
+        st.queue.control.push_back(item);
+        self.thread.wake(st);
         Ok(())
     }
 
@@ -332,166 +314,77 @@ impl Shared {
     }
 
     pub(crate) fn push_report(&self, summary: &Summary) -> Result<(), MlflowError> {
-        let mut st = self.state();
-        if st.stopped || st.shutdown.is_some() {
-            return Err(MlflowError::Stopped);
-        }
-        if st.control.len() >= CONTROL_CAPACITY {
-            add(&self.counters.reports_failed, 1);
-            return Ok(());
-        }
-        let index = st.reports;
-        st.reports += 1;
-        st.control.push_back(Control::Report {
+        self.push_control(Control::Report {
             summary: Box::new(summary.clone()),
-            index,
+            index: 0,
             logged: false,
-        });
-        drop(st);
-        self.wake.notify_all();
-        Ok(())
+        })
     }
 
     /// Asks for everything queued so far to be sent; waits up to `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> bool {
-        let deadline = deadline_after(timeout);
-        let mut st = self.state();
-        if st.stopped {
-            return true;
-        }
-        st.flush_requested += 1;
-        let mine = st.flush_requested;
-        self.wake.notify_all();
-        wait_until(&self.progress, st, deadline, |st| {
-            st.flush_done >= mine || st.stopped
-        })
+        self.thread.flush(timeout)
     }
 
-    /// Asks the exporter to deliver what is queued and finish the run by `deadline`; waits
-    /// until it has stopped (or a little past the deadline).
-    pub(crate) fn shutdown(&self, status: RunStatus, timeout: Duration) -> bool {
-        let deadline = deadline_after(timeout);
-        let mut st = self.state();
-        if !st.stopped && st.shutdown.is_none() {
-            let reserve = (timeout / 5).min(Duration::from_secs(2));
-            st.shutdown = Some((status, deadline, reserve));
-        }
-        let deadline = st.shutdown.map_or(deadline, |(_, d, _)| d);
-        self.wake.notify_all();
-        // A request in flight ends by the deadline (its timeout is cut to it); allow a margin
-        // for the run's final status update and for joining.
-        let give_up = deadline + Duration::from_secs(2);
-        wait_until(&self.progress, st, give_up, |st| st.stopped)
+    /// Delivers what is queued and finishes the run by `timeout` from now; the final
+    /// statistics.
+    pub(crate) fn stop(&self, status: RunStatus, timeout: Duration) -> ExportStats {
+        self.thread.stop(status, timeout);
+        self.stats()
     }
 
     pub(crate) fn run_info(&self) -> Option<&RunInfo> {
-        self.run.get()
+        self.thread.context.run.get()
     }
 
     pub(crate) fn wait_for_run(&self, timeout: Duration) -> Option<RunInfo> {
-        let deadline = deadline_after(timeout);
-        let mut st = self.state();
-        loop {
-            if let Some(run) = self.run.get() {
-                return Some(run.clone());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if st.stopped || left.is_zero() {
-                return None;
-            }
-            st = self
-                .progress
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let run = &self.thread.context.run;
+        self.thread.wait_for(timeout, |_| run.get().is_some());
+        run.get().cloned()
     }
 
     pub(crate) fn stats(&self) -> ExportStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let ring_dropped: u64 = lock(&self.analyzers)
-            .iter()
-            .map(|a| {
-                a.frozen
-                    .unwrap_or_else(|| a.analyzer.dropped_calls().saturating_sub(a.baseline))
-            })
-            .sum();
-        let queued = self.state().metrics.len() as u64;
-        ExportStats {
-            sent_metrics: get(&c.sent_metrics),
-            sent_batches: get(&c.sent_batches),
-            sent_params: get(&c.sent_params),
-            sent_tags: get(&c.sent_tags),
-            retried_requests: get(&self.retries),
-            dropped_metrics: get(&c.dropped) + ring_dropped,
-            failed_batches: get(&c.failed_batches),
-            failed_metrics: get(&c.failed_metrics),
-            failed_params_and_tags: get(&c.failed_params_and_tags),
-            rejected_metrics: get(&c.rejected_metrics),
-            sanitized_keys: get(&c.sanitized_keys),
-            reports_sent: get(&c.reports_sent),
-            reports_failed: get(&c.reports_failed),
-            pending_metrics: get(&c.pending) + queued,
-            last_error: lock(&self.last_error).clone(),
-        }
-    }
-
-    fn record_error(&self, message: &str) {
-        let message = self.redact.clean(message);
-        *lock(&self.last_error) = Some(message.clone());
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            self.warn(&format!(
-                "MLflow export to {} is failing: {message}. The workflow is not affected; \
-                 what cannot be delivered is counted (MlflowTracker::stats).",
-                self.config.tracking_uri
-            ));
-        }
-    }
-
-    fn warn(&self, message: &str) {
-        if !self.config.warnings {
-            return;
-        }
-        let message = self.redact.clean(message);
-        match &self.config.warn_sink {
-            Some(sink) => sink(&message),
-            None => eprintln!("agent-profiler: {message}"),
-        }
+        stats(&self.thread)
     }
 }
 
-/// The exporter's waits: interrupted by shutdown, after which requests have a deadline.
-struct WorkerPacer<'a> {
-    shared: &'a Shared,
-    /// Whether to keep back part of the shutdown window (for the run's final status update).
-    reserve: bool,
-}
-
-impl Pacer for WorkerPacer<'_> {
-    fn on_retry(&self, error: &MlflowError) {
-        // Shown in the statistics at once; a warning only if delivery fails in the end.
-        let message = self.shared.redact.clean(&format!("{error} (retrying)"));
-        *lock(&self.shared.last_error) = Some(message);
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.shared.state().shutdown.map(|(_, deadline, reserve)| {
-            if self.reserve {
-                deadline.checked_sub(reserve).unwrap_or(deadline)
-            } else {
-                deadline
-            }
+/// What the exporter has done so far: its counters, plus the calls the analyzers' rings
+/// dropped and the metrics still queued.
+fn stats(shared: &Shared) -> ExportStats {
+    let ring_dropped: u64 = lock(&shared.context.analyzers)
+        .iter()
+        .map(|a| {
+            a.frozen
+                .unwrap_or_else(|| a.analyzer.dropped_calls().saturating_sub(a.baseline))
         })
-    }
+        .sum();
+    let queued = shared.state().queue.metrics.len() as u64;
+    let mut stats = shared.counters();
+    stats.retried_requests = shared.retried();
+    stats.dropped_metrics += ring_dropped;
+    stats.pending_metrics += queued;
+    stats.last_error = shared.last_error();
+    stats
+}
 
-    fn sleep(&self, duration: Duration) {
-        let until = Instant::now() + duration;
-        let st = self.shared.state();
-        let shutting_down = st.shutdown.is_some();
-        wait_until(&self.shared.wake, st, until, |st| {
-            st.shutdown.is_some() != shutting_down
-        });
+/// `node_{id}_{suffix}`, sanitised; `None` (and the error recorded) when MLflow would reject
+/// it even so.
+fn make_key(shared: &Shared, node_id: &str, suffix: &str) -> Option<Arc<str>> {
+    let raw = format!("node_{node_id}_{suffix}");
+    match node_metric_key(node_id, suffix) {
+        Ok(key) => {
+            if key != raw {
+                shared.count(|c| c.sanitized_keys += 1);
+            }
+            Some(Arc::from(key))
+        }
+        Err(e) => {
+            shared.record_error(&format!(
+                "metrics of node `{}` are not sent: {e}",
+                truncate_chars(node_id, 60)
+            ));
+            None
+        }
     }
 }
 
@@ -540,85 +433,20 @@ impl Worker {
         }
     }
 
-    /// The thread's body: cycles until shutdown, then finishes the run. A bug here must
-    /// not leave callers waiting: a panic marks the exporter stopped.
-    pub(crate) fn run(self) {
-        let shared = self.shared.clone();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work()));
-        if outcome.is_err() {
-            shared.record_error("the MLflow exporter thread panicked; nothing more is sent");
-            let mut st = shared.state();
-            st.stopped = true;
-            st.flush_done = st.flush_requested;
-            drop(st);
-            shared.progress.notify_all();
-        }
-    }
-
-    fn work(mut self) {
-        let mut first = true;
-        loop {
-            let shutdown = if first { None } else { self.wait() };
-            first = false;
-            self.shutting_down = shutdown.is_some();
-            self.cycle();
-            if let Some((status, _, _)) = shutdown {
-                self.finish(status);
-                break;
-            }
-        }
-    }
-
-    fn wait(&mut self) -> Option<(RunStatus, Instant, Duration)> {
-        let shared = self.shared.clone();
-        let until = deadline_after(shared.config.flush_interval);
-        let mut st = shared.state();
-        loop {
-            if st.shutdown.is_some() {
-                return st.shutdown;
-            }
-            if st.flush_requested > self.flush_seen || !st.control.is_empty() {
-                return None;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            st = shared
-                .wake
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    fn pacer(&self) -> WorkerPacer<'_> {
-        WorkerPacer {
-            shared: &self.shared,
-            reserve: true,
-        }
-    }
-
-    fn cycle(&mut self) {
-        self.collect();
-        if self.run.is_none() && !self.try_setup() {
-            self.check_flush();
-            return;
-        }
-        while self.send_controls() && self.send_metrics() {}
-        self.check_flush();
+    /// The pacer of the run's requests, which leaves part of the shutdown window to the
+    /// run's final status update.
+    fn pacer(&self) -> impl Pacer + '_ {
+        self.shared.pacer(true)
     }
 
     fn publish_pending(&self) {
-        self.shared
-            .counters
-            .pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+        let pending = self.pending.len() as u64;
+        self.shared.count(|c| c.pending_metrics = pending);
     }
 
     fn enqueue(&mut self, metric: QueuedMetric) {
-        if self.pending.len() >= self.shared.config.queue_capacity {
-            add(&self.shared.counters.dropped, 1);
+        if self.pending.len() >= self.shared.context.config.queue_capacity {
+            self.shared.count(|c| c.dropped_metrics += 1);
         } else {
             self.pending.push_back(metric);
             self.pushed += 1;
@@ -627,10 +455,10 @@ impl Worker {
 
     /// Moves per-call records and queued items into the worker.
     fn collect(&mut self) {
-        let requested = self.shared.state().flush_requested;
-        if self.pending.len() < self.shared.config.queue_capacity {
+        let requested = self.shared.state().flush_requested();
+        if self.pending.len() < self.shared.context.config.queue_capacity {
             {
-                let analyzers = lock(&self.shared.analyzers);
+                let analyzers = lock(&self.shared.context.analyzers);
                 for attached in analyzers.iter().filter(|a| a.frozen.is_none()) {
                     attached.analyzer.drain_calls(&mut self.calls);
                 }
@@ -640,7 +468,7 @@ impl Worker {
                 let key = match self.keys.get(&call.node_id) {
                     Some(key) => key.clone(),
                     None => {
-                        let key = self.shared.make_key(&call.node_id, "duration_ms");
+                        let key = make_key(&self.shared, &call.node_id, "duration_ms");
                         self.keys.insert(call.node_id.clone(), key.clone());
                         key
                     }
@@ -652,7 +480,7 @@ impl Worker {
                         timestamp: call.end_unix_ms as i64,
                         step: i64::try_from(call.call_index).unwrap_or(i64::MAX),
                     }),
-                    None => add(&self.shared.counters.rejected_metrics, 1),
+                    None => self.shared.count(|c| c.rejected_metrics += 1),
                 }
             }
             self.calls = calls;
@@ -660,8 +488,8 @@ impl Worker {
         let (metrics, controls) = {
             let mut st = self.shared.state();
             (
-                std::mem::take(&mut st.metrics),
-                std::mem::take(&mut st.control),
+                std::mem::take(&mut st.queue.metrics),
+                std::mem::take(&mut st.queue.control),
             )
         };
         for metric in metrics {
@@ -681,10 +509,7 @@ impl Worker {
         };
         if self.handled >= mark && self.controls.is_empty() {
             self.flush_goal = None;
-            let mut st = self.shared.state();
-            st.flush_done = st.flush_done.max(request);
-            drop(st);
-            self.shared.progress.notify_all();
+            self.shared.flushed(self.shared.state(), request);
         }
     }
 
@@ -693,9 +518,9 @@ impl Worker {
             return false;
         }
         if self.client.is_none() {
-            match MlflowClient::new(&self.shared.config) {
+            match MlflowClient::new(&self.shared.context.config) {
                 Ok(client) => {
-                    self.client = Some(client.with_retry_counter(self.shared.retries.clone()))
+                    self.client = Some(client.with_retry_counter(self.shared.retries().clone()))
                 }
                 Err(e) => {
                     self.setup_failed(&e);
@@ -706,13 +531,12 @@ impl Worker {
         let Some(client) = self.client.clone() else {
             return false;
         };
-        let result = setup(&client, &self.shared.config, &self.pacer());
+        let result = setup(&client, &self.shared.context.config, &self.pacer());
         match result {
             Ok(info) => {
                 self.run = Some(info.clone());
-                let _ = self.shared.run.set(info);
-                let _st = self.shared.state();
-                self.shared.progress.notify_all();
+                let _ = self.shared.context.run.set(info);
+                self.shared.notify();
                 true
             }
             Err(e) => {
@@ -747,7 +571,7 @@ impl Worker {
                     continue;
                 };
                 match self.send_report(&client, &run, &summary, index, &mut logged) {
-                    Ok(()) => add(&self.shared.counters.reports_sent, 1),
+                    Ok(()) => self.shared.count(|c| c.reports_sent += 1),
                     Err(e) if transient(&e) => {
                         self.shared.record_error(&e.to_string());
                         self.controls.push_front(Control::Report {
@@ -758,7 +582,7 @@ impl Worker {
                         return false;
                     }
                     Err(e) => {
-                        add(&self.shared.counters.reports_failed, 1);
+                        self.shared.count(|c| c.reports_failed += 1);
                         self.shared
                             .record_error(&format!("bottleneck report not delivered: {e}"));
                     }
@@ -768,7 +592,7 @@ impl Worker {
             // A run of params and tags: one batch (split when the server refuses it).
             let mut items = Vec::new();
             while let Some(Control::Param(_) | Control::Tag(_)) = self.controls.front() {
-                if items.len() >= super::keys::MAX_PARAMS_PER_BATCH {
+                if items.len() >= MAX_PARAMS_PER_BATCH {
                     break;
                 }
                 if let Some(item) = self.controls.pop_front() {
@@ -810,9 +634,11 @@ impl Worker {
         }
         match client.log_batch_body(&body.body(), &self.pacer()) {
             Ok(()) => {
-                add(&self.shared.counters.sent_params, params);
-                add(&self.shared.counters.sent_tags, tags);
-                add(&self.shared.counters.sent_batches, 1);
+                self.shared.count(|c| {
+                    c.sent_params += params;
+                    c.sent_tags += tags;
+                    c.sent_batches += 1;
+                });
                 Ok(())
             }
             Err(e) if transient(&e) => Err(e),
@@ -824,7 +650,7 @@ impl Worker {
                 Ok(())
             }
             Err(e) => {
-                add(&self.shared.counters.failed_params_and_tags, 1);
+                self.shared.count(|c| c.failed_params_and_tags += 1);
                 self.shared.record_error(&e.to_string());
                 Ok(())
             }
@@ -839,7 +665,7 @@ impl Worker {
         index: u64,
         logged: &mut bool,
     ) -> Result<(), MlflowError> {
-        let stats = self.shared.stats();
+        let stats = stats(&self.shared);
         if !*logged {
             let now = now_ms();
             let step = i64::try_from(index).unwrap_or(i64::MAX);
@@ -866,7 +692,7 @@ impl Worker {
                 body.push_tag("export_lost", &stats.to_string());
             }
             client.log_batch_body(&body.body(), &self.pacer())?;
-            add(&self.shared.counters.sent_batches, 1);
+            self.shared.count(|c| c.sent_batches += 1);
             *logged = true;
         }
         let mut report = serde_json::to_value(summary).map_err(|e| MlflowError::Client {
@@ -936,13 +762,14 @@ impl Worker {
             return Ok(());
         }
         let result = client.log_batch_body(&body.body(), &self.pacer());
-        let c = &self.shared.counters;
         match result {
             Ok(()) => {
                 self.pending.drain(..count);
                 self.handled += count as u64;
-                add(&c.sent_metrics, count as u64);
-                add(&c.sent_batches, 1);
+                self.shared.count(|c| {
+                    c.sent_metrics += count as u64;
+                    c.sent_batches += 1;
+                });
                 Ok(())
             }
             Err(e) if transient(&e) => Err(e),
@@ -954,33 +781,29 @@ impl Worker {
             Err(e) => {
                 self.pending.drain(..count);
                 self.handled += count as u64;
-                add(&c.failed_metrics, count as u64);
-                add(&c.failed_batches, 1);
+                self.shared.count(|c| {
+                    c.failed_metrics += count as u64;
+                    c.failed_batches += 1;
+                });
                 self.shared.record_error(&e.to_string());
                 Ok(())
             }
         }
     }
 
-    /// After the last cycle: counts what was not delivered, ends the run, stops.
-    fn finish(&mut self, status: RunStatus) {
-        let c = &self.shared.counters;
+    /// After the last cycle: counts what was not delivered, ends the run.
+    fn end(&mut self, status: RunStatus) {
         let left = self.pending.len() as u64;
-        if left > 0 {
-            add(&c.failed_metrics, left);
-            add(
-                &c.failed_batches,
-                left.div_ceil(MAX_METRICS_PER_BATCH as u64),
-            );
-            self.handled += left;
-            self.pending.clear();
-        }
-        for item in self.controls.drain(..) {
-            match item {
-                Control::Report { .. } => add(&c.reports_failed, 1),
-                Control::Param(_) | Control::Tag(_) => add(&c.failed_params_and_tags, 1),
+        let controls: Vec<Control> = self.controls.drain(..).collect();
+        self.shared.count(|c| {
+            c.failed_metrics += left;
+            c.failed_batches += left.div_ceil(MAX_METRICS_PER_BATCH as u64);
+            for item in &controls {
+                item.count_failed(c);
             }
-        }
+        });
+        self.handled += left;
+        self.pending.clear();
         self.publish_pending();
         if left > 0 {
             self.shared.record_error(&format!(
@@ -988,10 +811,8 @@ impl Worker {
             ));
         }
         if let (Some(client), Some(run)) = (self.client.clone(), self.run.clone()) {
-            let pacer = WorkerPacer {
-                shared: &self.shared,
-                reserve: false,
-            };
+            // With all that is left of the shutdown window.
+            let pacer = self.shared.pacer(false);
             if let Err(e) = client.update_run_with(&run.run_id, status, Some(now_ms()), &pacer) {
                 self.shared.record_error(&format!(
                     "cannot set the run's status to {}: {e}",
@@ -1001,7 +822,7 @@ impl Worker {
         }
         // Stop reading the analyzers: later calls are neither kept nor counted as dropped.
         {
-            let mut analyzers = lock(&self.shared.analyzers);
+            let mut analyzers = lock(&self.shared.context.analyzers);
             for a in analyzers.iter_mut() {
                 a.analyzer.disable_call_export();
                 let mut rest = Vec::new();
@@ -1010,19 +831,67 @@ impl Worker {
                 a.frozen = Some(dropped + rest.len() as u64);
             }
         }
-        let stats = self.shared.stats();
+        let stats = stats(&self.shared);
         if stats.anything_lost() {
             self.shared
                 .warn(&format!("MLflow export finished with losses: {stats}"));
         }
-        let mut st = self.shared.state();
-        let late = st.metrics.len() as u64;
-        add(&c.dropped, late);
-        st.metrics.clear();
-        st.stopped = true;
-        st.flush_done = st.flush_requested;
-        drop(st);
-        self.shared.progress.notify_all();
+    }
+}
+
+impl Work for Worker {
+    type Queue = Queue;
+    type Stop = RunStatus;
+    type Counters = ExportStats;
+    type Context = Context;
+
+    /// A flush request or a param, tag or report is waiting; otherwise the thread sends
+    /// every flush interval.
+    fn ready(&self, st: &State<Self>) -> bool {
+        st.flush_requested() > self.flush_seen || !st.queue.control.is_empty()
+    }
+
+    fn cycle(&mut self, _: &Shared, stopping: bool) {
+        self.shutting_down = stopping;
+        self.collect();
+        if self.run.is_none() && !self.try_setup() {
+            self.check_flush();
+            return;
+        }
+        while self.send_controls() && self.send_metrics() {}
+        self.check_flush();
+    }
+
+    fn finish(&mut self, _: &Shared, status: RunStatus) {
+        self.end(status);
+    }
+
+    /// Metrics and controls queued too late for the last cycle.
+    fn abandon(shared: &Shared, queue: &mut Queue) {
+        let late = queue.metrics.len() as u64;
+        queue.metrics.clear();
+        let controls: Vec<Control> = queue.control.drain(..).collect();
+        shared.count(|c| {
+            c.dropped_metrics += late;
+            for item in &controls {
+                item.count_failed(c);
+            }
+        });
+    }
+
+    /// Dropping the last handle finishes the run: `FAILED` while panicking, else `FINISHED`.
+    fn on_drop(shared: &Shared) -> (RunStatus, Duration) {
+        let status = if std::thread::panicking() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Finished
+        };
+        (status, shared.context.config.shutdown_timeout)
+    }
+
+    /// A fifth of the window, at most 2 s, for the run's final status update.
+    fn reserve(timeout: Duration) -> Duration {
+        (timeout / 5).min(Duration::from_secs(2))
     }
 }
 

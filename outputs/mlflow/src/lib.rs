@@ -46,23 +46,28 @@ mod exporter;
 mod keys;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
+/// How requests authenticate (the official client's order: basic when both a username and a
+/// password are set, else a bearer token).
+pub use agent_profiler_http::auth::Auth;
+/// The statuses retried, and the longest wait between attempts (also the cap on
+/// `Retry-After`), as by the official client.
+pub use agent_profiler_http::retry::{MAX_BACKOFF, RETRY_STATUS_CODES};
+/// A password or token: `Debug` shows `***`, and it is only ever written in the
+/// `Authorization` header (marked sensitive).
+pub use agent_profiler_http::secret::Secret;
+/// Where the exporter's warnings go (see [`MlflowConfig::on_warning`]).
+pub use agent_profiler_http::sender::WarnSink;
 pub use client::{
-    Experiment, FileInfo, MAX_BACKOFF, Metric, MlflowClient, MlflowError, Param,
-    RETRY_STATUS_CODES, Run, RunData, RunInfo, RunStatus, RunTag, now_ms,
+    Experiment, FileInfo, Metric, MlflowClient, MlflowError, Param, Run, RunData, RunInfo,
+    RunStatus, RunTag, now_ms,
 };
-// Shared with the OTLP exporter until the HTTP layer holds them. Not a public API.
-#[doc(hidden)]
-pub use client::{authorization, base64, error_chain, random_unit, retry_after_seconds};
-#[doc(hidden)]
-pub use config::percent_decode;
 pub use config::{
-    Auth, ConfigError, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_JITTER, DEFAULT_FLUSH_INTERVAL,
+    ConfigError, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_JITTER, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
-    MAX_BACKOFF_FACTOR, MAX_RETRIES_LIMIT, MlflowConfig, Secret, WarnSink,
+    MAX_BACKOFF_FACTOR, MAX_RETRIES_LIMIT, MlflowConfig,
 };
 pub use exporter::{ExportStats, REPORT_ARTIFACT};
 pub use keys::{
@@ -74,7 +79,7 @@ pub use keys::{
 use agent_profiler_runtime::BottleneckAnalyzer;
 use agent_profiler_runtime::Summary;
 use agent_profiler_runtime::cost::{CostInfo, CostSink};
-use exporter::{Shared, Worker};
+use exporter::Exporter;
 
 /// Logs a workflow to an MLflow run from a background thread: per-call durations of the
 /// attached analyzers, LLM costs, params, tags, metrics, and the bottleneck report.
@@ -93,40 +98,7 @@ use exporter::{Shared, Worker};
 /// configured shutdown timeout), whatever the server does.
 #[derive(Clone)]
 pub struct MlflowTracker {
-    inner: Arc<TrackerInner>,
-}
-
-struct TrackerInner {
-    shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl TrackerInner {
-    fn stop(&self, status: RunStatus, timeout: Duration) -> ExportStats {
-        let stopped = self.shared.shutdown(status, timeout);
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if stopped && let Some(handle) = handle {
-            let _ = handle.join();
-        }
-        // Not stopped in time: the thread is left to end by itself, the workflow goes on.
-        self.shared.stats()
-    }
-}
-
-impl Drop for TrackerInner {
-    fn drop(&mut self) {
-        let status = if std::thread::panicking() {
-            RunStatus::Failed
-        } else {
-            RunStatus::Finished
-        };
-        let timeout = self.shared.config().shutdown_timeout;
-        self.stop(status, timeout);
-    }
+    inner: Arc<Exporter>,
 }
 
 impl fmt::Debug for MlflowTracker {
@@ -151,23 +123,8 @@ impl MlflowTracker {
         for (key, _) in &config.run_tags {
             validate_key(key)?;
         }
-        // Build the TLS setup once here so that a bad CA file is reported to the caller; the
-        // HTTP client itself is built (and dropped) on the exporter thread, outside any async
-        // runtime the caller may be in.
-        client::check_tls(&config)?;
-        let shared = Shared::new(config);
-        let worker = Worker::new(shared.clone());
-        let thread = std::thread::Builder::new()
-            .name("agent-profiler-mlflow".to_owned())
-            .spawn(move || worker.run())
-            .map_err(|e| MlflowError::Client {
-                message: format!("cannot start the exporter thread: {e}"),
-            })?;
         Ok(Self {
-            inner: Arc::new(TrackerInner {
-                shared,
-                thread: Mutex::new(Some(thread)),
-            }),
+            inner: Arc::new(Exporter::start(config)?),
         })
     }
 
@@ -182,29 +139,29 @@ impl MlflowTracker {
 
     /// The tracking server's URL (without user info).
     pub fn tracking_uri(&self) -> &str {
-        self.inner.shared.config().tracking_uri()
+        self.inner.config().tracking_uri()
     }
 
     /// Exports every call of `analyzer` from now on (turns on its per-call records with this
     /// tracker's ring capacity). One exporter per analyzer: two would split its calls.
     pub fn attach(&self, analyzer: &BottleneckAnalyzer) {
-        self.inner.shared.attach(analyzer);
+        self.inner.attach(analyzer);
     }
 
     /// The run's id, once the exporter has created or resumed it.
     pub fn run_id(&self) -> Option<String> {
-        self.inner.shared.run_info().map(|r| r.run_id.clone())
+        self.inner.run_info().map(|r| r.run_id.clone())
     }
 
     /// The run's info (as when it was created), once it exists.
     pub fn run_info(&self) -> Option<RunInfo> {
-        self.inner.shared.run_info().cloned()
+        self.inner.run_info().cloned()
     }
 
     /// Waits up to `timeout` for the run to exist; `None` if it does not by then (server
     /// down, bad experiment: see [`stats`](Self::stats)'s `last_error`).
     pub fn wait_for_run(&self, timeout: Duration) -> Option<RunInfo> {
-        self.inner.shared.wait_for_run(timeout)
+        self.inner.wait_for_run(timeout)
     }
 
     /// Queues one value of a metric (timestamp: now).
@@ -215,11 +172,10 @@ impl MlflowTracker {
     /// the value is dropped and counted.
     pub fn log_metric(&self, key: &str, value: f64, step: i64) -> Result<(), MlflowError> {
         validate_key(key)?;
-        if self.inner.shared.is_stopped() {
+        if self.inner.is_stopped() {
             return Err(MlflowError::Stopped);
         }
         self.inner
-            .shared
             .push_metric(Arc::from(key), value, now_ms(), step);
         Ok(())
     }
@@ -231,7 +187,7 @@ impl MlflowTracker {
     /// [`finish`](Self::finish).
     pub fn log_param(&self, key: &str, value: impl Into<String>) -> Result<(), MlflowError> {
         validate_key(key)?;
-        self.inner.shared.push_param(Param::new(key, value))
+        self.inner.push_param(Param::new(key, value))
     }
 
     /// Queues a run tag (value cut to 8000 characters when sent).
@@ -241,7 +197,7 @@ impl MlflowTracker {
     /// [`finish`](Self::finish).
     pub fn set_tag(&self, key: &str, value: impl Into<String>) -> Result<(), MlflowError> {
         validate_key(key)?;
-        self.inner.shared.push_tag(RunTag::new(key, value))
+        self.inner.push_tag(RunTag::new(key, value))
     }
 
     /// Queues one LLM call's cost as a value of `node_{node_id}_cost_usd` (step: the node's
@@ -249,11 +205,10 @@ impl MlflowTracker {
     /// [`cost_sink`](Self::cost_sink) does this for every
     /// priced call made inside a profiled node.
     pub fn log_node_cost(&self, node_id: &str, cost_usd: f64) {
-        self.inner.shared.push_cost(node_id, cost_usd, now_ms());
+        self.inner.push_cost(node_id, cost_usd, now_ms());
     }
 
-    /// Queues the bottleneck report of a workflow (the seed's `log_bottleneck_report`):
-    /// metrics `total_time_ms`, `node_count`, `bottleneck_count`, `total_cost_usd` (step:
+    /// Queues the bottleneck report of a workflow: metrics `total_time_ms`, `node_count`, `bottleneck_count`, `total_cost_usd` (step:
     /// how many reports came before), tags `slowest_node` and `bottlenecks` (ids, comma
     /// separated), and the whole summary as the artifact `bottleneck_report.json`. When
     /// anything was lost by then, the tag `export_lost` and the artifact's `export` field
@@ -262,7 +217,7 @@ impl MlflowTracker {
     /// Reports go before per-call metrics, are kept across transient failures, and are
     /// delivered at shutdown when the server is reachable.
     pub fn log_bottleneck_report(&self, summary: &Summary) {
-        if self.inner.shared.push_report(summary).is_err() {
+        if self.inner.push_report(summary).is_err() {
             // After finish: nothing can be sent any more; the summary is the caller's still.
         }
     }
@@ -272,19 +227,19 @@ impl MlflowTracker {
     /// refused by the server and counted in [`stats`](Self::stats); `false` on timeout
     /// (the exporter keeps trying).
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.inner.shared.flush(timeout)
+        self.inner.flush(timeout)
     }
 
     /// What the exporter has sent, retried, dropped and failed so far.
     pub fn stats(&self) -> ExportStats {
-        self.inner.shared.stats()
+        self.inner.stats()
     }
 
     /// Delivers what is queued within the configured shutdown timeout, sets the run's status
     /// and end time, and stops the exporter; the final statistics. Later calls (and other
     /// clones) log nothing more.
     pub fn finish(&self, status: RunStatus) -> ExportStats {
-        let timeout = self.inner.shared.config().shutdown_timeout;
+        let timeout = self.inner.config().shutdown_timeout;
         self.inner.stop(status, timeout)
     }
 
@@ -299,13 +254,13 @@ impl MlflowTracker {
     /// the node's count of priced calls so far). Queued without blocking (bounded; dropped and
     /// counted when the exporter is behind). It does not keep the exporter alive.
     pub fn cost_sink(&self) -> Arc<dyn CostSink> {
-        Arc::new(MlflowCostSink(Arc::downgrade(&self.inner.shared)))
+        Arc::new(MlflowCostSink(Arc::downgrade(&self.inner)))
     }
 }
 
 /// How a [`MultiProviderCostTracker`](agent_profiler_runtime::MultiProviderCostTracker) reaches
 /// the exporter.
-struct MlflowCostSink(std::sync::Weak<Shared>);
+struct MlflowCostSink(std::sync::Weak<Exporter>);
 
 impl CostSink for MlflowCostSink {
     fn node_call(&self, node_id: &str, info: &CostInfo) {

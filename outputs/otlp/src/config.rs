@@ -8,7 +8,10 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use agent_profiler_mlflow::{ConfigError, MlflowConfig, percent_decode};
+use agent_profiler_http::env::{BOOL_EXPECTED, parse_bool};
+use agent_profiler_http::secret::{Redactor, Secret};
+use agent_profiler_http::url::{hide_userinfo, percent_decode};
+use agent_profiler_mlflow::{ConfigError, MlflowConfig};
 
 /// Default of `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`: 10 s per request (the SDK's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,16 +123,6 @@ impl fmt::Display for OtlpError {
 
 impl std::error::Error for OtlpError {}
 
-/// A header value that may be a secret: shown as `***` in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct HeaderSecret(pub(crate) String);
-
-impl fmt::Debug for HeaderSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 /// Where traces go, how requests authenticate, retry and time out, and how much the exporter
 /// holds. Build it with [`from_env`](Self::from_env) (the OpenTelemetry SDK's variables),
 /// [`for_mlflow`](Self::for_mlflow) / [`from_mlflow`](Self::from_mlflow), or
@@ -158,7 +151,8 @@ impl fmt::Debug for HeaderSecret {
 #[derive(Clone)]
 pub struct OtlpConfig {
     pub(crate) endpoint: String,
-    pub(crate) headers: Vec<(String, HeaderSecret)>,
+    /// Every header value is kept as a secret: any of them may be a key.
+    pub(crate) headers: Vec<(String, Secret)>,
     pub(crate) service_name: String,
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) timeout: Duration,
@@ -197,19 +191,6 @@ pub enum LlmSpans {
     /// also does, MLflow's trace totals leave out the inner node's tokens and cost (the
     /// spans themselves are right).
     OnNode,
-}
-
-/// Hides the user info of a URL, for messages.
-pub(crate) fn hide_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_owned(),
-    }
 }
 
 /// Checks an endpoint URL: `http(s)://host...`.
@@ -290,16 +271,13 @@ fn parse_millis(variable: &'static str, value: &str) -> Result<Duration, OtlpErr
     }
 }
 
-fn parse_bool(variable: &'static str, value: &str) -> Result<bool, OtlpError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(OtlpError::InvalidValue {
-            variable,
-            value: value.to_owned(),
-            expected: "one of true, false, 1, 0",
-        }),
-    }
+/// A boolean variable ([`parse_bool`]: blanks around the value are ignored).
+fn parse_bool_var(variable: &'static str, value: &str) -> Result<bool, OtlpError> {
+    parse_bool(value).ok_or_else(|| OtlpError::InvalidValue {
+        variable,
+        value: value.to_owned(),
+        expected: BOOL_EXPECTED,
+    })
 }
 
 impl OtlpConfig {
@@ -362,7 +340,7 @@ impl OtlpConfig {
         let mut config = Self::new(&format!("{base}{TRACES_PATH}"))?;
         config.headers.push((
             MLFLOW_EXPERIMENT_HEADER.to_owned(),
-            HeaderSecret(experiment_id.to_owned()),
+            Secret::new(experiment_id),
         ));
         if let Some(auth) = mlflow.authorization_header() {
             check_header("authorization", &auth).map_err(|reason| OtlpError::InvalidHeader {
@@ -371,7 +349,7 @@ impl OtlpConfig {
             })?;
             config
                 .headers
-                .push(("authorization".to_owned(), HeaderSecret(auth)));
+                .push(("authorization".to_owned(), Secret::new(auth)));
         }
         config.insecure_tls = mlflow.is_insecure_tls();
         config.certificate = mlflow.ca_file().map(Into::into);
@@ -518,7 +496,7 @@ impl OtlpConfig {
         ) {
             // Meant for gRPC by the specification; honoured here only to turn TLS
             // verification off for https endpoints when explicitly asked for.
-            config.insecure_tls = parse_bool(variable, &value)?;
+            config.insecure_tls = parse_bool_var(variable, &value)?;
         }
         if let Some(list) = var("OTEL_RESOURCE_ATTRIBUTES") {
             for (key, value) in parse_key_values("OTEL_RESOURCE_ATTRIBUTES", &list)? {
@@ -538,7 +516,12 @@ impl OtlpConfig {
     fn set_header(&mut self, name: String, value: String) {
         let name = name.to_ascii_lowercase();
         self.headers.retain(|(n, _)| *n != name);
-        self.headers.push((name, HeaderSecret(value)));
+        self.headers.push((name, Secret::new(value)));
+    }
+
+    /// A redactor of the header values, for messages.
+    pub(crate) fn redactor(&self) -> Redactor {
+        Redactor::new(self.headers.iter().map(|(_, value)| value.expose()))
     }
 
     /// The receiver's URL.
@@ -556,7 +539,7 @@ impl OtlpConfig {
         self.headers
             .iter()
             .find(|(n, _)| n == MLFLOW_EXPERIMENT_HEADER)
-            .map(|(_, v)| v.0.as_str())
+            .map(|(_, v)| v.expose())
     }
 
     /// The `service.name` of the resource.
@@ -710,7 +693,6 @@ impl fmt::Debug for OtlpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_profiler_mlflow::base64;
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
@@ -726,7 +708,7 @@ mod tests {
             .headers
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.0.as_str())
+            .map(|(_, v)| v.expose())
     }
 
     #[test]
@@ -927,23 +909,5 @@ mod tests {
         let c = c.header("bad name", "v");
         assert_eq!(c.header_errors.len(), 1);
         assert!(OtlpConfig::for_mlflow("http://127.0.0.1:5000", " ").is_err());
-    }
-
-    #[test]
-    fn userinfo_is_hidden() {
-        assert_eq!(
-            hide_userinfo("http://u:p@h:1/v1/traces?a=b@c"),
-            "http://***@h:1/v1/traces?a=b@c"
-        );
-        assert_eq!(hide_userinfo("http://h/x@y"), "http://h/x@y");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b%3d").as_deref(), Some("a b="));
-        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
-        assert_eq!(percent_decode("%4").as_deref(), Some("%4"));
-        assert_eq!(percent_decode("%ff"), None);
-        assert_eq!(base64(b"user:pw"), "dXNlcjpwdw==");
     }
 }

@@ -2,7 +2,6 @@
 //! the LLM calls in the OpenTelemetry GenAI conventions. Pure functions, no I/O.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -17,7 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 use super::config::{LlmSpans, OtlpConfig};
 use agent_profiler_runtime::Outcome;
 use agent_profiler_runtime::cost::{CostBreakdown, CostInfo};
-use agent_profiler_runtime::trace::{Span, Trace};
+use agent_profiler_runtime::trace::{Span, Trace, random_u64, splitmix64};
 
 /// The OTLP span message.
 type OtlpSpan = opentelemetry_proto::tonic::trace::v1::Span;
@@ -248,35 +247,23 @@ fn mlflow_cost(total_usd: f64) -> KeyValue {
     }
 }
 
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A span id derived from `seed` that is neither 0 nor in `used` (then added to it).
+/// A span id derived from `seed` (the same for the same seed: converting a trace twice gives
+/// the same ids) that is neither 0 nor in `used` (then added to it).
 fn fresh_id(seed: u64, used: &mut HashSet<u64>) -> u64 {
-    let mut x = seed;
+    let mut state = seed;
     loop {
-        x = splitmix64(x);
-        if x != 0 && used.insert(x) {
-            return x;
+        let id = splitmix64(&mut state);
+        if id != 0 && used.insert(id) {
+            return id;
         }
     }
 }
 
 /// A random trace id, for a trace whose own id is not usable (not 32 hex digits, or 0).
 fn random_trace_id() -> [u8; 16] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let a = splitmix64(nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32));
-    let b = splitmix64(a ^ u64::from(std::process::id()));
     let mut id = [0; 16];
-    id[..8].copy_from_slice(&a.to_be_bytes());
-    id[8..].copy_from_slice(&b.to_be_bytes());
+    id[..8].copy_from_slice(&random_u64().to_be_bytes());
+    id[8..].copy_from_slice(&random_u64().to_be_bytes());
     if id == [0; 16] { [1; 16] } else { id }
 }
 

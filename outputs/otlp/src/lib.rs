@@ -56,9 +56,7 @@ mod http;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -74,9 +72,9 @@ pub use convert::{AttributeValue, RootSpan, to_request, to_requests};
 /// returns.
 pub use opentelemetry_proto::tonic as proto;
 
-use agent_profiler_http::wait::{deadline_after, lock, wait_until};
+use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
 use agent_profiler_runtime::trace::Trace;
-use http::{Pace, Sender};
+use http::Sender;
 
 /// What the exporter has done so far. Every span handed to [`OtlpExporter::export`] (the
 /// root span included) ends up in exactly one of `spans_sent`, `spans_dropped`,
@@ -140,10 +138,7 @@ impl fmt::Display for OtlpStats {
             self.spans_rejected,
             self.pending_spans
         )?;
-        if let Some(error) = &self.last_error {
-            write!(f, "; last error: {error}")?;
-        }
-        Ok(())
+        write_last_error(f, self.last_error.as_deref())
     }
 }
 
@@ -152,126 +147,23 @@ struct Job {
     trace: Trace,
     root: RootSpan,
     spans: usize,
+    /// Flush requests made before it was queued (they do not wait for it).
+    ticket: u64,
 }
 
+/// What [`OtlpExporter::export`] queues for the thread.
 #[derive(Default)]
-struct State {
-    queue: VecDeque<Job>,
+struct Queue {
+    jobs: VecDeque<Job>,
     /// Spans queued or being sent.
     pending_spans: usize,
-    /// Traces ever queued, and traces handled (sent, failed).
-    queued: u64,
-    handled: u64,
-    /// When the exporter must stop, once shutdown was asked for.
-    shutdown: Option<Instant>,
-    stopped: bool,
 }
 
-#[derive(Default)]
-struct Counters {
-    traces_sent: AtomicU64,
-    traces_dropped: AtomicU64,
-    traces_failed: AtomicU64,
-    spans_sent: AtomicU64,
-    spans_dropped: AtomicU64,
-    spans_failed: AtomicU64,
-    spans_rejected: AtomicU64,
-    requests_sent: AtomicU64,
-    requests_failed: AtomicU64,
-}
+type Shared = sender::Shared<Worker>;
 
-fn add(counter: &AtomicU64, n: usize) {
-    counter.fetch_add(n as u64, Ordering::Relaxed);
-}
-
-/// What the handles and the exporter thread share.
-struct Shared {
-    config: OtlpConfig,
-    state: Mutex<State>,
-    /// Wakes the thread: a trace queued, shutdown.
-    wake: Condvar,
-    /// Wakes callers: a trace handled, stopped.
-    progress: Condvar,
-    counters: Counters,
-    retries: Arc<AtomicU64>,
-    last_error: Mutex<Option<String>>,
-    warned: AtomicBool,
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
-    fn record_error(&self, message: &str) {
-        *lock(&self.last_error) = Some(message.to_owned());
-        if self.config.warnings && !self.warned.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "agent-profiler: OTLP trace export is failing: {message}. The workflow is not \
-                 affected; what cannot be delivered is counted (OtlpExporter::stats)."
-            );
-        }
-    }
-
-    /// Whether a trace of `spans` spans may be queued: not shutting down, and room left.
-    fn has_room(&self, st: &State, spans: usize) -> bool {
-        st.shutdown.is_none()
-            && !st.stopped
-            && st.pending_spans + spans <= self.config.queue_capacity
-    }
-
-    fn drop_job(&self, spans: usize) {
-        add(&self.counters.traces_dropped, 1);
-        add(&self.counters.spans_dropped, spans);
-    }
-
-    fn stats(&self) -> OtlpStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        OtlpStats {
-            traces_sent: get(&c.traces_sent),
-            traces_dropped: get(&c.traces_dropped),
-            traces_failed: get(&c.traces_failed),
-            spans_sent: get(&c.spans_sent),
-            spans_dropped: get(&c.spans_dropped),
-            spans_failed: get(&c.spans_failed),
-            spans_rejected: get(&c.spans_rejected),
-            requests_sent: get(&c.requests_sent),
-            requests_failed: get(&c.requests_failed),
-            retried_requests: get(&self.retries),
-            pending_spans: self.state().pending_spans as u64,
-            last_error: lock(&self.last_error).clone(),
-        }
-    }
-
-    /// Asks the thread to deliver what is queued by `timeout` from now and stop; waits for
-    /// it a little past that.
-    fn shutdown(&self, timeout: Duration) -> bool {
-        let mut st = self.state();
-        if st.shutdown.is_none() {
-            st.shutdown = Some(deadline_after(timeout));
-        }
-        let give_up = st.shutdown.unwrap_or_else(Instant::now) + Duration::from_secs(2);
-        self.wake.notify_all();
-        wait_until(&self.progress, st, give_up, |st| st.stopped)
-    }
-}
-
-/// The thread's waits between retries: cut short by shutdown, after which requests have a
-/// deadline.
-impl Pace for Shared {
-    fn deadline(&self) -> Option<Instant> {
-        self.state().shutdown
-    }
-
-    fn sleep(&self, duration: Duration) {
-        let until = Instant::now() + duration;
-        let st = self.state();
-        let shutting_down = st.shutdown.is_some();
-        wait_until(&self.wake, st, until, |st| {
-            st.shutdown.is_some() != shutting_down
-        });
-    }
+/// Whether a trace of `spans` spans may be queued: not shutting down, and room left.
+fn has_room(config: &OtlpConfig, st: &State<Worker>, spans: usize) -> bool {
+    st.accepting() && st.queue.pending_spans + spans <= config.queue_capacity
 }
 
 /// Sends traces over OTLP/HTTP from a background thread.
@@ -314,37 +206,14 @@ impl Pace for Shared {
 /// ```
 #[derive(Clone)]
 pub struct OtlpExporter {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Inner {
-    fn stop(&self) -> OtlpStats {
-        let stopped = self.shared.shutdown(self.shared.config.shutdown_timeout);
-        let handle = lock(&self.thread).take();
-        if stopped && let Some(handle) = handle {
-            let _ = handle.join();
-        }
-        // Not stopped in time: the thread is left to end by itself, the workflow goes on.
-        self.shared.stats()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    inner: Arc<Thread<Worker>>,
 }
 
 impl fmt::Debug for OtlpExporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtlpExporter")
-            .field("config", &self.inner.shared.config)
-            .field("stats", &self.inner.shared.stats())
+            .field("config", self.config())
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -365,28 +234,23 @@ impl OtlpExporter {
             });
         }
         http::tls_config(&config)?;
-        let shared = Arc::new(Shared {
-            config,
-            state: Mutex::new(State::default()),
-            wake: Condvar::new(),
-            progress: Condvar::new(),
-            counters: Counters::default(),
-            retries: Arc::new(AtomicU64::new(0)),
-            last_error: Mutex::new(None),
-            warned: AtomicBool::new(false),
-        });
-        let worker = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("agent-profiler-otlp".to_owned())
-            .spawn(move || run(&worker))
-            .map_err(|e| OtlpError::Spawn {
+        let settings = Settings {
+            name: "OTLP exporter",
+            thread_name: "agent-profiler-otlp",
+            subject: "OTLP trace export".to_owned(),
+            stats: "OtlpExporter::stats",
+            warnings: config.warnings,
+            warn_sink: None,
+            redactor: config.redactor(),
+            interval: None,
+        };
+        let shared = Shared::new(settings, config);
+        let thread =
+            Thread::spawn(shared, Worker { sender: None }).map_err(|e| OtlpError::Spawn {
                 message: e.to_string(),
             })?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                shared,
-                thread: Mutex::new(Some(handle)),
-            }),
+            inner: Arc::new(thread),
         })
     }
 
@@ -394,90 +258,146 @@ impl OtlpExporter {
     /// once. `true` when queued, `false` when dropped (queue full, or the exporter shut
     /// down), which [`stats`](Self::stats) counts.
     pub fn export(&self, trace: &Trace, root: RootSpan) -> bool {
-        let shared = &self.inner.shared;
-        let calls: usize = match shared.config.llm_spans {
+        let shared = &self.inner;
+        let config = &shared.context;
+        let calls: usize = match config.llm_spans {
             LlmSpans::PerCall => trace.spans.iter().map(|s| s.llm_calls.len()).sum(),
             LlmSpans::OnNode => 0,
         };
         let spans = trace.spans.len() + calls + 1;
-        if !shared.has_room(&shared.state(), spans) {
-            shared.drop_job(spans);
-            return false;
+        let dropped = || {
+            shared.count(|c| {
+                c.traces_dropped += 1;
+                c.spans_dropped += spans as u64;
+            });
+            false
+        };
+        if !has_room(config, &shared.state(), spans) {
+            return dropped();
         }
         // Copied outside the lock; the room is checked again before queueing.
-        let job = Job {
-            trace: trace.clone(),
+        let trace = trace.clone();
+        let mut st = shared.state();
+        if !has_room(config, &st, spans) {
+            drop(st);
+            return dropped();
+        }
+        let ticket = st.flush_requested();
+        st.queue.pending_spans += spans;
+        st.queue.jobs.push_back(Job {
+            trace,
             root,
             spans,
-        };
-        let mut st = shared.state();
-        if !shared.has_room(&st, spans) {
-            drop(st);
-            shared.drop_job(spans);
-            return false;
-        }
-        st.pending_spans += spans;
-        st.queued += 1;
-        st.queue.push_back(job);
-        drop(st);
-        shared.wake.notify_all();
+            ticket,
+        });
+        shared.wake(st);
         true
     }
 
     /// Waits until every trace exported before this call is sent or failed, or `timeout`
     /// passes; `true` when done in time (also when the exporter has stopped).
     pub fn flush(&self, timeout: Duration) -> bool {
-        let shared = &self.inner.shared;
-        let deadline = deadline_after(timeout);
-        let st = shared.state();
-        let goal = st.queued;
-        wait_until(&shared.progress, st, deadline, |st| {
-            st.handled >= goal || st.stopped
-        })
+        self.inner.flush(timeout)
     }
 
     /// What has been sent, dropped and failed so far.
     pub fn stats(&self) -> OtlpStats {
-        self.inner.shared.stats()
+        let shared = &self.inner;
+        let mut stats = shared.counters();
+        stats.retried_requests = shared.retried();
+        stats.pending_spans = shared.state().queue.pending_spans as u64;
+        stats.last_error = shared.last_error();
+        stats
     }
 
     /// The configuration.
     pub fn config(&self) -> &OtlpConfig {
-        &self.inner.shared.config
+        &self.inner.context
     }
 
     /// Stops accepting traces, delivers what is queued within the shutdown timeout, stops
     /// the thread, and returns the final statistics. Clones stop too; calling it again
     /// returns at once.
     pub fn shutdown(&self) -> OtlpStats {
-        self.inner.stop()
+        self.inner.stop((), self.config().shutdown_timeout);
+        self.stats()
     }
 }
 
-/// The thread's body. A bug here must not leave callers waiting: a panic marks the
-/// exporter stopped.
-fn run(shared: &Arc<Shared>) {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(shared)));
-    if outcome.is_err() {
-        shared.record_error("the OTLP exporter thread panicked; nothing more is sent");
+/// The exporter thread's own state: the HTTP sender, once made.
+struct Worker {
+    sender: Option<Sender>,
+}
+
+impl Work for Worker {
+    type Queue = Queue;
+    type Stop = ();
+    type Counters = OtlpStats;
+    type Context = OtlpConfig;
+
+    /// A trace is queued, or a flush waits to be told it is done.
+    fn ready(&self, st: &State<Self>) -> bool {
+        !st.queue.jobs.is_empty() || st.flush_pending()
     }
-    let mut st = shared.state();
-    // Whatever is left (a panic, or the deadline passed) is counted as failed.
-    while let Some(job) = st.queue.pop_front() {
-        add(&shared.counters.traces_failed, 1);
-        add(&shared.counters.spans_failed, job.spans);
-        st.pending_spans = st.pending_spans.saturating_sub(job.spans);
-        st.handled += 1;
+
+    /// Sends the queued traces one after the other, until none is left; after each, the
+    /// flush requests that waited for nothing later are done.
+    fn cycle(&mut self, shared: &Shared, _: bool) {
+        loop {
+            let mut st = shared.state();
+            let Some(job) = st.queue.jobs.pop_front() else {
+                let all = st.flush_requested();
+                shared.flushed(st, all);
+                return;
+            };
+            let past_deadline = st
+                .shutdown_deadline()
+                .is_some_and(|deadline| Instant::now() >= deadline);
+            drop(st);
+            if past_deadline {
+                fail_job(shared, &job, "the shutdown deadline passed before sending");
+            } else {
+                if self.sender.is_none() {
+                    // Tried again for the next trace when it fails (the server may come up).
+                    match make_sender(shared) {
+                        Ok(made) => self.sender = Some(made),
+                        Err(message) => fail_job(shared, &job, &message),
+                    }
+                }
+                if let Some(sender) = &self.sender {
+                    send_job(shared, sender, &job);
+                }
+            }
+            let mut st = shared.state();
+            st.queue.pending_spans = st.queue.pending_spans.saturating_sub(job.spans);
+            let done = st
+                .queue
+                .jobs
+                .front()
+                .map_or(st.flush_requested(), |next| next.ticket);
+            shared.flushed(st, done);
+        }
     }
-    st.stopped = true;
-    drop(st);
-    shared.progress.notify_all();
+
+    fn finish(&mut self, _: &Shared, (): ()) {}
+
+    /// Whatever is left (a panic, or the deadline passed) is counted as failed.
+    fn abandon(shared: &Shared, queue: &mut Queue) {
+        for job in queue.jobs.drain(..) {
+            queue.pending_spans = queue.pending_spans.saturating_sub(job.spans);
+            fail_count(shared, job.spans);
+        }
+    }
+
+    fn on_drop(shared: &Shared) -> ((), Duration) {
+        ((), shared.context.shutdown_timeout)
+    }
 }
 
 /// The sender, once the experiment of an MLflow target known by name is resolved.
 fn make_sender(shared: &Shared) -> Result<Sender, String> {
-    let config = &shared.config;
-    let mut sender = Sender::new(config, shared.retries.clone()).map_err(|e| e.to_string())?;
+    let config = &shared.context;
+    let mut sender = Sender::new(config, shared.retries().clone()).map_err(|e| e.to_string())?;
     if let Some((mlflow, name)) = &config.mlflow_experiment_name
         && config.experiment_id().is_none()
     {
@@ -493,55 +413,21 @@ fn make_sender(shared: &Shared) -> Result<Sender, String> {
     Ok(sender)
 }
 
-fn work(shared: &Shared) {
-    let mut sender: Option<Sender> = None;
-    loop {
-        let job = {
-            let mut st = shared.state();
-            loop {
-                if let Some(job) = st.queue.pop_front() {
-                    break job;
-                }
-                if st.shutdown.is_some() {
-                    return;
-                }
-                st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
-            }
-        };
-        let past_deadline = shared
-            .state()
-            .shutdown
-            .is_some_and(|deadline| Instant::now() >= deadline);
-        if past_deadline {
-            fail_job(shared, &job, "the shutdown deadline passed before sending");
-        } else {
-            if sender.is_none() {
-                // Tried again for the next trace when it fails (the server may come up).
-                match make_sender(shared) {
-                    Ok(made) => sender = Some(made),
-                    Err(message) => fail_job(shared, &job, &message),
-                }
-            }
-            if let Some(client) = &sender {
-                send_job(shared, client, &job);
-            }
-        }
-        let mut st = shared.state();
-        st.pending_spans = st.pending_spans.saturating_sub(job.spans);
-        st.handled += 1;
-        drop(st);
-        shared.progress.notify_all();
-    }
+/// Counts a trace of `spans` spans as failed.
+fn fail_count(shared: &Shared, spans: usize) {
+    shared.count(|c| {
+        c.traces_failed += 1;
+        c.spans_failed += spans as u64;
+    });
 }
 
 fn fail_job(shared: &Shared, job: &Job, message: &str) {
-    add(&shared.counters.traces_failed, 1);
-    add(&shared.counters.spans_failed, job.spans);
+    fail_count(shared, job.spans);
     shared.record_error(message);
 }
 
 fn send_job(shared: &Shared, sender: &Sender, job: &Job) {
-    let requests = to_requests(&job.trace, &job.root, &shared.config);
+    let requests = to_requests(&job.trace, &job.root, &shared.context);
     let mut delivered = true;
     for request in requests {
         let spans: usize = request
@@ -552,15 +438,17 @@ fn send_job(shared: &Shared, sender: &Sender, job: &Job) {
             .sum();
         let body = request.encode_to_vec();
         drop(request);
-        match sender.send(&body, job.root.mlflow_run_id(), shared) {
+        match sender.send(&body, job.root.mlflow_run_id(), &shared.pacer(false)) {
             Ok(accepted) => {
-                add(&shared.counters.requests_sent, 1);
                 let rejected = usize::try_from(accepted.rejected_spans)
                     .unwrap_or(usize::MAX)
                     .min(spans);
-                add(&shared.counters.spans_sent, spans - rejected);
+                shared.count(|c| {
+                    c.requests_sent += 1;
+                    c.spans_sent += (spans - rejected) as u64;
+                    c.spans_rejected += rejected as u64;
+                });
                 if rejected > 0 {
-                    add(&shared.counters.spans_rejected, rejected);
                     delivered = false;
                     shared.record_error(&format!(
                         "the receiver refused {rejected} of {spans} spans: {}",
@@ -569,17 +457,20 @@ fn send_job(shared: &Shared, sender: &Sender, job: &Job) {
                 }
             }
             Err(message) => {
-                add(&shared.counters.requests_failed, 1);
-                add(&shared.counters.spans_failed, spans);
+                shared.count(|c| {
+                    c.requests_failed += 1;
+                    c.spans_failed += spans as u64;
+                });
                 delivered = false;
                 shared.record_error(&message);
             }
         }
     }
-    let counter = if delivered {
-        &shared.counters.traces_sent
-    } else {
-        &shared.counters.traces_failed
-    };
-    add(counter, 1);
+    shared.count(|c| {
+        if delivered {
+            c.traces_sent += 1;
+        } else {
+            c.traces_failed += 1;
+        }
+    });
 }

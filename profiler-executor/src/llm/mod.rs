@@ -4,7 +4,9 @@
 //!
 //! Every client returns the provider's raw JSON body with its `usage`, so that the cost
 //! tracker prices the call from what the provider said. Errors are values
-//! ([`LlmError`]), never panics, and never contain the API key.
+//! ([`LlmError`]), never panics, and never contain the API key. TLS, the HTTP client, the
+//! key's secret type and its redaction are the HTTP layer's (`agent-profiler-http`), shared
+//! with the exporters.
 
 mod anthropic;
 mod http;
@@ -15,8 +17,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use agent_profiler_http::auth::{bearer, sensitive_header};
+use agent_profiler_http::secret::{REDACTED, Redactor, Secret};
 
 pub use anthropic::{ANTHROPIC_DEFAULT_BASE_URL, ANTHROPIC_VERSION, AnthropicClient};
 pub use openai::{OPENAI_DEFAULT_BASE_URL, OpenAiClient};
@@ -24,6 +30,9 @@ pub use simulated::SimulatedClient;
 
 /// A boxed, `Send` future: what [`LlmClient::complete`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What [`LlmClient::complete`] returns: a future of the answer.
+pub type Completion<'a> = BoxFuture<'a, Result<LlmResponse, LlmError>>;
 
 /// One request: a model, an optional system prompt, the user prompt, a token limit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,10 +143,7 @@ impl std::error::Error for LlmError {}
 /// An LLM endpoint. Implementations must be cheap to share across tasks.
 pub trait LlmClient: Send + Sync {
     /// Sends `request` and waits for the answer.
-    fn complete<'a>(
-        &'a self,
-        request: &'a LlmRequest,
-    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>>;
+    fn complete<'a>(&'a self, request: &'a LlmRequest) -> Completion<'a>;
 
     /// A one-line description for reports and run records (`openai-compatible at
     /// https://...`, `simulated`): never the key.
@@ -147,7 +153,7 @@ pub trait LlmClient: Send + Sync {
 /// An API key: its value is never shown by `Debug` or `Display`, only where it came from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
-    value: String,
+    value: Secret,
     source: String,
 }
 
@@ -155,22 +161,20 @@ impl ApiKey {
     /// A key given in code; `source` says where it came from (never the value itself).
     pub fn new(value: impl Into<String>, source: impl Into<String>) -> Self {
         Self {
-            value: value.into(),
+            value: Secret::new(value),
             source: source.into(),
         }
     }
 
-    /// The key in environment variable `var`, if set and not empty.
+    /// The key in environment variable `var`, if set and not empty (blanks around it
+    /// removed).
     pub fn from_env(var: &str) -> Option<Self> {
-        match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Some(Self::new(v.trim(), format!("env:{var}"))),
-            _ => None,
-        }
+        env_value(var).map(|v| Self::new(v.trim(), format!("env:{var}")))
     }
 
     /// The key itself: only for the request header.
     pub fn expose(&self) -> &str {
-        &self.value
+        self.value.expose()
     }
 
     /// Where the key came from (`env:OPENAI_API_KEY`, `code`).
@@ -178,25 +182,44 @@ impl ApiKey {
         &self.source
     }
 
-    /// `text` with every occurrence of the key replaced by `[REDACTED]`.
+    /// `text` with every occurrence of the key replaced by `***` (keys shorter than 4
+    /// characters are left: see [`Redactor`]).
     pub fn scrub(&self, text: &str) -> String {
-        if self.value.len() < 4 {
-            return text.to_owned();
-        }
-        text.replace(&self.value, "[REDACTED]")
+        Redactor::new([self.expose()]).clean(text)
+    }
+
+    /// The key as a header value marked sensitive: `Bearer <key>` when `bearer`, else the
+    /// key alone.
+    pub(crate) fn header_value(&self, bearer_token: bool) -> Result<HeaderValue, LlmError> {
+        let value = if bearer_token {
+            bearer(&self.value)
+        } else {
+            self.value.clone()
+        };
+        sensitive_header(value.expose()).ok_or_else(|| LlmError::Other {
+            message: format!(
+                "the API key from {} contains characters not allowed in an HTTP header",
+                self.source
+            ),
+        })
     }
 }
 
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApiKey(from {}, [REDACTED])", self.source)
+        write!(f, "ApiKey(from {}, {REDACTED})", self.source)
     }
 }
 
 impl fmt::Display for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[REDACTED key from {}]", self.source)
+        write!(f, "{REDACTED} (key from {})", self.source)
     }
+}
+
+/// The value of environment variable `var`, when set and not blank.
+fn env_value(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// The client the environment names: [`OpenAiClient`] when `OPENAI_BASE_URL` or
@@ -206,7 +229,7 @@ impl fmt::Display for ApiKey {
 /// # Errors
 /// When the named client cannot be built.
 pub fn client_from_env() -> Result<Option<std::sync::Arc<dyn LlmClient>>, LlmError> {
-    let set = |v: &str| std::env::var(v).is_ok_and(|s| !s.trim().is_empty());
+    let set = |var: &str| env_value(var).is_some();
     if set("OPENAI_BASE_URL") || set("OPENAI_API_KEY") {
         return Ok(Some(std::sync::Arc::new(OpenAiClient::from_env()?)));
     }
@@ -214,4 +237,21 @@ pub fn client_from_env() -> Result<Option<std::sync::Arc<dyn LlmClient>>, LlmErr
         return Ok(Some(std::sync::Arc::new(AnthropicClient::from_env()?)));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_never_show() {
+        let key = ApiKey::new("sk-0123456789", "code");
+        assert_eq!(format!("{key:?}"), "ApiKey(from code, ***)");
+        assert_eq!(key.to_string(), "*** (key from code)");
+        assert_eq!(key.scrub("echo sk-0123456789!"), "echo ***!");
+        let header = key.header_value(true).unwrap();
+        assert!(header.is_sensitive());
+        assert_eq!(header.to_str().unwrap(), "Bearer sk-0123456789");
+        assert!(ApiKey::new("bad\nkey", "code").header_value(false).is_err());
+    }
 }

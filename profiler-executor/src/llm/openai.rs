@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 
-use super::http::{DEFAULT_TIMEOUT, build_client, post_json, snippet};
-use super::{ApiKey, BoxFuture, LlmClient, LlmError, LlmRequest, LlmResponse};
+use super::http::{Endpoint, Reply};
+use super::{ApiKey, Completion, LlmClient, LlmError, LlmRequest, LlmResponse, env_value};
 
 /// The default base URL: OpenAI's.
 pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -14,10 +15,8 @@ pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// LiteLLM proxy). The key is optional: local servers often need none.
 #[derive(Clone, Debug)]
 pub struct OpenAiClient {
-    base_url: String,
+    endpoint: Endpoint,
     key: Option<ApiKey>,
-    timeout: Duration,
-    http: reqwest::Client,
 }
 
 impl OpenAiClient {
@@ -27,12 +26,8 @@ impl OpenAiClient {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(base_url: &str, key: Option<ApiKey>) -> Result<Self, LlmError> {
-        Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            key,
-            timeout: DEFAULT_TIMEOUT,
-            http: build_client(DEFAULT_TIMEOUT)?,
-        })
+        let endpoint = Endpoint::new(base_url)?;
+        Ok(Self { endpoint, key })
     }
 
     /// From `OPENAI_BASE_URL` (default [`OPENAI_DEFAULT_BASE_URL`]) and `OPENAI_API_KEY`.
@@ -41,10 +36,8 @@ impl OpenAiClient {
     /// [`LlmError::MissingApiKey`] when the base URL is OpenAI's and no key is set; when
     /// the HTTP client cannot be built.
     pub fn from_env() -> Result<Self, LlmError> {
-        let base = std::env::var("OPENAI_BASE_URL")
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned());
+        let base =
+            env_value("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned());
         let key = ApiKey::from_env("OPENAI_API_KEY");
         if key.is_none() && base.trim_end_matches('/') == OPENAI_DEFAULT_BASE_URL {
             return Err(LlmError::MissingApiKey {
@@ -58,19 +51,17 @@ impl OpenAiClient {
     ///
     /// # Errors
     /// When the HTTP client cannot be rebuilt.
-    pub fn with_timeout(mut self, timeout: Duration) -> Result<Self, LlmError> {
-        self.timeout = timeout;
-        self.http = build_client(timeout)?;
-        Ok(self)
+    pub fn with_timeout(self, timeout: Duration) -> Result<Self, LlmError> {
+        let endpoint = self.endpoint.with_timeout(timeout)?;
+        Ok(Self { endpoint, ..self })
     }
 
     /// The base URL.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        self.endpoint.base_url()
     }
 
     async fn call(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let url = format!("{}/chat/completions", self.base_url);
         let mut messages = Vec::new();
         if let Some(system) = &request.system {
             messages.push(json!({"role": "system", "content": system}));
@@ -84,56 +75,27 @@ impl OpenAiClient {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
-        let mut builder = self.http.post(&url).json(&body);
+        let mut headers = HeaderMap::new();
         if let Some(key) = &self.key {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                    .map_err(|_| LlmError::Other {
-                        message: format!(
-                            "the API key from {} contains characters not allowed in an HTTP header",
-                            key.source()
-                        ),
-                    })?;
-            value.set_sensitive(true);
-            builder = builder.header(reqwest::header::AUTHORIZATION, value);
+            headers.insert(AUTHORIZATION, key.header_value(true)?);
         }
-        let raw = post_json(builder, &url, self.timeout, self.key.as_ref()).await?;
-        parse(&url, raw, self.key.as_ref())
-    }
-}
-
-/// The text of a Chat Completions body.
-fn parse(url: &str, raw: Value, key: Option<&ApiKey>) -> Result<LlmResponse, LlmError> {
-    let text = raw
-        .pointer("/choices/0/message/content")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    match text {
-        Some(text) => Ok(LlmResponse {
-            text,
-            model: raw
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            raw,
-            simulated: false,
-        }),
-        None => Err(LlmError::BadBody {
-            url: url.to_owned(),
-            reason: "no `choices[0].message.content` string (not a Chat Completions answer)"
-                .to_owned(),
-            body: snippet(&raw.to_string(), key),
-            usage: raw.get("usage").cloned(),
-        }),
+        let reply = Reply {
+            text: |raw| {
+                raw.pointer("/choices/0/message/content")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            },
+            missing: "no `choices[0].message.content` string (not a Chat Completions answer)",
+        };
+        let key = self.key.as_ref();
+        self.endpoint
+            .post("/chat/completions", headers, &body, key, reply)
+            .await
     }
 }
 
 impl LlmClient for OpenAiClient {
-    fn complete<'a>(
-        &'a self,
-        request: &'a LlmRequest,
-    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+    fn complete<'a>(&'a self, request: &'a LlmRequest) -> Completion<'a> {
         Box::pin(self.call(request))
     }
 
@@ -141,10 +103,10 @@ impl LlmClient for OpenAiClient {
         match &self.key {
             Some(key) => format!(
                 "openai-compatible at {} (key from {})",
-                self.base_url,
+                self.base_url(),
                 key.source()
             ),
-            None => format!("openai-compatible at {} (no key)", self.base_url),
+            None => format!("openai-compatible at {} (no key)", self.base_url()),
         }
     }
 }

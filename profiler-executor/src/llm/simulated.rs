@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{BoxFuture, LlmClient, LlmError, LlmRequest, LlmResponse};
+use super::{Completion, LlmClient, LlmError, LlmRequest, LlmResponse};
 
 /// Answers every request after a configurable latency, with a Chat Completions body whose
 /// `usage` is realistic: about one token per four characters of prompt, and most of
@@ -114,10 +114,7 @@ impl SimulatedClient {
 }
 
 impl LlmClient for SimulatedClient {
-    fn complete<'a>(
-        &'a self,
-        request: &'a LlmRequest,
-    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+    fn complete<'a>(&'a self, request: &'a LlmRequest) -> Completion<'a> {
         Box::pin(self.call(request))
     }
 

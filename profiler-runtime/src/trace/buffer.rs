@@ -312,22 +312,39 @@ pub(crate) fn manual_span_ids() -> (u64, u64, u64) {
     })
 }
 
-/// A random 128-bit trace id: the clock, the address space layout and a per-process counter
-/// mixed by SplitMix64 (unique, which is all a trace id needs; not cryptographic).
+/// A random 128-bit trace id: two draws of [`random_u64`]'s generator, also mixed with
+/// `seed`.
 fn random_trace_id(seed: u64) -> u128 {
+    let mut state = entropy() ^ seed.rotate_left(17);
+    let high = splitmix64(&mut state);
+    let low = splitmix64(&mut state);
+    (u128::from(high) << 64) | u128::from(low.max(1))
+}
+
+/// A value that differs at each call and from process to process: the clock, the address
+/// space layout and a per-process counter.
+fn entropy() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let local = 0u8;
     let address = std::ptr::from_ref(&local) as u64;
-    let mut state = now ^ seed.rotate_left(17) ^ address ^ COUNTER.fetch_add(1, Ordering::Relaxed);
-    let high = splitmix64(&mut state);
-    let low = splitmix64(&mut state);
-    (u128::from(high) << 64) | u128::from(low.max(1))
+    now ^ address ^ COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
-fn splitmix64(state: &mut u64) -> u64 {
+/// A random 64-bit value, different at every call: the clock, the address space layout and a
+/// per-process counter mixed by [`splitmix64`]. For ids (trace and span ids) and for the
+/// jitter of retry waits; not cryptographic.
+pub fn random_u64() -> u64 {
+    let mut state = entropy();
+    splitmix64(&mut state)
+}
+
+/// SplitMix64: advances `state` by a fixed odd constant and returns the next value of its
+/// sequence, a 64-bit mix of it. From one seed, the same sequence of well-spread values
+/// (ids derived from other ids); from [`random_u64`], random ones.
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

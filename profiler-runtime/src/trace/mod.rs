@@ -30,6 +30,7 @@ pub(crate) use buffer::{
     ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_nested_span, current_span, end_span,
     manual_span_ids, new_span,
 };
+pub use buffer::{random_u64, splitmix64};
 
 /// Spans (and poll slices) an analyzer keeps in trace mode unless told otherwise.
 pub const DEFAULT_TRACE_CAPACITY: usize = 65_536;

@@ -1,0 +1,94 @@
+//! Secrets (tokens, passwords, API keys, header values) and the one way they are hidden:
+//! [`Secret`] never shows its value in `Debug`, and a [`Redactor`] replaces every secret it
+//! knows by [`REDACTED`] in text that came from outside (error bodies, transport errors)
+//! before that text reaches an error, a statistic or a warning.
+
+use std::fmt;
+
+/// What stands in for a secret wherever one would show: in `Debug` output, in messages
+/// cleaned by a [`Redactor`], and for the user info of a URL
+/// ([`hide_userinfo`](crate::url::hide_userinfo)).
+pub const REDACTED: &str = "***";
+
+/// Secrets shorter than this many characters are not replaced by a [`Redactor`]: replacing
+/// every `0` or `ab` would garble messages (an OTLP header such as an experiment id `0` is
+/// kept as a secret too) while hiding next to nothing.
+pub const MIN_REDACTED_LEN: usize = 4;
+
+/// A password, token, API key or header value. Its `Debug` shows [`REDACTED`]; it has no
+/// `Display`, and its value is read only to be sent ([`expose`](Self::expose)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself: only for the request that carries it (a header marked sensitive).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({REDACTED})")
+    }
+}
+
+/// Replaces known secrets by [`REDACTED`] in text that came from outside.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so that a secret containing another is removed whole.
+    secrets: Vec<Secret>,
+}
+
+impl Redactor {
+    /// A redactor of `secrets` (those shorter than [`MIN_REDACTED_LEN`] characters are left
+    /// out).
+    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
+        let mut secrets: Vec<Secret> = secrets
+            .into_iter()
+            .filter(|s| s.as_ref().chars().count() >= MIN_REDACTED_LEN)
+            .map(|s| Secret::new(s.as_ref()))
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        secrets.dedup();
+        Self { secrets }
+    }
+
+    /// `text` with every occurrence of every secret replaced by [`REDACTED`].
+    pub fn clean(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.expose()) {
+                out = out.replace(secret.expose(), REDACTED);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn the_longest_secret_is_removed_whole_and_short_ones_are_left() {
+        let r = Redactor::new(["s3cr3t", "s3cr3t-token", "ab"]);
+        assert_eq!(
+            r.clean("refused Bearer s3cr3t-token here, s3cr3t there, ab"),
+            "refused Bearer *** here, *** there, ab"
+        );
+        assert_eq!(Redactor::default().clean("as is"), "as is");
+    }
+}
