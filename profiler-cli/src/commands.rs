@@ -1,13 +1,18 @@
-//! The commands: each reads the store and returns what to print on stdout.
+//! The commands: each reads the store, asks the run history for its figures, and returns
+//! what to print on stdout. Presentation only: what is computed from runs (per-node
+//! figures, comparisons, trends and the rule that flags a node) is in
+//! `agent_profiler_executor::history`.
 
-use agent_profiler_executor::store::{NodeFigures, RunNodeFigures, RunStore, WorkflowRunRecord};
+use agent_profiler_executor::history::{
+    NodeDelta, NodeFigures, RunComparison, Side, Trend, TrendRule,
+};
+use agent_profiler_executor::store::{RunStore, WorkflowRunRecord};
 use agent_profiler_report::html::{ReportInput, write_html};
 use agent_profiler_report::perfetto::write_chrome_trace;
 use serde_json::{Value, json};
 
 use crate::text::{
-    Align, Table, change_pct, clip_lines, delta_ms, delta_pct, delta_usd, ms, sparkline, usd,
-    utc_iso,
+    Align, Table, clip_lines, delta_ms, delta_pct, delta_usd, ms, sparkline, usd, utc_iso,
 };
 use crate::{CliError, CompareArgs, ReportArgs, RunsArgs, ShowArgs, TraceArgs, TrendArgs};
 
@@ -16,9 +21,6 @@ const SHORT_ID: usize = 8;
 
 /// Runs shown in a node's history line in `trend`.
 const HISTORY_RUNS: usize = 10;
-
-/// A node is flagged by `trend` only with at least this many previous runs.
-pub const MIN_PREVIOUS_RUNS: usize = 3;
 
 fn pretty(value: &Value) -> String {
     // Serializing a `Value` cannot fail.
@@ -200,71 +202,6 @@ pub fn show(store: &RunStore, args: &ShowArgs) -> Result<String, CliError> {
     Ok(clip_lines(&out))
 }
 
-/// One node of `compare`.
-struct Delta<'a> {
-    node_id: &'a str,
-    a: Option<&'a NodeFigures>,
-    b: Option<&'a NodeFigures>,
-}
-
-impl Delta<'_> {
-    fn time(f: Option<&NodeFigures>) -> f64 {
-        f.map_or(0.0, |n| n.total_duration_ms)
-    }
-
-    fn cost(f: Option<&NodeFigures>) -> f64 {
-        f.map_or(0.0, |n| n.cost_usd)
-    }
-
-    /// Time B less time A, a missing side counting as 0.
-    fn delta_ms(&self) -> f64 {
-        Self::time(self.b) - Self::time(self.a)
-    }
-
-    fn delta_usd(&self) -> f64 {
-        Self::cost(self.b) - Self::cost(self.a)
-    }
-
-    fn only_in(&self) -> Option<&'static str> {
-        match (self.a, self.b) {
-            (Some(_), None) => Some("a"),
-            (None, Some(_)) => Some("b"),
-            _ => None,
-        }
-    }
-
-    fn pct(&self) -> Option<f64> {
-        match (self.a, self.b) {
-            (Some(a), Some(b)) => change_pct(a.total_duration_ms, b.total_duration_ms),
-            _ => None,
-        }
-    }
-}
-
-/// The rows of `compare`: every node of either run, the largest time increase first.
-fn deltas<'a>(a: &'a [NodeFigures], b: &'a [NodeFigures]) -> Vec<Delta<'a>> {
-    let mut ids: Vec<&str> = a.iter().map(|n| n.node_id.as_str()).collect();
-    for n in b {
-        if !ids.contains(&n.node_id.as_str()) {
-            ids.push(&n.node_id);
-        }
-    }
-    let mut rows: Vec<Delta<'a>> = ids
-        .into_iter()
-        .map(|id| Delta {
-            node_id: id,
-            a: a.iter().find(|n| n.node_id == id),
-            b: b.iter().find(|n| n.node_id == id),
-        })
-        .collect();
-    rows.sort_by(|x, y| {
-        y.delta_ms()
-            .total_cmp(&x.delta_ms())
-            .then_with(|| x.node_id.cmp(y.node_id))
-    });
-    rows
-}
-
 fn run_brief(run: &WorkflowRunRecord) -> Value {
     json!({
         "id": run.id,
@@ -281,46 +218,59 @@ fn run_brief(run: &WorkflowRunRecord) -> Value {
 pub fn compare(store: &RunStore, args: &CompareArgs) -> Result<String, CliError> {
     let a = store.find_run(&args.run_a)?;
     let b = store.find_run(&args.run_b)?;
-    let nodes_a = store.node_figures(&a)?;
-    let nodes_b = store.node_figures(&b)?;
-    let rows = deltas(&nodes_a, &nodes_b);
-    let run_delta = match (a.duration_ms, b.duration_ms) {
-        (Some(x), Some(y)) => Some(y - x),
-        _ => None,
-    };
-    let cost_delta = b.total_cost_usd - a.total_cost_usd;
+    let comparison = store.compare(a, b)?;
     if args.json {
-        let nodes: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "node_id": r.node_id,
-                    "only_in": r.only_in(),
-                    "time_a_ms": r.a.map(|n| n.total_duration_ms),
-                    "time_b_ms": r.b.map(|n| n.total_duration_ms),
-                    "delta_ms": r.delta_ms(),
-                    "delta_percent": r.pct(),
-                    "calls_a": r.a.map(|n| n.call_count),
-                    "calls_b": r.b.map(|n| n.call_count),
-                    "cost_a_usd": r.a.map(|n| n.cost_usd),
-                    "cost_b_usd": r.b.map(|n| n.cost_usd),
-                    "cost_delta_usd": r.delta_usd(),
-                })
-            })
-            .collect();
-        return Ok(pretty(&json!({
-            "run_a": run_brief(&a),
-            "run_b": run_brief(&b),
-            "duration_delta_ms": run_delta,
-            "duration_delta_percent": match (a.duration_ms, b.duration_ms) {
-                (Some(x), Some(y)) => change_pct(x, y),
-                _ => None,
-            },
-            "cost_delta_usd": cost_delta,
-            "nodes": nodes,
-        })));
+        return Ok(pretty(&compare_json(&comparison)));
     }
+    let mut out = compare_runs_table(store, &comparison)?;
+    if comparison.nodes.is_empty() {
+        out.push_str("no node ran in either run\n");
+        return Ok(clip_lines(&out));
+    }
+    out.push_str(&compare_nodes_table(&comparison.nodes));
+    Ok(clip_lines(&out))
+}
 
+/// `only_in` of a node in `compare --json`.
+fn side_json(side: Side) -> &'static str {
+    match side {
+        Side::A => "a",
+        Side::B => "b",
+    }
+}
+
+fn compare_json(c: &RunComparison) -> Value {
+    let nodes: Vec<Value> = c
+        .nodes
+        .iter()
+        .map(|r| {
+            json!({
+                "node_id": r.node_id,
+                "only_in": r.only_in().map(side_json),
+                "time_a_ms": r.a.as_ref().map(|n| n.total_duration_ms),
+                "time_b_ms": r.b.as_ref().map(|n| n.total_duration_ms),
+                "delta_ms": r.delta_ms(),
+                "delta_percent": r.delta_percent(),
+                "calls_a": r.a.as_ref().map(|n| n.call_count),
+                "calls_b": r.b.as_ref().map(|n| n.call_count),
+                "cost_a_usd": r.a.as_ref().map(|n| n.cost_usd),
+                "cost_b_usd": r.b.as_ref().map(|n| n.cost_usd),
+                "cost_delta_usd": r.delta_usd(),
+            })
+        })
+        .collect();
+    json!({
+        "run_a": run_brief(&c.a),
+        "run_b": run_brief(&c.b),
+        "duration_delta_ms": c.duration_delta_ms(),
+        "duration_delta_percent": c.duration_delta_percent(),
+        "cost_delta_usd": c.cost_delta_usd(),
+        "nodes": nodes,
+    })
+}
+
+/// The two runs of `compare`, then the line of their totals' changes and a blank line.
+fn compare_runs_table(store: &RunStore, c: &RunComparison) -> Result<String, CliError> {
     let id_len = store.unique_prefix_len(SHORT_ID)?;
     let mut runs = Table::new(
         &[
@@ -329,33 +279,33 @@ pub fn compare(store: &RunStore, args: &CompareArgs) -> Result<String, CliError>
         ]
         .concat(),
     );
-    for (label, run) in [("A", &a), ("B", &b)] {
+    for (label, run) in [("A", &c.a), ("B", &c.b)] {
         let mut cells = vec![label.to_owned()];
         cells.extend(run_cells(run, id_len));
         runs.row(cells);
     }
     let mut out = runs.render();
     let mut totals = String::from("B - A: ");
-    match (run_delta, a.duration_ms.zip(b.duration_ms)) {
-        (Some(d), Some((x, y))) => {
+    match c.duration_delta_ms() {
+        Some(d) => {
             totals.push_str(&delta_ms(d));
-            if let Some(p) = change_pct(x, y) {
+            if let Some(p) = c.duration_delta_percent() {
                 totals.push_str(&format!(" ({})", delta_pct(p)));
             }
         }
-        _ => totals.push_str("duration unknown"),
+        None => totals.push_str("duration unknown"),
     }
-    totals.push_str(&format!(", cost {}", delta_usd(cost_delta)));
-    if let Some(p) = change_pct(a.total_cost_usd, b.total_cost_usd) {
+    totals.push_str(&format!(", cost {}", delta_usd(c.cost_delta_usd())));
+    if let Some(p) = c.cost_delta_percent() {
         totals.push_str(&format!(" ({})", delta_pct(p)));
     }
     out.push_str(&totals);
     out.push_str("\n\n");
+    Ok(out)
+}
 
-    if rows.is_empty() {
-        out.push_str("no node ran in either run\n");
-        return Ok(clip_lines(&out));
-    }
+/// The per-node table of `compare`.
+fn compare_nodes_table(rows: &[NodeDelta]) -> String {
     let mut table = Table::new(&[
         ("node", Align::Left, true),
         ("time A", Align::Right, false),
@@ -364,214 +314,106 @@ pub fn compare(store: &RunStore, args: &CompareArgs) -> Result<String, CliError>
         ("delta %", Align::Right, false),
         ("cost delta", Align::Right, false),
     ]);
-    for r in &rows {
+    let time =
+        |n: Option<&NodeFigures>| n.map_or_else(|| "-".to_owned(), |n| ms(n.total_duration_ms));
+    for r in rows {
         let pct = match r.only_in() {
-            Some("a") => "only A".to_owned(),
-            Some(_) => "only B".to_owned(),
-            None => r.pct().map_or_else(|| "-".to_owned(), delta_pct),
+            Some(Side::A) => "only A".to_owned(),
+            Some(Side::B) => "only B".to_owned(),
+            None => r.delta_percent().map_or_else(|| "-".to_owned(), delta_pct),
         };
         table.row(vec![
-            r.node_id.to_owned(),
-            r.a.map_or_else(|| "-".to_owned(), |n| ms(n.total_duration_ms)),
-            r.b.map_or_else(|| "-".to_owned(), |n| ms(n.total_duration_ms)),
+            r.node_id.clone(),
+            time(r.a.as_ref()),
+            time(r.b.as_ref()),
             delta_ms(r.delta_ms()),
             pct,
             delta_usd(r.delta_usd()),
         ]);
     }
-    out.push_str(&table.render());
-    Ok(clip_lines(&out))
-}
-
-/// One node's figures over the runs of `trend`.
-#[derive(Debug)]
-pub struct NodeTrend<'a> {
-    /// The node.
-    pub node_id: &'a str,
-    /// The node's figures in each run, oldest run first (`None`: it did not run).
-    pub series: Vec<Option<&'a NodeFigures>>,
-    /// Median of the node's times in the runs before the newest, ms.
-    pub median_previous_ms: Option<f64>,
-    /// Runs before the newest in which the node ran.
-    pub previous_runs: usize,
-    /// The node's time in the newest run, ms.
-    pub latest_ms: Option<f64>,
-    /// Whether the rule flags the node.
-    pub flagged: bool,
-}
-
-/// The median of `values` (not empty).
-fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    })
-}
-
-/// The trend rule: `latest > threshold × median(previous)`, `latest − median >
-/// min_delta_ms`, and at least [`MIN_PREVIOUS_RUNS`] previous runs.
-pub fn is_slow(
-    latest: f64,
-    median_previous: f64,
-    previous_runs: usize,
-    threshold: f64,
-    min_delta_ms: f64,
-) -> bool {
-    previous_runs >= MIN_PREVIOUS_RUNS
-        && latest > threshold * median_previous
-        && latest - median_previous > min_delta_ms
-}
-
-/// The trends of every node over `runs` (oldest first), flagged first, then by latest
-/// time, slowest first.
-pub fn node_trends<'a>(
-    runs: &[&'a RunNodeFigures],
-    threshold: f64,
-    min_delta_ms: f64,
-) -> Vec<NodeTrend<'a>> {
-    let mut ids: Vec<&'a str> = Vec::new();
-    // Nodes of the newest run first, in their order, then the others.
-    for run in runs.iter().rev() {
-        for n in &run.nodes {
-            if !ids.contains(&n.node_id.as_str()) {
-                ids.push(&n.node_id);
-            }
-        }
-    }
-    let mut trends: Vec<NodeTrend<'a>> = ids
-        .into_iter()
-        .map(|id| {
-            let series: Vec<Option<&'a NodeFigures>> = runs
-                .iter()
-                .map(|r| r.nodes.iter().find(|n| n.node_id == id))
-                .collect();
-            let (previous, latest) = series.split_at(series.len().saturating_sub(1));
-            let latest_ms = latest
-                .first()
-                .copied()
-                .flatten()
-                .map(|n| n.total_duration_ms);
-            let mut prev: Vec<f64> = previous
-                .iter()
-                .flatten()
-                .map(|n| n.total_duration_ms)
-                .collect();
-            let previous_runs = prev.len();
-            let median_previous_ms = median(&mut prev);
-            let flagged = match (latest_ms, median_previous_ms) {
-                (Some(l), Some(m)) => is_slow(l, m, previous_runs, threshold, min_delta_ms),
-                _ => false,
-            };
-            NodeTrend {
-                node_id: id,
-                series,
-                median_previous_ms,
-                previous_runs,
-                latest_ms,
-                flagged,
-            }
-        })
-        .collect();
-    trends.sort_by(|x, y| {
-        y.flagged
-            .cmp(&x.flagged)
-            .then_with(|| {
-                y.latest_ms
-                    .unwrap_or(f64::NEG_INFINITY)
-                    .total_cmp(&x.latest_ms.unwrap_or(f64::NEG_INFINITY))
-            })
-            .then_with(|| x.node_id.cmp(y.node_id))
-    });
-    trends
+    table.render()
 }
 
 /// `trend`: each node's time over the last runs of a workflow, slow ones flagged.
 pub fn trend(store: &RunStore, args: &TrendArgs) -> Result<String, CliError> {
-    let history = store.node_history(&args.workflow, args.limit as usize)?;
-    if history.is_empty() {
+    let rule = TrendRule::new(args.threshold, args.min_delta_ms);
+    let trend = store.trend(&args.workflow, args.limit as usize, rule)?;
+    if trend.runs.is_empty() {
         let what = no_runs_of(store, &args.workflow, "finished runs", "; ")?;
         return Err(CliError(what));
     }
-    let runs: Vec<&RunNodeFigures> = history.iter().rev().collect();
-    let trends = node_trends(&runs, args.threshold, args.min_delta_ms);
-    let flagged: Vec<&str> = trends
-        .iter()
-        .filter(|t| t.flagged)
-        .map(|t| t.node_id)
-        .collect();
-
     if args.json {
-        let run_list: Vec<Value> = runs
-            .iter()
-            .map(|r| {
-                json!({
-                    "run_id": r.run_id,
-                    "status": r.status,
-                    "started_at": r.started_at,
-                    "started_at_utc": utc_iso(r.started_at),
-                    "duration_ms": r.duration_ms,
-                    "total_cost_usd": r.total_cost_usd,
-                })
+        return Ok(pretty(&trend_json(&args.workflow, &trend)));
+    }
+    Ok(clip_lines(&trend_text(&args.workflow, &trend)))
+}
+
+fn trend_json(workflow: &str, trend: &Trend) -> Value {
+    let run_list: Vec<Value> = trend
+        .runs
+        .iter()
+        .map(|r| {
+            json!({
+                "run_id": r.run_id,
+                "status": r.status,
+                "started_at": r.started_at,
+                "started_at_utc": utc_iso(r.started_at),
+                "duration_ms": r.duration_ms,
+                "total_cost_usd": r.total_cost_usd,
             })
-            .collect();
-        let nodes: Vec<Value> = trends
-            .iter()
-            .map(|t| {
-                let series: Vec<Value> = t
-                    .series
-                    .iter()
-                    .zip(&runs)
-                    .filter_map(|(n, r)| {
-                        n.map(|n| {
-                            json!({
-                                "run_id": r.run_id,
-                                "total_duration_ms": n.total_duration_ms,
-                                "call_count": n.call_count,
-                                "cost_usd": n.cost_usd,
-                            })
+        })
+        .collect();
+    let nodes: Vec<Value> = trend
+        .nodes
+        .iter()
+        .map(|t| {
+            let series: Vec<Value> = t
+                .series
+                .iter()
+                .zip(&trend.runs)
+                .filter_map(|(n, r)| {
+                    n.as_ref().map(|n| {
+                        json!({
+                            "run_id": r.run_id,
+                            "total_duration_ms": n.total_duration_ms,
+                            "call_count": n.call_count,
+                            "cost_usd": n.cost_usd,
                         })
                     })
-                    .collect();
-                let latest = t.series.last().copied().flatten();
-                json!({
-                    "node_id": t.node_id,
-                    "runs": series.len(),
-                    "previous_runs": t.previous_runs,
-                    "median_previous_ms": t.median_previous_ms,
-                    "latest_ms": t.latest_ms,
-                    "ratio": t.latest_ms.zip(t.median_previous_ms)
-                        .and_then(|(l, m)| (m > 0.0).then(|| l / m)),
-                    "change_percent": t.latest_ms.zip(t.median_previous_ms)
-                        .and_then(|(l, m)| change_pct(m, l)),
-                    "latest_cost_usd": latest.map(|n| n.cost_usd),
-                    "flagged": t.flagged,
-                    "series": series,
                 })
+                .collect();
+            json!({
+                "node_id": t.node_id,
+                "runs": series.len(),
+                "previous_runs": t.previous_runs,
+                "median_previous_ms": t.median_previous_ms,
+                "latest_ms": t.latest_ms,
+                "ratio": t.ratio(),
+                "change_percent": t.change_percent(),
+                "latest_cost_usd": t.latest().map(|n| n.cost_usd),
+                "flagged": t.flagged,
+                "series": series,
             })
-            .collect();
-        return Ok(pretty(&json!({
-            "workflow": args.workflow,
-            "rule": {
-                "threshold": args.threshold,
-                "min_delta_ms": args.min_delta_ms,
-                "min_previous_runs": MIN_PREVIOUS_RUNS,
-            },
-            "runs": run_list,
-            "nodes": nodes,
-            "flagged": flagged,
-        })));
-    }
+        })
+        .collect();
+    json!({
+        "workflow": workflow,
+        "rule": {
+            "threshold": trend.rule.threshold,
+            "min_delta_ms": trend.rule.min_delta_ms,
+            "min_previous_runs": trend.rule.min_previous_runs,
+        },
+        "runs": run_list,
+        "nodes": nodes,
+        "flagged": trend.flagged(),
+    })
+}
 
-    let (first, last) = (runs[0], runs[runs.len() - 1]);
+fn trend_text(workflow: &str, trend: &Trend) -> String {
+    let runs = &trend.runs;
+    let (first, last) = (&runs[0], &runs[runs.len() - 1]);
     let mut out = format!(
-        "`{}`: {} finished run{}, {} to {} UTC\n",
-        args.workflow,
+        "`{workflow}`: {} finished run{}, {} to {} UTC\n",
         runs.len(),
         if runs.len() == 1 { "" } else { "s" },
         started(first.started_at),
@@ -587,35 +429,34 @@ pub fn trend(store: &RunStore, args: &TrendArgs) -> Result<String, CliError> {
         ("", Align::Left, false),
     ]);
     let shown = runs.len().min(HISTORY_RUNS);
-    for t in &trends {
+    for t in &trend.nodes {
         let times: Vec<Option<f64>> = t.series[t.series.len() - shown..]
             .iter()
-            .map(|n| n.map(|n| n.total_duration_ms))
+            .map(|n| n.as_ref().map(|n| n.total_duration_ms))
             .collect();
         table.row(vec![
-            t.node_id.to_owned(),
-            t.series.iter().flatten().count().to_string(),
+            t.node_id.clone(),
+            t.runs().to_string(),
             t.median_previous_ms.map_or_else(|| "-".to_owned(), ms),
             t.latest_ms.map_or_else(|| "-".to_owned(), ms),
-            t.latest_ms
-                .zip(t.median_previous_ms)
-                .and_then(|(l, m)| change_pct(m, l))
-                .map_or_else(|| "-".to_owned(), delta_pct),
+            t.change_percent().map_or_else(|| "-".to_owned(), delta_pct),
             sparkline(&times),
             if t.flagged { "SLOW" } else { "" }.to_owned(),
         ]);
     }
     out.push_str(&table.render());
+    let rule = &trend.rule;
     out.push_str(&format!(
-        "SLOW: latest > {} x prev median and by > {} ms, >= {MIN_PREVIOUS_RUNS} previous runs\n",
-        args.threshold, args.min_delta_ms
+        "SLOW: latest > {} x prev median and by > {} ms, >= {} previous runs\n",
+        rule.threshold, rule.min_delta_ms, rule.min_previous_runs
     ));
+    let flagged = trend.flagged();
     if flagged.is_empty() {
         out.push_str("no node flagged\n");
     } else {
         out.push_str(&format!("flagged: {}\n", flagged.join(", ")));
     }
-    Ok(clip_lines(&out))
+    out
 }
 
 /// "cannot write PATH: why".
@@ -690,97 +531,4 @@ pub fn trace(store: &RunStore, args: &TraceArgs) -> Result<String, CliError> {
     }
     out.push_str("; open it at ui.perfetto.dev)\n");
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use agent_profiler_executor::store::WorkflowStatus;
-
-    fn figures(id: &str, ms: f64) -> NodeFigures {
-        NodeFigures {
-            node_id: id.to_owned(),
-            call_count: 1,
-            total_duration_ms: ms,
-            self_duration_ms: ms,
-            avg_duration_ms: ms,
-            cost_usd: 0.0,
-            total_tokens: 0,
-            llm_calls: 0,
-            unpriced_calls: 0,
-            failed_calls: 0,
-        }
-    }
-
-    fn run(nodes: &[(&str, f64)]) -> RunNodeFigures {
-        RunNodeFigures {
-            run_id: "r".into(),
-            status: WorkflowStatus::Completed,
-            started_at: 0.0,
-            duration_ms: None,
-            total_cost_usd: 0.0,
-            nodes: nodes.iter().map(|(id, ms)| figures(id, *ms)).collect(),
-        }
-    }
-
-    #[test]
-    fn the_rule() {
-        assert!(is_slow(151.0, 100.0, 3, 1.5, 1.0));
-        assert!(!is_slow(150.0, 100.0, 3, 1.5, 1.0), "strictly above");
-        assert!(!is_slow(151.0, 100.0, 2, 1.5, 1.0), "too few previous runs");
-        assert!(!is_slow(0.9, 0.1, 5, 1.5, 1.0), "below the ms floor");
-        assert!(
-            is_slow(0.9, 0.0, 5, 1.5, 0.5),
-            "a median of 0 flags above the floor"
-        );
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&mut []), None);
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
-    }
-
-    #[test]
-    fn trends_flag_a_slow_latest_run() {
-        let history = [
-            run(&[("a", 100.0), ("b", 10.0)]),
-            run(&[("a", 300.0), ("b", 10.0)]), // one odd run: the median ignores it
-            run(&[("a", 100.0), ("b", 11.0)]),
-            run(&[("a", 102.0), ("b", 9.0), ("gone", 5.0)]),
-            run(&[("a", 160.0), ("b", 10.5), ("new", 50.0)]),
-        ];
-        let runs: Vec<&RunNodeFigures> = history.iter().collect();
-        let trends = node_trends(&runs, 1.5, 1.0);
-        let names: Vec<&str> = trends.iter().map(|t| t.node_id).collect();
-        assert_eq!(names, ["a", "new", "b", "gone"]);
-        assert!(trends[0].flagged);
-        assert_eq!(trends[0].median_previous_ms, Some(101.0));
-        assert_eq!(trends[0].previous_runs, 4);
-        assert!(trends[1..].iter().all(|t| !t.flagged));
-        assert_eq!(trends[1].previous_runs, 0);
-        assert_eq!(trends[3].latest_ms, None);
-        assert!(node_trends(&runs, 1.6, 1.0).iter().all(|t| !t.flagged));
-    }
-
-    #[test]
-    fn compare_orders_regressions_first() {
-        let a = [
-            figures("x", 10.0),
-            figures("y", 100.0),
-            figures("gone", 30.0),
-        ];
-        let b = [
-            figures("y", 50.0),
-            figures("x", 110.0),
-            figures("new", 20.0),
-        ];
-        let rows = deltas(&a, &b);
-        let order: Vec<&str> = rows.iter().map(|r| r.node_id).collect();
-        assert_eq!(order, ["x", "new", "gone", "y"]);
-        assert_eq!(rows[1].only_in(), Some("b"));
-        assert_eq!(rows[2].only_in(), Some("a"));
-        assert_eq!(rows[0].pct(), Some(1000.0));
-    }
 }

@@ -15,6 +15,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agent_profiler_executor::history::TrendRule;
 use agent_profiler_executor::store::{RunStore, StoreError};
 use clap::{Args, Parser, Subcommand};
 
@@ -139,10 +140,12 @@ pub struct TrendArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
     /// Flag when latest > X x median (X >= 1)
-    #[arg(long, default_value_t = 1.5, value_name = "X", value_parser = parse_threshold)]
+    #[arg(long, default_value_t = TrendRule::default().threshold, value_name = "X",
+          value_parser = parse_threshold)]
     pub threshold: f64,
     /// ... and latest - median > MS
-    #[arg(long, default_value_t = 1.0, value_name = "MS", value_parser = parse_min_delta)]
+    #[arg(long, default_value_t = TrendRule::default().min_delta_ms, value_name = "MS",
+          value_parser = parse_min_delta)]
     pub min_delta_ms: f64,
     /// Print JSON instead of a table
     #[arg(long)]

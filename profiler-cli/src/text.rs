@@ -1,5 +1,7 @@
 //! Text output: numbers with units, UTC times, and tables that fit the terminal width.
 
+use agent_profiler_report::date::UtcDateTime;
+
 /// Every text line the tool prints fits this many columns.
 pub const WIDTH: usize = 80;
 
@@ -43,51 +45,33 @@ pub fn delta_pct(v: f64) -> String {
     format!("{:+.1}%", signed(v, 1))
 }
 
-/// `(b - a) / a * 100`, or `None` when `a` is 0 (no finite change).
-pub fn change_pct(a: f64, b: f64) -> Option<f64> {
-    (a != 0.0).then(|| (b - a) / a * 100.0)
-}
-
-/// Seconds since the Unix epoch as `(year, month, day, hour, minute, second)`, UTC.
-fn civil(secs: f64) -> (i64, u32, u32, u32, u32, u32) {
-    // Clamped to years 1970..=9999 so the arithmetic below never overflows.
+/// Seconds since the Unix epoch as a UTC date, clamped to the years 1970 to 9999 so that
+/// every date has the same width in a table (a bad timestamp shows as 1970 or 9999).
+fn civil(secs: f64) -> UtcDateTime {
     let secs = if secs.is_finite() {
         secs.clamp(0.0, 253_402_300_799.0) as i64
     } else {
         0
     };
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-    )
+    UtcDateTime::from_unix_seconds(secs)
 }
 
 /// A time for tables: `2026-05-01 10:11` (UTC).
 pub fn utc_minutes(secs: f64) -> String {
-    let (y, mo, d, h, mi, _) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+    let t = civil(secs);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute
+    )
 }
 
 /// A time for JSON: `2026-05-01T10:11:12Z`.
 pub fn utc_iso(secs: f64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    let t = civil(secs);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
 }
 
 /// `text` cut to `width` characters, its end replaced by an ellipsis when cut.
@@ -242,8 +226,6 @@ mod tests {
         assert_eq!(delta_pct(-0.04), "+0.0%");
         assert_eq!(delta_ms(-0.04), "+0.0 ms");
         assert_eq!(delta_usd(-0.0000004), "+$0.000000");
-        assert_eq!(change_pct(0.0, 5.0), None);
-        assert_eq!(change_pct(100.0, 150.0), Some(50.0));
     }
 
     #[test]

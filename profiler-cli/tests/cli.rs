@@ -336,8 +336,9 @@ fn long_ids_use_more_characters_and_names_are_cut() {
     assert!(text.contains('…'), "{text}");
     let shown = ok(cli(&db, &["show", "run-18f3a2b4c5d6e-1a2b-0"]));
     assert!(shown.contains("(run run-18f3a2b4c5d6e-1a2b-0)"), "{shown}");
-    // The seed's report lines name nodes and workflows in full (their format is the
-    // contract); the table cuts them.
+    // The report's fixed lines (`Slowest node: ...`, the bottlenecks, the closing
+    // `workflow ...` line) name nodes and workflows in full: scripts match those lines, so
+    // they are never cut or reflowed. The node table cuts them.
     let table: Vec<&str> = shown
         .lines()
         .filter(|l| !l.contains(LONG_NODE) && !l.contains(workflow))

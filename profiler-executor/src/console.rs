@@ -42,11 +42,12 @@ impl Console {
     }
 }
 
-/// The bottleneck report: the seed's lines, exactly
-/// (`Slowest node: {node_id} ({avg_duration_ms:.2}ms avg)`,
-/// `Bottlenecks (>{threshold}% of total time):`,
-/// `  - {node_id}: {percent_of_total:.1}% ({total_duration_ms:.0}ms total)`), then the
-/// table of every node.
+/// The bottleneck report: three fixed line forms,
+/// `Slowest node: {node_id} ({avg_duration_ms:.2}ms avg)`,
+/// `Bottlenecks (>{threshold}% of total time):` and
+/// `  - {node_id}: {percent_of_total:.1}% ({total_duration_ms:.0}ms total)`, then the
+/// table of every node. The three forms never change: scripts and log searches match
+/// them, and `agent-profiler show` rebuilds the same text from a stored run.
 ///
 /// ```
 /// use agent_profiler_runtime::BottleneckAnalyzer;

@@ -2,11 +2,14 @@
 //! cost-tracked; [`WorkflowExecutor`] runs a workflow (from a JSON file,
 //! [`run_workflow_from_config`](WorkflowExecutor::run_workflow_from_config), or written in
 //! code, [`run_fn`](WorkflowExecutor::run_fn)) with a fresh [`BottleneckAnalyzer`]
-//! installed for the run and the tasks it spawns, prints the bottleneck report, logs it to
-//! MLflow when configured, and stores a [`WorkflowRunRecord`] with its `bottleneck_info`.
+//! installed for the run and the tasks it spawns, and hands the finished run to its outputs:
+//! the printed bottleneck report, MLflow, the run store (a [`WorkflowRunRecord`] with its
+//! `bottleneck_info`), a Perfetto file, OTLP.
 //!
 //! - [`llm`]: the LLM clients (OpenAI-compatible, Anthropic, simulated);
-//! - [`store`]: the SQLite run store.
+//! - [`store`]: the SQLite run store;
+//! - [`history`]: figures computed from stored runs (per-node figures across runs, trends,
+//!   comparisons).
 //!
 //! [`BottleneckAnalyzer`]: agent_profiler_runtime::BottleneckAnalyzer
 //! [`WorkflowRunRecord`]: crate::store::WorkflowRunRecord
@@ -14,8 +17,10 @@
 
 mod config;
 mod console;
+pub mod history;
 pub mod llm;
 mod node;
+mod sinks;
 pub mod store;
 mod workflow;
 

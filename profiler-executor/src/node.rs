@@ -8,24 +8,30 @@ use serde_json::{Map, Value, json};
 use crate::config::{NodeConfig, render};
 use crate::llm::{LlmClient, LlmError, LlmRequest, LlmResponse};
 use agent_profiler_runtime::BottleneckAnalyzer;
-use agent_profiler_runtime::cost::{CostInfo, MultiProviderCostTracker, extract_provider};
+use agent_profiler_runtime::cost::{
+    CostInfo, CostSink, MultiProviderCostTracker, extract_provider,
+};
 use agent_profiler_runtime::get_profiler;
 use agent_profiler_runtime::profile_fallible;
 use std::time::Instant;
 
 /// Runs LLM nodes: each call is timed under the node's id (into the analyzer installed for
 /// the calling task), its cost is tracked by [`cost_tracker`](Self::cost_tracker) and
-/// attributed to the node, and, with MLflow, logged as `node_{id}_cost_usd` (durations
-/// go out as `node_{id}_duration_ms` through the analyzer the tracker is attached to).
+/// attributed to the node, and handed to the cost sinks given
+/// ([`with_cost_sinks`](Self::with_cost_sinks)): with MLflow, logged as `node_{id}_cost_usd`
+/// (durations go out as `node_{id}_duration_ms` through the analyzer the MLflow tracker is
+/// attached to).
 ///
 /// Cheap to clone; clones share the client and the cost tracker.
 #[derive(Clone)]
 pub struct NodeExecutor {
-    /// The cost tracker (the seed's `cost_tracker`): `Some` unless turned off; built from
-    /// the MLflow tracker when one is configured ([`with_mlflow`](Self::with_mlflow)).
+    /// The cost tracker, which prices each call from its usage: `Some` unless turned off
+    /// (set it to `None`); it tells the cost sinks of calls made inside `#[profile_node]`
+    /// functions.
     pub cost_tracker: Option<MultiProviderCostTracker>,
     client: Arc<dyn LlmClient>,
-    mlflow: Option<agent_profiler_mlflow::MlflowTracker>,
+    /// Told of every tracked call of a node.
+    cost_sinks: Vec<Arc<dyn CostSink>>,
 }
 
 impl fmt::Debug for NodeExecutor {
@@ -124,27 +130,31 @@ impl std::error::Error for NodeError {
 impl NodeExecutor {
     /// An executor over `client` with a cost tracker of the embedded prices.
     pub fn new(client: Arc<dyn LlmClient>) -> Self {
+        Self::with_cost_sinks(client, Vec::new())
+    }
+
+    /// An executor whose node calls' costs also go to each of `sinks` (an MLflow tracker's
+    /// [`cost_sink`](agent_profiler_mlflow::MlflowTracker::cost_sink) logs them as
+    /// `node_{id}_cost_usd`).
+    pub fn with_cost_sinks(client: Arc<dyn LlmClient>, sinks: Vec<Arc<dyn CostSink>>) -> Self {
+        let mut tracker = MultiProviderCostTracker::builder();
+        for sink in &sinks {
+            tracker = tracker.sink(sink.clone());
+        }
         Self {
-            cost_tracker: Some(MultiProviderCostTracker::new()),
+            cost_tracker: Some(tracker.build()),
             client,
-            mlflow: None,
+            cost_sinks: sinks,
         }
     }
 
-    /// An executor whose cost tracker also logs `node_{id}_cost_usd` to `tracker`.
+    /// An executor whose cost tracker also logs `node_{id}_cost_usd` to `tracker` (while
+    /// the tracker runs: it does not keep it alive).
     pub fn with_mlflow(
         client: Arc<dyn LlmClient>,
         tracker: &agent_profiler_mlflow::MlflowTracker,
     ) -> Self {
-        Self {
-            cost_tracker: Some(
-                MultiProviderCostTracker::builder()
-                    .sink(tracker.cost_sink())
-                    .build(),
-            ),
-            client,
-            mlflow: Some(tracker.clone()),
-        }
+        Self::with_cost_sinks(client, vec![tracker.cost_sink()])
     }
 
     /// The LLM client.
@@ -294,8 +304,8 @@ impl NodeExecutor {
             if let Some(analyzer) = analyzer {
                 let _ = analyzer.record_cost(node_id, &info);
             }
-            if let (Some(mlflow), Some(cost)) = (&self.mlflow, info.cost_usd) {
-                mlflow.log_node_cost(node_id, cost);
+            for sink in &self.cost_sinks {
+                sink.node_call(node_id, &info);
             }
         }
         Some(info)

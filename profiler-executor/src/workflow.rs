@@ -9,26 +9,31 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use agent_profiler_mlflow::MlflowConfig;
+use agent_profiler_otlp::OtlpExporter;
 use agent_profiler_report::html::ReportInput;
+use agent_profiler_runtime::trace::{DEFAULT_TRACE_CAPACITY, Trace};
+use agent_profiler_runtime::{
+    BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, ProfilerFutureExt, Summary, now_unix_seconds,
+};
 use serde_json::{Map, Value, json};
 
 use crate::config::{NodeConfig, StepConfig, WorkflowConfig};
-use crate::console::{Console, bottleneck_report};
+use crate::console::Console;
 use crate::llm::LlmClient;
 use crate::node::{NodeError, NodeErrorKind, NodeExecutor, NodeOutput};
-use crate::store::{
-    ExecutionStateRecord, RunStore, WorkflowRunRecord, WorkflowStatus, now_seconds,
-};
-use agent_profiler_otlp::{OtlpConfig, OtlpExporter, RootSpan};
-use agent_profiler_runtime::Outcome;
-use agent_profiler_runtime::ProfilerFutureExt;
-use agent_profiler_runtime::Summary;
-use agent_profiler_runtime::trace::{DEFAULT_TRACE_CAPACITY, Trace};
-use agent_profiler_runtime::{BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT};
+use crate::sinks::console::ConsoleSink;
+use crate::sinks::mlflow::MlflowSink;
+use crate::sinks::otlp::{OtlpChoice, OtlpSink};
+use crate::sinks::perfetto::PerfettoSink;
+use crate::sinks::store::StoreSink;
+use crate::sinks::{RunSink, RunStart, Sinks, Warnings};
+use crate::store::{ExecutionStateRecord, RunStore, WorkflowRunRecord, WorkflowStatus};
 
 /// Runs workflows. Each run gets a fresh [`BottleneckAnalyzer`], installed for the run's
-/// future and every node task it spawns; at the end (success, error or panic) the run's
-/// summary is logged to MLflow (when configured), printed, and stored with the run.
+/// future and every node task it spawns; at the end (success, error or panic) the finished
+/// run goes to the executor's outputs: MLflow (when configured), the printed report, the
+/// run store, a Perfetto file, OTLP.
 #[derive(Clone)]
 pub struct WorkflowExecutor {
     client: Arc<dyn LlmClient>,
@@ -38,22 +43,13 @@ pub struct WorkflowExecutor {
     progress: bool,
     store_prompts: bool,
     store_responses: bool,
-    mlflow: Option<agent_profiler_mlflow::MlflowConfig>,
+    mlflow: Option<MlflowConfig>,
     /// Trace mode's capacity for each run; `None`: trace mode off.
     trace_capacity: Option<usize>,
     /// Where to write each run's Perfetto file, if anywhere.
     perfetto_dir: Option<PathBuf>,
     /// Where each run's trace goes over OTLP.
-    otlp: Otlp,
-}
-
-/// The OTLP exporter of an executor: chosen in code, off, or found on the first run (and
-/// shared by every clone of the executor from then on).
-#[derive(Clone)]
-enum Otlp {
-    Off,
-    Given(OtlpExporter),
-    Auto(Arc<std::sync::OnceLock<Result<Option<OtlpExporter>, String>>>),
+    otlp: OtlpChoice,
 }
 
 impl fmt::Debug for WorkflowExecutor {
@@ -82,10 +78,16 @@ pub struct WorkflowRun {
     pub report: String,
     /// Why the run failed, if it did.
     pub failure: Option<RunFailure>,
-    /// Problems with the run store or MLflow, which never fail a run.
+    /// Problems with the run's outputs (run store, MLflow, OTLP, Perfetto file), which
+    /// never fail a run.
     pub warnings: Vec<String>,
     /// The MLflow run the workflow run was logged to, when MLflow is configured.
     pub mlflow_run_id: Option<String>,
+    /// The MLflow experiment of that run.
+    pub mlflow_experiment_id: Option<String>,
+    /// Where MLflow's UI shows that run:
+    /// `{tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}`.
+    pub mlflow_run_url: Option<String>,
     /// Every node call as a span, when trace mode is on (the default).
     pub trace: Option<Trace>,
     /// The Perfetto file written for the run, when asked for
@@ -182,16 +184,18 @@ impl fmt::Debug for WorkflowContext {
     }
 }
 
+/// What the tasks of one run share: progress lines, the node states, the run's outputs and
+/// their warnings.
 struct RunShared {
     run_id: String,
     started: Instant,
     console: Console,
     progress: bool,
-    store: Option<RunStore>,
     store_prompts: bool,
     store_responses: bool,
     states: Mutex<Vec<ExecutionStateRecord>>,
-    warnings: Mutex<Vec<String>>,
+    sinks: Sinks,
+    warnings: Warnings,
 }
 
 impl RunShared {
@@ -202,15 +206,23 @@ impl RunShared {
         }
     }
 
-    fn warn(&self, text: String) {
-        self.console.write(&format!("warning: {text}\n"));
-        self.warnings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(text);
+    /// Keeps the state snapshot of a node that finished and hands it to the outputs.
+    fn keep_state(&self, node_id: &str, result: &Result<NodeOutput, NodeError>) {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let step = u32::try_from(states.len()).unwrap_or(u32::MAX);
+        let record = self.state_record(node_id, step, result);
+        self.sinks.node_finished(&record, &self.warnings);
+        states.push(record);
     }
 
-    fn keep_state(&self, node_id: &str, result: &Result<NodeOutput, NodeError>) {
+    /// A node's state snapshot: its output state (the answer hidden and the prompt added
+    /// as configured), or its error.
+    fn state_record(
+        &self,
+        node_id: &str,
+        step: u32,
+        result: &Result<NodeOutput, NodeError>,
+    ) -> ExecutionStateRecord {
         let (status, state, ms, cost, error) = match result {
             Ok(out) => {
                 let mut state = out.state.clone();
@@ -242,24 +254,24 @@ impl RunShared {
                 Some(e.to_string()),
             ),
         };
-        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        let record = ExecutionStateRecord {
+        ExecutionStateRecord {
             run_id: self.run_id.clone(),
             node_id: node_id.to_owned(),
-            step: u32::try_from(states.len()).unwrap_or(u32::MAX),
+            step,
             status: status.to_owned(),
             state,
             execution_time_ms: ms,
             cost_usd: cost,
             error_message: error,
-            created_at: now_seconds(),
-        };
-        let saved = self.store.as_ref().map(|s| s.save_state(&record));
-        states.push(record);
-        drop(states);
-        if let Some(Err(e)) = saved {
-            self.warn(format!("node state of `{node_id}` not stored: {e}"));
+            created_at: now_unix_seconds(),
         }
+    }
+
+    fn states(&self) -> Vec<ExecutionStateRecord> {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -379,7 +391,7 @@ impl WorkflowExecutor {
             mlflow: None,
             trace_capacity: Some(DEFAULT_TRACE_CAPACITY),
             perfetto_dir: None,
-            otlp: Otlp::Auto(Arc::default()),
+            otlp: OtlpChoice::default(),
         }
     }
 
@@ -392,95 +404,19 @@ impl WorkflowExecutor {
     /// MLflow server given to [`mlflow`](Self::mlflow), into the experiment of its runs and
     /// linked to the run; else nowhere.
     pub fn otlp(mut self, exporter: OtlpExporter) -> Self {
-        self.otlp = Otlp::Given(exporter);
+        self.otlp = OtlpChoice::Given(exporter);
         self
     }
 
     /// Sends no trace over OTLP (they are still kept with the run when trace mode is on).
     pub fn no_otlp(mut self) -> Self {
-        self.otlp = Otlp::Off;
+        self.otlp = OtlpChoice::Off;
         self
     }
 
     /// The OTLP exporter runs' traces go through, once one is in use.
     pub fn otlp_exporter(&self) -> Option<OtlpExporter> {
-        match &self.otlp {
-            Otlp::Off => None,
-            Otlp::Given(exporter) => Some(exporter.clone()),
-            Otlp::Auto(found) => found.get().and_then(|r| r.clone().ok().flatten()),
-        }
-    }
-
-    /// The exporter for this run: the given one, or the one the environment or the MLflow
-    /// configuration names (looked up once).
-    fn resolve_otlp(&self) -> Result<Option<OtlpExporter>, String> {
-        match &self.otlp {
-            Otlp::Off => Ok(None),
-            Otlp::Given(exporter) => Ok(Some(exporter.clone())),
-            Otlp::Auto(found) => found
-                .get_or_init(|| {
-                    let from_env = [
-                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                        "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    ]
-                    .iter()
-                    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
-                    let config = if from_env {
-                        OtlpConfig::from_env()
-                    } else if let Some(mlflow) = &self.mlflow {
-                        OtlpConfig::from_mlflow_config(mlflow)
-                    } else {
-                        return Ok(None);
-                    };
-                    config
-                        .and_then(OtlpExporter::start)
-                        .map(Some)
-                        .map_err(|e| format!("traces not exported over OTLP: {e}"))
-                })
-                .clone(),
-        }
-    }
-
-    /// Hands the run's trace to the OTLP exporter (returns at once; sending happens in the
-    /// background, and losses are counted in the exporter's stats).
-    fn export_trace(
-        &self,
-        trace: &Trace,
-        record: &WorkflowRunRecord,
-        mlflow_run_id: Option<&str>,
-        failure: Option<&RunFailure>,
-        shared: &RunShared,
-    ) {
-        let exporter = match self.resolve_otlp() {
-            Ok(Some(exporter)) => exporter,
-            Ok(None) => return,
-            Err(e) => return shared.warn(e),
-        };
-        let seconds_to_ns = |s: f64| (s * 1e9).max(0.0) as u64;
-        let end = record.completed_at.unwrap_or_else(now_seconds);
-        let mut llm = agent_profiler_runtime::cost::CostBreakdown::default();
-        for call in trace.spans.iter().flat_map(|s| &s.llm_calls) {
-            llm.add(call);
-        }
-        let mut root = RootSpan::new(record.workflow_name.clone())
-            .start_end(seconds_to_ns(record.started_at), seconds_to_ns(end))
-            .outcome(if failure.is_some() {
-                Outcome::Error
-            } else {
-                Outcome::Ok
-            })
-            .attribute("agent_profiler.run_id", record.id.clone())
-            .attribute("agent_profiler.status", record.status.as_str())
-            .llm_totals(llm);
-        if let Some(failure) = failure {
-            root = root.status_message(failure.to_string());
-        }
-        if let Some(run_id) = mlflow_run_id {
-            root = root.mlflow_run(run_id);
-        }
-        if !exporter.export(trace, root) {
-            shared.warn("trace not exported over OTLP: the exporter's queue is full".into());
-        }
+        self.otlp.exporter()
     }
 
     /// Trace mode for each run (on by default, with [`DEFAULT_TRACE_CAPACITY`] spans): every
@@ -538,7 +474,7 @@ impl WorkflowExecutor {
     }
 
     /// Logs every run to MLflow: one MLflow run per workflow run (run name: the workflow's).
-    pub fn mlflow(mut self, config: agent_profiler_mlflow::MlflowConfig) -> Self {
+    pub fn mlflow(mut self, config: MlflowConfig) -> Self {
         self.mlflow = Some(config);
         self
     }
@@ -611,10 +547,13 @@ impl WorkflowExecutor {
         .await
     }
 
+    /// Runs `body` as a run of workflow `name`: the run's outputs are told it starts, the
+    /// body runs with the run's analyzer installed, and the finished run (completed, failed
+    /// or panicked) is handed to every output.
     async fn drive(
         &self,
         name: &str,
-        mut snapshot: Value,
+        snapshot: Value,
         inputs: Value,
         response_keys: Vec<String>,
         body: impl FnOnce(WorkflowContext, Map<String, Value>) -> Body,
@@ -624,226 +563,192 @@ impl WorkflowExecutor {
                 "the inputs must be a JSON object, not {inputs}"
             )));
         };
-        if let Some(obj) = snapshot.as_object_mut() {
-            obj.insert("llm_client".into(), json!(self.client.describe()));
-            obj.insert("threshold_percent".into(), json!(self.threshold_percent));
-        }
-        let mut record = WorkflowRunRecord::started(name, snapshot, inputs);
-        let analyzer = BottleneckAnalyzer::new();
-        if let Some(capacity) = self.trace_capacity {
-            analyzer.enable_trace(capacity);
-        }
-        let shared = Arc::new(RunShared {
-            run_id: record.id.clone(),
-            started: Instant::now(),
-            console: self.console.clone(),
-            progress: self.progress,
-            store: self.store.clone(),
-            store_prompts: self.store_prompts,
-            store_responses: self.store_responses,
-            states: Mutex::new(Vec::new()),
-            warnings: Mutex::new(Vec::new()),
-        });
-        if let Some(store) = &self.store
-            && let Err(e) = store.save_run(&record)
-        {
-            shared.warn(format!("run not stored: {e}"));
-        }
-
-        let mlflow = self.start_mlflow(name, &record.id, &analyzer, &shared);
-        let node = match &mlflow {
-            Some(tracker) => NodeExecutor::with_mlflow(self.client.clone(), tracker),
-            None => NodeExecutor::new(self.client.clone()),
-        };
-
-        shared.progress(&format!(
-            "workflow `{name}` started (run {}, LLM: {})",
-            record.id,
-            self.client.describe()
-        ));
-        let ctx = WorkflowContext {
-            node,
-            run: shared.clone(),
-        };
+        let record = WorkflowRunRecord::started(name, self.config_snapshot(snapshot), inputs);
+        let analyzer = self.analyzer();
+        let shared = Arc::new(self.run_shared(&record));
+        let ctx = self.start(&record, &analyzer, &shared);
         let started = Instant::now();
         let future = body(ctx, state).with_profiler(analyzer.clone());
         let outcome = CatchUnwind(Box::pin(future)).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1e3;
 
-        let (status, final_state, failure) = match outcome {
-            Ok(Ok(state)) => (WorkflowStatus::Completed, Some(state), None),
-            Ok(Err(failure)) => {
-                let status = match &failure {
-                    RunFailure::Node(NodeError {
-                        kind: NodeErrorKind::Panicked { .. },
-                        ..
-                    })
-                    | RunFailure::Panicked(_) => WorkflowStatus::Panicked,
-                    _ => WorkflowStatus::Failed,
-                };
-                (status, None, Some(failure))
-            }
-            Err(message) => (
-                WorkflowStatus::Panicked,
-                None,
-                Some(RunFailure::Panicked(message)),
-            ),
+        let mut run = self.finish(record, &analyzer, &shared, outcome, duration_ms);
+        self.hide_responses(&mut run, &response_keys);
+        shared.sinks.run_finished(&mut run, &shared.warnings);
+        run.warnings = shared.warnings.to_vec();
+        match run.failure {
+            Some(_) => Err(WorkflowError::Failed(Box::new(run))),
+            None => Ok(run),
+        }
+    }
+
+    /// The run's configuration as stored: `snapshot` with the LLM client (described, never
+    /// a key) and the bottleneck threshold.
+    fn config_snapshot(&self, mut snapshot: Value) -> Value {
+        if let Some(obj) = snapshot.as_object_mut() {
+            obj.insert("llm_client".into(), json!(self.client.describe()));
+            obj.insert("threshold_percent".into(), json!(self.threshold_percent));
+        }
+        snapshot
+    }
+
+    /// A fresh analyzer for a run, in trace mode unless it is off.
+    fn analyzer(&self) -> BottleneckAnalyzer {
+        let analyzer = BottleneckAnalyzer::new();
+        if let Some(capacity) = self.trace_capacity {
+            analyzer.enable_trace(capacity);
+        }
+        analyzer
+    }
+
+    /// The outputs of a run, from the configuration, in the order their work depends on
+    /// each other: MLflow first (its run id goes into the trace sent over OTLP), the
+    /// printed report, the run store, the Perfetto file, OTLP last.
+    fn sinks(&self) -> Sinks {
+        let mut sinks: Vec<Box<dyn RunSink>> = Vec::new();
+        if let Some(config) = &self.mlflow {
+            sinks.push(Box::new(MlflowSink::new(config.clone())));
+        }
+        sinks.push(Box::new(ConsoleSink::new(self.console.clone())));
+        if let Some(store) = &self.store {
+            sinks.push(Box::new(StoreSink::new(store.clone())));
+        }
+        if let Some(dir) = &self.perfetto_dir {
+            sinks.push(Box::new(PerfettoSink::new(dir.clone())));
+        }
+        if !matches!(self.otlp, OtlpChoice::Off) {
+            let sink = OtlpSink::new(self.otlp.clone(), self.mlflow.clone());
+            sinks.push(Box::new(sink));
+        }
+        Sinks::new(sinks)
+    }
+
+    fn run_shared(&self, record: &WorkflowRunRecord) -> RunShared {
+        RunShared {
+            run_id: record.id.clone(),
+            started: Instant::now(),
+            console: self.console.clone(),
+            progress: self.progress,
+            store_prompts: self.store_prompts,
+            store_responses: self.store_responses,
+            states: Mutex::new(Vec::new()),
+            sinks: self.sinks(),
+            warnings: Warnings::new(self.console.clone()),
+        }
+    }
+
+    /// Tells the run's outputs it starts; the context its nodes run in (their LLM costs
+    /// also going where the outputs asked).
+    fn start(
+        &self,
+        record: &WorkflowRunRecord,
+        analyzer: &BottleneckAnalyzer,
+        shared: &Arc<RunShared>,
+    ) -> WorkflowContext {
+        let llm_client = self.client.describe();
+        let start = RunStart {
+            record,
+            analyzer,
+            llm_client: &llm_client,
         };
+        let cost_sinks = shared.sinks.run_started(&start, &shared.warnings);
+        shared.progress(&format!(
+            "workflow `{}` started (run {}, LLM: {llm_client})",
+            record.workflow_name, record.id
+        ));
+        WorkflowContext {
+            node: NodeExecutor::with_cost_sinks(self.client.clone(), cost_sinks),
+            run: shared.clone(),
+        }
+    }
 
+    /// The finished run: its record completed from the outcome and the summary, its report,
+    /// node states and trace.
+    fn finish(
+        &self,
+        mut record: WorkflowRunRecord,
+        analyzer: &BottleneckAnalyzer,
+        shared: &RunShared,
+        outcome: Result<Result<Map<String, Value>, RunFailure>, String>,
+        duration_ms: f64,
+    ) -> WorkflowRun {
+        let (status, final_state, failure) = settle(outcome);
         let summary = analyzer.get_summary_with_threshold(self.threshold_percent);
-        #[allow(unused_mut)] // assigned only with MLflow
-        let mut mlflow_run_id = None;
-        if let Some(tracker) = &mlflow {
-            // The run is created by the exporter thread; wait briefly for its id (a server
-            // that is down costs this wait once, at the end of the run).
-            mlflow_run_id = tracker
-                .wait_for_run(std::time::Duration::from_secs(5))
-                .map(|r| r.run_id);
-            use agent_profiler_mlflow::RunStatus;
-            tracker.log_bottleneck_report(&summary);
-            let stats = tracker.finish(if status == WorkflowStatus::Completed {
-                RunStatus::Finished
-            } else {
-                RunStatus::Failed
-            });
-            if stats.anything_lost() {
-                shared.warn(format!("MLflow export incomplete: {stats}"));
-            }
-        }
-        let mut report = bottleneck_report(&summary);
-        let _ = std::fmt::Write::write_fmt(
-            &mut report,
-            format_args!(
-                "workflow `{name}` {status} in {duration_ms:.0}ms (run {}){}\n",
-                record.id,
-                failure
-                    .as_ref()
-                    .map(|f| format!(": {f}"))
-                    .unwrap_or_default()
-            ),
-        );
-        shared.console.write(&format!("\n{report}"));
-
-        let mut outputs = final_state.clone();
-        if !self.store_responses
-            && let Some(out) = outputs.as_mut()
-        {
-            for key in &response_keys {
-                if let Some(Value::String(text)) = out.get(key) {
-                    let hidden = not_stored(text);
-                    out.insert(key.clone(), hidden);
-                }
-            }
-        }
         record.status = status;
-        record.outputs = outputs.map(Value::Object);
+        record.outputs = final_state.clone().map(Value::Object);
         record.error_message = failure.as_ref().map(ToString::to_string);
-        record.completed_at = Some(now_seconds());
+        record.completed_at = Some(now_unix_seconds());
         record.duration_ms = Some(duration_ms);
         record.total_tokens = summary.total_tokens;
         record.total_cost_usd = summary.total_cost_usd;
         record.bottleneck_info = Some(summary.clone());
-        if let Some(store) = &self.store
-            && let Err(e) = store.save_run(&record)
-        {
-            shared.warn(format!("run not stored: {e}"));
-        }
         let trace = analyzer.trace();
-        let perfetto_file = trace
-            .as_ref()
-            .and_then(|trace| self.keep_trace(trace, &record, &shared));
-        if let Some(trace) = &trace {
-            self.export_trace(
-                trace,
-                &record,
-                mlflow_run_id.as_deref(),
-                failure.as_ref(),
-                &shared,
-            );
-        }
-        let states = shared
-            .states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let warnings = shared
-            .warnings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let run = WorkflowRun {
-            record,
-            states,
-            state: final_state.unwrap_or_default(),
-            summary,
-            report,
-            failure,
-            warnings,
-            mlflow_run_id,
-            trace,
-            perfetto_file,
-        };
-        if run.failure.is_some() {
-            Err(WorkflowError::Failed(Box::new(run)))
-        } else {
-            Ok(run)
-        }
-    }
-
-    /// Stores the run's trace and writes its Perfetto file, as configured; returns the file.
-    fn keep_trace(
-        &self,
-        trace: &Trace,
-        record: &WorkflowRunRecord,
-        shared: &RunShared,
-    ) -> Option<PathBuf> {
-        if trace.dropped > 0 {
-            shared.warn(format!(
+        if let Some(trace) = trace.as_ref().filter(|t| t.dropped > 0) {
+            shared.warnings.warn(format!(
                 "trace incomplete: {} spans did not fit in the trace capacity of {}",
                 trace.dropped, trace.capacity
             ));
         }
-        if let Some(store) = &self.store
-            && let Err(e) = store.save_trace(&record.id, trace)
-        {
-            shared.warn(format!("trace not stored: {e}"));
-        }
-        let dir = self.perfetto_dir.as_ref()?;
-        let path = dir.join(format!("{}.perfetto.json", record.id));
-        let title = format!("{} (run {})", record.workflow_name, record.id);
-        let written = std::fs::create_dir_all(dir).and_then(|()| {
-            agent_profiler_report::perfetto::write_chrome_trace(trace, &title, &path)
-        });
-        match written {
-            Ok(()) => Some(path),
-            Err(e) => {
-                shared.warn(format!("Perfetto file {} not written: {e}", path.display()));
-                None
-            }
+        WorkflowRun {
+            report: record.report().unwrap_or_default(),
+            record,
+            states: shared.states(),
+            state: final_state.unwrap_or_default(),
+            summary,
+            failure,
+            warnings: Vec::new(),
+            mlflow_run_id: None,
+            mlflow_experiment_id: None,
+            mlflow_run_url: None,
+            trace,
+            perfetto_file: None,
         }
     }
 
-    fn start_mlflow(
-        &self,
-        name: &str,
-        run_id: &str,
-        analyzer: &BottleneckAnalyzer,
-        shared: &RunShared,
-    ) -> Option<agent_profiler_mlflow::MlflowTracker> {
-        let config = self.mlflow.clone()?.run_name(name);
-        match agent_profiler_mlflow::MlflowTracker::start(config) {
-            Ok(tracker) => {
-                tracker.attach(analyzer);
-                let _ = tracker.log_param("workflow", name);
-                let _ = tracker.log_param("llm_client", self.client.describe());
-                let _ = tracker.set_tag("agent_profiler.run_id", run_id);
-                Some(tracker)
-            }
-            Err(e) => {
-                shared.warn(format!("MLflow not used: {e}"));
-                None
+    /// Replaces the answers in the record's outputs (the fields in `keys`) with a note of
+    /// their length, unless responses are stored.
+    fn hide_responses(&self, run: &mut WorkflowRun, keys: &[String]) {
+        if self.store_responses {
+            return;
+        }
+        let Some(Value::Object(outputs)) = run.record.outputs.as_mut() else {
+            return;
+        };
+        for key in keys {
+            if let Some(Value::String(text)) = outputs.get(key) {
+                let hidden = not_stored(text);
+                outputs.insert(key.clone(), hidden);
             }
         }
+    }
+}
+
+/// How a run ended: its status, its final state when it completed, and why it failed.
+fn settle(
+    outcome: Result<Result<Map<String, Value>, RunFailure>, String>,
+) -> (
+    WorkflowStatus,
+    Option<Map<String, Value>>,
+    Option<RunFailure>,
+) {
+    match outcome {
+        Ok(Ok(state)) => (WorkflowStatus::Completed, Some(state), None),
+        Ok(Err(failure)) => {
+            let status = match &failure {
+                RunFailure::Node(NodeError {
+                    kind: NodeErrorKind::Panicked { .. },
+                    ..
+                })
+                | RunFailure::Panicked(_) => WorkflowStatus::Panicked,
+                _ => WorkflowStatus::Failed,
+            };
+            (status, None, Some(failure))
+        }
+        Err(message) => (
+            WorkflowStatus::Panicked,
+            None,
+            Some(RunFailure::Panicked(message)),
+        ),
     }
 }
 

@@ -367,28 +367,16 @@ fn table(out: &mut String, summary: &Summary) {
     out.push_str("</section>\n");
 }
 
-/// Seconds since the Unix epoch as `2025-01-31 14:05:09 UTC`.
+/// Seconds since the Unix epoch as `2025-01-31 14:05:09 UTC`; `unknown` when negative or
+/// not a number.
 fn utc(unix_s: f64) -> String {
     if !unix_s.is_finite() || unix_s < 0.0 {
         return "unknown".to_owned();
     }
-    let secs = unix_s.floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = crate::date::UtcDateTime::from_unix_seconds(unix_s.floor() as i64);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 

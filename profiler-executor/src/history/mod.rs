@@ -1,0 +1,262 @@
+//! The run history: figures computed from the runs in a [`RunStore`], for one run, across
+//! the last runs of a workflow, or between two runs.
+//!
+//! - per-node figures of a run ([`RunStore::node_figures`]) and of the last runs
+//!   ([`RunStore::node_history`], [`RunStore::node_stats`]);
+//! - trends ([`RunStore::trend`]): each node's newest time against the median of its earlier
+//!   ones, flagged by a [`TrendRule`];
+//! - comparisons ([`RunStore::compare`]): what changed, run and node, from one run to
+//!   another.
+//!
+//! The store keeps records; everything here is computed from them (the methods on
+//! [`RunStore`] are defined in this module). The pure parts ([`node_trends`],
+//! [`compare_nodes`], [`median`], [`change_percent`]) work on figures from anywhere.
+//!
+//! ```
+//! use agent_profiler_executor::history::TrendRule;
+//! use agent_profiler_executor::store::RunStore;
+//!
+//! let store = RunStore::in_memory().unwrap();
+//! let trend = store.trend("research", 10, TrendRule::default()).unwrap();
+//! assert!(trend.runs.is_empty() && trend.flagged().is_empty());
+//! ```
+
+mod compare;
+mod figures;
+mod trend;
+
+pub use compare::{NodeDelta, RunComparison, Side, change_percent, compare_nodes};
+pub use figures::{NodeAcrossRuns, NodeFigures, RunNodeFigures, node_stats_of};
+pub use trend::{MIN_PREVIOUS_RUNS, NodeTrend, Trend, TrendRule, median, node_trends};
+
+use crate::store::{RunStore, StoreError, WorkflowRunRecord};
+
+impl RunStore {
+    /// Per-node figures of `run`: from its summary (`bottleneck_info`) when it has one,
+    /// else from its node state snapshots (a run still running, or whose process ended
+    /// early). Nodes come in the order of their first call.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a state holds bad JSON.
+    pub fn node_figures(&self, run: &WorkflowRunRecord) -> Result<Vec<NodeFigures>, StoreError> {
+        match &run.bottleneck_info {
+            Some(summary) => Ok(NodeFigures::from_summary(summary)),
+            None => Ok(NodeFigures::from_states(&self.states(&run.id)?)),
+        }
+    }
+
+    /// The per-node figures of each of the last `last_runs` finished runs (completed,
+    /// failed or panicked: a run still running has partial figures) of `workflow_name`,
+    /// newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a column holds bad JSON (naming the run).
+    pub fn node_history(
+        &self,
+        workflow_name: &str,
+        last_runs: usize,
+    ) -> Result<Vec<RunNodeFigures>, StoreError> {
+        self.finished_runs(workflow_name, last_runs)?
+            .into_iter()
+            .map(|run| {
+                Ok(RunNodeFigures {
+                    nodes: self.node_figures(&run)?,
+                    run_id: run.id,
+                    status: run.status,
+                    started_at: run.started_at,
+                    duration_ms: run.duration_ms,
+                    total_cost_usd: run.total_cost_usd,
+                })
+            })
+            .collect()
+    }
+
+    /// Per-node figures over the last `last_runs` runs of `workflow_name` that have a
+    /// bottleneck report, slowest node (by total time) first ([`node_stats_of`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a column holds bad JSON.
+    pub fn node_stats(
+        &self,
+        workflow_name: &str,
+        last_runs: usize,
+    ) -> Result<Vec<NodeAcrossRuns>, StoreError> {
+        Ok(node_stats_of(&self.recent_runs(workflow_name, last_runs)?))
+    }
+
+    /// Each node's time over the last `last_runs` finished runs of `workflow_name`, flagged
+    /// by `rule` ([`Trend`]; no runs: an empty trend).
+    ///
+    /// # Errors
+    /// As [`node_history`](Self::node_history).
+    pub fn trend(
+        &self,
+        workflow_name: &str,
+        last_runs: usize,
+        rule: TrendRule,
+    ) -> Result<Trend, StoreError> {
+        let mut runs = self.node_history(workflow_name, last_runs)?;
+        runs.reverse();
+        Ok(Trend::new(runs, rule))
+    }
+
+    /// What changed from run `a` (the baseline) to run `b`, run and node
+    /// ([`RunComparison`]).
+    ///
+    /// # Errors
+    /// As [`node_figures`](Self::node_figures).
+    pub fn compare(
+        &self,
+        a: WorkflowRunRecord,
+        b: WorkflowRunRecord,
+    ) -> Result<RunComparison, StoreError> {
+        let nodes_a = self.node_figures(&a)?;
+        let nodes_b = self.node_figures(&b)?;
+        Ok(RunComparison::new(a, &nodes_a, b, &nodes_b))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::{ExecutionStateRecord, WorkflowStatus};
+    use agent_profiler_runtime::BottleneckAnalyzer;
+    use serde_json::json;
+
+    pub(crate) fn figures(id: &str, ms: f64) -> NodeFigures {
+        NodeFigures {
+            node_id: id.to_owned(),
+            call_count: 1,
+            total_duration_ms: ms,
+            self_duration_ms: ms,
+            avg_duration_ms: ms,
+            cost_usd: 0.0,
+            total_tokens: 0,
+            llm_calls: 0,
+            unpriced_calls: 0,
+            failed_calls: 0,
+        }
+    }
+
+    pub(crate) fn run(nodes: &[(&str, f64)]) -> RunNodeFigures {
+        RunNodeFigures {
+            run_id: "r".into(),
+            status: WorkflowStatus::Completed,
+            started_at: 0.0,
+            duration_ms: None,
+            total_cost_usd: 0.0,
+            nodes: nodes.iter().map(|(id, ms)| figures(id, *ms)).collect(),
+        }
+    }
+
+    fn finished(name: &str, id: &str, started_at: f64, nodes: &[(&str, f64)]) -> WorkflowRunRecord {
+        let analyzer = BottleneckAnalyzer::new();
+        for (node, ms) in nodes {
+            analyzer.record_node(node, *ms).unwrap();
+        }
+        let mut run = WorkflowRunRecord::started(name, json!({}), json!({}));
+        run.id = id.to_owned();
+        run.started_at = started_at;
+        run.status = WorkflowStatus::Completed;
+        run.duration_ms = Some(nodes.iter().map(|(_, ms)| ms).sum());
+        run.completed_at = Some(started_at + 1.0);
+        run.bottleneck_info = Some(analyzer.get_summary());
+        run
+    }
+
+    #[test]
+    fn node_figures_from_summary_or_states() {
+        let store = RunStore::in_memory().unwrap();
+        let run = finished("wf", "done", 1.0, &[("a", 10.0), ("b", 30.0), ("a", 20.0)]);
+        store.save_run(&run).unwrap();
+        let figures = store.node_figures(&run).unwrap();
+        assert_eq!(figures.len(), 2);
+        let a = figures.iter().find(|n| n.node_id == "a").unwrap();
+        assert_eq!(a.call_count, 2);
+        assert_eq!(a.total_duration_ms, 30.0);
+        assert_eq!(a.avg_duration_ms, 15.0);
+
+        let mut live = WorkflowRunRecord::started("wf", json!({}), json!({}));
+        live.started_at = 2.0;
+        store.save_run(&live).unwrap();
+        for (step, (node, ms, status)) in [
+            ("x", 5.0, "completed"),
+            ("y", 7.0, "failed"),
+            ("x", 1.0, "completed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            store
+                .save_state(&ExecutionStateRecord {
+                    run_id: live.id.clone(),
+                    node_id: node.into(),
+                    step: step as u32,
+                    status: status.into(),
+                    state: json!({}),
+                    execution_time_ms: ms,
+                    cost_usd: 0.5,
+                    error_message: None,
+                    created_at: 0.0,
+                })
+                .unwrap();
+        }
+        let figures = store.node_figures(&live).unwrap();
+        assert_eq!(figures.len(), 2);
+        assert_eq!(
+            (figures[0].node_id.as_str(), figures[0].call_count),
+            ("x", 2)
+        );
+        assert_eq!(figures[0].total_duration_ms, 6.0);
+        assert_eq!(figures[0].cost_usd, 1.0);
+        assert_eq!(
+            (figures[1].failed_calls, figures[1].self_duration_ms),
+            (1, 7.0)
+        );
+
+        // The history leaves out the run still running.
+        let history = store.node_history("wf", 10).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].run_id, "done");
+        assert_eq!(
+            history[0].nodes,
+            NodeFigures::from_summary(run.bottleneck_info.as_ref().unwrap())
+        );
+    }
+
+    #[test]
+    fn stats_trends_and_comparisons_from_the_store() {
+        let store = RunStore::in_memory().unwrap();
+        let times = [100.0, 102.0, 98.0, 250.0];
+        for (i, ms) in times.iter().enumerate() {
+            let run = finished(
+                "wf",
+                &format!("r{i}"),
+                i as f64,
+                &[("slow", *ms), ("x", 10.0)],
+            );
+            store.save_run(&run).unwrap();
+        }
+        let stats = store.node_stats("wf", 10).unwrap();
+        assert_eq!(stats[0].node_id, "slow");
+        assert_eq!(stats[0].runs, 4);
+        assert_eq!(stats[0].bottleneck_runs, 4);
+        assert_eq!(stats[0].total_duration_ms, times.iter().sum::<f64>());
+
+        let trend = store.trend("wf", 10, TrendRule::default()).unwrap();
+        let ids: Vec<&str> = trend.runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["r0", "r1", "r2", "r3"], "oldest first");
+        assert_eq!(trend.flagged(), ["slow"]);
+        assert_eq!(trend.nodes[0].median_previous_ms, Some(100.0));
+
+        let a = store.find_run("r0").unwrap();
+        let b = store.find_run("r3").unwrap();
+        let cmp = store.compare(a, b).unwrap();
+        assert_eq!(cmp.nodes[0].node_id, "slow");
+        assert_eq!(cmp.nodes[0].delta_ms(), 150.0);
+        assert_eq!(cmp.duration_delta_ms(), Some(150.0));
+        assert_eq!(cmp.duration_delta_percent(), Some(150.0 / 110.0 * 100.0));
+        assert_eq!(cmp.cost_delta_usd(), 0.0);
+        assert_eq!(cmp.cost_delta_percent(), None);
+    }
+}

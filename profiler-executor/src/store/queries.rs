@@ -1,0 +1,362 @@
+//! What the run store saves and reads: runs, node states, traces, and runs found by id or
+//! by the start of an id.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+use agent_profiler_runtime::trace::Trace;
+
+use super::schema::{RUN_COLUMNS, RawRun, parse_json};
+use super::{AMBIGUOUS_IDS_SHOWN, ExecutionStateRecord, RunStore, StoreError, WorkflowRunRecord};
+
+impl RunStore {
+    /// Inserts `run`, or updates the stored run with the same id (its node states stay).
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails.
+    pub fn save_run(&self, run: &WorkflowRunRecord) -> Result<(), StoreError> {
+        let json = |v: &Value| v.to_string();
+        let outputs = run.outputs.as_ref().map(json);
+        let info = match &run.bottleneck_info {
+            Some(s) => Some(serde_json::to_string(s).map_err(|source| StoreError::Json {
+                run_id: run.id.clone(),
+                column: "bottleneck_info",
+                source,
+            })?),
+            None => None,
+        };
+        self.sql(|c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO workflow_runs ({RUN_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                     ON CONFLICT (id) DO UPDATE SET workflow_name = ?2, status = ?3, \
+                     config_snapshot = ?4, inputs = ?5, outputs = ?6, error_message = ?7, \
+                     started_at = ?8, completed_at = ?9, duration_ms = ?10, \
+                     total_tokens = ?11, total_cost_usd = ?12, bottleneck_info = ?13"
+                ),
+                params![
+                    run.id,
+                    run.workflow_name,
+                    run.status.as_str(),
+                    json(&run.config_snapshot),
+                    json(&run.inputs),
+                    outputs,
+                    run.error_message,
+                    run.started_at,
+                    run.completed_at,
+                    run.duration_ms,
+                    i64::try_from(run.total_tokens).unwrap_or(i64::MAX),
+                    run.total_cost_usd,
+                    info,
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The run with id `id`, with its bottleneck info.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a column holds bad JSON.
+    pub fn get_run(&self, id: &str) -> Result<Option<WorkflowRunRecord>, StoreError> {
+        let raw = self.sql(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ?1"),
+                params![id],
+                RawRun::from_row,
+            )
+            .optional()
+        })?;
+        raw.map(RawRun::into_record).transpose()
+    }
+
+    /// The last `limit` runs of `workflow_name`, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a column holds bad JSON.
+    pub fn recent_runs(
+        &self,
+        workflow_name: &str,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
+        self.runs_where("workflow_name = ?1", Some(workflow_name), limit)
+    }
+
+    /// The last `limit` finished runs (completed, failed or panicked: not those still
+    /// running) of `workflow_name`, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a column holds bad JSON (naming the run).
+    pub fn finished_runs(
+        &self,
+        workflow_name: &str,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
+        self.runs_where(
+            "workflow_name = ?1 AND status != 'running'",
+            Some(workflow_name),
+            limit,
+        )
+    }
+
+    /// The last `limit` runs that meet `condition` (SQL over the run's columns, naming
+    /// `workflow_name` as `?1` when given), newest first.
+    fn runs_where(
+        &self,
+        condition: &str,
+        workflow_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let raws = self.sql(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE {condition} \
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![workflow_name, limit], RawRun::from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raws.into_iter().map(RawRun::into_record).collect()
+    }
+
+    /// Stores one node's state snapshot.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails (for example, an unknown run id).
+    pub fn save_state(&self, state: &ExecutionStateRecord) -> Result<(), StoreError> {
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO execution_states (run_id, node_id, step, status, state, \
+                 execution_time_ms, cost_usd, error_message, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    state.run_id,
+                    state.node_id,
+                    state.step,
+                    state.status,
+                    state.state.to_string(),
+                    state.execution_time_ms,
+                    state.cost_usd,
+                    state.error_message,
+                    state.created_at,
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The node state snapshots of run `run_id`, in step order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a column holds bad JSON.
+    pub fn states(&self, run_id: &str) -> Result<Vec<ExecutionStateRecord>, StoreError> {
+        let rows = self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT run_id, node_id, step, status, state, execution_time_ms, cost_usd, \
+                 error_message, created_at FROM execution_states WHERE run_id = ?1 \
+                 ORDER BY step, id",
+            )?;
+            let rows = stmt.query_map(params![run_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, f64>(5)?,
+                    r.get::<_, f64>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, f64>(8)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(
+                |(run_id, node_id, step, status, state, ms, cost, error, at)| {
+                    let state = parse_json(&run_id, "state", &state)?;
+                    Ok(ExecutionStateRecord {
+                        run_id,
+                        node_id,
+                        step,
+                        status,
+                        state,
+                        execution_time_ms: ms,
+                        cost_usd: cost,
+                        error_message: error,
+                        created_at: at,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// The last `limit` runs of every workflow (or of `workflow_name` only), newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or a column holds bad JSON (naming the run).
+    pub fn list_runs(
+        &self,
+        workflow_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
+        match workflow_name {
+            Some(name) => self.recent_runs(name, limit),
+            // No name: a condition every run meets.
+            None => self.runs_where("?1 IS NULL", None, limit),
+        }
+    }
+
+    /// The names of the workflows with stored runs, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails.
+    pub fn workflow_names(&self) -> Result<Vec<String>, StoreError> {
+        self.sql(|c| {
+            let mut stmt =
+                c.prepare("SELECT DISTINCT workflow_name FROM workflow_runs ORDER BY 1")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+    }
+
+    /// The full id of the run whose id is `id_or_prefix`, or starts with it (users may
+    /// type the first characters of an id, as with git commits). An exact id wins over
+    /// longer ids that start with it.
+    ///
+    /// # Errors
+    /// [`StoreError::RunNotFound`] when no id starts with it (or it is empty),
+    /// [`StoreError::AmbiguousRunId`] when several do, [`StoreError::Sqlite`] when SQLite
+    /// fails.
+    pub fn resolve_run_id(&self, id_or_prefix: &str) -> Result<String, StoreError> {
+        let not_found = || StoreError::RunNotFound {
+            path: self.path.clone(),
+            id: id_or_prefix.to_owned(),
+        };
+        if id_or_prefix.is_empty() {
+            return Err(not_found());
+        }
+        let (count, examples) = self.sql(|c| {
+            let exact: Option<String> = c
+                .query_row(
+                    "SELECT id FROM workflow_runs WHERE id = ?1",
+                    params![id_or_prefix],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = exact {
+                return Ok((1, vec![id]));
+            }
+            // `substr` rather than LIKE: no wildcard in an id needs escaping.
+            let count: i64 = c.query_row(
+                "SELECT COUNT(*) FROM workflow_runs WHERE substr(id, 1, length(?1)) = ?1",
+                params![id_or_prefix],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare(
+                "SELECT id FROM workflow_runs WHERE substr(id, 1, length(?1)) = ?1 \
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?2",
+            )?;
+            let shown = i64::try_from(AMBIGUOUS_IDS_SHOWN).unwrap_or(i64::MAX);
+            let ids = stmt
+                .query_map(params![id_or_prefix, shown], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((usize::try_from(count).unwrap_or(usize::MAX), ids))
+        })?;
+        match count {
+            0 => Err(not_found()),
+            1 => examples.into_iter().next().ok_or_else(not_found),
+            _ => Err(StoreError::AmbiguousRunId {
+                prefix: id_or_prefix.to_owned(),
+                count,
+                examples,
+            }),
+        }
+    }
+
+    /// The run whose id is `id_or_prefix` or starts with it (see
+    /// [`resolve_run_id`](Self::resolve_run_id)).
+    ///
+    /// # Errors
+    /// As [`resolve_run_id`](Self::resolve_run_id), and [`StoreError::Json`] when one of
+    /// the run's JSON columns does not parse.
+    pub fn find_run(&self, id_or_prefix: &str) -> Result<WorkflowRunRecord, StoreError> {
+        let id = self.resolve_run_id(id_or_prefix)?;
+        self.get_run(&id)?.ok_or_else(|| StoreError::RunNotFound {
+            path: self.path.clone(),
+            id,
+        })
+    }
+
+    /// The shortest length, at least `min`, at which the starts of the stored run ids are
+    /// all different: what a listing can show of each id so that every shown id finds its
+    /// run with [`find_run`](Self::find_run).
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails.
+    pub fn unique_prefix_len(&self, min: usize) -> Result<usize, StoreError> {
+        let ids = self.sql(|c| {
+            let mut stmt = c.prepare("SELECT id FROM workflow_runs ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        // In sorted order, the longest common start of any two ids is that of two
+        // neighbours.
+        let mut len = min;
+        for pair in ids.windows(2) {
+            let common = pair[0]
+                .chars()
+                .zip(pair[1].chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            len = len.max(common + 1);
+        }
+        Ok(len)
+    }
+
+    /// Stores the trace of run `run_id` (trace mode), replacing any trace stored for it.
+    /// The run must be stored first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when SQLite fails (for example, an unknown run id, or a
+    /// store opened read-only), [`StoreError::Json`] when the trace cannot be written as
+    /// JSON.
+    pub fn save_trace(&self, run_id: &str, trace: &Trace) -> Result<(), StoreError> {
+        let json = serde_json::to_string(trace).map_err(|source| StoreError::Json {
+            run_id: run_id.to_owned(),
+            column: "trace_json",
+            source,
+        })?;
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO run_traces (run_id, trace_json) VALUES (?1, ?2) \
+                 ON CONFLICT (run_id) DO UPDATE SET trace_json = ?2",
+                params![run_id, json],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The trace stored for run `run_id`; `None` when the run has none (trace mode was
+    /// off, or the run is unknown).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when SQLite fails, [`StoreError::Json`] when the stored
+    /// trace does not parse.
+    pub fn load_trace(&self, run_id: &str) -> Result<Option<Trace>, StoreError> {
+        if !self.has_traces {
+            return Ok(None);
+        }
+        let json: Option<String> = self.sql(|c| {
+            c.query_row(
+                "SELECT trace_json FROM run_traces WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        json.map(|j| parse_json(run_id, "trace_json", &j))
+            .transpose()
+    }
+}

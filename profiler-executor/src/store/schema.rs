@@ -1,0 +1,124 @@
+//! The tables of the run store, and a run's row read back into its record.
+
+use rusqlite::Row;
+
+use super::{StoreError, WorkflowRunRecord, WorkflowStatus};
+
+/// The tables: runs, node state snapshots, traces. `IF NOT EXISTS` throughout, so opening
+/// a store written by an older version adds what it lacks.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS workflow_runs (
+    id TEXT PRIMARY KEY,
+    workflow_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    config_snapshot TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    outputs TEXT,
+    error_message TEXT,
+    started_at REAL NOT NULL,
+    completed_at REAL,
+    duration_ms REAL,
+    total_tokens INTEGER NOT NULL DEFAULT 0,
+    total_cost_usd REAL NOT NULL DEFAULT 0,
+    bottleneck_info TEXT
+);
+CREATE INDEX IF NOT EXISTS workflow_runs_by_name ON workflow_runs (workflow_name, started_at);
+CREATE TABLE IF NOT EXISTS execution_states (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+    node_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    state TEXT NOT NULL,
+    execution_time_ms REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    error_message TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS execution_states_by_run ON execution_states (run_id, step);
+CREATE TABLE IF NOT EXISTS run_traces (
+    run_id TEXT PRIMARY KEY REFERENCES workflow_runs (id) ON DELETE CASCADE,
+    trace_json TEXT NOT NULL
+);
+";
+
+/// The columns of `workflow_runs`, in the order [`RawRun::from_row`] reads them.
+pub(super) const RUN_COLUMNS: &str = "id, workflow_name, status, config_snapshot, inputs, outputs, \
+    error_message, started_at, completed_at, duration_ms, total_tokens, total_cost_usd, \
+    bottleneck_info";
+
+/// A row of `workflow_runs`, before its JSON columns are parsed.
+pub(super) struct RawRun {
+    id: String,
+    workflow_name: String,
+    status: String,
+    config_snapshot: String,
+    inputs: String,
+    outputs: Option<String>,
+    error_message: Option<String>,
+    started_at: f64,
+    completed_at: Option<f64>,
+    duration_ms: Option<f64>,
+    total_tokens: i64,
+    total_cost_usd: f64,
+    bottleneck_info: Option<String>,
+}
+
+impl RawRun {
+    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            workflow_name: r.get(1)?,
+            status: r.get(2)?,
+            config_snapshot: r.get(3)?,
+            inputs: r.get(4)?,
+            outputs: r.get(5)?,
+            error_message: r.get(6)?,
+            started_at: r.get(7)?,
+            completed_at: r.get(8)?,
+            duration_ms: r.get(9)?,
+            total_tokens: r.get(10)?,
+            total_cost_usd: r.get(11)?,
+            bottleneck_info: r.get(12)?,
+        })
+    }
+
+    pub(super) fn into_record(self) -> Result<WorkflowRunRecord, StoreError> {
+        Ok(WorkflowRunRecord {
+            workflow_name: self.workflow_name,
+            status: WorkflowStatus::parse(&self.status),
+            config_snapshot: parse_json(&self.id, "config_snapshot", &self.config_snapshot)?,
+            inputs: parse_json(&self.id, "inputs", &self.inputs)?,
+            outputs: self
+                .outputs
+                .as_deref()
+                .map(|s| parse_json(&self.id, "outputs", s))
+                .transpose()?,
+            error_message: self.error_message,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            duration_ms: self.duration_ms,
+            total_tokens: u64::try_from(self.total_tokens).unwrap_or(0),
+            total_cost_usd: self.total_cost_usd,
+            bottleneck_info: self
+                .bottleneck_info
+                .as_deref()
+                .map(|s| parse_json(&self.id, "bottleneck_info", s))
+                .transpose()?,
+            id: self.id,
+        })
+    }
+}
+
+/// `s`, a JSON column of run `run_id`, parsed; bad JSON names the run and the column.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+    run_id: &str,
+    column: &'static str,
+    s: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|source| StoreError::Json {
+        run_id: run_id.to_owned(),
+        column,
+        source,
+    })
+}

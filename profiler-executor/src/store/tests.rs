@@ -1,0 +1,267 @@
+//! The run store against SQLite: in memory, and in files opened read-only.
+
+use std::path::PathBuf;
+
+use agent_profiler_runtime::BottleneckAnalyzer;
+use rusqlite::Connection;
+
+use super::*;
+use serde_json::json;
+
+fn temp_path(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "agent-profiler-store-{test}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("runs.sqlite3")
+}
+
+fn finished(name: &str, id: &str, started_at: f64, nodes: &[(&str, f64)]) -> WorkflowRunRecord {
+    let analyzer = BottleneckAnalyzer::new();
+    for (node, ms) in nodes {
+        analyzer.record_node(node, *ms).unwrap();
+    }
+    let mut run = WorkflowRunRecord::started(name, json!({}), json!({}));
+    run.id = id.to_owned();
+    run.started_at = started_at;
+    run.status = WorkflowStatus::Completed;
+    run.duration_ms = Some(nodes.iter().map(|(_, ms)| ms).sum());
+    run.completed_at = Some(started_at + 1.0);
+    run.bottleneck_info = Some(analyzer.get_summary());
+    run
+}
+
+#[test]
+fn run_ids_are_random_uuids() {
+    let ids: Vec<String> = (0..1000)
+        .map(|_| WorkflowRunRecord::started("wf", json!({}), json!({})).id)
+        .collect();
+    for id in &ids {
+        let uuid = uuid::Uuid::parse_str(id).unwrap();
+        assert_eq!(uuid.get_version_num(), 4, "{id}");
+        assert_eq!(id, &uuid.hyphenated().to_string(), "{id}");
+    }
+    let firsts: std::collections::HashSet<&str> = ids.iter().map(|i| &i[..8]).collect();
+    // 1000 random 32-bit starts: a repeat is possible but very rare (p ~ 1e-4).
+    assert!(firsts.len() >= 999);
+}
+
+#[test]
+fn prefixes_find_runs_and_ambiguity_is_an_error() {
+    let store = RunStore::in_memory().unwrap();
+    for (id, at) in [
+        ("abc11111", 1.0),
+        ("abc12222", 2.0),
+        ("abd00000", 3.0),
+        ("ab", 4.0),
+    ] {
+        store
+            .save_run(&finished("wf", id, at, &[("n", 1.0)]))
+            .unwrap();
+    }
+    assert_eq!(store.find_run("abd").unwrap().id, "abd00000");
+    assert_eq!(store.find_run("abc12").unwrap().id, "abc12222");
+    // An exact id wins over the longer ids that start with it.
+    assert_eq!(store.find_run("ab").unwrap().id, "ab");
+    let err = store.find_run("abc1").unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AmbiguousRunId { count: 2, examples, .. } if examples.len() == 2)
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("`abc1` is ambiguous: 2 runs"), "{msg}");
+    assert!(msg.contains("abc12222, abc11111"), "{msg}");
+    let err = store.find_run("zzz").unwrap_err();
+    assert!(matches!(err, StoreError::RunNotFound { .. }));
+    assert_eq!(
+        err.to_string(),
+        "no run with an id starting with `zzz` in :memory:"
+    );
+    assert!(matches!(
+        store.find_run(""),
+        Err(StoreError::RunNotFound { .. })
+    ));
+    // Wildcards are plain characters.
+    assert!(matches!(
+        store.find_run("a%"),
+        Err(StoreError::RunNotFound { .. })
+    ));
+    assert!(matches!(
+        store.find_run("a_c"),
+        Err(StoreError::RunNotFound { .. })
+    ));
+    // "ab" vs "abc11111" share 2, "abc11111" vs "abc12222" share 4.
+    assert_eq!(store.unique_prefix_len(1).unwrap(), 5);
+    assert_eq!(store.unique_prefix_len(8).unwrap(), 8);
+}
+
+#[test]
+fn listing_filters_and_orders() {
+    let store = RunStore::in_memory().unwrap();
+    store
+        .save_run(&finished("a", "r1", 1.0, &[("x", 1.0)]))
+        .unwrap();
+    store
+        .save_run(&finished("b", "r2", 2.0, &[("y", 1.0)]))
+        .unwrap();
+    store
+        .save_run(&finished("a", "r3", 3.0, &[("x", 2.0)]))
+        .unwrap();
+    let ids = |runs: Vec<WorkflowRunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_runs(None, 10).unwrap()), ["r3", "r2", "r1"]);
+    assert_eq!(ids(store.list_runs(None, 2).unwrap()), ["r3", "r2"]);
+    assert_eq!(ids(store.list_runs(Some("a"), 10).unwrap()), ["r3", "r1"]);
+    assert_eq!(store.workflow_names().unwrap(), ["a", "b"]);
+}
+
+#[test]
+fn corrupt_columns_name_the_run_and_column() {
+    let store = RunStore::in_memory().unwrap();
+    store
+        .save_run(&finished("wf", "good", 1.0, &[("n", 1.0)]))
+        .unwrap();
+    store
+        .save_run(&finished("wf", "bad", 2.0, &[("n", 1.0)]))
+        .unwrap();
+    store
+        .sql(|c| {
+            c.execute(
+                "UPDATE workflow_runs SET bottleneck_info = '{oops' WHERE id = 'bad'",
+                [],
+            )
+        })
+        .unwrap();
+    let err = store.find_run("bad").unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Json { run_id, column: "bottleneck_info", .. } if run_id == "bad")
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("run bad: column `bottleneck_info` holds bad JSON"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    assert!(store.list_runs(None, 10).is_err());
+    assert!(store.find_run("good").is_ok());
+    // A summary of the wrong shape is as bad as broken JSON.
+    store
+        .sql(|c| {
+            c.execute(
+                "UPDATE workflow_runs SET bottleneck_info = '[1]', inputs = 'x' WHERE id = 'bad'",
+                [],
+            )
+        })
+        .unwrap();
+    let err = store.get_run("bad").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Json {
+                column: "inputs",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn open_existing_is_read_only_and_never_creates() {
+    let path = temp_path("open-existing");
+    let err = RunStore::open_existing(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }));
+    assert!(
+        err.to_string()
+            .ends_with("runs.sqlite3: the file does not exist")
+    );
+    assert!(!path.exists());
+
+    // Not a database at all.
+    std::fs::write(
+        &path,
+        "hello, I am not SQLite, just some text that is long enough",
+    )
+    .unwrap();
+    let err = RunStore::open_existing(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Sqlite { .. }), "{err}");
+    // A database without the tables.
+    std::fs::remove_file(&path).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x INTEGER);")
+        .unwrap();
+    let err = RunStore::open_existing(&path).unwrap_err();
+    assert!(matches!(err, StoreError::NotARunStore { .. }), "{err}");
+    std::fs::remove_file(&path).unwrap();
+
+    let writer = RunStore::open(&path).unwrap();
+    let run = finished("wf", "run-1", 1.0, &[("n", 1.0)]);
+    writer.save_run(&run).unwrap();
+    let reader = RunStore::open_existing(&path).unwrap();
+    assert_eq!(reader.find_run("run").unwrap(), run);
+    assert!(matches!(
+        reader.save_run(&run),
+        Err(StoreError::Sqlite { .. })
+    ));
+}
+
+#[test]
+fn old_store_without_trace_table_reads_no_trace() {
+    let path = temp_path("no-trace-table");
+    let writer = RunStore::open(&path).unwrap();
+    writer
+        .save_run(&finished("wf", "r", 1.0, &[("n", 1.0)]))
+        .unwrap();
+    writer
+        .sql(|c| c.execute_batch("DROP TABLE run_traces;"))
+        .unwrap();
+    let reader = RunStore::open_existing(&path).unwrap();
+    assert_eq!(reader.load_trace("r").unwrap(), None);
+}
+
+#[test]
+fn traces_round_trip() {
+    let store = RunStore::in_memory().unwrap();
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(16);
+    analyzer.record_node("plan", 12.0).unwrap();
+    analyzer.record_node("act", 3.5).unwrap();
+    let trace = analyzer.trace().unwrap();
+    let run = finished("wf", "r", 1.0, &[("plan", 12.0), ("act", 3.5)]);
+    assert!(
+        matches!(
+            store.save_trace("r", &trace),
+            Err(StoreError::Sqlite { .. })
+        ),
+        "the run must exist"
+    );
+    store.save_run(&run).unwrap();
+    assert_eq!(store.load_trace("r").unwrap(), None);
+    store.save_trace("r", &trace).unwrap();
+    assert_eq!(store.load_trace("r").unwrap().as_ref(), Some(&trace));
+    let mut shorter = trace.clone();
+    shorter.spans.truncate(1);
+    store.save_trace("r", &shorter).unwrap();
+    assert_eq!(store.load_trace("r").unwrap(), Some(shorter));
+    store
+        .sql(|c| c.execute("UPDATE run_traces SET trace_json = 'nope'", []))
+        .unwrap();
+    let err = store.load_trace("r").unwrap_err();
+    assert!(matches!(&err, StoreError::Json { run_id, column: "trace_json", .. } if run_id == "r"));
+}
+
+#[test]
+fn report_matches_the_executor_form() {
+    let mut run = finished("wf", "r1", 1.0, &[("slow", 450.0), ("fast", 50.0)]);
+    run.status = WorkflowStatus::Failed;
+    run.duration_ms = Some(512.4);
+    run.error_message = Some("node `slow` failed: boom".into());
+    let report = run.report().unwrap();
+    assert!(report.starts_with(
+        "Slowest node: slow (450.00ms avg)\nBottlenecks (>50% of total time):\n  - slow: 90.0% (450ms total)\n\n"
+    ));
+    assert!(
+        report.ends_with("\nworkflow `wf` failed in 512ms (run r1): node `slow` failed: boom\n")
+    );
+}
