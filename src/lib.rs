@@ -79,6 +79,15 @@ pub mod trace {
     pub use agent_profiler_otlp as otlp;
 }
 
+/// The rules every node id follows, whichever way it enters (the macro, a workflow file,
+/// [`BottleneckAnalyzer::record_node`], [`profile_call`]): non-empty, ASCII letters, digits
+/// and `_ - . /`, at most [`MAX_NODE_ID_LEN`](node_id::MAX_NODE_ID_LEN) characters.
+pub mod node_id {
+    pub use agent_profiler_runtime::{
+        MAX_NODE_ID_LEN, NodeIdError, check_node_id, is_node_id_char,
+    };
+}
+
 /// Per-call records, for writing an exporter of one's own: turn them on with
 /// [`BottleneckAnalyzer::enable_call_export`] and drain them with
 /// [`BottleneckAnalyzer::drain_calls`] from another thread.
