@@ -47,9 +47,9 @@
 //! `#[my_lib::profile_node("id", crate = my_lib::profiler)]`.
 //!
 //! The default features build the macro and the core only (serde, serde_json). The outputs
-//! are opt-in, one module each: `mlflow` ([`mlflow`]), `otlp` ([`trace::otlp`]), `report`
-//! ([`report`], [`trace::perfetto`], [`trace::layout`]), `executor` ([`executor`], [`llm`],
-//! [`store`]; brings every output), and `full` for everything.
+//! are opt-in, one module each: `mlflow` (module `mlflow`), `otlp` (`trace::otlp`), `report`
+//! (`report`, `trace::perfetto`, `trace::layout`), `executor` (`executor`, `llm`, `store`;
+//! brings every output), and `full` for everything.
 #![warn(missing_docs)]
 
 pub use agent_profiler_macros::profile_node;
