@@ -1,6 +1,10 @@
 //! The run store sink: the run's record as it starts and as it ends, each node's state, and
 //! the trace.
 
+use std::sync::Arc;
+
+use agent_profiler_runtime::cost::CostSink;
+
 use super::{RunSink, RunStart, Warnings};
 use crate::store::{ExecutionStateRecord, RunStore};
 use crate::workflow::WorkflowRun;
@@ -19,11 +23,7 @@ impl StoreSink {
 }
 
 impl RunSink for StoreSink {
-    fn run_started(
-        &self,
-        run: &RunStart<'_>,
-        warnings: &Warnings,
-    ) -> Option<std::sync::Arc<dyn agent_profiler_runtime::cost::CostSink>> {
+    fn run_started(&self, run: &RunStart<'_>, warnings: &Warnings) -> Option<Arc<dyn CostSink>> {
         if let Err(e) = self.store.save_run(run.record) {
             warnings.warn(format!("run not stored: {e}"));
         }

@@ -23,13 +23,14 @@ pub enum StoreError {
         /// serde_json's error.
         source: serde_json::Error,
     },
-    /// [`RunStore::open_existing`]: there is no file at the path.
+    /// [`open_existing`](crate::store::RunStore::open_existing): there is no file at the
+    /// path.
     Missing {
         /// The path given.
         path: String,
     },
-    /// [`RunStore::open_existing`]: the file is an SQLite database without the run
-    /// store's tables.
+    /// [`open_existing`](crate::store::RunStore::open_existing): the file is an SQLite
+    /// database without the run store's tables.
     NotARunStore {
         /// The database file.
         path: String,
