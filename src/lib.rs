@@ -129,6 +129,11 @@ pub use agent_profiler_executor::llm;
 #[cfg(feature = "executor")]
 pub use agent_profiler_executor::store;
 
+/// Figures across the stored runs of a workflow: per-node statistics, trends with the SLOW
+/// rule, comparisons of two runs (feature `executor`).
+#[cfg(feature = "executor")]
+pub use agent_profiler_executor::history;
+
 /// The README's code blocks, compiled and run as doctests (they use every output).
 #[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../README.md")]
