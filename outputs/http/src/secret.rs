@@ -69,6 +69,23 @@ impl Redactor {
         }
         out
     }
+
+    /// The start of `text` for a message (an error body, say): cleaned of secrets (before it
+    /// is cut, so that no part of one is left), control characters as spaces, blanks around
+    /// removed, at most `max_chars` characters, and `…` where it was cut.
+    pub fn excerpt(&self, text: &str, max_chars: usize) -> String {
+        let cleaned = self.clean(text);
+        let printable: String = cleaned
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let printable = printable.trim();
+        let mut out: String = printable.chars().take(max_chars).collect();
+        if printable.chars().count() > max_chars {
+            out.push('…');
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +107,21 @@ mod tests {
             "refused Bearer *** here, *** there, ab"
         );
         assert_eq!(Redactor::default().clean("as is"), "as is");
+    }
+
+    #[test]
+    fn excerpts_are_short_printable_and_clean() {
+        let r = Redactor::default();
+        assert_eq!(
+            r.excerpt("  {\"detail\": \"bad\"}\n", 300),
+            "{\"detail\": \"bad\"}"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(r.excerpt(&long, 300).len(), 300 + 3);
+        assert!(r.excerpt(&long, 300).ends_with('…'));
+        assert_eq!(r.excerpt("\u{0}\u{1}a", 300), "a");
+        // Cleaned before it is cut: no end of a secret is left at the cut.
+        let r = Redactor::new(["s3cr3t-t0ken"]);
+        assert_eq!(r.excerpt("key s3cr3t-t0ken", 8), "key ***");
     }
 }

@@ -474,15 +474,11 @@ pub(crate) fn api_error(endpoint: &str, status: u16, body: &str, redact: &Redact
         }
         _ => (None, body.trim().to_owned()),
     };
-    let mut message = redact.clean(&message);
-    if message.chars().count() > MAX_ERROR_MESSAGE {
-        message = format!("{}...", truncate_chars(&message, MAX_ERROR_MESSAGE));
-    }
     MlflowError::Api {
         endpoint: endpoint.to_owned(),
         status,
         error_code,
-        message,
+        message: redact.excerpt(&message, MAX_ERROR_MESSAGE),
         attempts: 1,
     }
 }

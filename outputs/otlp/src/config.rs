@@ -596,7 +596,8 @@ impl OtlpConfig {
     }
 
     /// The wait before the first retry; it doubles at each retry (plus up to as much again
-    /// at random), at most 120 s. A `Retry-After` header on 429 and 503 wins.
+    /// at random), at most 120 s. A `Retry-After` header (seconds or an HTTP date) on 429
+    /// and 503 wins, and makes a 413 retried too.
     pub fn backoff(mut self, first: Duration) -> Self {
         self.backoff = first;
         self

@@ -170,11 +170,13 @@ impl Sender {
         if (200..300).contains(&status) {
             return self.accepted(status, &content_type, &bytes);
         }
-        let detail = snippet(&bytes);
+        let detail = self
+            .redact
+            .excerpt(&String::from_utf8_lossy(&bytes), MAX_ERROR_BODY);
         let mut message = format!("OTLP export to {}: HTTP {status}", self.shown_endpoint);
         if !detail.is_empty() {
             message.push_str(": ");
-            message.push_str(&self.redact.clean(&detail));
+            message.push_str(&detail);
         }
         Err(Failure::answered(message, status, retry_after))
     }
@@ -224,34 +226,9 @@ fn with_attempts(message: String, attempts: u32) -> String {
     }
 }
 
-/// The start of an error answer, printable characters only.
-fn snippet(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_ERROR_BODY)
-        .collect();
-    if text.chars().count() > MAX_ERROR_BODY {
-        out.push_str("...");
-    }
-    out.trim().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snippets_are_short_and_printable() {
-        assert_eq!(
-            snippet(b"  {\"detail\": \"bad\"}\n"),
-            "{\"detail\": \"bad\"}"
-        );
-        let long = vec![b'x'; 1000];
-        assert_eq!(snippet(&long).len(), MAX_ERROR_BODY + 3);
-        assert_eq!(snippet(&[0, 1, b'a']), "a");
-    }
 
     #[test]
     fn header_values_are_removed_from_messages() {

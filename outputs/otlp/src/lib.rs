@@ -172,9 +172,10 @@ fn has_room(config: &OtlpConfig, st: &State<Worker>, spans: usize) -> bool {
 /// [`OtlpConfig::queue_capacity`]) and returns at once, whatever the receiver does; a trace
 /// that does not fit is dropped whole and counted. The thread converts each trace
 /// ([`to_requests`]), sends the requests one after the other with retries of transient
-/// failures (no answer, 408, 429, 500, 502, 503, 504; `Retry-After` honoured), and counts
-/// the outcome in [`stats`](Self::stats). Nothing is returned to the caller as an error
-/// after [`start`](Self::start), and the first failure is reported once on stderr (see
+/// failures (no answer, 408, 429, 500, 502, 503, 504; `Retry-After` honoured, in seconds or
+/// as a date, and a 413 that has one retried after it), and counts the outcome in
+/// [`stats`](Self::stats). Nothing is returned to the caller as an error after
+/// [`start`](Self::start), and the first failure is reported once on stderr (see
 /// [`OtlpConfig::warnings`]).
 ///
 /// Cheap to clone; clones share the thread. Dropping the last clone (or

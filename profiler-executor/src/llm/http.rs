@@ -8,6 +8,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use agent_profiler_http::client::{ClientSettings, error_chain};
+use agent_profiler_http::secret::Redactor;
 
 use super::{ApiKey, LlmError, LlmResponse};
 
@@ -102,17 +103,10 @@ fn build_client(timeout: Duration) -> Result<reqwest::Client, LlmError> {
         .map_err(|e| other(format!("cannot build the HTTP client: {e}")))
 }
 
-/// At most 300 characters of `body`, scrubbed of `key`.
+/// At most 300 characters of `body`, scrubbed of `key`, on one line.
 fn snippet(body: &str, key: Option<&ApiKey>) -> String {
-    let scrubbed = match key {
-        Some(k) => k.scrub(body),
-        None => body.to_owned(),
-    };
-    let mut s: String = scrubbed.chars().take(MAX_QUOTED_CHARS).collect();
-    if scrubbed.chars().count() > MAX_QUOTED_CHARS {
-        s.push('…');
-    }
-    s
+    key.map_or_else(Redactor::default, ApiKey::redactor)
+        .excerpt(body, MAX_QUOTED_CHARS)
 }
 
 /// Sends `request` (a POST with a JSON body) and returns the JSON body of a 2xx answer.

@@ -185,7 +185,12 @@ impl ApiKey {
     /// `text` with every occurrence of the key replaced by `***` (keys shorter than 4
     /// characters are left: see [`Redactor`]).
     pub fn scrub(&self, text: &str) -> String {
-        Redactor::new([self.expose()]).clean(text)
+        self.redactor().clean(text)
+    }
+
+    /// The redactor of this key.
+    pub(crate) fn redactor(&self) -> Redactor {
+        Redactor::new([self.expose()])
     }
 
     /// The key as a header value marked sensitive: `Bearer <key>` when `bearer`, else the
