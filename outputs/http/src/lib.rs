@@ -12,7 +12,7 @@
 //! - [`secret`]: the secret type and the redactor that keeps secrets out of `Debug`, errors,
 //!   statistics and warnings; [`url`]: user info hidden in URLs, percent-decoding.
 //! - [`auth`]: `Authorization` headers (bearer, basic) and sensitive header values.
-//! - [`env`]: environment variables read the same way by every output.
+//! - [`env`](mod@env): environment variables read the same way by every output.
 //! - [`sender`]: the background sender of both exporters (queue, counters, warn-once, flush,
 //!   shutdown with a deadline); [`wait`]: the lock and the deadline-bounded waits under it.
 #![warn(missing_docs)]

@@ -49,16 +49,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How requests authenticate (the official client's order: basic when both a username and a
-/// password are set, else a bearer token).
+/// From the environment as the official client reads it: `MLFLOW_TRACKING_USERNAME` and
+/// `MLFLOW_TRACKING_PASSWORD` (or the tracking URI's user info) for basic,
+/// `MLFLOW_TRACKING_TOKEN` for a bearer token.
+#[doc(inline)]
 pub use agent_profiler_http::auth::Auth;
-/// The statuses retried, and the longest wait between attempts (also the cap on
-/// `Retry-After`), as by the official client.
+#[doc(inline)]
 pub use agent_profiler_http::retry::{MAX_BACKOFF, RETRY_STATUS_CODES};
-/// A password or token: `Debug` shows `***`, and it is only ever written in the
-/// `Authorization` header (marked sensitive).
+#[doc(inline)]
 pub use agent_profiler_http::secret::Secret;
-/// Where the exporter's warnings go (see [`MlflowConfig::on_warning`]).
+/// See [`MlflowConfig::on_warning`].
+#[doc(inline)]
 pub use agent_profiler_http::sender::WarnSink;
 pub use client::{
     Experiment, FileInfo, Metric, MlflowClient, MlflowError, Param, Run, RunData, RunInfo,
