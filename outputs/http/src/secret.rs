@@ -10,11 +10,6 @@ use std::fmt;
 /// ([`hide_userinfo`](crate::url::hide_userinfo)).
 pub const REDACTED: &str = "***";
 
-/// Secrets shorter than this many characters are not replaced by a [`Redactor`]: replacing
-/// every `0` or `ab` would garble messages (an OTLP header such as an experiment id `0` is
-/// kept as a secret too) while hiding next to nothing.
-pub const MIN_REDACTED_LEN: usize = 4;
-
 /// A password, token, API key or header value. Its `Debug` shows [`REDACTED`]; it has no
 /// `Display`, and its value is read only to be sent ([`expose`](Self::expose)).
 #[derive(Clone, PartialEq, Eq)]
@@ -46,12 +41,13 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor of `secrets` (those shorter than [`MIN_REDACTED_LEN`] characters are left
-    /// out).
+    /// A redactor of `secrets`, whatever their length: a short password is still a
+    /// password, and a message garbled by its removal is better than one that gives it away.
+    /// So only secrets go in, never ids that happen to travel in a header.
     pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
         let mut secrets: Vec<Secret> = secrets
             .into_iter()
-            .filter(|s| s.as_ref().chars().count() >= MIN_REDACTED_LEN)
+            .filter(|s| !s.as_ref().is_empty())
             .map(|s| Secret::new(s.as_ref()))
             .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
@@ -100,11 +96,11 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_secret_is_removed_whole_and_short_ones_are_left() {
-        let r = Redactor::new(["s3cr3t", "s3cr3t-token", "ab"]);
+    fn the_longest_secret_is_removed_whole_and_short_ones_too() {
+        let r = Redactor::new(["s3cr3t", "s3cr3t-token", "pw", ""]);
         assert_eq!(
-            r.clean("refused Bearer s3cr3t-token here, s3cr3t there, ab"),
-            "refused Bearer *** here, *** there, ab"
+            r.clean("refused Bearer s3cr3t-token here, s3cr3t there, pw"),
+            "refused Bearer *** here, *** there, ***"
         );
         assert_eq!(Redactor::default().clean("as is"), "as is");
     }

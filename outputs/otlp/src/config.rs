@@ -519,9 +519,15 @@ impl OtlpConfig {
         self.headers.push((name, Secret::new(value)));
     }
 
-    /// A redactor of the header values, for messages.
+    /// A redactor of the header values, for messages. MLflow's experiment and run ids are
+    /// ids, not secrets (an experiment id `0` would otherwise blank every `0` of a message).
     pub(crate) fn redactor(&self) -> Redactor {
-        Redactor::new(self.headers.iter().map(|(_, value)| value.expose()))
+        Redactor::new(
+            self.headers
+                .iter()
+                .filter(|(name, _)| name != MLFLOW_EXPERIMENT_HEADER && name != MLFLOW_RUN_HEADER)
+                .map(|(_, value)| value.expose()),
+        )
     }
 
     /// The receiver's URL.
