@@ -30,7 +30,10 @@ fn poll_once<F: Future>(fut: F) -> F::Output {
 fn main() {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_default();
-    let calls: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let calls: u64 = args
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let analyzer = BottleneckAnalyzer::new();
     let mut sum = 0u64;
     match case.as_str() {

@@ -7,7 +7,9 @@ use std::process::Command;
 
 /// Crates that must never come with the default features: HTTP, TLS, async runtime,
 /// SQLite, protobuf.
-const HEAVY: &[&str] = &["reqwest", "rustls", "ring", "tokio", "rusqlite", "prost", "hyper"];
+const HEAVY: &[&str] = &[
+    "reqwest", "rustls", "ring", "tokio", "rusqlite", "prost", "hyper",
+];
 
 /// What the default build may compile at most, the re-exporting crate included.
 const MAX_CRATES: usize = 20;
@@ -17,7 +19,14 @@ fn default_features_build_the_macro_and_the_core_only() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["tree", "--offline", "-p", "reexporter", "-e", "normal,build"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "reexporter",
+            "-e",
+            "normal,build",
+        ])
         .args(["--prefix", "none", "--format", "{p}"])
         .output()
         .expect("cargo tree runs");
