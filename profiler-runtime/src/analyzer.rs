@@ -352,11 +352,7 @@ impl BottleneckAnalyzer {
             busy: duration_ns,
             outcome: Outcome::Ok,
         };
-        let mut manual = self
-            .inner
-            .manual
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut manual = self.inner.manual();
         match manual.get_mut(node_id) {
             Some(stats) => stats.add(&call),
             None => {
@@ -540,11 +536,7 @@ impl BottleneckAnalyzer {
         if let Some(buffer) = self.trace_buffer() {
             buffer.add_llm_call(trace::current_span(), info);
         }
-        let mut costs = self
-            .inner
-            .costs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut costs = self.inner.costs();
         match costs.get_mut(node_id) {
             Some(cost) => cost.add(info),
             None => {
@@ -617,22 +609,14 @@ impl BottleneckAnalyzer {
         let retired = registry.retired.capacity() * std::mem::size_of::<(usize, Stats)>()
             + registry.retired.len() * HISTOGRAM_BYTES;
         drop(registry);
-        let manual = self
-            .inner
-            .manual
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let manual = self.inner.manual();
         let manual_bytes = manual.capacity() * std::mem::size_of::<(String, Stats)>()
             + manual
                 .keys()
                 .map(|k| k.capacity() + HISTOGRAM_BYTES)
                 .sum::<usize>();
         drop(manual);
-        let costs = self
-            .inner
-            .costs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let costs = self.inner.costs();
         let cost_bytes = costs.capacity() * std::mem::size_of::<(String, NodeCost)>()
             + costs.keys().map(String::capacity).sum::<usize>();
         drop(costs);
@@ -692,9 +676,17 @@ impl Inner {
         self.export.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn manual(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stats>> {
+        self.manual.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn costs(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeCost>> {
+        self.costs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Folds an exiting thread's shard into the retired totals.
     pub(crate) fn retire_shard(&self, shard: &Arc<Shard>) {
-        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut registry = self.registry();
         let Some(position) = registry.shards.iter().position(|s| Arc::ptr_eq(s, shard)) else {
             return;
         };
@@ -721,7 +713,7 @@ impl Inner {
             entry.1 |= is_async;
         };
         {
-            let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            let registry = self.registry();
             let live = registry.shards.iter().flat_map(|s| s.snapshot());
             let retired = registry
                 .retired
@@ -733,19 +725,10 @@ impl Inner {
                 }
             }
         }
-        for (id, stats) in self
-            .manual
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for (id, stats) in self.manual().iter() {
             add(id, stats, false);
         }
-        let mut costs = self
-            .costs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let mut costs = self.costs().clone();
         let mut nodes: Vec<NodeTimings> = by_id
             .into_iter()
             .map(|(id, (stats, is_async))| {
@@ -857,33 +840,33 @@ fn bottlenecks(nodes: &[NodeTimings], threshold_percent: f64) -> Vec<NodeShare> 
 /// timed call are not candidates.
 fn slowest(nodes: &[NodeTimings]) -> Option<NodeShare> {
     let total = total_self_ms(nodes);
-    nodes
-        .iter()
-        .filter(|n| n.call_count > 0)
-        .fold(None::<&NodeTimings>, |best, n| match best {
-            Some(b) if b.total_duration_ms >= n.total_duration_ms => Some(b),
-            _ => Some(n),
-        })
-        .map(|n| share(n, total))
+    let timed = nodes.iter().filter(|n| n.call_count > 0);
+    first_highest(timed, |n| n.total_duration_ms).map(|n| share(n, total))
 }
 
 /// Highest priced LLM cost; on a tie, the node called first. `None` when no node has a
 /// cost above zero.
 fn costliest(nodes: &[NodeTimings]) -> Option<NodeCostShare> {
     let total: f64 = nodes.iter().map(|n| n.cost_usd).sum();
-    nodes
-        .iter()
-        .filter(|n| n.cost_usd > 0.0)
-        .fold(None::<&NodeTimings>, |best, n| match best {
-            Some(b) if b.cost_usd >= n.cost_usd => Some(b),
-            _ => Some(n),
-        })
-        .map(|n| NodeCostShare {
-            node_id: n.node_id.clone(),
-            cost_usd: n.cost_usd,
-            percent_of_cost: percent(n.cost_usd, total),
-            llm_calls: n.llm_calls,
-            unpriced_calls: n.unpriced_calls,
-            total_tokens: n.total_tokens,
-        })
+    let priced = nodes.iter().filter(|n| n.cost_usd > 0.0);
+    first_highest(priced, |n| n.cost_usd).map(|n| NodeCostShare {
+        node_id: n.node_id.clone(),
+        cost_usd: n.cost_usd,
+        percent_of_cost: percent(n.cost_usd, total),
+        llm_calls: n.llm_calls,
+        unpriced_calls: n.unpriced_calls,
+        total_tokens: n.total_tokens,
+    })
+}
+
+/// The first of `nodes` with the highest `key`: a later node wins only with a strictly
+/// higher one, so ties go to the node called first.
+fn first_highest<'a>(
+    nodes: impl Iterator<Item = &'a NodeTimings>,
+    key: impl Fn(&NodeTimings) -> f64,
+) -> Option<&'a NodeTimings> {
+    nodes.fold(None, |best, n| match best {
+        Some(b) if key(b) >= key(n) => Some(b),
+        _ => Some(n),
+    })
 }
