@@ -119,8 +119,8 @@ impl RunStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::test_support::finished;
     use crate::store::{ExecutionStateRecord, WorkflowStatus};
-    use agent_profiler_runtime::BottleneckAnalyzer;
     use serde_json::json;
 
     pub(crate) fn figures(id: &str, ms: f64) -> NodeFigures {
@@ -147,21 +147,6 @@ pub(crate) mod tests {
             total_cost_usd: 0.0,
             nodes: nodes.iter().map(|(id, ms)| figures(id, *ms)).collect(),
         }
-    }
-
-    fn finished(name: &str, id: &str, started_at: f64, nodes: &[(&str, f64)]) -> WorkflowRunRecord {
-        let analyzer = BottleneckAnalyzer::new();
-        for (node, ms) in nodes {
-            analyzer.record_node(node, *ms).unwrap();
-        }
-        let mut run = WorkflowRunRecord::started(name, json!({}), json!({}));
-        run.id = id.to_owned();
-        run.started_at = started_at;
-        run.status = WorkflowStatus::Completed;
-        run.duration_ms = Some(nodes.iter().map(|(_, ms)| ms).sum());
-        run.completed_at = Some(started_at + 1.0);
-        run.bottleneck_info = Some(analyzer.get_summary());
-        run
     }
 
     #[test]

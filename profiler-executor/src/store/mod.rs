@@ -194,3 +194,34 @@ impl RunStore {
         })
     }
 }
+
+/// Records the tests of the store and of the history share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use agent_profiler_runtime::BottleneckAnalyzer;
+    use serde_json::json;
+
+    use super::{WorkflowRunRecord, WorkflowStatus};
+
+    /// A completed run of workflow `name` with id `id`, started at `started_at`, whose
+    /// summary has one call of `ms` per `(node, ms)`; its duration is their sum.
+    pub(crate) fn finished(
+        name: &str,
+        id: &str,
+        started_at: f64,
+        nodes: &[(&str, f64)],
+    ) -> WorkflowRunRecord {
+        let analyzer = BottleneckAnalyzer::new();
+        for (node, ms) in nodes {
+            analyzer.record_node(node, *ms).unwrap();
+        }
+        let mut run = WorkflowRunRecord::started(name, json!({}), json!({}));
+        run.id = id.to_owned();
+        run.started_at = started_at;
+        run.status = WorkflowStatus::Completed;
+        run.duration_ms = Some(nodes.iter().map(|(_, ms)| ms).sum());
+        run.completed_at = Some(started_at + 1.0);
+        run.bottleneck_info = Some(analyzer.get_summary());
+        run
+    }
+}

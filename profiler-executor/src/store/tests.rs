@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use agent_profiler_runtime::BottleneckAnalyzer;
 use rusqlite::Connection;
 
+use super::test_support::finished;
 use super::*;
 use serde_json::json;
 
@@ -16,21 +17,6 @@ fn temp_path(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("runs.sqlite3")
-}
-
-fn finished(name: &str, id: &str, started_at: f64, nodes: &[(&str, f64)]) -> WorkflowRunRecord {
-    let analyzer = BottleneckAnalyzer::new();
-    for (node, ms) in nodes {
-        analyzer.record_node(node, *ms).unwrap();
-    }
-    let mut run = WorkflowRunRecord::started(name, json!({}), json!({}));
-    run.id = id.to_owned();
-    run.started_at = started_at;
-    run.status = WorkflowStatus::Completed;
-    run.duration_ms = Some(nodes.iter().map(|(_, ms)| ms).sum());
-    run.completed_at = Some(started_at + 1.0);
-    run.bottleneck_info = Some(analyzer.get_summary());
-    run
 }
 
 #[test]
