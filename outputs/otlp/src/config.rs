@@ -710,6 +710,13 @@ mod tests {
         }
     }
 
+    /// The config from `pairs` and the base endpoint `http://b:4318`.
+    fn with_endpoint(pairs: &[(&str, &str)]) -> Result<OtlpConfig, OtlpError> {
+        let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318")];
+        all.extend_from_slice(pairs);
+        OtlpConfig::from_vars(vars(&all))
+    }
+
     fn header<'a>(config: &'a OtlpConfig, name: &str) -> Option<&'a str> {
         config
             .headers
@@ -769,14 +776,13 @@ mod tests {
 
     #[test]
     fn headers_are_parsed_and_percent_decoded() {
-        let c = OtlpConfig::from_vars(vars(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+        let c = with_endpoint(&[
             (
                 "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
                 " Authorization=Basic%20dXNlcjpwdw%3D%3D , x-mlflow-experiment-id=7,,",
             ),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-ignored=1"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(header(&c, "authorization"), Some("Basic dXNlcjpwdw=="));
         assert_eq!(c.experiment_id(), Some("7"));
@@ -795,11 +801,7 @@ mod tests {
             "bad name=s3cr3t",
             "k=s3cr3t\u{7f}x",
         ] {
-            let e = OtlpConfig::from_vars(vars(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
-                ("OTEL_EXPORTER_OTLP_HEADERS", list),
-            ]))
-            .unwrap_err();
+            let e = with_endpoint(&[("OTEL_EXPORTER_OTLP_HEADERS", list)]).unwrap_err();
             assert!(
                 matches!(e, OtlpError::InvalidHeader { .. }),
                 "{list}: {e:?}"
@@ -814,32 +816,26 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ] {
-            let e = OtlpConfig::from_vars(vars(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
-                (var, value),
-            ]))
-            .unwrap_err();
+            let e = with_endpoint(&[(var, value)]).unwrap_err();
             assert!(matches!(e, OtlpError::UnsupportedProtocol { .. }), "{e:?}");
             assert!(e.to_string().contains("http/protobuf"));
         }
-        OtlpConfig::from_vars(vars(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+        with_endpoint(&[
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ]))
+        ])
         .expect("the signal's own setting wins");
     }
 
     #[test]
     fn timeout_service_name_and_resource_attributes() {
-        let c = OtlpConfig::from_vars(vars(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+        let c = with_endpoint(&[
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             (
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "service.name=from-attrs,deployment.environment=prod%20eu",
             ),
-        ]))
+        ])
         .unwrap();
         assert_eq!(c.get_timeout(), Duration::from_millis(2500));
         assert_eq!(c.get_service_name(), "from-attrs");
@@ -847,19 +843,14 @@ mod tests {
             c.resource_attributes,
             [("deployment.environment".to_owned(), "prod eu".to_owned())]
         );
-        let c = OtlpConfig::from_vars(vars(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+        let c = with_endpoint(&[
             ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs"),
             ("OTEL_SERVICE_NAME", "named"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(c.get_service_name(), "named");
         for bad in ["0", "-1", "1.5", "soon"] {
-            let e = OtlpConfig::from_vars(vars(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
-                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", bad),
-            ]))
-            .unwrap_err();
+            let e = with_endpoint(&[("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", bad)]).unwrap_err();
             assert!(matches!(e, OtlpError::InvalidValue { .. }), "{bad}: {e:?}");
         }
     }
