@@ -76,21 +76,6 @@ fn x_of(fraction: f64) -> f64 {
     PLOT_X + fraction.clamp(0.0, 1.0) * PLOT_WIDTH
 }
 
-/// A chart that only says why there is nothing to draw.
-fn empty_chart(class: &str, label: &str, message: &str) -> String {
-    let mut svg = Svg::new(CHART_WIDTH, 44.0, class, label);
-    svg.text(
-        "empty",
-        CHART_WIDTH / 2.0,
-        27.0,
-        "middle",
-        &format!(r#" fill="{MUTED_TEXT}" font-size="13""#),
-        message,
-        None,
-    );
-    svg.finish()
-}
-
 /// Draws rows of horizontal bars with labels, values and an axis. `axis` maps plot
 /// fractions to tick labels. Returns the drawing and the y just under the last row
 /// (for the threshold line).
@@ -191,19 +176,6 @@ fn draw_rows(svg: &mut Svg, rows: &[Row<'_>], axis: &[(f64, String)], top: f64) 
     bottom
 }
 
-/// A note under the chart (rows left out, nodes without calls).
-fn note(svg: &mut Svg, y: f64, text: &str) {
-    svg.text(
-        "note",
-        PLOT_X,
-        y,
-        "start",
-        &format!(r#" fill="{MUTED_TEXT}" font-size="{VALUE_FONT}" font-style="italic""#),
-        text,
-        None,
-    );
-}
-
 /// The height of a chart of `rows` rows, with `notes` lines under it.
 fn chart_height(top: f64, rows: usize, notes: usize) -> f64 {
     top + rows as f64 * ROW_H + AXIS_H + notes as f64 * NOTE_H
@@ -231,7 +203,7 @@ fn chart_height(top: f64, rows: usize, notes: usize) -> f64 {
 pub fn share_chart_svg(summary: &Summary) -> String {
     let label = "Share of self time per node";
     if summary.nodes.is_empty() {
-        return empty_chart("chart share-chart", label, "no nodes recorded");
+        return Svg::empty(CHART_WIDTH, "chart share-chart", label, "no nodes recorded");
     }
     let bottlenecks = bottleneck_ids(summary);
     let ordered = by_self_time(summary);
@@ -326,9 +298,10 @@ pub fn share_chart_svg(summary: &Summary) -> String {
     );
     if !hidden.is_empty() {
         let rest: f64 = hidden.iter().map(|n| share_of(summary, n)).sum();
-        note(
-            &mut svg,
+        svg.note(
+            PLOT_X,
             bottom + AXIS_H + 12.0,
+            VALUE_FONT,
             &format!(
                 "{} more nodes not shown ({} of self time together)",
                 group(hidden.len() as u64),
@@ -362,7 +335,7 @@ pub fn cost_chart_svg(summary: &Summary) -> String {
         .filter(|n| n.llm_calls > 0 || n.cost_usd > 0.0)
         .collect();
     if with_calls.is_empty() {
-        return empty_chart("chart cost-chart", label, "no LLM calls");
+        return Svg::empty(CHART_WIDTH, "chart cost-chart", label, "no LLM calls");
     }
     with_calls.sort_by(|a, b| {
         b.cost_usd
@@ -462,7 +435,8 @@ pub fn cost_chart_svg(summary: &Summary) -> String {
     };
     let bottom = draw_rows(&mut svg, &rows, &axis, COST_TOP);
     for (i, text) in notes.iter().enumerate() {
-        note(&mut svg, bottom + AXIS_H + 12.0 + i as f64 * NOTE_H, text);
+        let y = bottom + AXIS_H + 12.0 + i as f64 * NOTE_H;
+        svg.note(PLOT_X, y, VALUE_FONT, text);
     }
     svg.finish()
 }

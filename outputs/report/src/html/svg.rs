@@ -271,6 +271,34 @@ impl Svg {
         }
     }
 
+    /// A chart of `width` px that only says why there is nothing to draw.
+    pub(crate) fn empty(width: f64, class: &str, label: &str, message: &str) -> String {
+        let mut svg = Svg::new(width, 44.0, class, label);
+        svg.text(
+            "empty",
+            width / 2.0,
+            27.0,
+            "middle",
+            &format!(r#" fill="{MUTED_TEXT}" font-size="13""#),
+            message,
+            None,
+        );
+        svg.finish()
+    }
+
+    /// A note under a chart (what was left out, what is missing), from `x` at `y`.
+    pub(crate) fn note(&mut self, x: f64, y: f64, font: f64, text: &str) {
+        self.text(
+            "note",
+            x,
+            y,
+            "start",
+            &format!(r#" fill="{MUTED_TEXT}" font-size="{font}" font-style="italic""#),
+            text,
+            None,
+        );
+    }
+
     /// A rectangle; `extra` is raw attribute text (already escaped), `title` a tooltip.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rect(

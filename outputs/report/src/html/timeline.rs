@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::bars::{BOTTLENECK_FILL, OTHER_FILL};
-use super::svg::{MUTED_TEXT, Svg, esc, fit, group, ms, num, ticks, tokens, usd};
+use super::svg::{Svg, esc, fit, group, ms, num, ticks, tokens, usd};
 use crate::layout::{ItemKind, layout};
 use agent_profiler_runtime::DEFAULT_THRESHOLD_PERCENT;
 use agent_profiler_runtime::Outcome;
@@ -102,17 +102,12 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
     let label = "Timeline of the run";
     let layout = layout(trace);
     if trace.spans.is_empty() {
-        let mut svg = Svg::new(WIDTH, 44.0, "chart timeline-chart", label);
-        svg.text(
-            "empty",
-            WIDTH / 2.0,
-            27.0,
-            "middle",
-            &format!(r#" fill="{MUTED_TEXT}" font-size="13""#),
+        return Svg::empty(
+            WIDTH,
+            "chart timeline-chart",
+            label,
             "no spans in the trace",
-            None,
         );
-        return svg.finish();
     }
 
     // Which spans and polls are drawn: the longest ones, when there are too many.
@@ -344,15 +339,8 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
         WIDTH,
     );
     for (i, text) in notes.iter().enumerate() {
-        svg.text(
-            "note",
-            PLOT_X,
-            bottom + AXIS_H + 12.0 + i as f64 * NOTE_H,
-            "start",
-            &format!(r#" fill="{MUTED_TEXT}" font-size="{FONT}" font-style="italic""#),
-            text,
-            None,
-        );
+        let y = bottom + AXIS_H + 12.0 + i as f64 * NOTE_H;
+        svg.note(PLOT_X, y, FONT, text);
     }
     svg.finish()
 }
