@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::svg::{
-    MUTED_TEXT, Svg, esc, fit, group, ms, pct, pct_short, text_width, ticks, tokens, usd,
+    MUTED_TEXT, Svg, counted, esc, fit, group, ms, pct, pct_short, text_width, ticks, tokens, usd,
 };
 use agent_profiler_runtime::{NodeTimings, Summary};
 
@@ -214,11 +214,7 @@ pub fn share_chart_svg(summary: &Summary) -> String {
         .map(|node| {
             let share = share_of(summary, node);
             let is_bottleneck = bottlenecks.contains(node.node_id.as_str());
-            let calls = if node.call_count == 1 {
-                "1 call".to_owned()
-            } else {
-                format!("{} calls", group(node.call_count))
-            };
+            let calls = counted(node.call_count, "call");
             let mut title = format!(
                 "{}: {} of self time ({} self, {} total, {}; p50 {}, p95 {})",
                 node.node_id,
@@ -356,11 +352,7 @@ pub fn cost_chart_svg(summary: &Summary) -> String {
         .map(|node| {
             let strong = costliest == Some(node.node_id.as_str());
             let share = agent_profiler_runtime::percent(node.cost_usd, summary.total_cost_usd);
-            let calls = if node.llm_calls == 1 {
-                "1 LLM call".to_owned()
-            } else {
-                format!("{} LLM calls", group(node.llm_calls))
-            };
+            let calls = counted(node.llm_calls, "LLM call");
             let cost = if node.unpriced_calls == node.llm_calls && node.llm_calls > 0 {
                 "unpriced".to_owned()
             } else if node.unpriced_calls > 0 {

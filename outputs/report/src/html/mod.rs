@@ -45,7 +45,7 @@ pub use timeline::{MAX_TIMELINE_SPANS, timeline_svg};
 use bars::{
     BOTTLENECK_FILL, COST_FILL, COSTLIEST_FILL, OTHER_FILL, bottleneck_ids, by_self_time, share_of,
 };
-use svg::{esc, group, ms, pct, pct_short, tokens, usd};
+use svg::{counted, esc, group, ms, pct, pct_short, tokens, usd};
 
 /// Rows of the node table at most; the rest are counted under it.
 pub const MAX_TABLE_ROWS: usize = 500;
@@ -270,11 +270,7 @@ fn header(out: &mut String, input: &ReportInput<'_>) {
         }
     }
     if let Some(slowest) = &summary.slowest_node {
-        let calls = if slowest.call_count == 1 {
-            "1 call".to_owned()
-        } else {
-            format!("{} calls", group(slowest.call_count))
-        };
+        let calls = counted(slowest.call_count, "call");
         let _ = write!(
             out,
             " Slowest node: <strong>{}</strong> ({} total over {}, {} on average).",

@@ -164,13 +164,18 @@ pub(crate) fn usd(value: f64) -> String {
     }
 }
 
+/// A count with its noun: `1 call`, `1,234 calls`.
+pub(crate) fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", group(n))
+    }
+}
+
 /// A token count with its unit: `1 token`, `1,234 tokens`.
 pub(crate) fn tokens(n: u64) -> String {
-    if n == 1 {
-        "1 token".to_owned()
-    } else {
-        format!("{} tokens", group(n))
-    }
+    counted(n, "token")
 }
 
 /// "Nice" axis ticks from 0 up to `max` (inclusive when it falls on a tick): steps of 1, 2

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::bars::{BOTTLENECK_FILL, OTHER_FILL};
-use super::svg::{Svg, esc, fit, group, ms, num, ticks, tokens, usd};
+use super::svg::{Svg, counted, esc, fit, group, ms, num, ticks, tokens, usd};
 use crate::layout::{ItemKind, layout};
 use agent_profiler_runtime::DEFAULT_THRESHOLD_PERCENT;
 use agent_profiler_runtime::Outcome;
@@ -374,11 +374,7 @@ fn draw_span(
     ));
     if !span.llm_calls.is_empty() {
         let totals = span.llm_totals();
-        let calls = if totals.calls == 1 {
-            "1 LLM call".to_owned()
-        } else {
-            format!("{} LLM calls", group(totals.calls))
-        };
+        let calls = counted(totals.calls, "LLM call");
         let cost = if totals.unpriced_calls == totals.calls {
             "unpriced".to_owned()
         } else {
