@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_profiler::cost::Usage;
+use agent_profiler::mlflow::MlflowClient;
 use agent_profiler::trace::Trace;
 use agent_profiler::trace::otlp::{OtlpConfig, OtlpExporter, OtlpStats, RootSpan};
 use agent_profiler::{
@@ -45,19 +46,24 @@ fn agent(tracker: &MultiProviderCostTracker, rt: &tokio::runtime::Runtime) -> Re
 
 #[profile_node("otlp_plan")]
 fn plan(tracker: &MultiProviderCostTracker) {
-    std::thread::sleep(Duration::from_millis(10));
-    tracker
-        .track_usage("openai", "gpt-4o", Usage::new(1000, 100))
-        .unwrap();
+    llm_call(tracker, "openai", "gpt-4o", Usage::new(1000, 100));
     summarize(tracker);
 }
 
 #[profile_node("otlp_summarize")]
 fn summarize(tracker: &MultiProviderCostTracker) {
+    llm_call(
+        tracker,
+        "anthropic",
+        "claude-sonnet-4-5",
+        Usage::new(200, 50),
+    );
+}
+
+/// 10 ms of work, then an LLM call's usage, tracked in the node that makes it.
+fn llm_call(tracker: &MultiProviderCostTracker, provider: &str, model: &str, usage: Usage) {
     std::thread::sleep(Duration::from_millis(10));
-    tracker
-        .track_usage("anthropic", "claude-sonnet-4-5", Usage::new(200, 50))
-        .unwrap();
+    tracker.track_usage(provider, model, usage).unwrap();
 }
 
 #[profile_node("otlp_fetch")]
@@ -179,6 +185,29 @@ fn metadata(info: &Value, key: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
+/// The tracking server's URI, a client, and a new experiment named after `test`; `None` when
+/// the test is skipped (no server).
+fn experiment_on_the_server(test: &str) -> Option<(String, MlflowClient, String)> {
+    let uri = mlflow_server::tracking_uri(test)?;
+    let (client, experiment) = mlflow_api::new_experiment(&uri, test);
+    Some((uri, client, experiment))
+}
+
+/// Exports `trace` under `root` through `config` and waits until all is sent or failed; the
+/// statistics at shutdown. The export itself must return at once.
+fn export_and_flush_under(config: OtlpConfig, trace: &Trace, root: RootSpan) -> OtlpStats {
+    let exporter = OtlpExporter::start(config).unwrap();
+    let started = Instant::now();
+    assert!(exporter.export(trace, root));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "export waited {:?}",
+        started.elapsed()
+    );
+    assert!(exporter.flush(WAIT), "not flushed: {}", exporter.stats());
+    exporter.shutdown()
+}
+
 fn assert_nothing_lost(stats: &OtlpStats) {
     assert!(!stats.anything_lost(), "export lost something: {stats}");
     assert_eq!(stats.pending_spans, 0, "{stats}");
@@ -190,10 +219,9 @@ fn assert_nothing_lost(stats: &OtlpStats) {
 #[test]
 fn workflow_trace_reaches_mlflow() {
     let name = "workflow_trace_reaches_mlflow";
-    let Some(uri) = mlflow_server::tracking_uri(name) else {
+    let Some((uri, client, experiment)) = experiment_on_the_server(name) else {
         return;
     };
-    let (client, experiment) = mlflow_api::new_experiment(&uri, name);
     let run = client.create_run(&experiment, Some(name), &[]).unwrap();
     let trace = run_workflow();
     let config = OtlpConfig::for_mlflow(&uri, &experiment)
@@ -203,18 +231,10 @@ fn workflow_trace_reaches_mlflow() {
         // 6 node spans + 2 LLM call spans + the root: 3 requests that MLflow must assemble.
         .max_spans_per_request(3)
         .warnings(false);
-    let exporter = OtlpExporter::start(config).unwrap();
     let root = RootSpan::new("otlp-workflow")
         .mlflow_run(&run.run_id)
         .attribute("agent_profiler.run_id", run.run_id.as_str());
-    let started = Instant::now();
-    assert!(exporter.export(&trace, root));
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "export must not wait"
-    );
-    assert!(exporter.flush(WAIT), "not flushed: {}", exporter.stats());
-    let stats = exporter.stats();
+    let stats = export_and_flush_under(config, &trace, root);
     assert_nothing_lost(&stats);
     assert_eq!(
         (stats.traces_sent, stats.spans_sent, stats.requests_sent),
@@ -337,7 +357,6 @@ fn workflow_trace_reaches_mlflow() {
     assert_eq!(claude.string("mlflow.llm.provider"), "anthropic");
     assert_eq!(agent.string("agent_profiler.node_id"), "otlp_agent");
     assert_eq!(root.string("agent_profiler.run_id"), run.run_id.as_str());
-    assert!(exporter.shutdown().spans_sent == 9);
 }
 
 /// A failed run: the trace's state is ERROR; LLM usage on the node spans instead of call
@@ -346,23 +365,19 @@ fn workflow_trace_reaches_mlflow() {
 fn failed_run_and_usage_on_nodes() {
     use agent_profiler::trace::otlp::LlmSpans;
     let name = "failed_run_and_usage_on_nodes";
-    let Some(uri) = mlflow_server::tracking_uri(name) else {
+    let Some((uri, _, experiment)) = experiment_on_the_server(name) else {
         return;
     };
-    let (_, experiment) = mlflow_api::new_experiment(&uri, name);
     let trace = run_workflow();
     let config = OtlpConfig::for_mlflow(&uri, &experiment)
         .unwrap()
         .llm_spans(LlmSpans::OnNode)
         .warnings(false);
-    let exporter = OtlpExporter::start(config).unwrap();
     let (start, end) = trace.bounds().unwrap();
     let root = RootSpan::new("otlp-failed")
         .start_end(start - 1_000_000, end + 1_000_000)
         .outcome(Outcome::Panicked);
-    assert!(exporter.export(&trace, root));
-    assert!(exporter.flush(WAIT), "not flushed: {}", exporter.stats());
-    let stats = exporter.stats();
+    let stats = export_and_flush_under(config, &trace, root);
     assert_nothing_lost(&stats);
     assert_eq!((stats.spans_sent, stats.requests_sent), (7, 1), "{stats}");
     let traces = search_traces(&uri, &experiment, None);
@@ -410,19 +425,9 @@ fn quick(endpoint: &str) -> OtlpConfig {
         .warnings(false)
 }
 
-/// Exports `trace` through `config` and waits; the statistics. The export itself must
-/// return at once.
+/// Exports `trace` through `config` under a root span `wf` and waits; the statistics.
 fn export_and_flush(config: OtlpConfig, trace: &Trace) -> OtlpStats {
-    let exporter = OtlpExporter::start(config).unwrap();
-    let started = Instant::now();
-    assert!(exporter.export(trace, RootSpan::new("wf")));
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "export waited {:?}",
-        started.elapsed()
-    );
-    assert!(exporter.flush(WAIT), "not flushed: {}", exporter.stats());
-    exporter.shutdown()
+    export_and_flush_under(config, trace, RootSpan::new("wf"))
 }
 
 const SPANS: u64 = 9;
@@ -561,19 +566,26 @@ fn full_queue_drops_whole_traces() {
     assert_eq!(exporter.stats().spans_dropped, 2 * SPANS);
 }
 
+/// An exporter to `receiver` with a shutdown deadline of 1 s, given `trace` twice: once
+/// `receiver` has the first request, the second trace waits in the queue.
+fn two_traces_first_in_flight(receiver: &HttpStub, trace: &Trace) -> OtlpExporter {
+    let config = quick(&endpoint(receiver))
+        .timeout(Duration::from_secs(60))
+        .shutdown_timeout(Duration::from_secs(1));
+    let exporter = OtlpExporter::start(config).unwrap();
+    assert!(exporter.export(trace, RootSpan::new("wf")));
+    assert!(exporter.export(trace, RootSpan::new("wf")));
+    wait_for(|| receiver.request_count() == 1);
+    exporter
+}
+
 /// A request in flight at shutdown is not interrupted, but the wait for it is bounded: the
 /// thread is left to end by itself, and what it has not handled stays pending.
 #[test]
 fn shutdown_waits_a_bounded_time_for_a_hanging_receiver() {
     let trace = small_trace();
     let receiver = HttpStub::replying([Reply::hang_up().after(Duration::from_secs(60))]);
-    let config = quick(&endpoint(&receiver))
-        .timeout(Duration::from_secs(60))
-        .shutdown_timeout(Duration::from_secs(1));
-    let exporter = OtlpExporter::start(config).unwrap();
-    assert!(exporter.export(&trace, RootSpan::new("wf")));
-    assert!(exporter.export(&trace, RootSpan::new("wf")));
-    wait_for(|| receiver.request_count() == 1);
+    let exporter = two_traces_first_in_flight(&receiver, &trace);
     let started = Instant::now();
     let stats = exporter.shutdown();
     let took = started.elapsed();
@@ -597,13 +609,7 @@ fn shutdown_fails_what_the_deadline_leaves() {
     // The first request is answered (OK, empty protobuf body) after 2 s; the deadline is 1 s.
     let ok = Reply::new(200, "application/x-protobuf", Vec::new());
     let receiver = HttpStub::replying([ok.after(Duration::from_secs(2))]);
-    let config = quick(&endpoint(&receiver))
-        .timeout(Duration::from_secs(60))
-        .shutdown_timeout(Duration::from_secs(1));
-    let exporter = OtlpExporter::start(config).unwrap();
-    assert!(exporter.export(&trace, RootSpan::new("wf")));
-    assert!(exporter.export(&trace, RootSpan::new("wf")));
-    wait_for(|| receiver.request_count() == 1);
+    let exporter = two_traces_first_in_flight(&receiver, &trace);
     let stats = exporter.shutdown();
     assert_eq!(
         receiver.request_count(),
