@@ -3,15 +3,21 @@
 //! and attribution to `#[profile_node]` nodes (sync, nested, async on a multi-thread
 //! runtime).
 
+mod support {
+    #[allow(dead_code)] // four workers, not two
+    pub mod runtimes;
+}
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agent_profiler::cost::{CostError, ModelPrice, PricingTable, Usage};
+use agent_profiler::cost::{CostError, CostInfo, ModelPrice, PricingTable, Usage};
 use agent_profiler::{
     BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, Summary,
     extract_provider, profile_node,
 };
 use serde_json::{Value, json};
+use support::runtimes;
 
 fn fixture(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,6 +25,13 @@ fn fixture(name: &str) -> Value {
         .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Tracks the response in `file` as a call of `provider`'s `model`; the call.
+fn track(tracker: &MultiProviderCostTracker, provider: &str, model: &str, file: &str) -> CostInfo {
+    tracker
+        .track_call(provider, model, &fixture(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 fn assert_usd(got: f64, want: f64) {
@@ -129,10 +142,7 @@ fn every_provider_response_is_priced_as_computed_by_hand() {
     let tracker = MultiProviderCostTracker::new();
     let mut want_total = 0.0;
     for case in CASES {
-        let response = fixture(case.file);
-        let info = tracker
-            .track_call(case.provider, case.model, &response)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        let info = track(&tracker, case.provider, case.model, case.file);
         let got = [
             info.input_tokens,
             info.cached_input_tokens,
@@ -201,9 +211,7 @@ fn raw_body_text_works_like_a_value() {
 #[test]
 fn unknown_model_is_unpriced_and_counted_never_zero() {
     let tracker = MultiProviderCostTracker::new();
-    let known = tracker
-        .track_call("openai", "gpt-4o", &fixture("openai_chat_cached.json"))
-        .unwrap();
+    let known = track(&tracker, "openai", "gpt-4o", "openai_chat_cached.json");
     let vllm = fixture("vllm_chat.json");
     let model = vllm["model"].as_str().unwrap();
     assert_eq!(
@@ -233,9 +241,7 @@ fn unknown_model_is_unpriced_and_counted_never_zero() {
 #[test]
 fn responses_without_usage_are_errors_and_lose_nothing() {
     let tracker = MultiProviderCostTracker::new();
-    let before = tracker
-        .track_call("openai", "gpt-4o", &fixture("openai_chat_cached.json"))
-        .unwrap();
+    let before = track(&tracker, "openai", "gpt-4o", "openai_chat_cached.json");
     for name in ["openai_chat_stream_chunk.json", "openai_error.json"] {
         let got = tracker.track_call("openai", "gpt-4o", &fixture(name));
         match got {
@@ -402,19 +408,16 @@ fn prices_overridden_in_code() {
         .unwrap();
     // 161 tokens * 2e-7
     assert_usd(info.cost_usd.unwrap(), 0.0000322);
-    let info = tracker
-        .track_call("openai", "gpt-4o", &fixture("openai_chat_cached.json"))
-        .unwrap();
+    let info = track(&tracker, "openai", "gpt-4o", "openai_chat_cached.json");
     // 86 * 2e-6 + 1920 * 1e-6 + 300 * 8e-6
     assert_usd(info.cost_usd.unwrap(), 0.000172 + 0.00192 + 0.0024);
     // Only the undated key was overridden.
-    let dated = tracker
-        .track_call(
-            "openai",
-            "gpt-4o-2024-08-06",
-            &fixture("openai_chat_cached.json"),
-        )
-        .unwrap();
+    let dated = track(
+        &tracker,
+        "openai",
+        "gpt-4o-2024-08-06",
+        "openai_chat_cached.json",
+    );
     assert_usd(dated.cost_usd.unwrap(), 0.005615);
 }
 
@@ -476,25 +479,20 @@ fn eight_threads_give_exact_totals() {
 
 #[profile_node("plan")]
 fn plan(tracker: &MultiProviderCostTracker) -> Option<String> {
-    let info = tracker
-        .track_call("openai", "o3-mini", &fixture("openai_chat_reasoning.json"))
-        .unwrap();
+    let info = track(tracker, "openai", "o3-mini", "openai_chat_reasoning.json");
     retrieve(tracker);
     info.node_id
 }
 
 #[profile_node("retrieve")]
 fn retrieve(tracker: &MultiProviderCostTracker) {
-    tracker
-        .track_call(
-            "openai",
-            "gpt-4o-2024-08-06",
-            &fixture("openai_chat_cached.json"),
-        )
-        .unwrap();
-    tracker
-        .track_call("vllm", "my-finetune", &fixture("vllm_chat.json"))
-        .unwrap();
+    track(
+        tracker,
+        "openai",
+        "gpt-4o-2024-08-06",
+        "openai_chat_cached.json",
+    );
+    track(tracker, "vllm", "my-finetune", "vllm_chat.json");
 }
 
 fn node<'a>(summary: &'a Summary, id: &str) -> &'a agent_profiler::NodeTimings {
@@ -505,6 +503,27 @@ fn node<'a>(summary: &'a Summary, id: &str) -> &'a agent_profiler::NodeTimings {
         .unwrap_or_else(|| panic!("node `{id}` not in {summary:?}"))
 }
 
+/// The cost fields of a summary and of its nodes, which JSON written before cost tracking
+/// lacks.
+const SUMMARY_COST_FIELDS: [&str; 5] = [
+    "total_cost_usd",
+    "total_tokens",
+    "llm_calls",
+    "unpriced_calls",
+    "costliest_node",
+];
+const NODE_COST_FIELDS: [&str; 9] = [
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+    "llm_calls",
+    "unpriced_calls",
+];
+
 #[test]
 fn nested_sync_nodes_get_their_own_calls() {
     let analyzer = BottleneckAnalyzer::new();
@@ -513,13 +532,12 @@ fn nested_sync_nodes_get_their_own_calls() {
         let _scope = ProfilerScope::new(&analyzer);
         assert_eq!(plan(&tracker).as_deref(), Some("plan"));
         // Outside any node: tracked, attributed to none.
-        let outside = tracker
-            .track_call(
-                "anthropic",
-                "claude-sonnet-4-5",
-                &fixture("anthropic_cache.json"),
-            )
-            .unwrap();
+        let outside = track(
+            &tracker,
+            "anthropic",
+            "claude-sonnet-4-5",
+            "anthropic_cache.json",
+        );
         assert_eq!(outside.node_id, None);
     }
     let summary = analyzer.get_summary();
@@ -547,24 +565,10 @@ fn nested_sync_nodes_get_their_own_calls() {
     assert_eq!(tracker.get_cost_summary().calls, 4);
 
     let json = serde_json::to_value(&summary).unwrap();
-    for key in [
-        "total_cost_usd",
-        "total_tokens",
-        "unpriced_calls",
-        "costliest_node",
-    ] {
+    for key in SUMMARY_COST_FIELDS {
         assert!(json.get(key).is_some(), "summary has `{key}`");
     }
-    for key in [
-        "cost_usd",
-        "input_tokens",
-        "output_tokens",
-        "total_tokens",
-        "cached_input_tokens",
-        "reasoning_tokens",
-        "llm_calls",
-        "unpriced_calls",
-    ] {
+    for key in NODE_COST_FIELDS {
         assert!(json["nodes"][0].get(key).is_some(), "node has `{key}`");
     }
     let table = summary.to_table();
@@ -582,13 +586,12 @@ async fn summarize(tracker: MultiProviderCostTracker, chunks: u32) -> Vec<Option
     for _ in 0..chunks {
         // Resume on whatever worker thread the runtime picks.
         tokio::task::yield_now().await;
-        let info = tracker
-            .track_call(
-                "gemini",
-                "gemini-2.5-flash",
-                &fixture("gemini_thinking_cached.json"),
-            )
-            .unwrap();
+        let info = track(
+            &tracker,
+            "gemini",
+            "gemini-2.5-flash",
+            "gemini_thinking_cached.json",
+        );
         ids.push(info.node_id);
         check(&tracker).await;
     }
@@ -598,22 +601,17 @@ async fn summarize(tracker: MultiProviderCostTracker, chunks: u32) -> Vec<Option
 #[profile_node("check")]
 async fn check(tracker: &MultiProviderCostTracker) {
     tokio::task::yield_now().await;
-    tracker
-        .track_call(
-            "anthropic",
-            "claude-sonnet-4-5-20250929",
-            &fixture("anthropic_cache.json"),
-        )
-        .unwrap();
+    track(
+        tracker,
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "anthropic_cache.json",
+    );
 }
 
 #[test]
 fn async_nodes_on_a_multi_thread_runtime() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtimes::multi_thread(4);
     let analyzer = BottleneckAnalyzer::new();
     let tracker = MultiProviderCostTracker::new();
     let tasks: Vec<_> = (0..6)
@@ -655,27 +653,11 @@ fn older_summary_json_still_reads() {
     analyzer.record_node("fetch", 30.0).unwrap();
     let mut json = serde_json::to_value(analyzer.get_summary()).unwrap();
     let summary = json.as_object_mut().unwrap();
-    for key in [
-        "total_cost_usd",
-        "total_tokens",
-        "llm_calls",
-        "unpriced_calls",
-        "costliest_node",
-    ] {
+    for key in SUMMARY_COST_FIELDS {
         summary.remove(key);
     }
     let node = summary["nodes"][0].as_object_mut().unwrap();
-    for key in [
-        "cost_usd",
-        "input_tokens",
-        "output_tokens",
-        "total_tokens",
-        "cached_input_tokens",
-        "cache_creation_input_tokens",
-        "reasoning_tokens",
-        "llm_calls",
-        "unpriced_calls",
-    ] {
+    for key in NODE_COST_FIELDS {
         node.remove(key);
     }
     let back: Summary = serde_json::from_value(json).unwrap();
