@@ -81,6 +81,13 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
 }
 
+/// Asserts that `line`, of the output `text`, holds each of `parts`.
+fn assert_holds(line: &str, parts: &[&str], text: &str) {
+    for part in parts {
+        assert!(line.contains(part), "`{part}` not in `{line}` of:\n{text}");
+    }
+}
+
 fn fits_80(text: &str) {
     for line in text.lines() {
         assert!(
@@ -138,47 +145,48 @@ fn id(n: u32) -> String {
 /// - `other`: one run.
 /// - two runs whose ids start alike (`abcd1234...`, `abcd5678...`).
 fn planted(test: &str) -> (PathBuf, RunStore) {
-    let db = temp_dir(test).join("runs.sqlite3");
-    let store = RunStore::open(&db).unwrap();
     let analyze = [100.0, 104.0, 98.0, 250.0, 101.0];
+    let mut runs = Vec::new();
     for (i, ms) in analyze.iter().enumerate() {
         let i = i as u32;
-        store
-            .save_run(&record(
-                "research",
-                &id(i + 1),
-                T0 + f64::from(i) * 60.0,
-                &[
-                    ("fetch", 20.0 + f64::from(i % 2), 0.0),
-                    ("analyze", *ms, 0.002),
-                ],
-            ))
-            .unwrap();
-    }
-    store
-        .save_run(&record(
+        runs.push(record(
             "research",
-            &id(6),
-            T0 + 360.0,
+            &id(i + 1),
+            T0 + f64::from(i) * 60.0,
             &[
-                ("fetch", 20.5, 0.0),
-                ("analyze", 300.0, 0.003),
-                (LONG_NODE, 5.0, 0.0001),
+                ("fetch", 20.0 + f64::from(i % 2), 0.0),
+                ("analyze", *ms, 0.002),
             ],
-        ))
-        .unwrap();
-    store
-        .save_run(&record("other", &id(7), T0 - 3600.0, &[("solo", 7.0, 0.0)]))
-        .unwrap();
+        ));
+    }
+    runs.push(record(
+        "research",
+        &id(6),
+        T0 + 360.0,
+        &[
+            ("fetch", 20.5, 0.0),
+            ("analyze", 300.0, 0.003),
+            (LONG_NODE, 5.0, 0.0001),
+        ],
+    ));
+    runs.push(record("other", &id(7), T0 - 3600.0, &[("solo", 7.0, 0.0)]));
     for (n, at) in [("abcd1234", 1.0), ("abcd5678", 2.0)] {
-        store
-            .save_run(&record(
-                "prefix",
-                &format!("{n}-0000-4000-8000-000000000000"),
-                T0 - 7200.0 + at,
-                &[("p", 1.0, 0.0)],
-            ))
-            .unwrap();
+        runs.push(record(
+            "prefix",
+            &format!("{n}-0000-4000-8000-000000000000"),
+            T0 - 7200.0 + at,
+            &[("p", 1.0, 0.0)],
+        ));
+    }
+    store_with(test, &runs)
+}
+
+/// A new run store in a temp dir named after `test`, holding `runs`: its path, and the store.
+fn store_with(test: &str, runs: &[WorkflowRunRecord]) -> (PathBuf, RunStore) {
+    let db = temp_dir(test).join("runs.sqlite3");
+    let store = RunStore::open(&db).unwrap();
+    for run in runs {
+        store.save_run(run).unwrap();
     }
     (db, store)
 }
@@ -267,8 +275,7 @@ fn runs_lists_newest_first_in_text_and_json() {
         lines[1].starts_with("00000006  research  completed  05-01 10:06"),
         "{text}"
     );
-    assert!(lines[1].contains("328.5 ms"), "{text}");
-    assert!(lines[1].contains("$0.003100"), "{text}");
+    assert_holds(lines[1], &["328.5 ms", "$0.003100"], &text);
     assert!(lines[1].ends_with("analyze"), "{text}");
     assert!(lines[8].starts_with("abcd5678  prefix"), "{text}");
 
@@ -310,25 +317,24 @@ fn runs_lists_newest_first_in_text_and_json() {
 
 #[test]
 fn long_ids_use_more_characters_and_names_are_cut() {
-    let db = temp_dir("long-names").join("runs.sqlite3");
-    let store = RunStore::open(&db).unwrap();
     let workflow = "a-workflow-with-a-name-much-longer-than-any-column-should-hold";
-    store
-        .save_run(&record(
-            workflow,
-            "run-18f3a2b4c5d6e-1a2b-0",
-            T0,
-            &[(LONG_NODE, 5.0, 0.0)],
-        ))
-        .unwrap();
-    store
-        .save_run(&record(
-            workflow,
-            "run-18f3a2b4c5d6e-1a2b-1",
-            T0 + 1.0,
-            &[(LONG_NODE, 9.0, 0.0)],
-        ))
-        .unwrap();
+    let (db, _store) = store_with(
+        "long-names",
+        &[
+            record(
+                workflow,
+                "run-18f3a2b4c5d6e-1a2b-0",
+                T0,
+                &[(LONG_NODE, 5.0, 0.0)],
+            ),
+            record(
+                workflow,
+                "run-18f3a2b4c5d6e-1a2b-1",
+                T0 + 1.0,
+                &[(LONG_NODE, 9.0, 0.0)],
+            ),
+        ],
+    );
     let text = ok(cli(&db, &["runs"]));
     fits_80(&text);
     // Old-style ids share 23 characters: the listing shows 24, and they find the run.
@@ -528,34 +534,29 @@ fn show_of_a_run_without_report_lists_its_states() {
 
 #[test]
 fn compare_puts_regressions_first() {
-    let db = temp_dir("compare").join("runs.sqlite3");
-    let store = RunStore::open(&db).unwrap();
-    store
-        .save_run(&record(
-            "wf",
-            &id(1),
-            T0,
-            &[
-                ("steady", 50.0, 0.001),
-                ("faster", 200.0, 0.004),
-                ("slower", 10.0, 0.0),
-                ("gone", 30.0, 0.0),
-            ],
-        ))
-        .unwrap();
-    store
-        .save_run(&record(
-            "wf",
-            &id(2),
-            T0 + 60.0,
-            &[
-                ("steady", 50.0, 0.001),
-                ("faster", 120.0, 0.002),
-                ("slower", 110.0, 0.0),
-                ("new", 40.0, 0.0005),
-            ],
-        ))
-        .unwrap();
+    let a = record(
+        "wf",
+        &id(1),
+        T0,
+        &[
+            ("steady", 50.0, 0.001),
+            ("faster", 200.0, 0.004),
+            ("slower", 10.0, 0.0),
+            ("gone", 30.0, 0.0),
+        ],
+    );
+    let b = record(
+        "wf",
+        &id(2),
+        T0 + 60.0,
+        &[
+            ("steady", 50.0, 0.001),
+            ("faster", 120.0, 0.002),
+            ("slower", 110.0, 0.0),
+            ("new", 40.0, 0.0005),
+        ],
+    );
+    let (db, _store) = store_with("compare", &[a, b]);
     let text = ok(cli(&db, &["compare", "00000001", "00000002"]));
     fits_80(&text);
     let lines: Vec<&str> = text.lines().collect();
@@ -577,26 +578,14 @@ fn compare_puts_regressions_first() {
         ["slower", "new", "steady", "gone", "faster"],
         "{text}"
     );
-    assert!(
-        table[1].contains("10.0 ms") && table[1].contains("110.0 ms"),
-        "{text}"
+    assert_holds(
+        table[1],
+        &["10.0 ms", "110.0 ms", "+100.0 ms", "+1000.0%"],
+        &text,
     );
-    assert!(
-        table[1].contains("+100.0 ms") && table[1].contains("+1000.0%"),
-        "{text}"
-    );
-    assert!(
-        table[2].contains("only B") && table[2].contains("+$0.000500"),
-        "{text}"
-    );
-    assert!(
-        table[4].contains("only A") && table[4].contains("-30.0 ms"),
-        "{text}"
-    );
-    assert!(
-        table[5].contains("-80.0 ms") && table[5].contains("-40.0%"),
-        "{text}"
-    );
+    assert_holds(table[2], &["only B", "+$0.000500"], &text);
+    assert_holds(table[4], &["only A", "-30.0 ms"], &text);
+    assert_holds(table[5], &["-80.0 ms", "-40.0%"], &text);
     assert!(table[5].ends_with("-$0.002000"), "{text}");
 
     let value = json_of(&ok(cli(
@@ -639,15 +628,12 @@ fn trend_flags_a_slow_latest_run() {
     );
     // analyze: previous 100, 104, 98, 250, 101 → median 101; latest 300 > 151.5.
     assert!(lines[2].starts_with("analyze"), "{text}");
-    assert!(
-        lines[2].contains("101.0 ms") && lines[2].contains("300.0 ms"),
-        "{text}"
+    assert_holds(
+        lines[2],
+        &["101.0 ms", "300.0 ms", "+197.0%", "▃▃▃▇▃█"],
+        &text,
     );
-    assert!(
-        lines[2].contains("+197.0%") && lines[2].ends_with("SLOW"),
-        "{text}"
-    );
-    assert!(lines[2].contains("▃▃▃▇▃█"), "{text}");
+    assert!(lines[2].ends_with("SLOW"), "{text}");
     // fetch is steady; the long node ran once (no baseline): neither is flagged.
     let fetch = lines.iter().find(|l| l.starts_with("fetch")).unwrap();
     assert!(!fetch.contains("SLOW"), "{text}");
