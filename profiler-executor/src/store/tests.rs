@@ -19,6 +19,20 @@ fn temp_path(test: &str) -> PathBuf {
     dir.join("runs.sqlite3")
 }
 
+/// An in-memory store holding `runs`.
+fn store_with(runs: &[WorkflowRunRecord]) -> RunStore {
+    let store = RunStore::in_memory().unwrap();
+    for run in runs {
+        store.save_run(run).unwrap();
+    }
+    store
+}
+
+/// Runs `sql` on the store's database behind the store's back, as a hand edit would.
+fn edit(store: &RunStore, sql: &str) {
+    store.sql(|c| c.execute_batch(sql)).unwrap();
+}
+
 #[test]
 fn run_ids_are_random_uuids() {
     let ids: Vec<String> = (0..1000)
@@ -36,17 +50,15 @@ fn run_ids_are_random_uuids() {
 
 #[test]
 fn prefixes_find_runs_and_ambiguity_is_an_error() {
-    let store = RunStore::in_memory().unwrap();
-    for (id, at) in [
-        ("abc11111", 1.0),
-        ("abc12222", 2.0),
-        ("abd00000", 3.0),
-        ("ab", 4.0),
-    ] {
-        store
-            .save_run(&finished("wf", id, at, &[("n", 1.0)]))
-            .unwrap();
-    }
+    let store = store_with(
+        &[
+            ("abc11111", 1.0),
+            ("abc12222", 2.0),
+            ("abd00000", 3.0),
+            ("ab", 4.0),
+        ]
+        .map(|(id, at)| finished("wf", id, at, &[("n", 1.0)])),
+    );
     assert_eq!(store.find_run("abd").unwrap().id, "abd00000");
     assert_eq!(store.find_run("abc12").unwrap().id, "abc12222");
     // An exact id wins over the longer ids that start with it.
@@ -84,16 +96,11 @@ fn prefixes_find_runs_and_ambiguity_is_an_error() {
 
 #[test]
 fn listing_filters_and_orders() {
-    let store = RunStore::in_memory().unwrap();
-    store
-        .save_run(&finished("a", "r1", 1.0, &[("x", 1.0)]))
-        .unwrap();
-    store
-        .save_run(&finished("b", "r2", 2.0, &[("y", 1.0)]))
-        .unwrap();
-    store
-        .save_run(&finished("a", "r3", 3.0, &[("x", 2.0)]))
-        .unwrap();
+    let store = store_with(&[
+        finished("a", "r1", 1.0, &[("x", 1.0)]),
+        finished("b", "r2", 2.0, &[("y", 1.0)]),
+        finished("a", "r3", 3.0, &[("x", 2.0)]),
+    ]);
     let ids = |runs: Vec<WorkflowRunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
     assert_eq!(ids(store.list_runs(None, 10).unwrap()), ["r3", "r2", "r1"]);
     assert_eq!(ids(store.list_runs(None, 2).unwrap()), ["r3", "r2"]);
@@ -103,21 +110,14 @@ fn listing_filters_and_orders() {
 
 #[test]
 fn corrupt_columns_name_the_run_and_column() {
-    let store = RunStore::in_memory().unwrap();
-    store
-        .save_run(&finished("wf", "good", 1.0, &[("n", 1.0)]))
-        .unwrap();
-    store
-        .save_run(&finished("wf", "bad", 2.0, &[("n", 1.0)]))
-        .unwrap();
-    store
-        .sql(|c| {
-            c.execute(
-                "UPDATE workflow_runs SET bottleneck_info = '{oops' WHERE id = 'bad'",
-                [],
-            )
-        })
-        .unwrap();
+    let store = store_with(&[
+        finished("wf", "good", 1.0, &[("n", 1.0)]),
+        finished("wf", "bad", 2.0, &[("n", 1.0)]),
+    ]);
+    edit(
+        &store,
+        "UPDATE workflow_runs SET bottleneck_info = '{oops' WHERE id = 'bad'",
+    );
     let err = store.find_run("bad").unwrap_err();
     assert!(
         matches!(&err, StoreError::Json { run_id, column: "bottleneck_info", .. } if run_id == "bad")
@@ -131,14 +131,10 @@ fn corrupt_columns_name_the_run_and_column() {
     assert!(store.list_runs(None, 10).is_err());
     assert!(store.find_run("good").is_ok());
     // A summary of the wrong shape is as bad as broken JSON.
-    store
-        .sql(|c| {
-            c.execute(
-                "UPDATE workflow_runs SET bottleneck_info = '[1]', inputs = 'x' WHERE id = 'bad'",
-                [],
-            )
-        })
-        .unwrap();
+    edit(
+        &store,
+        "UPDATE workflow_runs SET bottleneck_info = '[1]', inputs = 'x' WHERE id = 'bad'",
+    );
     let err = store.get_run("bad").unwrap_err();
     assert!(
         matches!(
@@ -199,9 +195,7 @@ fn old_store_without_trace_table_reads_no_trace() {
     writer
         .save_run(&finished("wf", "r", 1.0, &[("n", 1.0)]))
         .unwrap();
-    writer
-        .sql(|c| c.execute_batch("DROP TABLE run_traces;"))
-        .unwrap();
+    edit(&writer, "DROP TABLE run_traces;");
     let reader = RunStore::open_existing(&path).unwrap();
     assert_eq!(reader.load_trace("r").unwrap(), None);
 }
@@ -230,9 +224,7 @@ fn traces_round_trip() {
     shorter.spans.truncate(1);
     store.save_trace("r", &shorter).unwrap();
     assert_eq!(store.load_trace("r").unwrap(), Some(shorter));
-    store
-        .sql(|c| c.execute("UPDATE run_traces SET trace_json = 'nope'", []))
-        .unwrap();
+    edit(&store, "UPDATE run_traces SET trace_json = 'nope'");
     let err = store.load_trace("r").unwrap_err();
     assert!(matches!(&err, StoreError::Json { run_id, column: "trace_json", .. } if run_id == "r"));
 }
