@@ -251,17 +251,19 @@ fn check_failed_run(err: &WorkflowError, store: &RunStore, console: &str) -> Nod
     }
 }
 
+/// The body of the HTTP error with status `want` that the node failed with.
+fn http_error_body(kind: NodeErrorKind, want: u16) -> String {
+    match kind {
+        NodeErrorKind::Llm(LlmError::Http { status, body, .. }) if status == want => body,
+        other => panic!("not an HTTP {want} error: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_that_errors_http_500() {
     let (err, store, console) = failing("fail-500", "node_that_errors_http_500").await;
-    match check_failed_run(&err, &store, &console) {
-        NodeErrorKind::Llm(LlmError::Http {
-            status: 500, body, ..
-        }) => {
-            assert!(body.contains("overloaded"))
-        }
-        other => panic!("{other:?}"),
-    }
+    let body = http_error_body(check_failed_run(&err, &store, &console), 500);
+    assert!(body.contains("overloaded"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,14 +290,8 @@ async fn answer_without_text_still_costs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_echoed_by_the_server_is_redacted() {
     let (err, store, console) = failing("echo-auth", "key_echoed_by_the_server_is_redacted").await;
-    match check_failed_run(&err, &store, &console) {
-        NodeErrorKind::Llm(LlmError::Http {
-            status: 401, body, ..
-        }) => {
-            assert!(body.contains("***"), "{body}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let body = http_error_body(check_failed_run(&err, &store, &console), 401);
+    assert!(body.contains("***"), "{body}");
     let run = err.run().unwrap();
     let stored = store.get_run(&run.record.id).unwrap().unwrap();
     assert!(!format!("{stored:?}").contains(PLANTED));
@@ -443,9 +439,8 @@ async fn workflow_written_in_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_run_keeps_its_trace_in_the_store_and_as_a_perfetto_file() {
-    let test = "each_run_keeps_its_trace";
     let server = LlmProvider::start();
-    let dir = scratch::temp_dir(test);
+    let dir = scratch::temp_dir("each_run_keeps_its_trace");
     let config = write_config(&dir, RESEARCH);
     let store = RunStore::open(dir.join("runs.sqlite3")).unwrap();
     let executor = WorkflowExecutor::new(client(&server))
