@@ -25,8 +25,7 @@ use agent_profiler::mlflow::{
     REPORT_ARTIFACT, RunStatus, RunTag, now_ms,
 };
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, RecordError,
-    Summary, profile_node,
+    MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, RecordError, Summary, profile_node,
 };
 use support::fault_proxy::{Fault, FaultProxy};
 use support::mlflow_api::{self, history};
@@ -60,9 +59,7 @@ fn test_profile_node_logs_to_mlflow() {
     let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let analyzer = BottleneckAnalyzer::new();
-    let tracker = MlflowTracker::start(mlflow_api::config(&uri, name)).unwrap();
-    tracker.attach(&analyzer);
+    let (analyzer, tracker) = mlflow_api::attached(mlflow_api::config(&uri, name));
     let started = now_ms();
     {
         let _scope = ProfilerScope::new(&analyzer);
@@ -137,14 +134,11 @@ fn every_metric_cost_param_tag_and_the_report_arrive_as_logged() {
     let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let analyzer = BottleneckAnalyzer::new();
-    let tracker = MlflowTracker::start(
+    let (analyzer, tracker) = mlflow_api::attached(
         mlflow_api::config(&uri, name)
             .run_tag("suite", "mlflow")
             .ring_capacity(10_000),
-    )
-    .unwrap();
-    tracker.attach(&analyzer);
+    );
     let llm = MultiProviderCostTracker::builder()
         .sink(tracker.cost_sink())
         .build();
@@ -340,14 +334,10 @@ fn node_ids_mlflow_would_reject_are_sanitised_or_refused_without_poisoning_their
     let Some(uri) = mlflow_server::tracking_uri(name) else {
         return;
     };
-    let analyzer = BottleneckAnalyzer::new();
     // One drain for everything below: a long flush interval, then flush.
-    let tracker = MlflowTracker::start(
-        mlflow_api::config(&uri, name).flush_interval(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let config = mlflow_api::config(&uri, name).flush_interval(Duration::from_secs(3600));
+    let (analyzer, tracker) = mlflow_api::attached(config);
     let run = tracker.wait_for_run(WAIT).unwrap();
-    tracker.attach(&analyzer);
     let too_long = "x".repeat(300);
     // The analyzer refuses ids outside the node-id rules; an id within them may still make
     // a key MLflow rejects (`//`, `..`), and `log_node_cost` takes any id.
@@ -496,9 +486,7 @@ fn secrets_never_appear_in_any_output() {
         .unwrap()
         .on_warning(sink.clone());
     record(format!("{config:?}"));
-    let tracker = MlflowTracker::start(config.clone()).unwrap();
-    let analyzer = BottleneckAnalyzer::new();
-    tracker.attach(&analyzer);
+    let (analyzer, tracker) = mlflow_api::attached(config.clone());
     analyzer.record_node("step", 3.0).unwrap();
     tracker.log_param("p", "first").unwrap();
     tracker.log_param("p", "second").unwrap(); // refused by the server: an error to show
@@ -623,15 +611,12 @@ fn exporter_throughput_matches_sequential_log_batch() {
     };
 
     let exporter = || -> (f64, ExportStats) {
-        let analyzer = BottleneckAnalyzer::new();
-        let tracker = MlflowTracker::start(
+        let (analyzer, tracker) = mlflow_api::attached(
             mlflow_api::config(&uri, name)
                 .ring_capacity(N)
                 .flush_interval(Duration::from_millis(200)),
-        )
-        .unwrap();
+        );
         tracker.wait_for_run(WAIT).unwrap();
-        tracker.attach(&analyzer);
         let started = Instant::now();
         {
             let _scope = ProfilerScope::new(&analyzer);

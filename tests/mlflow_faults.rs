@@ -138,15 +138,12 @@ fn server_stopped_mid_run_and_restarted_loses_nothing_the_queue_held() {
         return;
     };
     let uri = server.uri();
-    let analyzer = BottleneckAnalyzer::new();
-    let tracker = MlflowTracker::start(
+    let (analyzer, tracker) = mlflow_api::attached(
         mlflow_api::config(&uri, name)
             .backoff_factor(0.1)
             .request_timeout(Duration::from_secs(10)),
-    )
-    .unwrap();
+    );
     let run = tracker.wait_for_run(WAIT).expect("run created");
-    tracker.attach(&analyzer);
     let _scope = ProfilerScope::new(&analyzer);
     for i in 0..1500 {
         work(i);
@@ -222,10 +219,8 @@ fn answers_503_and_429_to_a_share_of_requests_delay_but_lose_nothing() {
             },
         ]),
     );
-    let analyzer = BottleneckAnalyzer::new();
-    let tracker =
-        MlflowTracker::start(mlflow_api::config(&proxy.uri(), name).ring_capacity(10_000)).unwrap();
-    tracker.attach(&analyzer);
+    let (analyzer, tracker) =
+        mlflow_api::attached(mlflow_api::config(&proxy.uri(), name).ring_capacity(10_000));
     let llm = MultiProviderCostTracker::builder()
         .sink(tracker.cost_sink())
         .build();
@@ -410,8 +405,7 @@ fn a_batch_the_server_refuses_is_split_so_one_bad_value_loses_only_itself() {
 
 #[test]
 fn errors_other_than_transient_ones_are_reported_not_retried() {
-    let name = "errors_other_than_transient_ones";
-    let Some(uri) = tracking_uri(name) else {
+    let Some(uri) = tracking_uri("errors_other_than_transient_ones") else {
         return;
     };
     let tracker = MlflowTracker::start(

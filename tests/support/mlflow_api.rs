@@ -1,11 +1,12 @@
 //! Talking to a real MLflow tracking server from the tests: a tracker configuration with
-//! fast retries and an experiment of its own, a client to read back with, metric histories
-//! in step order, and the trace routes of MLflow's REST API (`/api/3.0/mlflow/traces/...`),
+//! fast retries and an experiment of its own, a tracker attached to a new analyzer, a client
+//! to read back with, metric histories in step order, and the trace routes of MLflow's REST API (`/api/3.0/mlflow/traces/...`),
 //! which the client under test does not wrap.
 
 use std::time::Duration;
 
-use agent_profiler::mlflow::{Metric, MlflowClient, MlflowConfig};
+use agent_profiler::BottleneckAnalyzer;
+use agent_profiler::mlflow::{Metric, MlflowClient, MlflowConfig, MlflowTracker};
 use serde_json::{Value, json};
 
 use super::http_stub;
@@ -26,6 +27,14 @@ pub fn config(uri: &str, test: &str) -> MlflowConfig {
         .max_retries(10)
         .flush_interval(Duration::from_millis(50))
         .warnings(false)
+}
+
+/// A tracker started with `config`, exporting every call of a new analyzer.
+pub fn attached(config: MlflowConfig) -> (BottleneckAnalyzer, MlflowTracker) {
+    let analyzer = BottleneckAnalyzer::new();
+    let tracker = MlflowTracker::start(config).unwrap();
+    tracker.attach(&analyzer);
+    (analyzer, tracker)
 }
 
 /// A client for reading back.
