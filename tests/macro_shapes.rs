@@ -6,21 +6,13 @@
 //! and keep `#[track_caller]` reporting the caller.
 #![deny(warnings, clippy::all, clippy::pedantic)]
 
-use std::future::Future;
-use std::panic::Location;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
-/// Runs a future that never waits on anything outside itself to completion.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
+mod support {
+    pub mod poll;
 }
+
+use std::panic::Location;
+
+use support::poll::block_on;
 
 fn assert_send<T: Send>(value: T) -> T {
     value
