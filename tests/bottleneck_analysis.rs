@@ -338,7 +338,7 @@ fn nesting_shares_are_of_self_time_and_slowest_is_of_total_time() {
         outer();
     }
     let summary = analyzer.get_summary();
-    let node = |id: &str| summary.nodes.iter().find(|n| n.node_id == id).unwrap();
+    let node = |id: &str| summary.node(id).unwrap();
     let (o, i) = (node("outer_step"), node("inner_step"));
     // The outer call contains the inner one: total time is the sum of self times, which is
     // the outer total, not the sum of the totals.

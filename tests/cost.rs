@@ -497,9 +497,7 @@ fn retrieve(tracker: &MultiProviderCostTracker) {
 
 fn node<'a>(summary: &'a Summary, id: &str) -> &'a agent_profiler::NodeTimings {
     summary
-        .nodes
-        .iter()
-        .find(|n| n.node_id == id)
+        .node(id)
         .unwrap_or_else(|| panic!("node `{id}` not in {summary:?}"))
 }
 

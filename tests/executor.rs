@@ -210,9 +210,7 @@ async fn failing(model: &str, test: &str) -> (WorkflowError, RunStore, String) {
 /// The timings of node `id` in a run's summary.
 fn node<'a>(summary: &'a Summary, id: &str) -> &'a NodeTimings {
     summary
-        .nodes
-        .iter()
-        .find(|n| n.node_id == id)
+        .node(id)
         .unwrap_or_else(|| panic!("node `{id}` not in the summary"))
 }
 

@@ -89,7 +89,7 @@ fn test_profile_node_logs_to_mlflow() {
         let values = history(&client, &run.run_id, &key);
         let steps: Vec<i64> = values.iter().map(|m| m.step).collect();
         assert_eq!(steps, (0..calls).collect::<Vec<i64>>(), "{key}");
-        let timing = summary.nodes.iter().find(|n| n.node_id == node).unwrap();
+        let timing = summary.node(node).unwrap();
         // Per-call values and the analyzer's totals are converted from clock ticks
         // separately (and the tick rate may be refined in between): equal to about 1e-4.
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1.0);

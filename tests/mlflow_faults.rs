@@ -121,7 +121,7 @@ fn server_down_from_the_start_costs_the_workflow_nothing() {
     );
     // The analyzer's totals are complete all the same.
     let summary = analyzer.get_summary();
-    let node = summary.nodes.iter().find(|n| n.node_id == "work").unwrap();
+    let node = summary.node("work").unwrap();
     assert_eq!(node.call_count, calls);
     // One warning at the first failure, one at the end with the losses.
     let warnings = warnings.lock().unwrap();

@@ -15,9 +15,7 @@ use agent_profiler::{
 
 fn node(summary: &Summary, id: &str) -> NodeTimings {
     summary
-        .nodes
-        .iter()
-        .find(|n| n.node_id == id)
+        .node(id)
         .unwrap_or_else(|| panic!("node `{id}` not recorded: {summary:?}"))
         .clone()
 }

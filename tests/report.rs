@@ -71,7 +71,7 @@ fn plot(doc: &Document<'_>) -> (f64, f64) {
 }
 
 fn share(summary: &Summary, node_id: &str) -> f64 {
-    let node = summary.nodes.iter().find(|n| n.node_id == node_id).unwrap();
+    let node = summary.node(node_id).unwrap();
     node.self_duration_ms * 100.0 / summary.total_time_ms
 }
 
@@ -446,12 +446,7 @@ async fn example_workflow_report() {
     assert!(max > 0.0);
     for bar in bars {
         let node = bar.attribute("data-node").unwrap();
-        let cost = summary
-            .nodes
-            .iter()
-            .find(|n| n.node_id == node)
-            .unwrap()
-            .cost_usd;
+        let cost = summary.node(node).unwrap().cost_usd;
         assert!(
             (num(bar, "width") - cost / max * width).abs() <= 0.5,
             "{node}"

@@ -187,6 +187,21 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The figures of node `node_id`, if it was recorded.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::BottleneckAnalyzer;
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// analyzer.record_node("fetch", 30.0).unwrap();
+    /// let summary = analyzer.get_summary();
+    /// assert_eq!(summary.node("fetch").unwrap().call_count, 1);
+    /// assert!(summary.node("think").is_none());
+    /// ```
+    pub fn node(&self, node_id: &str) -> Option<&NodeTimings> {
+        self.nodes.iter().find(|n| n.node_id == node_id)
+    }
+
     /// The summary as a plain-text table, one row per node, widest share first, that fits
     /// an 80-column terminal (node ids longer than 18 characters are cut with `…`). The cost
     /// column shows `-` for a node without LLM calls, and marks with `*` a cost that leaves

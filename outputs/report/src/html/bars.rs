@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 
 use super::svg::{
-    MUTED_TEXT, Svg, counted, esc, fit, group, ms, pct, pct_short, text_width, ticks, tokens, usd,
+    MUTED_TEXT, Svg, TEXT, counted, esc, fit, group, ms, pct, pct_short, text_width, ticks, tokens,
+    usd,
 };
 use agent_profiler_runtime::{NodeTimings, Summary};
 
@@ -35,7 +36,6 @@ pub(crate) const COSTLIEST_FILL: &str = "#1f7a5c";
 /// Muted colour of other nodes' cost bars.
 pub(crate) const COST_FILL: &str = "#a7cdbd";
 const TRACK_FILL: &str = "#f1f3f5";
-const TEXT: &str = "#1f2933";
 
 /// One bar to draw.
 struct Row<'a> {

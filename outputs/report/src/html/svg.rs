@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 /// The colour of secondary text: axis labels, notes.
 pub(crate) const MUTED_TEXT: &str = "#52606d";
+/// Colour of labels and values.
+pub(crate) const TEXT: &str = "#1f2933";
 
 /// The font every chart uses; the width estimate below is for the widest of them (DejaVu
 /// Sans, the usual fallback on Linux).

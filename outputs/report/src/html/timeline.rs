@@ -4,8 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::bars::{BOTTLENECK_FILL, OTHER_FILL};
-use super::svg::{Svg, counted, esc, fit, group, ms, num, ticks, tokens, usd};
+use super::bars::{BOTTLENECK_FILL, CHART_WIDTH, OTHER_FILL};
+use super::svg::{Svg, TEXT, counted, esc, fit, group, ms, num, ticks, tokens, usd};
 use crate::layout::{ItemKind, layout};
 use agent_profiler_runtime::DEFAULT_THRESHOLD_PERCENT;
 use agent_profiler_runtime::Outcome;
@@ -18,7 +18,8 @@ pub const MAX_TIMELINE_LANES: usize = 40;
 /// Poll slices drawn at most (the longest ones among the drawn spans' polls).
 pub const MAX_TIMELINE_POLLS: usize = 5_000;
 
-const WIDTH: f64 = 800.0;
+/// As wide as the other charts, so that the page lines them up.
+const WIDTH: f64 = CHART_WIDTH;
 const PLOT_X: f64 = 180.0;
 const PLOT_WIDTH: f64 = WIDTH - PLOT_X - 20.0;
 const TOP: f64 = 8.0;
@@ -32,7 +33,6 @@ const LANE_FONT: f64 = 12.0;
 
 const BOTTLENECK_POLL_FILL: &str = "#9e2236";
 const OTHER_POLL_FILL: &str = "#4f6d8a";
-const TEXT: &str = "#1f2933";
 
 /// The timeline of `trace` as an SVG document, highlighting the nodes whose share of the
 /// trace's self time (a span's wall time less its children's) is above the default
