@@ -3,7 +3,7 @@
 //! cost of one call and nothing else (start-up, registration and exit cancel out).
 //!
 //! ```sh
-//! target/release/deps/callgrind-* CASE N    # CASE: sync_installed, async_installed, sync_none
+//! target/release/deps/callgrind-* CASE N    # CASE: sync_installed, async_installed, sync_trace, sync_none
 //! ```
 //! Instruction counts repeat exactly for the same binary and input, unlike time on a shared
 //! VM, so they tell a change to the call path from noise.
@@ -17,6 +17,9 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use agent_profiler::{BottleneckAnalyzer, ProfilerScope};
+
+/// Spans kept in the trace-mode case: more than the calls of a run of 2N at the default N.
+const TRACE_CAPACITY: usize = 1 << 21;
 
 /// Polls `fut` once: the cases' futures finish on their first poll.
 fn poll_once<F: Future>(fut: F) -> F::Output {
@@ -49,13 +52,24 @@ fn main() {
                 sum = sum.wrapping_add(poll_once(cases::profiled_async(black_box(i))));
             }
         }
+        "sync_trace" => {
+            // One buffer size for both runs (so that filling it in cancels out), large enough
+            // that no call of either run is dropped.
+            analyzer.enable_trace(TRACE_CAPACITY);
+            let _scope = ProfilerScope::new(&analyzer);
+            for i in 0..calls {
+                sum = sum.wrapping_add(cases::profiled(black_box(i)));
+            }
+        }
         "sync_none" => {
             for i in 0..calls {
                 sum = sum.wrapping_add(cases::profiled(black_box(i)));
             }
         }
         other => {
-            eprintln!("unknown case `{other}`: sync_installed, async_installed or sync_none");
+            eprintln!(
+                "unknown case `{other}`: sync_installed, async_installed, sync_trace or sync_none"
+            );
             std::process::exit(2);
         }
     }
