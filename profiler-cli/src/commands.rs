@@ -7,8 +7,8 @@ use agent_profiler_executor::history::{
     NodeDelta, NodeFigures, RunComparison, Side, Trend, TrendRule,
 };
 use agent_profiler_executor::store::{RunStore, WorkflowRunRecord};
-use agent_profiler_report::html::{ReportInput, write_html};
-use agent_profiler_report::perfetto::write_chrome_trace;
+use agent_profiler_report::html::{ReportInput, render_html};
+use agent_profiler_report::perfetto::chrome_trace_json;
 use serde_json::{Value, json};
 
 use crate::text::{
@@ -459,11 +459,6 @@ fn trend_text(workflow: &str, trend: &Trend) -> String {
     out
 }
 
-/// "cannot write PATH: why".
-fn write_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
-    CliError(format!("cannot write {}: {e}", path.display()))
-}
-
 /// A run's short id (as `runs` shows it) and the title of a file made of the run
 /// (`workflow run 1a2b3c4d`).
 fn file_title(store: &RunStore, run: &WorkflowRunRecord) -> Result<(String, String), CliError> {
@@ -493,7 +488,12 @@ pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
         duration_ms: run.duration_ms,
         ..ReportInput::new(&title, summary)
     };
-    write_html(&input, &args.html).map_err(|e| write_error(&args.html, &e))?;
+    let page = render_html(&input);
+    crate::output::write_file(
+        &args.html,
+        std::path::Path::new(store.path()),
+        page.as_bytes(),
+    )?;
     Ok(format!(
         "wrote {}
 (HTML report of run {}, {})
@@ -518,7 +518,13 @@ pub fn trace(store: &RunStore, args: &TraceArgs) -> Result<String, CliError> {
         )));
     };
     let (id, title) = file_title(store, &run)?;
-    write_chrome_trace(&trace, &title, &args.out).map_err(|e| write_error(&args.out, &e))?;
+    let mut json = chrome_trace_json(&trace, &title).to_string();
+    json.push('\n');
+    crate::output::write_file(
+        &args.out,
+        std::path::Path::new(store.path()),
+        json.as_bytes(),
+    )?;
     let mut out = format!(
         "wrote {}
 (trace of run {}: {} spans",

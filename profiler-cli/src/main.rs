@@ -9,6 +9,7 @@
 //! the executor's report as the executor printed it.
 
 mod commands;
+mod output;
 mod text;
 
 use std::io::Write as _;
