@@ -18,6 +18,11 @@ pub const RETRY_AFTER_STATUS_CODES: [u16; 3] = [413, 429, 503];
 /// Longest wait between two attempts (urllib3's `DEFAULT_BACKOFF_MAX`), also the cap on
 /// `Retry-After`.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+/// Retries of a refused connection ([`Answer::Refused`]: nothing listens), at most, whatever
+/// the policy's `max_retries`: a server that is not there is not waited for.
+pub const REFUSED_RETRIES: u32 = 2;
+/// The wait before the `n`-th retry of a refused connection is `n` times this (no jitter).
+pub const REFUSED_WAIT: Duration = Duration::from_millis(100);
 
 /// How a request waits between attempts and when it must give up. An exporter thread's pacer
 /// is woken early at shutdown and then has a deadline.
@@ -94,8 +99,12 @@ fn random_unit() -> f64 {
 /// How a failed attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// No HTTP answer (refused, reset, timed out): retried.
+    /// No HTTP answer (reset, timed out): retried.
     None,
+    /// The connection was refused: nothing listens there (yet). Retried at most
+    /// [`REFUSED_RETRIES`] times, after short waits, and not at all once the pacer has a
+    /// deadline (an exporter shutting down): an absent server must not hold a run's end.
+    Refused,
     /// An answer with this status: retried for [`RETRY_STATUS_CODES`].
     Status(u16),
     /// A failure that trying again cannot mend (a refused certificate, an answer that is
@@ -121,6 +130,25 @@ impl<E> Failure<E> {
             error,
             answer: Answer::None,
             retry_after: None,
+        }
+    }
+
+    /// A connection refused ([`Answer::Refused`]).
+    pub fn refused(error: E) -> Self {
+        Self {
+            error,
+            answer: Answer::Refused,
+            retry_after: None,
+        }
+    }
+
+    /// No answer: [`Answer::Refused`] when `cause` (a transport error and its sources) says
+    /// the connection was refused, else [`Answer::None`].
+    pub fn without_answer(error: E, cause: &(dyn std::error::Error + 'static)) -> Self {
+        if crate::client::connection_refused(cause) {
+            Self::refused(error)
+        } else {
+            Self::no_answer(error)
         }
     }
 
@@ -170,6 +198,10 @@ impl Policy {
     pub fn wait_before_retry<E>(&self, failure: &Failure<E>, attempts: u32) -> Option<Duration> {
         let status = match failure.answer {
             Answer::None => None,
+            Answer::Refused => {
+                return (attempts <= self.max_retries.min(REFUSED_RETRIES))
+                    .then(|| REFUSED_WAIT * attempts);
+            }
             Answer::Status(status) => Some(status),
             Answer::Final => return None,
         };
@@ -222,8 +254,12 @@ impl Policy {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
-            let Some(wait) = self.wait_before_retry(&failure, attempts) else {
-                return Err(GaveUp::Failed(failure.error));
+            // Shutting down (a deadline): a refused connection is not tried again.
+            let refused_at_the_end =
+                failure.answer == Answer::Refused && pacer.deadline().is_some();
+            let wait = match self.wait_before_retry(&failure, attempts) {
+                Some(wait) if !refused_at_the_end => wait,
+                _ => return Err(GaveUp::Failed(failure.error)),
             };
             if let Some(deadline) = pacer.deadline()
                 && Instant::now() + wait >= deadline
@@ -441,5 +477,30 @@ mod tests {
         });
         assert_eq!(result, Err(GaveUp::Deadline(None)));
         assert_eq!(retries.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_little_and_not_at_all_at_the_end() {
+        let p = policy(7);
+        let refused = Failure::refused("e");
+        assert_eq!(p.wait_before_retry(&refused, 1), Some(REFUSED_WAIT));
+        assert_eq!(p.wait_before_retry(&refused, 2), Some(REFUSED_WAIT * 2));
+        assert_eq!(p.wait_before_retry(&refused, 3), None);
+        assert_eq!(policy(0).wait_before_retry(&refused, 1), None);
+        // With a deadline (shutting down): one attempt, however far the deadline.
+        let retries = AtomicU64::new(0);
+        let later = recorder(Some(Instant::now() + Duration::from_secs(60)));
+        let mut attempts = 0;
+        let result = p.run(Duration::from_secs(1), &later, &retries, |_, _| {
+            attempts += 1;
+            Err::<(), _>(Failure::refused("e"))
+        });
+        assert_eq!(result, Err(GaveUp::Failed("e")));
+        assert_eq!((attempts, retries.load(Ordering::Relaxed)), (1, 0));
+        // Told apart from other transport errors by the error's sources.
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(Failure::without_answer("e", &io).answer, Answer::Refused);
+        let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(Failure::without_answer("e", &io).answer, Answer::None);
     }
 }

@@ -817,11 +817,14 @@ impl MlflowClient {
                 endpoint: endpoint.to_owned(),
                 message: why,
             }),
-            None => Failure::no_answer(MlflowError::Transport {
-                endpoint: endpoint.to_owned(),
-                message: self.redact.clean(&error_chain(&e)),
-                attempts: 1,
-            }),
+            None => Failure::without_answer(
+                MlflowError::Transport {
+                    endpoint: endpoint.to_owned(),
+                    message: self.redact.clean(&error_chain(&e)),
+                    attempts: 1,
+                },
+                &e,
+            ),
         };
         let response = request.send().map_err(transport)?;
         let status = response.status().as_u16();

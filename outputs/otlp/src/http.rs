@@ -151,11 +151,13 @@ impl Sender {
             request = request.header(MLFLOW_RUN_HEADER, value);
         }
         let transport = |e: reqwest::Error| {
-            Failure::no_answer(format!(
+            let e = e.without_url();
+            let message = format!(
                 "OTLP export to {}: no answer: {}",
                 self.shown_endpoint,
-                self.redact.clean(&error_chain(&e.without_url()))
-            ))
+                self.redact.clean(&error_chain(&e))
+            );
+            Failure::without_answer(message, &e)
         };
         let response = request.send().map_err(transport)?;
         let status = response.status().as_u16();

@@ -1,7 +1,6 @@
 //! The MLflow sink: one MLflow run per workflow run.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use agent_profiler_mlflow::{MlflowConfig, MlflowTracker, RunInfo, RunStatus};
 use agent_profiler_runtime::cost::CostSink;
@@ -9,10 +8,6 @@ use agent_profiler_runtime::cost::CostSink;
 use super::{RunSink, RunStart, Warnings};
 use crate::store::WorkflowStatus;
 use crate::workflow::WorkflowRun;
-
-/// How long the end of a run waits for the MLflow run to exist (it is created by the
-/// exporter's thread): a server that is down costs this wait once, at the end of the run.
-const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
 
 /// Starts an MLflow run (named after the workflow) before the first node runs: every node
 /// call goes out as `node_{id}_duration_ms` and each priced LLM call as
@@ -58,7 +53,8 @@ impl RunSink for MlflowSink {
         let Some(tracker) = self.tracker.get() else {
             return;
         };
-        let created = tracker.wait_for_run(RUN_CREATION_WAIT);
+        // No separate wait for the run to exist: `finish` creates it if it can, within the
+        // shutdown timeout, and a server that refuses connections is given up on at once.
         tracker.log_bottleneck_report(&run.summary);
         let stats = tracker.finish(if run.record.status == WorkflowStatus::Completed {
             RunStatus::Finished
@@ -68,7 +64,7 @@ impl RunSink for MlflowSink {
         if stats.anything_lost() {
             warnings.warn(format!("MLflow export incomplete: {stats}"));
         }
-        if let Some(info) = created {
+        if let Some(info) = tracker.run_info() {
             run.mlflow_run_url = Some(run_url(tracker.tracking_uri(), &info));
             run.mlflow_run_id = Some(info.run_id);
             run.mlflow_experiment_id = Some(info.experiment_id);
