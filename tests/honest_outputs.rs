@@ -22,12 +22,20 @@ mod support {
     pub mod scratch;
 }
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_profiler::executor::WorkflowConfig;
-use agent_profiler::llm::SimulatedClient;
-use support::{http_stub, scratch};
+use agent_profiler::executor::{Console, WorkflowConfig, WorkflowError, WorkflowExecutor};
+use agent_profiler::llm::{OpenAiClient, SimulatedClient};
+use agent_profiler::mlflow::MlflowClient;
+use agent_profiler::store::RunStore;
+use serde_json::{Value, json};
+use support::llm_provider::LlmProvider;
+use support::{http_stub, mlflow_api, mlflow_server, scratch};
+
+/// How long MLflow may take to show a trace (they are written asynchronously).
+const WAIT: Duration = Duration::from_secs(60);
 
 fn now_unix_seconds() -> f64 {
     SystemTime::now()
@@ -84,5 +92,154 @@ fn a_refusing_mlflow_server_costs_the_process_at_most_a_moment() {
     );
     assert!(printed.contains("MLflow: no run logged"), "{printed}");
     assert!(printed.contains("trace: not delivered"), "{printed}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every file of `dir` (the store, its journal or WAL) and its text, for grepping.
+fn files_in(dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (
+                path.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Everything of an MLflow run as text: its params, tags and metric keys, and the content
+/// of each of its artifacts.
+fn mlflow_run_text(client: &MlflowClient, run_id: &str) -> String {
+    let run = client.get_run(run_id).unwrap();
+    let mut text = format!("{run:?}\n");
+    let mut dirs = vec![None::<String>];
+    while let Some(dir) = dirs.pop() {
+        for file in client.list_artifacts(&run.info, dir.as_deref()).unwrap() {
+            if file.is_dir {
+                dirs.push(Some(file.path.clone()));
+            } else {
+                let bytes = client.download_artifact(&run.info, &file.path).unwrap();
+                text.push_str(&format!(
+                    "\n{}: {}",
+                    file.path,
+                    String::from_utf8_lossy(&bytes)
+                ));
+            }
+        }
+    }
+    text
+}
+
+/// A password in the LLM provider's base URL (`http://user:PASSWORD@host/v1`) is used (the
+/// provider gets it, as basic authentication) and shown nowhere: not on the console
+/// (progress, errors, warnings, the report), not in the run store (any table: the files are
+/// searched), not in the MLflow run (params, tags, metrics, artifacts) nor in its trace,
+/// also when the provider quotes the credentials back in an error.
+#[test]
+fn a_password_in_the_llm_url_is_used_but_never_shown() {
+    let test = "a_password_in_the_llm_url_is_used_but_never_shown";
+    let password = format!("Pw{}", scratch::unique("planted").replace('-', "x"));
+    let provider = LlmProvider::start();
+    let base = provider
+        .base_url()
+        .replace("http://", &format!("http://agent:{password}@"));
+    let client = OpenAiClient::new(&base, None).unwrap();
+    let dir = scratch::temp_dir(test);
+    let store = RunStore::open(dir.join("runs.sqlite3")).unwrap();
+    let (console, captured) = Console::capture();
+    let mut executor = WorkflowExecutor::new(Arc::new(client))
+        .store(store.clone())
+        .console(console);
+    let uri = mlflow_server::tracking_uri(test);
+    if let Some(uri) = &uri {
+        executor = executor.mlflow(mlflow_api::config(uri, test));
+    }
+    // The second node's provider answers 401 quoting the Authorization header back.
+    let config = WorkflowConfig::from_json_str(
+        r#"{"name": "secret-url", "steps": [
+            {"id": "plan", "model": "gpt-4o-mini", "prompt": "Plan {topic}",
+             "output_key": "plan", "max_tokens": 40},
+            {"id": "check", "model": "echo-auth", "prompt": "Check {plan}",
+             "output_key": "checked", "max_tokens": 40}
+        ]}"#,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ran = runtime.block_on(executor.run_config(&config, json!({"topic": "secrets"})));
+    let run = match ran {
+        Err(WorkflowError::Failed(run)) => *run,
+        other => panic!("the workflow must fail at `check`: {other:?}"),
+    };
+    // Used: the provider got the credentials.
+    let basic = provider.auth_headers();
+    assert_eq!(basic.len(), 2, "{basic:?}");
+    assert!(basic.iter().all(|h| h.starts_with("Basic ")), "{basic:?}");
+    let error = run.record.error_message.clone().unwrap();
+    assert!(error.contains("401"), "{error}");
+
+    let mut places: Vec<(String, String)> = Vec::new();
+    places.push(("console".into(), captured.lock().unwrap().clone()));
+    places.push(("run".into(), format!("{run:?}")));
+    places.push(("report".into(), run.report.clone()));
+    places.push(("warnings".into(), run.warnings.join("\n")));
+    places.extend(files_in(&dir));
+    if let Some(uri) = &uri {
+        let run_id = run.mlflow_run_id.clone().expect("an MLflow run");
+        let experiment = run.mlflow_experiment_id.clone().unwrap();
+        let mlflow = mlflow_api::client(uri);
+        places.push(("MLflow run".into(), mlflow_run_text(&mlflow, &run_id)));
+        let exporter = executor.otlp_exporter().expect("traces go to MLflow");
+        assert!(exporter.flush(WAIT), "{}", exporter.stats());
+        let deadline = Instant::now() + WAIT;
+        let traces = loop {
+            let traces = mlflow_api::search_traces(uri, &experiment, None);
+            if !traces.is_empty() || Instant::now() > deadline {
+                break traces;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(traces.len(), 1, "{traces:?}");
+        let trace_id = traces[0]["trace_id"].as_str().unwrap();
+        let trace: Value = mlflow_api::get_trace(uri, trace_id);
+        assert!(
+            trace.to_string().contains("401"),
+            "the failure is in the trace"
+        );
+        places.push(("MLflow trace".into(), format!("{traces:?}\n{trace}")));
+    }
+    let mut forms = vec![password.clone()];
+    forms.extend(
+        basic
+            .iter()
+            .filter_map(|h| h.strip_prefix("Basic "))
+            .map(str::to_owned),
+    );
+    for (place, text) in &places {
+        assert!(
+            !text.is_empty() || place.ends_with("warnings"),
+            "{place} is empty"
+        );
+        for form in &forms {
+            assert!(
+                !text.contains(form.as_str()),
+                "the password shows in {place}:\n{text}"
+            );
+        }
+    }
+    // What is shown instead.
+    let console = &places[0].1;
+    assert!(console.contains("http://***@127.0.0.1"), "{console}");
+    println!(
+        "searched {} places ({} store files) for the password",
+        places.len(),
+        places.len() - 4 - usize::from(uri.is_some()) * 2
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

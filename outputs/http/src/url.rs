@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
+
 use crate::secret::REDACTED;
 
 /// `url` with its user info (`user:password@`) replaced by [`REDACTED`], for messages.
@@ -34,6 +36,41 @@ pub fn hide_userinfo(url: &str) -> String {
     format!("{}{REDACTED}{}", &url[..start], &url[at..])
 }
 
+/// The secrets in `url`'s user info, for a [`Redactor`](crate::secret::Redactor): the user
+/// info as written (`user:password`), the password as written and percent-decoded, and both
+/// as a basic `Authorization` header carries them (base64); user
+/// info without a password (often a token) whole. The user name beside a password is no
+/// secret (and a short one would garble every message). Empty without user info.
+pub fn userinfo_secrets(url: &str) -> Vec<String> {
+    if let Ok(parsed) = reqwest::Url::parse(url.trim())
+        && let Some(password) = parsed.password()
+    {
+        let mut secrets = vec![
+            format!("{}:{password}", parsed.username()),
+            password.to_owned(),
+        ];
+        let decode = |s: &str| percent_decode(s).unwrap_or_else(|| s.to_owned());
+        let decoded = decode(password);
+        // As a basic authorization header carries them (a server may quote it back).
+        let user_pass = format!("{}:{decoded}", decode(parsed.username()));
+        secrets.push(base64::engine::general_purpose::STANDARD.encode(user_pass));
+        secrets.push(decoded);
+        secrets.retain(|s| !s.is_empty());
+        return secrets;
+    }
+    // Not a URL with a password: whatever `hide_userinfo` hides, if anything.
+    let hidden = hide_userinfo(url);
+    let Some(start) = hidden.find(REDACTED) else {
+        return Vec::new();
+    };
+    let end = url.len() - (hidden.len() - start - REDACTED.len());
+    url.get(start..end)
+        .filter(|s| !s.is_empty() && hidden != url)
+        .map(str::to_owned)
+        .into_iter()
+        .collect()
+}
+
 /// Percent-decodes a URL component (`%XX` escapes; a `%` not followed by two hex digits is
 /// kept as is); `None` when the result is not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
@@ -59,6 +96,18 @@ mod tests {
         assert_eq!(hide_userinfo("u:hunter2@ bad"), "u:***@ bad");
         assert_eq!(hide_userinfo("http://u:pa#ss@h"), "http://***@h");
         assert_eq!(hide_userinfo("ftp://u:pw@x/v1"), "ftp://***@x/v1");
+    }
+
+    #[test]
+    fn userinfo_secrets_are_the_password_in_every_form() {
+        assert_eq!(
+            userinfo_secrets("http://u:pa%40ss@h:1/v1"),
+            ["u:pa%40ss", "pa%40ss", "dTpwYUBzcw==", "pa@ss"]
+        );
+        // User info without a password may be a token: all of it.
+        assert_eq!(userinfo_secrets("http://t0ken@h/v1"), ["t0ken"]);
+        assert!(userinfo_secrets("http://h/v1").is_empty());
+        assert_eq!(userinfo_secrets("u:hunter2@ bad"), ["hunter2"]);
     }
 
     #[test]

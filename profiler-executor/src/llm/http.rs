@@ -8,7 +8,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use agent_profiler_http::client::{ClientSettings, error_chain};
-use agent_profiler_http::secret::Redactor;
+use agent_profiler_http::secret::{Redactor, Secret};
+use agent_profiler_http::url::{hide_userinfo, userinfo_secrets};
 
 use super::{ApiKey, LlmError, LlmResponse};
 
@@ -21,10 +22,15 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Most characters of a body quoted in an error.
 const MAX_QUOTED_CHARS: usize = 300;
 
-/// An LLM endpoint: its base URL, and the client that reaches it.
+/// An LLM endpoint: its base URL, and the client that reaches it. A password (or token) in
+/// the URL's user info is sent (reqwest turns it into basic authentication) but never
+/// shown: the URL is a [`Secret`], what is shown has the user info hidden, and every error
+/// is cleaned of it.
 #[derive(Clone, Debug)]
 pub(crate) struct Endpoint {
-    base_url: String,
+    base_url: Secret,
+    shown: String,
+    userinfo: Vec<Secret>,
     timeout: Duration,
     http: reqwest::Client,
 }
@@ -40,8 +46,14 @@ pub(crate) struct Reply {
 impl Endpoint {
     /// `base_url` (a trailing `/` removed) with the default timeout.
     pub(crate) fn new(base_url: &str) -> Result<Self, LlmError> {
+        let base_url = base_url.trim_end_matches('/');
         Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_url: Secret::new(base_url),
+            shown: hide_userinfo(base_url),
+            userinfo: userinfo_secrets(base_url)
+                .into_iter()
+                .map(Secret::new)
+                .collect(),
             timeout: DEFAULT_TIMEOUT,
             http: build_client(DEFAULT_TIMEOUT)?,
         })
@@ -56,12 +68,20 @@ impl Endpoint {
         })
     }
 
+    /// The base URL as shown: its user info hidden.
     pub(crate) fn base_url(&self) -> &str {
-        &self.base_url
+        &self.shown
+    }
+
+    /// The redactor of the URL's user info and of `key`.
+    fn redactor(&self, key: Option<&ApiKey>) -> Redactor {
+        let userinfo = self.userinfo.iter().map(Secret::expose);
+        Redactor::new(userinfo.chain(key.map(ApiKey::expose)))
     }
 
     /// POSTs `body` to `{base_url}{path}` with `headers`, and reads the answer as `reply`
-    /// says. Quoted bodies are scrubbed of `key`.
+    /// says. Errors show the URL without its user info; quoted bodies and transport errors
+    /// are cleaned of the user info and of `key`.
     pub(crate) async fn post(
         &self,
         path: &str,
@@ -70,9 +90,14 @@ impl Endpoint {
         key: Option<&ApiKey>,
         reply: Reply,
     ) -> Result<LlmResponse, LlmError> {
-        let url = format!("{}{path}", self.base_url);
-        let request = self.http.post(&url).headers(headers).json(body);
-        let raw = post_json(request, &url, self.timeout, key).await?;
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base_url.expose()))
+            .headers(headers)
+            .json(body);
+        let url = format!("{}{path}", self.shown);
+        let redactor = self.redactor(key);
+        let raw = post_json(request, &url, self.timeout, &redactor).await?;
         match (reply.text)(&raw) {
             Some(text) => Ok(LlmResponse {
                 text,
@@ -87,7 +112,7 @@ impl Endpoint {
             None => Err(LlmError::BadBody {
                 url,
                 reason: reply.missing.to_owned(),
-                body: snippet(&raw.to_string(), key),
+                body: snippet(&raw.to_string(), &redactor),
                 usage: raw.get("usage").cloned(),
             }),
         }
@@ -103,23 +128,20 @@ fn build_client(timeout: Duration) -> Result<reqwest::Client, LlmError> {
         .map_err(|e| other(format!("cannot build the HTTP client: {e}")))
 }
 
-/// At most 300 characters of `body`, scrubbed of `key`, on one line.
-fn snippet(body: &str, key: Option<&ApiKey>) -> String {
-    key.map_or_else(Redactor::default, ApiKey::redactor)
-        .excerpt(body, MAX_QUOTED_CHARS)
+/// At most 300 characters of `body`, cleaned of secrets, on one line.
+fn snippet(body: &str, redactor: &Redactor) -> String {
+    redactor.excerpt(body, MAX_QUOTED_CHARS)
 }
 
-/// Sends `request` (a POST with a JSON body) and returns the JSON body of a 2xx answer.
+/// Sends `request` (a POST with a JSON body) and returns the JSON body of a 2xx answer;
+/// errors name `url` (as shown) and are cleaned by `redactor`.
 async fn post_json(
     request: reqwest::RequestBuilder,
     url: &str,
     timeout: Duration,
-    key: Option<&ApiKey>,
+    redactor: &Redactor,
 ) -> Result<Value, LlmError> {
-    let scrub = |s: String| match key {
-        Some(k) => k.scrub(&s),
-        None => s,
-    };
+    let scrub = |s: String| redactor.clean(&s);
     let map_send = |e: reqwest::Error| {
         if e.is_timeout() {
             LlmError::Timeout {
@@ -142,7 +164,7 @@ async fn post_json(
             return Err(LlmError::BadBody {
                 url: url.to_owned(),
                 reason: format!("answer larger than {MAX_BODY_BYTES} bytes"),
-                body: snippet(&String::from_utf8_lossy(&bytes), key),
+                body: snippet(&String::from_utf8_lossy(&bytes), redactor),
                 usage: None,
             });
         }
@@ -153,13 +175,13 @@ async fn post_json(
         return Err(LlmError::Http {
             url: url.to_owned(),
             status: status.as_u16(),
-            body: snippet(&body, key),
+            body: snippet(&body, redactor),
         });
     }
     serde_json::from_str(&body).map_err(|e| LlmError::BadBody {
         url: url.to_owned(),
         reason: format!("not JSON ({e})"),
-        body: snippet(&body, key),
+        body: snippet(&body, redactor),
         usage: None,
     })
 }

@@ -56,7 +56,7 @@ impl OpenAiClient {
         Ok(Self { endpoint, ..self })
     }
 
-    /// The base URL.
+    /// The base URL, its user info (a password, a token) hidden.
     pub fn base_url(&self) -> &str {
         self.endpoint.base_url()
     }
