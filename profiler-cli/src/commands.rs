@@ -6,7 +6,7 @@
 use agent_profiler_executor::history::{
     NodeDelta, NodeFigures, RunComparison, Side, Trend, TrendRule,
 };
-use agent_profiler_executor::store::{RunStore, WorkflowRunRecord};
+use agent_profiler_executor::store::{RunListing, RunStore, WorkflowRunRecord, WorkflowStatus};
 use agent_profiler_report::html::{ReportInput, render_html};
 use agent_profiler_report::perfetto::chrome_trace_json;
 use serde_json::{Value, json};
@@ -73,27 +73,6 @@ fn run_cells(run: &WorkflowRunRecord, id_len: usize) -> Vec<String> {
     ]
 }
 
-fn run_json(run: &WorkflowRunRecord) -> Value {
-    let summary = run.bottleneck_info.as_ref();
-    let slowest = summary.and_then(|s| s.slowest_node.as_ref());
-    json!({
-        "id": run.id,
-        "workflow": run.workflow_name,
-        "status": run.status,
-        "started_at": run.started_at,
-        "started_at_utc": utc_iso(run.started_at),
-        "completed_at": run.completed_at,
-        "duration_ms": run.duration_ms,
-        "total_cost_usd": run.total_cost_usd,
-        "total_tokens": run.total_tokens,
-        "llm_calls": summary.map(|s| s.llm_calls),
-        "unpriced_calls": summary.map(|s| s.unpriced_calls),
-        "slowest_node": slowest.map(|s| &s.node_id),
-        "slowest_node_ms": slowest.map(|s| s.total_duration_ms),
-        "error_message": run.error_message,
-    })
-}
-
 /// "no runs of workflow `w` in PATH", then `sep`, then the workflows the store has.
 fn no_runs_of(store: &RunStore, workflow: &str, what: &str, sep: &str) -> Result<String, CliError> {
     let names = store.workflow_names()?;
@@ -108,11 +87,39 @@ fn no_runs_of(store: &RunStore, workflow: &str, what: &str, sep: &str) -> Result
     ))
 }
 
-/// `runs`: recent runs, newest first.
+/// A run of a listing as JSON; with `corrupt` when it is.
+fn listing_json(run: &RunListing) -> Value {
+    let mut value = json!({
+        "id": run.id,
+        "workflow": run.workflow_name,
+        "status": run.status,
+        "started_at": run.started_at,
+        "started_at_utc": utc_iso(run.started_at),
+        "completed_at": run.completed_at,
+        "duration_ms": run.duration_ms,
+        "total_cost_usd": run.total_cost_usd,
+        "total_tokens": run.total_tokens,
+        "llm_calls": run.has_summary.then_some(run.llm_calls),
+        "unpriced_calls": run.has_summary.then_some(run.unpriced_calls),
+        "slowest_node": run.slowest_node.as_ref().map(|s| &s.0),
+        "slowest_node_ms": run.slowest_node.as_ref().map(|s| s.1),
+        "error_message": run.error_message,
+    });
+    if let (Some(corrupt), Some(obj)) = (&run.corrupt, value.as_object_mut()) {
+        obj.insert(
+            "corrupt".into(),
+            json!(format!("run {}: {corrupt}", run.id)),
+        );
+    }
+    value
+}
+
+/// `runs`: recent runs, newest first. Only the columns a listing shows are read; a
+/// corrupt row is listed as corrupt.
 pub fn runs(store: &RunStore, args: &RunsArgs) -> Result<String, CliError> {
-    let runs = store.list_runs(args.workflow.as_deref(), args.limit as usize)?;
+    let runs = store.list_runs_brief(args.workflow.as_deref(), args.limit as usize)?;
     if args.json {
-        let list: Vec<Value> = runs.iter().map(run_json).collect();
+        let list: Vec<Value> = runs.iter().map(listing_json).collect();
         return Ok(pretty(&json!({ "store": store.path(), "runs": list })));
     }
     if runs.is_empty() {
@@ -132,20 +139,41 @@ pub fn runs(store: &RunStore, args: &RunsArgs) -> Result<String, CliError> {
         .concat(),
     );
     let mut unpriced = false;
+    let mut corrupt = Vec::new();
     for run in &runs {
-        let summary = run.bottleneck_info.as_ref();
-        unpriced |= summary.is_some_and(|s| s.unpriced_calls > 0);
-        let mut cells = run_cells(run, id_len);
-        cells.push(
-            summary
-                .and_then(|s| s.slowest_node.as_ref())
-                .map_or_else(|| "-".to_owned(), |s| s.node_id.clone()),
-        );
-        table.row(cells);
+        unpriced |= run.unpriced_calls > 0;
+        let cost = if run.unpriced_calls > 0 {
+            format!("{}*", usd(run.total_cost_usd))
+        } else {
+            usd(run.total_cost_usd)
+        };
+        let slowest = match (&run.corrupt, &run.slowest_node) {
+            (Some(_), _) => "CORRUPT".to_owned(),
+            (None, Some((node, _))) => node.clone(),
+            (None, None) => "-".to_owned(),
+        };
+        if let Some(why) = &run.corrupt {
+            corrupt.push(format!("run {}: {why}", run.id));
+        }
+        table.row(vec![
+            short(&run.id, id_len),
+            run.workflow_name.clone(),
+            run.status.to_string(),
+            started(run.started_at),
+            run.duration_ms.map_or_else(|| "-".to_owned(), ms),
+            cost,
+            slowest,
+        ]);
     }
     let mut out = table.render();
     if unpriced {
         out.push_str("* leaves out LLM calls of unknown price\n");
+    }
+    for line in corrupt {
+        out.push_str(&clip_lines(&line));
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
     }
     Ok(out)
 }
@@ -165,7 +193,7 @@ pub fn show(store: &RunStore, args: &ShowArgs) -> Result<String, CliError> {
         })));
     }
     if let Some(report) = run.report() {
-        return Ok(report);
+        return Ok(crate::text::printable_report(&report, &run.workflow_name));
     }
     // No summary: the run has not finished, or its process ended early.
     let states = store.states(&run.id)?;
@@ -512,10 +540,12 @@ pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
 pub fn trace(store: &RunStore, args: &TraceArgs) -> Result<String, CliError> {
     let run = store.find_run(&args.run)?;
     let Some(trace) = store.load_trace(&run.id)? else {
-        return Err(CliError(format!(
-            "run {} has no trace (trace mode was off)",
-            run.id
-        )));
+        let why = match run.status {
+            WorkflowStatus::Running => "it is running and no node has finished yet",
+            WorkflowStatus::Interrupted => "its process ended before a node finished",
+            _ => "trace mode was off",
+        };
+        return Err(CliError(format!("run {} has no trace ({why})", run.id)));
     };
     let (id, title) = file_title(store, &run)?;
     let mut json = chrome_trace_json(&trace, &title).to_string();

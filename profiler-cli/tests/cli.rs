@@ -808,8 +808,6 @@ fn bad_input_is_one_line_and_exit_1() {
     for args in [
         &["show", "00000003"][..],
         &["show", "00000003", "--json"],
-        &["runs"],
-        &["runs", "--json"],
         &["trend", "research"],
         &["compare", "00000001", "00000003"],
     ] {
@@ -822,6 +820,26 @@ fn bad_input_is_one_line_and_exit_1() {
             "{args:?}: {err}"
         );
     }
+    // The listing shows the corrupt row as corrupt, and every other run.
+    let listed = ok(cli(&db, &["runs"]));
+    assert!(listed.contains("CORRUPT"), "{listed}");
+    assert!(
+        listed.contains(&format!(
+            "run {}: corrupt record (bad `bottleneck_info`)",
+            id(3)
+        )),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("00000001") && listed.contains("00000006"),
+        "{listed}"
+    );
+    let listed = json_of(&ok(cli(&db, &["runs", "--json"])));
+    let rows = listed["runs"].as_array().unwrap();
+    let bad: Vec<_> = rows.iter().filter(|r| r.get("corrupt").is_some()).collect();
+    assert_eq!(bad.len(), 1, "{listed}");
+    assert_eq!(bad[0]["id"], json!(id(3)));
+    assert!(rows.len() > 5);
     // The other runs still show.
     ok(cli(&db, &["show", "00000001"]));
     ok(cli(&db, &["runs", "-w", "other"]));

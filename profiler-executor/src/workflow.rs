@@ -504,6 +504,9 @@ impl WorkflowExecutor {
         inputs: Value,
     ) -> Result<WorkflowRun, WorkflowError> {
         config.check().map_err(WorkflowError::Config)?;
+        if let Value::Object(given) = &inputs {
+            config.check_inputs(given).map_err(WorkflowError::Config)?;
+        }
         let config = config.clone();
         let mut snapshot = serde_json::to_value(&config).unwrap_or(Value::Null);
         let keys: Vec<String> = config.nodes().map(|n| n.output_key.clone()).collect();
@@ -575,6 +578,7 @@ impl WorkflowExecutor {
         let mut run = self.finish(record, &analyzer, &shared, outcome, duration_ms);
         self.hide_responses(&mut run, &response_keys);
         shared.sinks.run_finished(&mut run, &shared.warnings);
+        shared.sinks.settle(&shared.warnings).await;
         run.warnings = shared.warnings.to_vec();
         match run.failure {
             Some(_) => Err(WorkflowError::Failed(Box::new(run))),

@@ -19,6 +19,8 @@ pub(crate) mod otlp;
 pub(crate) mod perfetto;
 pub(crate) mod store;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use agent_profiler_runtime::BottleneckAnalyzer;
@@ -46,6 +48,13 @@ pub(crate) trait RunSink: Send + Sync {
     /// The run ended: `run` holds the final record, the summary, the report and the trace.
     /// A sink may fill in what it made of the run (the MLflow run, the Perfetto file).
     fn run_finished(&self, run: &mut WorkflowRun, warnings: &Warnings);
+
+    /// After every sink's [`run_finished`](Self::run_finished): what the run should wait
+    /// for (without holding a thread) before it returns, such as the store's writes; its
+    /// warnings.
+    fn settle(&self) -> Option<Pin<Box<dyn Future<Output = Vec<String>> + Send>>> {
+        None
+    }
 }
 
 /// What the sinks know of a run as it starts.
@@ -121,6 +130,17 @@ impl Sinks {
     pub fn run_finished(&self, run: &mut WorkflowRun, warnings: &Warnings) {
         for sink in &self.0 {
             sink.run_finished(run, warnings);
+        }
+    }
+
+    /// Waits for what the sinks still do for the run (see [`RunSink::settle`]).
+    pub async fn settle(&self, warnings: &Warnings) {
+        for sink in &self.0 {
+            if let Some(settled) = sink.settle() {
+                for warning in settled.await {
+                    warnings.warn(warning);
+                }
+            }
         }
     }
 }

@@ -35,6 +35,13 @@ pub enum StoreError {
         /// The database file.
         path: String,
     },
+    /// The path names something that cannot be a store (a directory, a FIFO, a device).
+    NotAFile {
+        /// The path given.
+        path: String,
+        /// What it is.
+        cause: &'static str,
+    },
     /// No run has this id, or an id starting with it.
     RunNotFound {
         /// The database file.
@@ -80,6 +87,9 @@ impl fmt::Display for StoreError {
                     f,
                     "{path} is not a run store (it has no workflow_runs table)"
                 )
+            }
+            StoreError::NotAFile { path, cause } => {
+                write!(f, "run store {path}: {cause}")
             }
             StoreError::RunNotFound { path, id } => {
                 write!(f, "no run with an id starting with `{id}` in {path}")

@@ -26,21 +26,31 @@
 //! [`Trace`]: agent_profiler_runtime::trace::Trace
 
 mod error;
+mod listing;
+mod owner;
 mod queries;
 mod records;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use agent_profiler_runtime::BottleneckAnalyzer;
+use agent_profiler_runtime::trace::Trace;
 use rusqlite::{Connection, OpenFlags, params};
 
 pub use error::{AMBIGUOUS_IDS_SHOWN, StoreError};
+pub use listing::RunListing;
 pub use records::{ExecutionStateRecord, WorkflowRunRecord, WorkflowStatus};
+pub use writer::Failures;
+
+use writer::{Op, Writer};
 
 /// The environment variable that overrides [`RunStore::default_path`].
 pub const STORE_PATH_ENV: &str = "AGENT_PROFILER_DB";
@@ -48,14 +58,50 @@ pub const STORE_PATH_ENV: &str = "AGENT_PROFILER_DB";
 /// The database file used when [`STORE_PATH_ENV`] is not set, in the current directory.
 pub const DEFAULT_STORE_FILE: &str = "agent-profiler-runs.sqlite3";
 
+/// The connection of a store. A writer's store (file-backed) goes back to the rollback
+/// journal when its last clone closes, if no other connection has it open: a store at rest
+/// is one file, which a read-only reader opens without creating `-wal` and `-shm` files
+/// beside it. While writers have it open, or after one was killed, it is in WAL mode.
+pub(crate) struct Db {
+    conn: Connection,
+    rest_in_rollback: bool,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if self.rest_in_rollback {
+            // Fails at once (busy) when another connection has the store open: it stays
+            // in WAL mode for them.
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let _ = self
+                .conn
+                .query_row("PRAGMA journal_mode = DELETE", [], |r| {
+                    r.get::<_, String>(0)
+                });
+        }
+    }
+}
+
 /// The SQLite run store. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct RunStore {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Db>>,
     path: String,
     /// Whether the `run_traces` table exists (a store written before traces were kept and
     /// opened read-only has none).
     has_traces: bool,
+    /// Whether the `run_owners` table exists (likewise).
+    has_owners: bool,
+    /// The thread that writes what runs queue ([`queue_start`](Self::queue_start) and
+    /// the like), started on first use.
+    writer: Arc<Writer>,
 }
 
 impl fmt::Debug for RunStore {
@@ -88,6 +134,7 @@ impl RunStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
+        check_file(path, &shown)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // A failure here shows up as SQLite's "unable to open" just below.
             let _ = std::fs::create_dir_all(dir);
@@ -114,17 +161,18 @@ impl RunStore {
         if !path.exists() {
             return Err(StoreError::Missing { path: shown });
         }
+        check_file(path, &shown)?;
         let sqlite = |source| StoreError::Sqlite {
             path: shown.clone(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let conn = match open_read_only(path, false) {
+            // A store in WAL mode whose `-wal` and `-shm` files cannot be created here (a
+            // read-only directory): no writer can be using it, so it is read as immutable.
+            Err(e) if cannot_open_wal(&e) => open_read_only(path, true),
+            other => other,
+        }
         .map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sqlite)?;
         let table = |name: &str| {
             conn.query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -139,10 +187,16 @@ impl RunStore {
             return Err(StoreError::NotARunStore { path: shown });
         }
         let has_traces = table("run_traces").map_err(sqlite)?;
+        let has_owners = table("run_owners").map_err(sqlite)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Db {
+                conn,
+                rest_in_rollback: false,
+            })),
             path: shown,
             has_traces,
+            has_owners,
+            writer: Arc::new(Writer::new()),
         })
     }
 
@@ -167,18 +221,142 @@ impl RunStore {
     }
 
     fn init(conn: Connection, path: String) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .and_then(|()| conn.execute_batch("PRAGMA foreign_keys = ON;"))
-            .and_then(|()| conn.execute_batch(schema::SCHEMA))
-            .map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        // WAL: readers never wait for the writer, a commit does not sync (a process
+        // crash loses nothing committed), and a killed writer leaves no hot journal that
+        // a read-only reader would have to roll back.
+        with_retries(|| {
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+                .map(drop)
+        })
+        .map_err(sqlite)?;
+        with_retries(|| {
+            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+        })
+        .map_err(sqlite)?;
+        with_retries(|| conn.execute_batch(schema::SCHEMA)).map_err(sqlite)?;
+        let rest_in_rollback = path != ":memory:";
+        let store = Self {
+            conn: Arc::new(Mutex::new(Db {
+                conn,
+                rest_in_rollback,
+            })),
             path,
             has_traces: true,
+            has_owners: true,
+            writer: Arc::new(Writer::new()),
+        };
+        store.mark_interrupted()?;
+        Ok(store)
+    }
+
+    /// Marks `interrupted` the runs still `running` whose process is known to have died
+    /// (see [`WorkflowStatus::Interrupted`]); their totals are those of the node states
+    /// kept. The number of runs marked.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when SQLite fails.
+    pub fn mark_interrupted(&self) -> Result<usize, StoreError> {
+        self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT r.id, o.pid, o.host, o.process_start FROM workflow_runs r \
+                 JOIN run_owners o ON o.run_id = r.id WHERE r.status = 'running'",
+            )?;
+            let dead = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, schema::owner_at(r, 1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|(_, owner)| owner.as_ref().is_some_and(owner::Owner::is_dead))
+                .collect::<Vec<_>>();
+            if dead.is_empty() {
+                return Ok(0);
+            }
+            with_retries(|| {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                for (id, owner) in &dead {
+                    let why = owner.as_ref().map_or_else(String::new, |o| {
+                        format!(
+                            "interrupted: its process (pid {} on {}) ended before the run finished",
+                            o.pid, o.host
+                        )
+                    });
+                    let marked = c.execute(
+                        "UPDATE workflow_runs SET status = 'interrupted', \
+                         error_message = COALESCE(error_message, ?2), \
+                         total_cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) \
+                             FROM execution_states WHERE run_id = ?1), \
+                         total_tokens = (SELECT COALESCE(SUM(CASE WHEN json_valid(state) \
+                             THEN json_extract(state, '$._tokens') END), 0) \
+                             FROM execution_states WHERE run_id = ?1) \
+                         WHERE id = ?1 AND status = 'running'",
+                        params![id, why],
+                    );
+                    if let Err(e) = marked {
+                        let _ = c.execute_batch("ROLLBACK");
+                        return Err(e);
+                    }
+                }
+                c.execute_batch("COMMIT")
+            })?;
+            Ok(dead.len())
         })
+    }
+
+    /// Queues the start of a run (its record, status `running`, owned by this process) for
+    /// the store's writer thread; with `analyzer` (trace mode), the run's trace so far is
+    /// written as its nodes finish. Returns at once: nothing waits for the disk.
+    pub fn queue_start(&self, record: &WorkflowRunRecord, analyzer: Option<BottleneckAnalyzer>) {
+        self.writer.send(
+            self,
+            Op::Start {
+                record: Box::new(record.clone()),
+                analyzer,
+            },
+        );
+    }
+
+    /// Queues one node's state snapshot (written within about 100 ms, with others).
+    pub fn queue_state(&self, state: &ExecutionStateRecord) {
+        self.writer.send(self, Op::State(Box::new(state.clone())));
+    }
+
+    /// Queues the end of a run: its final record and its trace.
+    pub fn queue_finish(&self, record: &WorkflowRunRecord, trace: Option<&Trace>) {
+        self.writer.send(
+            self,
+            Op::Finish {
+                record: Box::new(record.clone()),
+                trace: trace.map(|t| Box::new(t.clone())),
+            },
+        );
+    }
+
+    /// Resolves once everything queued so far is written, with the writes of run
+    /// `run_id` that failed since its last flush.
+    pub fn flush_run(
+        &self,
+        run_id: &str,
+    ) -> impl std::future::Future<Output = Failures> + Send + 'static {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer.send(
+            self,
+            Op::Flush {
+                run_id: run_id.to_owned(),
+                reply,
+            },
+        );
+        async move {
+            answer.await.unwrap_or_else(|_| Failures {
+                count: 1,
+                first: Some("the store's writer ended".to_owned()),
+            })
+        }
     }
 
     /// The database file (or `:memory:`).
@@ -193,6 +371,84 @@ impl RunStore {
             source,
         })
     }
+}
+
+/// How long a statement waits for another writer before SQLite gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `f`, retried a few times while the database stays busy beyond the busy timeout.
+fn with_retries<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(e) if writer::is_busy(&e) && attempt < 4 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Refuses at once what cannot be a store: a directory, a FIFO (which would block the
+/// open), a socket or a device.
+fn check_file(path: &Path, shown: &str) -> Result<(), StoreError> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let cause = if meta.is_dir() {
+        "it is a directory"
+    } else if meta.is_file() {
+        return Ok(());
+    } else {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = meta.file_type();
+        if kind.is_fifo() {
+            "it is a FIFO (named pipe), not a regular file"
+        } else if kind.is_socket() {
+            "it is a socket, not a regular file"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "it is a device, not a regular file"
+        } else {
+            "it is not a regular file"
+        }
+    };
+    Err(StoreError::NotAFile {
+        path: shown.to_owned(),
+        cause,
+    })
+}
+
+/// `path` opened read-only (with `immutable`: as a file nobody writes, without the WAL's
+/// shared memory), and checked to be readable.
+fn open_read_only(path: &Path, immutable: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        let mut uri = String::from("file:");
+        for b in path.as_os_str().as_encoded_bytes() {
+            match b {
+                b'?' | b'#' | b'%' => uri.push_str(&format!("%{b:02X}")),
+                _ => uri.push(char::from(*b)),
+            }
+        }
+        uri.push_str("?immutable=1");
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+    } else {
+        Connection::open_with_flags(path, flags)?
+    };
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    Ok(conn)
+}
+
+/// Whether `e` says a read-only connection could not set up the WAL's files.
+fn cannot_open_wal(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    )
 }
 
 /// Records the tests of the store and of the history share.

@@ -1,12 +1,12 @@
 //! What the run store saves and reads: runs, node states, traces, and runs found by id or
 //! by the start of an id.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use agent_profiler_runtime::trace::Trace;
 
-use super::schema::{RUN_COLUMNS, RawRun, parse_json};
+use super::schema::{RUN_COLUMNS, RawRun, owner_columns, parse_json};
 use super::{AMBIGUOUS_IDS_SHOWN, ExecutionStateRecord, RunStore, StoreError, WorkflowRunRecord};
 
 impl RunStore {
@@ -15,44 +15,7 @@ impl RunStore {
     /// # Errors
     /// [`StoreError`] when SQLite fails.
     pub fn save_run(&self, run: &WorkflowRunRecord) -> Result<(), StoreError> {
-        let json = |v: &Value| v.to_string();
-        let outputs = run.outputs.as_ref().map(json);
-        let info = match &run.bottleneck_info {
-            Some(s) => Some(serde_json::to_string(s).map_err(|source| StoreError::Json {
-                run_id: run.id.clone(),
-                column: "bottleneck_info",
-                source,
-            })?),
-            None => None,
-        };
-        self.sql(|c| {
-            c.execute(
-                &format!(
-                    "INSERT INTO workflow_runs ({RUN_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-                     ON CONFLICT (id) DO UPDATE SET workflow_name = ?2, status = ?3, \
-                     config_snapshot = ?4, inputs = ?5, outputs = ?6, error_message = ?7, \
-                     started_at = ?8, completed_at = ?9, duration_ms = ?10, \
-                     total_tokens = ?11, total_cost_usd = ?12, bottleneck_info = ?13"
-                ),
-                params![
-                    run.id,
-                    run.workflow_name,
-                    run.status.as_str(),
-                    json(&run.config_snapshot),
-                    json(&run.inputs),
-                    outputs,
-                    run.error_message,
-                    run.started_at,
-                    run.completed_at,
-                    run.duration_ms,
-                    i64::try_from(run.total_tokens).unwrap_or(i64::MAX),
-                    run.total_cost_usd,
-                    info,
-                ],
-            )
-            .map(drop)
-        })
+        self.sql(|c| upsert_run(c, run))
     }
 
     /// The run with id `id`, with its bottleneck info.
@@ -62,7 +25,10 @@ impl RunStore {
     pub fn get_run(&self, id: &str) -> Result<Option<WorkflowRunRecord>, StoreError> {
         let raw = self.sql(|c| {
             c.query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ?1"),
+                &format!(
+                    "SELECT {RUN_COLUMNS}, {} WHERE id = ?1",
+                    owner_columns(self.has_owners)
+                ),
                 params![id],
                 RawRun::from_row,
             )
@@ -83,7 +49,8 @@ impl RunStore {
         self.runs_where("workflow_name = ?1", Some(workflow_name), limit)
     }
 
-    /// The last `limit` finished runs (completed, failed or panicked: not those still
+    /// The last `limit` finished runs (completed, failed or panicked: not those still running or
+    /// interrupted
     /// running) of `workflow_name`, newest first.
     ///
     /// # Errors
@@ -94,7 +61,7 @@ impl RunStore {
         limit: usize,
     ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
         self.runs_where(
-            "workflow_name = ?1 AND status != 'running'",
+            "workflow_name = ?1 AND status NOT IN ('running', 'interrupted')",
             Some(workflow_name),
             limit,
         )
@@ -111,8 +78,9 @@ impl RunStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let raws = self.sql(|c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM workflow_runs WHERE {condition} \
-                 ORDER BY started_at DESC, rowid DESC LIMIT ?2"
+                "SELECT {RUN_COLUMNS}, {} WHERE {condition} \
+                 ORDER BY started_at DESC, workflow_runs.rowid DESC LIMIT ?2",
+                owner_columns(self.has_owners)
             ))?;
             let rows = stmt.query_map(params![workflow_name, limit], RawRun::from_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -125,25 +93,7 @@ impl RunStore {
     /// # Errors
     /// [`StoreError`] when SQLite fails (for example, an unknown run id).
     pub fn save_state(&self, state: &ExecutionStateRecord) -> Result<(), StoreError> {
-        self.sql(|c| {
-            c.execute(
-                "INSERT INTO execution_states (run_id, node_id, step, status, state, \
-                 execution_time_ms, cost_usd, error_message, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    state.run_id,
-                    state.node_id,
-                    state.step,
-                    state.status,
-                    state.state.to_string(),
-                    state.execution_time_ms,
-                    state.cost_usd,
-                    state.error_message,
-                    state.created_at,
-                ],
-            )
-            .map(drop)
-        })
+        self.sql(|c| insert_state(c, state))
     }
 
     /// The node state snapshots of run `run_id`, in step order.
@@ -323,19 +273,7 @@ impl RunStore {
     /// store opened read-only), [`StoreError::Json`] when the trace cannot be written as
     /// JSON.
     pub fn save_trace(&self, run_id: &str, trace: &Trace) -> Result<(), StoreError> {
-        let json = serde_json::to_string(trace).map_err(|source| StoreError::Json {
-            run_id: run_id.to_owned(),
-            column: "trace_json",
-            source,
-        })?;
-        self.sql(|c| {
-            c.execute(
-                "INSERT INTO run_traces (run_id, trace_json) VALUES (?1, ?2) \
-                 ON CONFLICT (run_id) DO UPDATE SET trace_json = ?2",
-                params![run_id, json],
-            )
-            .map(drop)
-        })
+        self.sql(|c| upsert_trace(c, run_id, trace))
     }
 
     /// The trace stored for run `run_id`; `None` when the run has none (trace mode was
@@ -359,4 +297,74 @@ impl RunStore {
         json.map(|j| parse_json(run_id, "trace_json", &j))
             .transpose()
     }
+}
+
+/// `value` as JSON for a column; a failure is SQLite's conversion error.
+fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// Inserts `run`, or updates the stored run with the same id.
+pub(super) fn upsert_run(c: &Connection, run: &WorkflowRunRecord) -> rusqlite::Result<()> {
+    let json = |v: &Value| v.to_string();
+    let outputs = run.outputs.as_ref().map(json);
+    let info = run.bottleneck_info.as_ref().map(to_json).transpose()?;
+    c.execute(
+        &format!(
+            "INSERT INTO workflow_runs ({RUN_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (id) DO UPDATE SET workflow_name = ?2, status = ?3, \
+             config_snapshot = ?4, inputs = ?5, outputs = ?6, error_message = ?7, \
+             started_at = ?8, completed_at = ?9, duration_ms = ?10, \
+             total_tokens = ?11, total_cost_usd = ?12, bottleneck_info = ?13"
+        ),
+        params![
+            run.id,
+            run.workflow_name,
+            run.status.as_str(),
+            json(&run.config_snapshot),
+            json(&run.inputs),
+            outputs,
+            run.error_message,
+            run.started_at,
+            run.completed_at,
+            run.duration_ms,
+            i64::try_from(run.total_tokens).unwrap_or(i64::MAX),
+            run.total_cost_usd,
+            info,
+        ],
+    )
+    .map(drop)
+}
+
+/// Inserts one node's state snapshot.
+pub(super) fn insert_state(c: &Connection, state: &ExecutionStateRecord) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO execution_states (run_id, node_id, step, status, state, \
+         execution_time_ms, cost_usd, error_message, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            state.run_id,
+            state.node_id,
+            state.step,
+            state.status,
+            state.state.to_string(),
+            state.execution_time_ms,
+            state.cost_usd,
+            state.error_message,
+            state.created_at,
+        ],
+    )
+    .map(drop)
+}
+
+/// Stores the trace of run `run_id`, replacing any stored for it.
+pub(super) fn upsert_trace(c: &Connection, run_id: &str, trace: &Trace) -> rusqlite::Result<()> {
+    let json = to_json(trace)?;
+    c.execute(
+        "INSERT INTO run_traces (run_id, trace_json) VALUES (?1, ?2) \
+         ON CONFLICT (run_id) DO UPDATE SET trace_json = ?2",
+        params![run_id, json],
+    )
+    .map(drop)
 }

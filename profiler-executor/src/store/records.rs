@@ -20,6 +20,9 @@ pub enum WorkflowStatus {
     Failed,
     /// A node or the workflow panicked.
     Panicked,
+    /// The process running it ended (killed, crashed) before the run finished: what
+    /// finished before is kept (node states, their cost, the trace so far).
+    Interrupted,
 }
 
 impl WorkflowStatus {
@@ -30,6 +33,7 @@ impl WorkflowStatus {
             WorkflowStatus::Completed => "completed",
             WorkflowStatus::Failed => "failed",
             WorkflowStatus::Panicked => "panicked",
+            WorkflowStatus::Interrupted => "interrupted",
         }
     }
 
@@ -39,6 +43,7 @@ impl WorkflowStatus {
             "running" => WorkflowStatus::Running,
             "completed" => WorkflowStatus::Completed,
             "panicked" => WorkflowStatus::Panicked,
+            "interrupted" => WorkflowStatus::Interrupted,
             _ => WorkflowStatus::Failed,
         }
     }

@@ -2,6 +2,7 @@
 
 use rusqlite::Row;
 
+use super::owner::Owner;
 use super::{StoreError, WorkflowRunRecord, WorkflowStatus};
 
 /// The tables: runs, node state snapshots, traces. `IF NOT EXISTS` throughout, so opening
@@ -40,12 +41,29 @@ CREATE TABLE IF NOT EXISTS run_traces (
     run_id TEXT PRIMARY KEY REFERENCES workflow_runs (id) ON DELETE CASCADE,
     trace_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_owners (
+    run_id TEXT PRIMARY KEY REFERENCES workflow_runs (id) ON DELETE CASCADE,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    process_start INTEGER
+);
 ";
 
 /// The columns of `workflow_runs`, in the order [`RawRun::from_row`] reads them.
 pub(super) const RUN_COLUMNS: &str = "id, workflow_name, status, config_snapshot, inputs, outputs, \
     error_message, started_at, completed_at, duration_ms, total_tokens, total_cost_usd, \
     bottleneck_info";
+
+/// What follows [`RUN_COLUMNS`] in a select of runs: the owner of the run, from
+/// `run_owners` (`NULL`s in a store without that table).
+pub(super) fn owner_columns(has_owners: bool) -> &'static str {
+    if has_owners {
+        "o.pid, o.host, o.process_start FROM workflow_runs \
+         LEFT JOIN run_owners o ON o.run_id = workflow_runs.id"
+    } else {
+        "NULL, NULL, NULL FROM workflow_runs"
+    }
+}
 
 /// A row of `workflow_runs`, before its JSON columns are parsed.
 pub(super) struct RawRun {
@@ -62,6 +80,7 @@ pub(super) struct RawRun {
     total_tokens: i64,
     total_cost_usd: f64,
     bottleneck_info: Option<String>,
+    owner: Option<Owner>,
 }
 
 impl RawRun {
@@ -80,13 +99,14 @@ impl RawRun {
             total_tokens: r.get(10)?,
             total_cost_usd: r.get(11)?,
             bottleneck_info: r.get(12)?,
+            owner: owner_at(r, 13)?,
         })
     }
 
     pub(super) fn into_record(self) -> Result<WorkflowRunRecord, StoreError> {
         Ok(WorkflowRunRecord {
             workflow_name: self.workflow_name,
-            status: WorkflowStatus::parse(&self.status),
+            status: shown_status(&self.status, self.owner.as_ref()),
             config_snapshot: parse_json(&self.id, "config_snapshot", &self.config_snapshot)?,
             inputs: parse_json(&self.id, "inputs", &self.inputs)?,
             outputs: self
@@ -121,4 +141,25 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
         column,
         source,
     })
+}
+
+/// The owner in columns `i..i + 3` (pid, host, process start) of `r`, if any.
+pub(super) fn owner_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Owner>> {
+    let pid: Option<i64> = r.get(i)?;
+    let host: Option<String> = r.get(i + 1)?;
+    let start: Option<i64> = r.get(i + 2)?;
+    Ok(match (pid.and_then(|p| u32::try_from(p).ok()), host) {
+        (Some(pid), Some(host)) => Some(Owner { pid, host, start }),
+        _ => None,
+    })
+}
+
+/// The status a run is shown with: `running` as stored, but `interrupted` when the
+/// process that ran it is known to have died (a reader that may not write, such as the
+/// command-line tool, shows it so before a writer marks it).
+pub(super) fn shown_status(stored: &str, owner: Option<&Owner>) -> WorkflowStatus {
+    match WorkflowStatus::parse(stored) {
+        WorkflowStatus::Running if owner.is_some_and(Owner::is_dead) => WorkflowStatus::Interrupted,
+        status => status,
+    }
 }
