@@ -243,3 +243,63 @@ fn a_password_in_the_llm_url_is_used_but_never_shown() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A JSON number, or a number in a string (how MLflow writes 64-bit integers).
+fn number(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The root span of a run's trace starts and ends with the run: a run that fails after
+/// 40 ms has a root span of 40 ms in MLflow, not one that also holds the exporters' work
+/// at the end of the run (or the sinks' at its start).
+#[test]
+fn the_root_span_lasts_as_long_as_the_run() {
+    let test = "the_root_span_lasts_as_long_as_the_run";
+    let Some(uri) = mlflow_server::tracking_uri(test) else {
+        return;
+    };
+    let executor = WorkflowExecutor::new(Arc::new(SimulatedClient::new()))
+        .console(Console::Silent)
+        .mlflow(mlflow_api::config(&uri, test));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ran = runtime.block_on(executor.run_fn("fails-fast", json!({}), |_, _| async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        Err::<serde_json::Map<String, Value>, _>("gave up")
+    }));
+    let Err(WorkflowError::Failed(run)) = ran else {
+        panic!("the run must fail: {ran:?}");
+    };
+    let run_ms = run.record.duration_ms.unwrap();
+    assert!(run_ms >= 40.0, "{run_ms}");
+    let exporter = executor.otlp_exporter().expect("traces go to MLflow");
+    assert!(exporter.flush(WAIT), "{}", exporter.stats());
+    let experiment = run.mlflow_experiment_id.clone().expect("an MLflow run");
+    let deadline = Instant::now() + WAIT;
+    let traces = loop {
+        let traces = mlflow_api::search_traces(&uri, &experiment, None);
+        if !traces.is_empty() || Instant::now() > deadline {
+            break traces;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let trace = mlflow_api::get_trace(&uri, traces[0]["trace_id"].as_str().unwrap());
+    let spans = trace["trace"]["spans"].as_array().unwrap();
+    let root = spans
+        .iter()
+        .find(|s| s["parent_span_id"].as_str().is_none_or(str::is_empty))
+        .unwrap();
+    let root_ms =
+        (number(&root["end_time_unix_nano"]) - number(&root["start_time_unix_nano"])) as f64 / 1e6;
+    println!("run {run_ms:.1} ms, root span {root_ms:.1} ms");
+    assert!(
+        (root_ms - run_ms).abs() < 5.0,
+        "the root span lasts {root_ms:.1} ms, the run {run_ms:.1} ms"
+    );
+}

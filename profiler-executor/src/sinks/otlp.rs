@@ -101,12 +101,19 @@ impl RunSink for OtlpSink {
     }
 }
 
-/// The root span of a run: the workflow's name, the run's start and end, OK or ERROR with
+/// The root span of a run: the workflow's name, the run's start and end (its duration is
+/// the run's), OK or ERROR with
 /// the failure, the run id and status, the LLM totals of the trace, and the MLflow run.
 fn root_span(run: &WorkflowRun, trace: &Trace) -> RootSpan {
     let record = &run.record;
     let seconds_to_ns = |s: f64| (s * 1e9).max(0.0) as u64;
+    // The run's own time: it ended at `completed_at` after `duration_ms` of running. The
+    // record's `started_at` comes before the sinks were told the run starts, and what they
+    // did then (or do at the end) is no part of the run.
     let end = record.completed_at.unwrap_or_else(now_unix_seconds);
+    let start = record.duration_ms.map_or(record.started_at, |ms| {
+        (end - ms / 1e3).max(record.started_at)
+    });
     let mut llm = CostBreakdown::default();
     for call in trace.spans.iter().flat_map(|s| &s.llm_calls) {
         llm.add(call);
@@ -116,7 +123,7 @@ fn root_span(run: &WorkflowRun, trace: &Trace) -> RootSpan {
         None => Outcome::Ok,
     };
     let mut root = RootSpan::new(record.workflow_name.clone())
-        .start_end(seconds_to_ns(record.started_at), seconds_to_ns(end))
+        .start_end(seconds_to_ns(start), seconds_to_ns(end))
         .outcome(outcome)
         .attribute("agent_profiler.run_id", record.id.clone())
         .attribute("agent_profiler.status", record.status.as_str())
