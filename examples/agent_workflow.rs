@@ -19,6 +19,7 @@
 
 use std::error::Error;
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,33 +36,74 @@ pub const DEFAULT_EXPERIMENT: &str = "agent-profiler-examples";
 /// How long the example waits, at the end, for the run's trace to reach its receiver.
 const TRACE_DELIVERY_WAIT: Duration = Duration::from_secs(10);
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env = |name: &str| std::env::var(name).ok();
+    let code = main_with(
+        &args,
+        None,
+        &env,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    );
+    ExitCode::from(code)
+}
+
+/// The example's command line: `[workflow.json [topic]]`. Returns the exit code:
+/// 0 when the run completed; 1 when it failed (after its report is printed) or when the
+/// LLM client or the MLflow settings from the environment are bad; 2 when the workflow
+/// file is invalid (nothing ran). Every error is one line on `err`, `error: ...`.
+/// `client`: the LLM client, else the one the environment names, else the simulated one.
+pub fn main_with(
+    args: &[String],
+    client: Option<Arc<dyn LlmClient>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let path = args.first().cloned().unwrap_or_else(|| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/research.json").to_owned()
     });
     let topic = args
-        .next()
+        .get(1)
+        .cloned()
         .unwrap_or_else(|| "profiling LLM agent workflows".to_owned());
+    let mut fail = |code: u8, message: &dyn std::fmt::Display| {
+        let line = message.to_string().replace(['\n', '\r'], " ");
+        let _ = writeln!(err, "error: {line}");
+        code
+    };
     let config = match WorkflowConfig::from_path(&path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
+        Err(e) => return fail(2, &e),
     };
-    let client: Arc<dyn LlmClient> = match client_from_env()? {
-        Some(real) => real,
+    let client: Arc<dyn LlmClient> = match client.map(Ok).or_else(|| client_from_env().transpose())
+    {
+        Some(Ok(client)) => client,
+        Some(Err(e)) => return fail(1, &e),
         None => Arc::new(SimulatedClient::new()),
     };
-    let env = |name: &str| std::env::var(name).ok();
-    run(config, &topic, client, &env, &mut std::io::stdout())?;
-    Ok(())
+    match run(config, &topic, client, env, out) {
+        Ok(run) => match &run.failure {
+            None => 0,
+            Some(why) => fail(1, &format!("run {} failed: {why}", run.record.id)),
+        },
+        Err(e) => match e.downcast_ref::<WorkflowError>() {
+            // Inputs the workflow does not provide for: nothing ran.
+            Some(WorkflowError::Config(_)) => fail(2, &e),
+            _ => fail(1, &e),
+        },
+    }
 }
 
 /// The example: runs `config` over `{"topic": topic}` on `client`, with its settings read
 /// through `env` (`AGENT_MODEL`, `AGENT_PROFILER_DB`, the `MLFLOW_*` variables), and prints
 /// where the run went on `out`. Returns the run, failed or not.
+///
+/// A run store that cannot be opened (a read-only directory, a directory, a file that is
+/// not SQLite) does not stop the run: one warning on `out` names the store and the cause,
+/// and the run goes on without it. "stored run ..." is printed only when the run is in
+/// the store.
 pub fn run(
     mut config: WorkflowConfig,
     topic: &str,
@@ -72,11 +114,19 @@ pub fn run(
     if let Some(model) = env("AGENT_MODEL").filter(|m| !m.is_empty()) {
         use_one_model(&mut config, &model);
     }
-    let store = RunStore::open(RunStore::default_path_from(|name| {
-        env(name).map(Into::into)
-    }))?;
+    let store_path = RunStore::default_path_from(|name| env(name).map(Into::into));
+    let store = match RunStore::open(&store_path) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            writeln!(out, "warning: {e}; the run goes on without the run store")?;
+            None
+        }
+    };
     let mlflow = mlflow_config(env)?;
-    let mut executor = WorkflowExecutor::new(client).store(store.clone());
+    let mut executor = WorkflowExecutor::new(client);
+    if let Some(store) = &store {
+        executor = executor.store(store.clone());
+    }
     if let Some(mlflow) = &mlflow {
         executor = executor.mlflow(mlflow.clone());
     }
@@ -92,12 +142,25 @@ pub fn run(
         Err(e) => return Err(e.into()),
     };
 
-    writeln!(out, "\nstored run {} in {}", run.record.id, store.path())?;
+    // Read back: a store that opened may still refuse the write (a read-only file).
+    let stored = store.as_ref().filter(
+        |s| matches!(s.get_run(&run.record.id), Ok(Some(r)) if r.status == run.record.status),
+    );
+    match stored {
+        Some(store) => writeln!(out, "\nstored run {} in {}", run.record.id, store.path())?,
+        None => writeln!(
+            out,
+            "\nrun {} not stored (see the warning above)",
+            run.record.id
+        )?,
+    }
     if let Some(report) = run.state.get("report").and_then(|v| v.as_str()) {
         writeln!(out, "report: {report}")?;
     }
     print_outputs(&executor, mlflow.as_ref(), &run, out)?;
-    print_history(&store, &config.name, out)?;
+    if let Some(store) = stored {
+        print_history(store, &config.name, out)?;
+    }
     Ok(run)
 }
 

@@ -114,9 +114,10 @@ pub use agent_profiler_report::html as report;
 #[cfg(feature = "executor")]
 pub mod executor {
     pub use agent_profiler_executor::{
-        ConfigError, Console, DEFAULT_MAX_TOKENS, NodeConfig, NodeError, NodeErrorKind,
-        NodeExecutor, NodeOutput, RunFailure, StepConfig, WorkflowConfig, WorkflowContext,
-        WorkflowError, WorkflowExecutor, WorkflowRun, bottleneck_report, placeholders, render,
+        ConfigError, Console, DEFAULT_MAX_TOKENS, MAX_CONFIG_BYTES, MAX_MAX_TOKENS, MAX_NAME_LEN,
+        NodeConfig, NodeError, NodeErrorKind, NodeExecutor, NodeOutput, RunFailure, StepConfig,
+        WorkflowConfig, WorkflowContext, WorkflowError, WorkflowExecutor, WorkflowRun,
+        bottleneck_report, placeholders, render,
     };
 }
 

@@ -255,7 +255,7 @@ fn main() -> ExitCode {
 
 /// Prints `error: {message}` on one line of stderr; exit code 1.
 fn fail(message: &str) -> ExitCode {
-    let one_line = message.replace(['\n', '\r'], " ");
+    let one_line = text::printable(&message.replace(['\n', '\r'], " ")).into_owned();
     let _ = writeln!(std::io::stderr().lock(), "error: {one_line}");
     ExitCode::from(1)
 }

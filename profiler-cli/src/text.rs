@@ -74,8 +74,53 @@ pub fn utc_iso(secs: f64) -> String {
     )
 }
 
-/// `text` cut to `width` characters, its end replaced by an ellipsis when cut.
+/// `text` with every control character written as an escape (`\n`, `\r`, `\t`,
+/// `\u{1b}`), so that a name can neither break a line nor send the terminal an escape
+/// sequence. Stores written by older versions may hold such names (workflow names were
+/// not checked); every cell and every line the tool prints goes through this (in
+/// [`clip`]).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A report as the executor wrote it (its lines kept as they are), with the control
+/// characters of the workflow's name, and any other control character but the line
+/// breaks, escaped.
+pub fn printable_report(report: &str, workflow: &str) -> String {
+    let shown = printable(workflow);
+    let report = if shown != workflow {
+        report.replace(&format!("`{workflow}`"), &format!("`{shown}`"))
+    } else {
+        report.to_owned()
+    };
+    let mut out = String::with_capacity(report.len());
+    for line in report.split_inclusive('\n') {
+        match line.strip_suffix('\n') {
+            Some(line) => {
+                out.push_str(&printable(line));
+                out.push('\n');
+            }
+            None => out.push_str(&printable(line)),
+        }
+    }
+    out
+}
+
+/// `text` cut to `width` characters, its end replaced by an ellipsis when cut; control
+/// characters escaped first ([`printable`]).
 pub fn clip(text: &str, width: usize) -> String {
+    let text = &*printable(text);
     if text.chars().count() <= width {
         return text.to_owned();
     }
@@ -243,6 +288,19 @@ mod tests {
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(clip("äöüäöü", 3), "äö…");
         assert_eq!(clip("abc", 0), "");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(printable("a\nb\u{1b}[31mc\t"), "a\\nb\\u{1b}[31mc\\t");
+        assert_eq!(clip("x\u{1b}[2J", 80), "x\\u{1b}[2J");
+        assert_eq!(clip_lines("w\u{7}\nok\n"), "w\\u{7}\nok\n");
+        let report = "Slowest node: a (1.00ms avg)\nworkflow `evil\n\u{1b}[2J` completed\n";
+        assert_eq!(
+            printable_report(report, "evil\n\u{1b}[2J"),
+            "Slowest node: a (1.00ms avg)\nworkflow `evil\\n\\u{1b}[2J` completed\n"
+        );
     }
 
     #[test]

@@ -16,9 +16,22 @@
 //!
 //! A prompt names state fields as `{field}` (`{{` and `}}` for literal braces); the state
 //! starts as the run's inputs and each node adds its `output_key`.
+//!
+//! Every field a prompt names must be there when the node runs: the output of an earlier
+//! step (not of a node in the same parallel group, which sees the state as it was before
+//! the group, nor of a later node), or an input of the run. A config may declare its
+//! inputs (`"inputs": ["topic"]`): its prompts are then checked completely when the file
+//! is read. Without the list, fields that no node writes are taken as inputs, and
+//! [`WorkflowConfig::check_inputs`] checks them against the inputs a run is given, before
+//! the run starts.
+//!
+//! Limits: a config file holds at most [`MAX_CONFIG_BYTES`]; names (the workflow's, models,
+//! output keys) at most [`MAX_NAME_LEN`] characters and no control characters; `max_tokens`
+//! is 1 to [`MAX_MAX_TOKENS`]. A UTF-8 byte order mark at the start of the file is skipped.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use agent_profiler_runtime::{NodeIdError, check_node_id};
@@ -27,6 +40,17 @@ use serde_json::{Map, Value};
 
 /// The default `max_tokens` of a node.
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
+
+/// The largest `max_tokens` a node may ask for: above every model's output limit, below
+/// what would make a simulated or metered call run for hours.
+pub const MAX_MAX_TOKENS: u32 = 1_000_000;
+
+/// The largest workflow config file, in bytes (1 MiB): checked before the file is read.
+/// A config is stored with every run, so it stays small.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The longest name (of the workflow, a model, an output key, an input), in characters.
+pub const MAX_NAME_LEN: usize = 200;
 
 /// A workflow read from a JSON file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +61,10 @@ pub struct WorkflowConfig {
     /// What it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The inputs a run must be given (the state's first fields), when declared: prompts
+    /// are then checked against them when the config is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<String>>,
     /// The steps, in order.
     pub steps: Vec<StepConfig>,
 }
@@ -186,11 +214,38 @@ impl WorkflowConfig {
     /// A [`ConfigError`] naming the file, the line and column, the field and the problem.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |message: String| ConfigError {
             file: Some(path.to_owned()),
             position: None,
             field: None,
-            message: format!("cannot read the file: {e}"),
+            message,
+        };
+        let file =
+            std::fs::File::open(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        if !meta.is_file() {
+            return Err(fail(
+                "cannot read the file: it is not a regular file".to_owned(),
+            ));
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(fail(too_big(meta.len())));
+        }
+        // Read at most one byte more than the limit, whatever the size said.
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(too_big(bytes.len() as u64)));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            fail(format!(
+                "the file is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
         })?;
         Self::from_json_str(&text).map_err(|mut e| {
             e.file = Some(path.to_owned());
@@ -212,6 +267,16 @@ impl WorkflowConfig {
     /// # Errors
     /// A [`ConfigError`] naming the line and column, the field and the problem.
     pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError {
+                file: None,
+                position: None,
+                field: None,
+                message: too_big(text.len() as u64),
+            });
+        }
+        // A byte order mark (as some editors write) is not JSON: skipped.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut de = serde_json::Deserializer::from_str(text);
         let json_error = |path: Option<String>, inner: serde_json::Error| {
             let position = (inner.line() > 0).then(|| (inner.line(), inner.column()));
@@ -250,6 +315,26 @@ impl WorkflowConfig {
         if self.name.trim().is_empty() {
             return Err(bad("name".into(), "the workflow name is empty".into()));
         }
+        if let Err(why) = name_problem(&self.name) {
+            return Err(bad("name".into(), format!("the workflow name {why}")));
+        }
+        if let Some(inputs) = &self.inputs {
+            let mut seen = HashSet::new();
+            for (i, input) in inputs.iter().enumerate() {
+                if input.trim().is_empty() {
+                    return Err(bad(format!("inputs[{i}]"), "the input is empty".into()));
+                }
+                if let Err(why) = name_problem(input) {
+                    return Err(bad(format!("inputs[{i}]"), format!("the input {why}")));
+                }
+                if !seen.insert(input) {
+                    return Err(bad(
+                        format!("inputs[{i}]"),
+                        format!("input `{input}` is declared twice"),
+                    ));
+                }
+            }
+        }
         if self.steps.is_empty() {
             return Err(bad(
                 "steps".into(),
@@ -286,6 +371,9 @@ impl WorkflowConfig {
                 if node.model.trim().is_empty() {
                     return Err(bad(format!("{at}.model"), "the model is empty".into()));
                 }
+                if let Err(why) = name_problem(&node.model) {
+                    return Err(bad(format!("{at}.model"), format!("the model {why}")));
+                }
                 if node.output_key.trim().is_empty() || node.output_key.starts_with('_') {
                     return Err(bad(
                         format!("{at}.output_key"),
@@ -294,14 +382,39 @@ impl WorkflowConfig {
                             .into(),
                     ));
                 }
+                if let Err(why) = name_problem(&node.output_key) {
+                    return Err(bad(
+                        format!("{at}.output_key"),
+                        format!("the output key {why}"),
+                    ));
+                }
+                if self
+                    .inputs
+                    .as_ref()
+                    .is_some_and(|i| i.contains(&node.output_key))
+                {
+                    return Err(bad(
+                        format!("{at}.output_key"),
+                        format!(
+                            "output key `{}` is also a declared input: a node would overwrite it",
+                            node.output_key
+                        ),
+                    ));
+                }
                 if !keys.insert(node.output_key.clone()) {
                     return Err(bad(
                         format!("{at}.output_key"),
                         format!("output key `{}` is written by two nodes", node.output_key),
                     ));
                 }
-                if node.max_tokens == 0 {
-                    return Err(bad(format!("{at}.max_tokens"), "must be at least 1".into()));
+                if node.max_tokens == 0 || node.max_tokens > MAX_MAX_TOKENS {
+                    return Err(bad(
+                        format!("{at}.max_tokens"),
+                        format!(
+                            "{} is out of range: must be 1 to {MAX_MAX_TOKENS}",
+                            node.max_tokens
+                        ),
+                    ));
                 }
                 if let Err(why) = placeholders(&node.prompt) {
                     return Err(bad(format!("{at}.prompt"), why));
@@ -313,6 +426,99 @@ impl WorkflowConfig {
                 }
             }
         }
+        self.check_fields(None)
+    }
+
+    /// Checks that every field a prompt names is there when its node runs, given the
+    /// run's `inputs`: an input, or the output of an earlier step. Run before a run starts
+    /// ([`WorkflowExecutor::run_config`](crate::WorkflowExecutor::run_config)), so that a
+    /// missing field is an error before any node runs rather than a failed node.
+    ///
+    /// ```
+    /// use agent_profiler_executor::WorkflowConfig;
+    ///
+    /// let config = WorkflowConfig::from_json_str(
+    ///     r#"{"name": "w", "steps": [{"id": "a", "model": "m", "prompt": "On {topic}", "output_key": "o"}]}"#,
+    /// ).unwrap();
+    /// let inputs = serde_json::json!({"subject": "x"});
+    /// let err = config.check_inputs(inputs.as_object().unwrap()).unwrap_err();
+    /// assert_eq!(err.field.as_deref(), Some("steps[0].prompt"));
+    /// assert_eq!(err.message, "node `a` uses `{topic}`, which no input and no earlier step \
+    ///     provides (available: `subject`)");
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the node's field, the node, the field it uses and what is
+    /// available there.
+    pub fn check_inputs(&self, inputs: &Map<String, Value>) -> Result<(), ConfigError> {
+        self.check_fields(Some(inputs))
+    }
+
+    /// The fields check: against `given` inputs, else the declared ones (if any).
+    fn check_fields(&self, given: Option<&Map<String, Value>>) -> Result<(), ConfigError> {
+        // Which node writes each key, and in which step.
+        let mut writers: HashMap<&str, (usize, &str)> = HashMap::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            for node in step.nodes() {
+                writers.insert(&node.output_key, (i, &node.id));
+            }
+        }
+        let inputs: Option<BTreeSet<&str>> = match (given, &self.inputs) {
+            (Some(given), _) => Some(given.keys().map(String::as_str).collect()),
+            (None, Some(declared)) => Some(declared.iter().map(String::as_str).collect()),
+            (None, None) => None,
+        };
+        let mut available: BTreeSet<&str> = inputs.clone().unwrap_or_default();
+        for (i, step) in self.steps.iter().enumerate() {
+            let prefix = |j: usize| match step {
+                StepConfig::Node(_) => format!("steps[{i}]"),
+                StepConfig::Parallel { .. } => format!("steps[{i}].parallel[{j}]"),
+            };
+            for (j, node) in step.nodes().iter().enumerate() {
+                let templates = [
+                    ("prompt", Some(&node.prompt)),
+                    ("system", node.system.as_ref()),
+                ];
+                for (what, template) in templates {
+                    let Some(template) = template else { continue };
+                    // Malformed templates were reported by `check`.
+                    for field in placeholders(template).unwrap_or_default() {
+                        if available.contains(field.as_str()) {
+                            continue;
+                        }
+                        let message = match writers.get(field.as_str()) {
+                            Some(&(step, writer)) if step == i => format!(
+                                "node `{}` uses `{{{field}}}`, the output of `{writer}` in the \
+                                 same parallel group: a node of a group sees the state as it \
+                                 was before the group (move it to a later step)",
+                                node.id
+                            ),
+                            Some(&(step, writer)) => format!(
+                                "node `{}` uses `{{{field}}}`, the output of `{writer}`, which \
+                                 runs later (steps[{step}])",
+                                node.id
+                            ),
+                            None if inputs.is_none() => continue,
+                            None => format!(
+                                "node `{}` uses `{{{field}}}`, which no input and no earlier \
+                                 step provides (available: {})",
+                                node.id,
+                                listed(&available)
+                            ),
+                        };
+                        return Err(ConfigError {
+                            file: None,
+                            position: None,
+                            field: Some(format!("{}.{what}", prefix(j))),
+                            message,
+                        });
+                    }
+                }
+            }
+            for node in step.nodes() {
+                available.insert(&node.output_key);
+            }
+        }
         Ok(())
     }
 
@@ -320,6 +526,43 @@ impl WorkflowConfig {
     pub fn nodes(&self) -> impl Iterator<Item = &NodeConfig> {
         self.steps.iter().flat_map(StepConfig::nodes)
     }
+}
+
+/// `` `a`, `b` `` or "nothing".
+fn listed(keys: &BTreeSet<&str>) -> String {
+    if keys.is_empty() {
+        return "nothing".to_owned();
+    }
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "is 1234 bytes; the limit is ...".
+fn too_big(len: u64) -> String {
+    format!(
+        "the file is {len} bytes; a workflow config holds at most {MAX_CONFIG_BYTES} bytes \
+         (1 MiB)"
+    )
+}
+
+/// What is wrong with a name (after "the workflow name", "the model", ...): too long, or
+/// with a control character (a newline, an escape sequence), which would garble every
+/// line it is printed in.
+fn name_problem(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len > MAX_NAME_LEN {
+        return Err(format!(
+            "is {len} characters long; the limit is {MAX_NAME_LEN}"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "contains the control character {c:?}, which is not allowed"
+        ));
+    }
+    Ok(())
 }
 
 /// The message for an id that breaks the node-id rules: the wording every entry point shares,

@@ -49,6 +49,13 @@ impl Console {
 /// table of every node. The three forms never change: scripts and log searches match
 /// them, and `agent-profiler show` rebuilds the same text from a stored run.
 ///
+/// The verdict is honest about failures: a slowest node or bottleneck whose every call
+/// failed is marked (`  - fetch: 90.0% (450ms total), every call failed`: its time was
+/// spent failing, maybe waiting for a timeout), and when no node completed a call (the
+/// run failed before any node did work) there is no bottleneck verdict:
+/// `  (none: no node completed a call)`, instead of a node that failed at once shown as
+/// "100%".
+///
 /// ```
 /// use agent_profiler_runtime::BottleneckAnalyzer;
 /// use agent_profiler_executor::bottleneck_report;
@@ -61,13 +68,24 @@ impl Console {
 /// ```
 pub fn bottleneck_report(summary: &Summary) -> String {
     let mut out = String::new();
+    let failed = |id: &str| {
+        summary
+            .node(id)
+            .is_some_and(|n| n.call_count > 0 && n.outcomes.ok == 0)
+    };
+    // Nodes ran, and none completed a call: no time was spent on work to compare.
+    let no_work = !summary.nodes.is_empty() && summary.nodes.iter().all(|n| failed(&n.node_id));
     match &summary.slowest_node {
         Some(s) => {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "Slowest node: {} ({:.2}ms avg)",
                 s.node_id, s.avg_duration_ms
             );
+            if failed(&s.node_id) {
+                out.push_str(", every call failed");
+            }
+            out.push('\n');
         }
         None => out.push_str("Slowest node: none (no node ran)\n"),
     }
@@ -76,15 +94,21 @@ pub fn bottleneck_report(summary: &Summary) -> String {
         "Bottlenecks (>{}% of total time):",
         summary.threshold_percent
     );
-    if summary.bottlenecks.is_empty() {
+    if no_work {
+        out.push_str("  (none: no node completed a call)\n");
+    } else if summary.bottlenecks.is_empty() {
         out.push_str("  (none)\n");
     }
-    for b in &summary.bottlenecks {
-        let _ = writeln!(
+    for b in summary.bottlenecks.iter().filter(|_| !no_work) {
+        let _ = write!(
             out,
             "  - {}: {:.1}% ({:.0}ms total)",
             b.node_id, b.percent_of_total, b.total_duration_ms
         );
+        if failed(&b.node_id) {
+            out.push_str(", every call failed");
+        }
+        out.push('\n');
     }
     out.push('\n');
     out.push_str(&summary.to_table());

@@ -25,7 +25,8 @@ pub mod store;
 mod workflow;
 
 pub use config::{
-    ConfigError, DEFAULT_MAX_TOKENS, NodeConfig, StepConfig, WorkflowConfig, placeholders, render,
+    ConfigError, DEFAULT_MAX_TOKENS, MAX_CONFIG_BYTES, MAX_MAX_TOKENS, MAX_NAME_LEN, NodeConfig,
+    StepConfig, WorkflowConfig, placeholders, render,
 };
 pub use console::{Console, bottleneck_report};
 pub use node::{NodeError, NodeErrorKind, NodeExecutor, NodeOutput};
