@@ -79,10 +79,12 @@ fn no_runs_of(store: &RunStore, workflow: &str, what: &str, sep: &str) -> Result
     let known = if names.is_empty() {
         "the store has no runs".to_owned()
     } else {
+        let names: Vec<_> = names.iter().map(|n| crate::text::printable(n)).collect();
         format!("workflows: {}", names.join(", "))
     };
     Ok(format!(
-        "no {what} of workflow `{workflow}` in {}{sep}{known}",
+        "no {what} of workflow `{}` in {}{sep}{known}",
+        crate::text::printable(workflow),
         store.path()
     ))
 }
@@ -200,7 +202,9 @@ pub fn show(store: &RunStore, args: &ShowArgs) -> Result<String, CliError> {
     let mut out = format!(
         "run {}\nof workflow `{}`: {}, no report stored\n\
          (the run has not finished, or its process ended early)\n",
-        run.id, run.workflow_name, run.status
+        run.id,
+        crate::text::printable(&run.workflow_name),
+        run.status
     );
     if let Some(error) = &run.error_message {
         out.push_str(&format!("error: {error}\n"));
@@ -441,7 +445,8 @@ fn trend_text(workflow: &str, trend: &Trend) -> String {
     let runs = &trend.runs;
     let (first, last) = (&runs[0], &runs[runs.len() - 1]);
     let mut out = format!(
-        "`{workflow}`: {} finished run{}, {} to {} UTC\n",
+        "`{}`: {} finished run{}, {} to {} UTC\n",
+        crate::text::printable(workflow),
         runs.len(),
         if runs.len() == 1 { "" } else { "s" },
         started(first.started_at),
