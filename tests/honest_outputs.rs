@@ -303,3 +303,58 @@ fn the_root_span_lasts_as_long_as_the_run() {
         "the root span lasts {root_ms:.1} ms, the run {run_ms:.1} ms"
     );
 }
+
+/// Node ids `a/../b` and `a/__/b` both sanitise to the MLflow key `node_a/__/b_...`
+/// (MLflow refuses `..` path segments): their metrics must not merge. The first keeps the
+/// key, the second gets one of its own, and both series are complete on the real server.
+#[test]
+fn two_node_ids_that_sanitise_alike_keep_two_metric_keys() {
+    let test = "two_node_ids_that_sanitise_alike_keep_two_metric_keys";
+    let Some(uri) = mlflow_server::tracking_uri(test) else {
+        return;
+    };
+    let warned: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = {
+        let warned = warned.clone();
+        move |w: &str| warned.lock().unwrap().push(w.to_owned())
+    };
+    let (analyzer, tracker) = mlflow_api::attached(
+        mlflow_api::config(&uri, test)
+            .warnings(true)
+            .on_warning(sink),
+    );
+    let run = tracker.wait_for_run(WAIT).expect("run created");
+    for i in 0..3 {
+        analyzer.record_node("a/../b", 1.0 + i as f64).unwrap();
+        analyzer.record_node("a/__/b", 100.0 + i as f64).unwrap();
+    }
+    assert!(tracker.flush(WAIT), "{}", tracker.stats());
+    let stats = tracker.finish(agent_profiler::mlflow::RunStatus::Finished);
+    assert_eq!(stats.sent_metrics, 6, "{stats}");
+    let client = mlflow_api::client(&uri);
+    let data = client.get_run(&run.run_id).unwrap().data;
+    let mut keys: Vec<&str> = data
+        .metrics
+        .iter()
+        .map(|m| m.key.as_str())
+        .filter(|k| k.starts_with("node_a/__/b"))
+        .collect();
+    keys.sort();
+    println!("keys: {keys:?}");
+    assert_eq!(keys.len(), 2, "two series: {keys:?}");
+    for key in keys {
+        let values: Vec<f64> = mlflow_api::history(&client, &run.run_id, key)
+            .iter()
+            .map(|m| m.value)
+            .collect();
+        assert_eq!(values.len(), 3, "{key}: {values:?}");
+        let small = values.iter().all(|v| *v < 10.0);
+        let large = values.iter().all(|v| *v >= 100.0);
+        assert!(small || large, "{key} mixes two nodes: {values:?}");
+    }
+    let warned = warned.lock().unwrap();
+    assert!(
+        warned.iter().any(|w| w.contains("would share MLflow key")),
+        "{warned:?}"
+    );
+}

@@ -25,7 +25,10 @@ use super::client::{
     BatchBody, MlflowClient, MlflowError, Param, RunInfo, RunStatus, RunTag, check_tls, now_ms,
 };
 use super::config::{ConfigError, MlflowConfig};
-use super::keys::{MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, node_metric_key, truncate_chars};
+use super::keys::{
+    MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, node_metric_key, node_metric_key_disambiguated,
+    sanitize_key, truncate_chars,
+};
 
 /// The artifact [`log_bottleneck_report`](super::MlflowTracker::log_bottleneck_report)
 /// writes.
@@ -156,6 +159,9 @@ pub(crate) struct Context {
     config: MlflowConfig,
     run: OnceLock<RunInfo>,
     analyzers: Mutex<Vec<Attached>>,
+    /// Which node id each node key (`node_{id}_`, sanitised) belongs to: the first id to use
+    /// it. Another id that sanitises to the same key gets a key of its own.
+    claims: Mutex<HashMap<String, String>>,
 }
 
 type Shared = sender::Shared<Worker>;
@@ -191,6 +197,7 @@ impl Exporter {
                 config,
                 run: OnceLock::new(),
                 analyzers: Mutex::new(Vec::new()),
+                claims: Mutex::new(HashMap::new()),
             },
         );
         let worker = Worker::new(shared.clone());
@@ -368,13 +375,36 @@ fn stats(shared: &Shared) -> ExportStats {
 }
 
 /// `node_{id}_{suffix}`, sanitised; `None` (and the error recorded) when MLflow would reject
-/// it even so.
+/// it even so. Two node ids never share a key: an id whose sanitised key is another id's
+/// gets a key of its own ([`node_metric_key_disambiguated`]), and a warning says so.
 fn make_key(shared: &Shared, node_id: &str, suffix: &str) -> Option<Arc<str>> {
     let raw = format!("node_{node_id}_{suffix}");
-    match node_metric_key(node_id, suffix) {
+    let claim = sanitize_key(&format!("node_{node_id}_"))
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| raw.clone());
+    let taken_by = {
+        let mut claims = lock(&shared.context.claims);
+        let owner = claims.entry(claim).or_insert_with(|| node_id.to_owned());
+        (owner != node_id).then(|| owner.clone())
+    };
+    let key = match &taken_by {
+        None => node_metric_key(node_id, suffix),
+        Some(_) => node_metric_key_disambiguated(node_id, suffix),
+    };
+    match key {
         Ok(key) => {
             if key != raw {
                 shared.count(|c| c.sanitized_keys += 1);
+            }
+            if let Some(other) = taken_by {
+                shared.warn(&format!(
+                    "node ids `{}` and `{}` would share MLflow key `{}`; the metrics of `{}` \
+                     go to `{key}`",
+                    truncate_chars(&other, 60),
+                    truncate_chars(node_id, 60),
+                    node_metric_key(node_id, suffix).unwrap_or_default(),
+                    truncate_chars(node_id, 60),
+                ));
             }
             Some(Arc::from(key))
         }

@@ -189,6 +189,30 @@ pub fn node_metric_key(node_id: &str, suffix: &str) -> Result<String, KeyError> 
     Ok(sanitize_key(&key)?.into_owned())
 }
 
+/// The metric key of a node whose natural key ([`node_metric_key`]) is taken by another
+/// node id (`a/../b` and `a/__/b` both sanitise to `node_a/__/b_...`): `node_{id} {hash}_{suffix}`,
+/// sanitised, where `hash` is 8 hex digits of a hash of the id. The space sets it apart from
+/// every natural key (node ids have no spaces), so the two series stay two.
+///
+/// ```
+/// use agent_profiler_mlflow::{node_metric_key, node_metric_key_disambiguated};
+///
+/// assert_eq!(node_metric_key("a/../b", "duration_ms").unwrap(), "node_a/__/b_duration_ms");
+/// let own = node_metric_key_disambiguated("a/../b", "duration_ms").unwrap();
+/// assert!(own.starts_with("node_a/__/b ") && own.ends_with("_duration_ms"), "{own}");
+/// ```
+///
+/// # Errors
+/// [`KeyError::TooLong`] when the key would be over [`MAX_KEY_LENGTH`] characters.
+pub fn node_metric_key_disambiguated(node_id: &str, suffix: &str) -> Result<String, KeyError> {
+    // FNV-1a, 64 bits: stable across runs and builds.
+    let hash = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let key = format!("node_{node_id} {:08x}_{suffix}", hash >> 32);
+    Ok(sanitize_key(&key)?.into_owned())
+}
+
 /// `value` cut to at most `max_chars` characters (on a character boundary).
 pub fn truncate_chars(value: &str, max_chars: usize) -> &str {
     match value.char_indices().nth(max_chars) {
@@ -251,6 +275,25 @@ mod tests {
         assert!(sanitize_key(&"x".repeat(MAX_KEY_LENGTH)).is_ok());
         // Lengths are in characters: 250 two-byte characters are replaced one for one.
         assert_eq!(sanitize_key(&"é".repeat(250)).unwrap().len(), 250);
+    }
+
+    #[test]
+    fn disambiguated_keys_differ_from_every_natural_key() {
+        let natural = node_metric_key("a/__/b", "duration_ms").unwrap();
+        assert_eq!(node_metric_key("a/../b", "duration_ms").unwrap(), natural);
+        let own = node_metric_key_disambiguated("a/../b", "duration_ms").unwrap();
+        assert_ne!(own, natural);
+        assert!(own.contains(' '), "{own}");
+        validate_key(&own).unwrap();
+        // Stable, and one per id.
+        assert_eq!(
+            own,
+            node_metric_key_disambiguated("a/../b", "duration_ms").unwrap()
+        );
+        assert_ne!(
+            own,
+            node_metric_key_disambiguated("a/./b", "duration_ms").unwrap()
+        );
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub use exporter::{ExportStats, REPORT_ARTIFACT};
 pub use keys::{
     KeyError, MAX_ENTITIES_PER_BATCH, MAX_KEY_LENGTH, MAX_METRICS_PER_BATCH,
     MAX_PARAM_VALUE_LENGTH, MAX_PARAMS_PER_BATCH, MAX_REQUEST_BYTES, MAX_TAG_VALUE_LENGTH,
-    MAX_TAGS_PER_BATCH, is_key_char, node_metric_key, sanitize_key, truncate_chars, validate_key,
+    MAX_TAGS_PER_BATCH, is_key_char, node_metric_key, node_metric_key_disambiguated, sanitize_key,
+    truncate_chars, validate_key,
 };
 
 use agent_profiler_runtime::BottleneckAnalyzer;
