@@ -16,6 +16,11 @@
 //! ```sh
 //! cargo run --example agent_workflow [-- path/to/workflow.json "topic"]
 //! ```
+//!
+//! Exit codes: 0 when the run completed; 1 when it failed (after its report), or when the
+//! LLM or MLflow settings are bad; 2 when the workflow file is invalid (nothing runs).
+//! Errors are one line on stderr, `error: ...`. A run store that cannot be opened is one
+//! warning, and the run goes on without it.
 
 use std::error::Error;
 use std::io::Write;

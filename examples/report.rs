@@ -12,14 +12,33 @@
 //! ```
 //!
 //! The README's picture is this report, screenshotted with headless Chromium.
+//!
+//! Exit code 0 when the run completed; 1 when it failed (its report is written all the
+//! same) or on any error, printed as one line, `error: ...`.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use agent_profiler::executor::{WorkflowConfig, WorkflowError, WorkflowExecutor};
 use agent_profiler::llm::{LlmClient, SimulatedClient, client_from_env};
 use agent_profiler::report::write_html;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match report() {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(failure)) => {
+            eprintln!("error: the run failed: {failure}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the workflow and writes its report; returns why the run failed, if it did.
+fn report() -> Result<Option<String>, Box<dyn std::error::Error>> {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "agent-profiler-report.html".to_owned());
@@ -47,5 +66,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let title = "Research workflow: where the time and the money go";
     write_html(&run.report_input(title), &out)?;
     println!("\nreport: {out}");
-    Ok(())
+    Ok(run.failure.map(|f| f.to_string()))
 }
