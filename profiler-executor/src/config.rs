@@ -318,6 +318,24 @@ impl WorkflowConfig {
         if let Err(why) = name_problem(&self.name) {
             return Err(bad("name".into(), format!("the workflow name {why}")));
         }
+        // A config built in code has no file to measure: its text is bounded the same way
+        // (it is stored with every run).
+        let text: usize = self.description.as_ref().map_or(0, String::len)
+            + self
+                .nodes()
+                .map(|n| n.prompt.len() + n.system.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+        if text as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError {
+                file: None,
+                position: None,
+                field: None,
+                message: format!(
+                    "the prompts and description hold {text} bytes; a workflow config holds \
+                     at most {MAX_CONFIG_BYTES} bytes (1 MiB)"
+                ),
+            });
+        }
         if let Some(inputs) = &self.inputs {
             let mut seen = HashSet::new();
             for (i, input) in inputs.iter().enumerate() {
@@ -719,6 +737,21 @@ mod tests {
             "{err}"
         );
         assert!(err.message.contains("as in `\"x_y\"`"), "{err}");
+    }
+
+    #[test]
+    fn configs_built_in_code_are_bounded_in_size() {
+        let mut config = WorkflowConfig::from_json_str(&format!(
+            r#"{{"name": "w", "steps": [{}]}}"#,
+            node("ok")
+        ))
+        .unwrap();
+        let StepConfig::Node(first) = &mut config.steps[0] else {
+            unreachable!()
+        };
+        first.prompt = "p".repeat(MAX_CONFIG_BYTES as usize + 1);
+        let err = config.check().unwrap_err();
+        assert!(err.message.contains("1048577 bytes"), "{err}");
     }
 
     #[test]
