@@ -42,6 +42,12 @@ pub enum StoreError {
         /// What it is.
         cause: &'static str,
     },
+    /// [`open`](crate::store::RunStore::open): the store can only be read (a read-only
+    /// file, directory or disk), and a writer needs to write it.
+    ReadOnly {
+        /// The database file.
+        path: String,
+    },
     /// No run has this id, or an id starting with it.
     RunNotFound {
         /// The database file.
@@ -91,6 +97,10 @@ impl fmt::Display for StoreError {
             StoreError::NotAFile { path, cause } => {
                 write!(f, "run store {path}: {cause}")
             }
+            StoreError::ReadOnly { path } => write!(
+                f,
+                "run store {path}: read-only (a read-only file, directory or disk); runs cannot be stored"
+            ),
             StoreError::RunNotFound { path, id } => {
                 write!(f, "no run with an id starting with `{id}` in {path}")
             }

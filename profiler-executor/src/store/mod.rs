@@ -226,6 +226,9 @@ impl RunStore {
             source,
         };
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(sqlite)? {
+            return Err(StoreError::ReadOnly { path });
+        }
         // WAL: readers never wait for the writer, a commit does not sync (a process
         // crash loses nothing committed), and a killed writer leaves no hot journal that
         // a read-only reader would have to roll back.

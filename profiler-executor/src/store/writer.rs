@@ -2,7 +2,8 @@
 //! each node's state, their end and trace) in a few transactions, off the runs' threads.
 //!
 //! A batch is what is queued within [`BATCH_WINDOW`] of its first write (at most
-//! [`BATCH_MAX`] writes), written in one `BEGIN IMMEDIATE` transaction, retried when
+//! [`BATCH_MAX`] writes; a run's start or a flush ends it at once), written in one
+//! `BEGIN IMMEDIATE` transaction, retried when
 //! another writer holds the database ([`BUSY_RETRIES`]). So a crash loses at most the last
 //! window, and a run's node states never wait for the disk on the run's threads. A write
 //! that fails is counted against its run and reported when the run flushes
@@ -160,7 +161,11 @@ fn run(conn: &Mutex<super::Db>, path: &str, rx: &Receiver<Op>) {
         let Ok(first) = rx.recv() else { break };
         let mut batch = vec![first];
         let deadline = Instant::now() + BATCH_WINDOW;
-        while batch.len() < BATCH_MAX && !matches!(batch.last(), Some(Op::Flush { .. })) {
+        // A flush is written at once, and so is a run's start: a run is listed from its
+        // start on, whatever happens to its process.
+        while batch.len() < BATCH_MAX
+            && !matches!(batch.last(), Some(Op::Flush { .. } | Op::Start { .. }))
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(op) => batch.push(op),
