@@ -122,8 +122,14 @@ fn root_span(run: &WorkflowRun, trace: &Trace) -> RootSpan {
         Some(_) => Outcome::Error,
         None => Outcome::Ok,
     };
+    // Its spans stay inside it (their clock and the record's may differ by a little).
+    let (mut start, mut end) = (seconds_to_ns(start), seconds_to_ns(end));
+    if let Some((first, last)) = trace.bounds() {
+        start = start.min(first);
+        end = end.max(last);
+    }
     let mut root = RootSpan::new(record.workflow_name.clone())
-        .start_end(seconds_to_ns(start), seconds_to_ns(end))
+        .start_end(start, end)
         .outcome(outcome)
         .attribute("agent_profiler.run_id", record.id.clone())
         .attribute("agent_profiler.status", record.status.as_str())
