@@ -566,6 +566,12 @@ impl MlflowConfig {
         self
     }
 
+    /// Whether warnings go to a sink set with [`on_warning`](Self::on_warning) (else to
+    /// stderr, when on).
+    pub fn has_warning_sink(&self) -> bool {
+        self.warn_sink.is_some()
+    }
+
     /// Sends the exporter's warnings to `sink` instead of stderr (to a logger, say). Warnings
     /// never hold the token or password.
     pub fn on_warning(mut self, sink: impl Fn(&str) + Send + Sync + 'static) -> Self {

@@ -836,9 +836,14 @@ impl Worker {
         self.pending.clear();
         self.publish_pending();
         if left > 0 {
-            self.shared.record_error(&format!(
-                "{left} metrics were not delivered before the shutdown deadline"
-            ));
+            let why = match (&self.run, self.shared.last_error()) {
+                // Keep the cause: the run was never created (server refusing, down...).
+                (None, Some(cause)) => format!("no MLflow run ({cause})"),
+                (None, None) => "no MLflow run".to_owned(),
+                (Some(_), _) => "not delivered before the shutdown deadline".to_owned(),
+            };
+            self.shared
+                .record_error(&format!("{left} metrics were not delivered: {why}"));
         }
         if let (Some(client), Some(run)) = (self.client.clone(), self.run.clone()) {
             // With all that is left of the shutdown window.

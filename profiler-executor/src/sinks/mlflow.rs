@@ -28,7 +28,12 @@ impl MlflowSink {
 
     fn start(&self, run: &RunStart<'_>) -> Result<MlflowTracker, String> {
         let name = &run.record.workflow_name;
-        let config = self.config.clone().run_name(name);
+        let mut config = self.config.clone().run_name(name);
+        if !config.has_warning_sink() {
+            // The run's own warning says what was lost, once (`run_finished`): the exporter's
+            // stderr lines would say it again.
+            config = config.warnings(false);
+        }
         let tracker = MlflowTracker::start(config).map_err(|e| e.to_string())?;
         tracker.attach(run.analyzer);
         let _ = tracker.log_param("workflow", name);
