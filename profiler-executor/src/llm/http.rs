@@ -185,3 +185,31 @@ async fn post_json(
         usage: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_user_info_of_the_url_is_used_but_never_shown() {
+        let endpoint = Endpoint::new("http://agent:pw%2Fs3cret@127.0.0.1:9/v1/").unwrap();
+        assert_eq!(endpoint.base_url(), "http://***@127.0.0.1:9/v1");
+        let debug = format!("{endpoint:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        // Nothing listens on port 9: the error names the URL as shown, cleaned of the
+        // password in every form.
+        let reply = Reply {
+            text: |_| None,
+            missing: "",
+        };
+        let error = endpoint
+            .post("/chat", HeaderMap::new(), &Value::Null, None, reply)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("http://***@127.0.0.1:9/v1/chat"), "{error}");
+        for form in ["pw%2Fs3cret", "pw/s3cret", "s3cret"] {
+            assert!(!error.contains(form), "{error}");
+        }
+    }
+}
