@@ -17,7 +17,11 @@
 //! which a background thread drains every flush interval (200 ms by default) into
 //! `log-batch` requests of up to 1000 metrics. When the server is slow or down, calls keep
 //! their normal cost; per-call metrics beyond the rings' and the queue's capacity are
-//! dropped and counted ([`ExportStats`]), while the analyzer's totals stay exact.
+//! dropped and counted ([`ExportStats`]), while the analyzer's totals stay exact. A server
+//! that refuses connections (nothing listens) is not waited for: a refused request is tried
+//! at most twice more, within 0.3 s, and not at all once the tracker is finishing, so that
+//! [`finish`](MlflowTracker::finish) then returns at once with the losses counted; a server
+//! that answers, however slowly, gets the whole shutdown timeout.
 //!
 //! ```no_run
 //! use std::time::Duration;

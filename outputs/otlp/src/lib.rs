@@ -183,7 +183,9 @@ fn has_room(config: &OtlpConfig, st: &State<Worker>, spans: usize) -> bool {
 /// ([`OtlpConfig::shutdown_timeout`], 10 s by default) and stops the thread; traces still
 /// queued at the deadline are counted as failed. A request already in flight is not
 /// interrupted (it ends at its own timeout): the wait for it stops 2 s after the deadline,
-/// the thread is left to finish by itself, and its spans stay in `pending_spans`.
+/// the thread is left to finish by itself, and its spans stay in `pending_spans`. A receiver
+/// that refuses connections (nothing listens) is not waited for: a refused request is tried
+/// at most twice more, within 0.3 s, and not at all during shutdown.
 ///
 /// ```
 /// use std::time::Duration;
