@@ -113,6 +113,111 @@ async fn eight_concurrent_wide_runs_twice_lose_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+const CHILD_ENV: &str = "AGENT_PROFILER_CONCURRENT_CHILD";
+
+/// A child of [`eight_processes_twice_on_one_store_lose_nothing`]: two runs of 200 nodes
+/// on the store `AGENT_PROFILER_CONCURRENT_CHILD` names, then it exits; non-zero when a run
+/// had a warning. Nothing unless that variable is set.
+#[test]
+fn concurrent_child() {
+    let Some(db) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let exec = executor(RunStore::open(PathBuf::from(db)).unwrap());
+    let config = wide(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let run = rt
+            .block_on(exec.run_config(&config, json!({"topic": "t"})))
+            .unwrap();
+        assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    }
+}
+
+/// Eight processes, each running two 200-node workflows, on one store at once.
+#[test]
+fn eight_processes_twice_on_one_store_lose_nothing() {
+    let dir = disk_dir("processes");
+    let db = dir.join("runs.sqlite3");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "concurrent_child",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, &db)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM workflow_runs"), 16);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM workflow_runs WHERE status = 'completed'"
+        ),
+        16
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM execution_states"), 3200);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM run_traces"), 16);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Another writer holds the store for 6 s (a backup, a long transaction, a slow disk):
+/// more than SQLite's busy timeout. Nothing is lost, and the nodes' times do not show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_held_for_six_seconds_loses_nothing_and_delays_no_node() {
+    let dir = disk_dir("held");
+    let db = dir.join("runs.sqlite3");
+    let store = RunStore::open(&db).unwrap();
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(6));
+        holder.execute_batch("COMMIT").unwrap();
+    });
+    let config = wide(200);
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let exec = executor(store.clone());
+            let config = config.clone();
+            tokio::spawn(async move { exec.run_config(&config, json!({"topic": "t"})).await })
+        })
+        .collect();
+    for task in tasks {
+        let run = task.await.unwrap().unwrap();
+        assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+        // Each node sleeps 50 to 75 ms; the held store must not add seconds.
+        assert!(slowest(&run) >= 73.0);
+        assert!(slowest(&run) < 1000.0, "{}", slowest(&run));
+        assert!(run.record.duration_ms.unwrap() < 2000.0);
+    }
+    released.join().unwrap();
+    drop(store);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM workflow_runs"), 2);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM execution_states"), 400);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM run_traces"), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The slowest node's time of a run.
 fn slowest(run: &WorkflowRun) -> f64 {
     run.states

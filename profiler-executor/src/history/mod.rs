@@ -56,7 +56,7 @@ impl RunStore {
         workflow_name: &str,
         last_runs: usize,
     ) -> Result<Vec<RunNodeFigures>, StoreError> {
-        self.finished_runs(workflow_name, last_runs)?
+        self.finished_runs_for_figures(workflow_name, last_runs)?
             .into_iter()
             .map(|run| {
                 Ok(RunNodeFigures {

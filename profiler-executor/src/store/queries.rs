@@ -67,6 +67,21 @@ impl RunStore {
         )
     }
 
+    /// [`finished_runs`](Self::finished_runs) without what figures across runs never
+    /// read: the configuration snapshot, the inputs and the outputs (read as `null`).
+    pub(crate) fn finished_runs_for_figures(
+        &self,
+        workflow_name: &str,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
+        self.select_runs(
+            LIGHT_RUN_COLUMNS,
+            "workflow_name = ?1 AND status NOT IN ('running', 'interrupted')",
+            Some(workflow_name),
+            limit,
+        )
+    }
+
     /// The last `limit` runs that meet `condition` (SQL over the run's columns, naming
     /// `workflow_name` as `?1` when given), newest first.
     fn runs_where(
@@ -75,10 +90,22 @@ impl RunStore {
         workflow_name: Option<&str>,
         limit: usize,
     ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
+        self.select_runs(RUN_COLUMNS, condition, workflow_name, limit)
+    }
+
+    /// [`runs_where`](Self::runs_where), reading `columns` (in the order of
+    /// [`RUN_COLUMNS`]).
+    fn select_runs(
+        &self,
+        columns: &str,
+        condition: &str,
+        workflow_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let raws = self.sql(|c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS}, {} WHERE {condition} \
+                "SELECT {columns}, {} WHERE {condition} \
                  ORDER BY started_at DESC, workflow_runs.rowid DESC LIMIT ?2",
                 owner_columns(self.has_owners)
             ))?;
@@ -298,6 +325,12 @@ impl RunStore {
             .transpose()
     }
 }
+
+/// [`RUN_COLUMNS`] with the configuration snapshot, the inputs and the outputs read as
+/// `null`.
+const LIGHT_RUN_COLUMNS: &str = "id, workflow_name, status, 'null', 'null', NULL, \
+    error_message, started_at, completed_at, duration_ms, total_tokens, total_cost_usd, \
+    bottleneck_info";
 
 /// `value` as JSON for a column; a failure is SQLite's conversion error.
 fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
