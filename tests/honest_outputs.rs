@@ -11,6 +11,8 @@
 mod agent_workflow;
 
 mod support {
+    #[allow(dead_code)] // a slow server only
+    pub mod fault_proxy;
     #[allow(dead_code)] // closed ports and stubs only
     pub mod http_stub;
     #[allow(dead_code)] // the requests it saw
@@ -31,6 +33,7 @@ use agent_profiler::llm::{OpenAiClient, SimulatedClient};
 use agent_profiler::mlflow::MlflowClient;
 use agent_profiler::store::RunStore;
 use serde_json::{Value, json};
+use support::fault_proxy::{Fault, FaultProxy};
 use support::llm_provider::LlmProvider;
 use support::{http_stub, mlflow_api, mlflow_server, scratch};
 
@@ -359,5 +362,70 @@ fn two_node_ids_that_sanitise_alike_keep_two_metric_keys() {
     assert!(
         warned.iter().any(|w| w.contains("would share MLflow key")),
         "{warned:?}"
+    );
+}
+
+#[agent_profiler::profile_node("slow_step")]
+async fn slow_step() {
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+}
+
+/// A slow but alive MLflow server (every answer 300 ms late) gets the configured shutdown
+/// timeout and loses nothing; the report is printed as soon as the workflow ends, not after
+/// the MLflow run is finished.
+#[test]
+fn a_slow_mlflow_server_gets_its_deadline_and_the_report_does_not_wait() {
+    let test = "a_slow_mlflow_server_gets_its_deadline";
+    let Some(uri) = mlflow_server::tracking_uri(test) else {
+        return;
+    };
+    let proxy = FaultProxy::start(&uri, Fault::Delay(Duration::from_millis(300)));
+    let (console, captured) = Console::capture();
+    let executor = WorkflowExecutor::new(Arc::new(SimulatedClient::new()))
+        .console(console)
+        .no_otlp()
+        .mlflow(mlflow_api::config(&proxy.uri(), test).shutdown_timeout(Duration::from_secs(20)));
+    // When the report shows on the console.
+    let printed_at = {
+        let captured = captured.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                if captured.lock().unwrap().contains("Slowest node") {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = runtime
+        .block_on(
+            executor.run_fn("slow-mlflow", json!({}), |_, state| async move {
+                slow_step().await;
+                Ok::<_, String>(state)
+            }),
+        )
+        .unwrap();
+    let returned_at = Instant::now();
+    let printed_at = printed_at.join().unwrap().expect("the report is printed");
+    let ahead = returned_at.duration_since(printed_at);
+    println!("the report came {ahead:?} before the run returned");
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    // Finishing takes a few slow requests (metrics, the report, the status): the report
+    // does not wait for them.
+    assert!(ahead >= Duration::from_millis(500), "{ahead:?}");
+    let run_id = run.mlflow_run_id.expect("the run was created");
+    let client = mlflow_api::client(&uri);
+    let mlflow_run = client.get_run(&run_id).unwrap();
+    assert_eq!(mlflow_run.info.status, "FINISHED");
+    assert_eq!(
+        mlflow_api::history(&client, &run_id, "node_slow_step_duration_ms").len(),
+        1
     );
 }

@@ -9,6 +9,7 @@
 //! capacities.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -162,6 +163,8 @@ pub(crate) struct Context {
     /// Which node id each node key (`node_{id}_`, sanitised) belongs to: the first id to use
     /// it. Another id that sanitises to the same key gets a key of its own.
     claims: Mutex<HashMap<String, String>>,
+    /// Failed attempts to find the experiment and create (or resume) the run.
+    setup_failures: AtomicU64,
 }
 
 type Shared = sender::Shared<Worker>;
@@ -198,6 +201,7 @@ impl Exporter {
                 run: OnceLock::new(),
                 analyzers: Mutex::new(Vec::new()),
                 claims: Mutex::new(HashMap::new()),
+                setup_failures: AtomicU64::new(0),
             },
         );
         let worker = Worker::new(shared.clone());
@@ -348,6 +352,14 @@ impl Exporter {
         let run = &self.thread.context.run;
         self.thread.wait_for(timeout, |_| run.get().is_some());
         run.get().cloned()
+    }
+
+    pub(crate) fn wait_for_run_attempt(&self, timeout: Duration) -> Option<RunInfo> {
+        let context = &self.thread.context;
+        self.thread.wait_for(timeout, |_| {
+            context.run.get().is_some() || context.setup_failures.load(Ordering::Relaxed) > 0
+        });
+        context.run.get().cloned()
     }
 
     pub(crate) fn stats(&self) -> ExportStats {
@@ -579,6 +591,11 @@ impl Worker {
     fn setup_failed(&mut self, e: &MlflowError) {
         self.shared
             .record_error(&format!("cannot start the MLflow run: {e}"));
+        self.shared
+            .context
+            .setup_failures
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.notify();
         self.setup_failures = self.setup_failures.saturating_add(1);
         let wait =
             Duration::from_secs(1u64 << self.setup_failures.min(6)).min(Duration::from_secs(60));

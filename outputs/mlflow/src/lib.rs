@@ -170,6 +170,13 @@ impl MlflowTracker {
         self.inner.wait_for_run(timeout)
     }
 
+    /// Waits up to `timeout` for the run to exist, or for the first attempt to create it
+    /// to fail (a server that refuses connections fails at once); the run, if it exists.
+    /// Unlike [`wait_for_run`](Self::wait_for_run), it does not wait for the retries.
+    pub fn wait_for_run_attempt(&self, timeout: Duration) -> Option<RunInfo> {
+        self.inner.wait_for_run_attempt(timeout)
+    }
+
     /// Queues one value of a metric (timestamp: now).
     ///
     /// # Errors

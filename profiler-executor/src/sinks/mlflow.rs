@@ -1,21 +1,33 @@
 //! The MLflow sink: one MLflow run per workflow run.
 
-use std::sync::{Arc, OnceLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
-use agent_profiler_mlflow::{MlflowConfig, MlflowTracker, RunInfo, RunStatus};
+use agent_profiler_mlflow::{ExportStats, MlflowConfig, MlflowTracker, RunInfo, RunStatus};
 use agent_profiler_runtime::cost::CostSink;
+use tokio::sync::oneshot;
 
 use super::{RunSink, RunStart, Warnings};
 use crate::store::WorkflowStatus;
 use crate::workflow::WorkflowRun;
 
+/// How long the end of a run waits for the MLflow run to exist when it is still being
+/// created (the exporter's thread creates it as the run starts): a server that refuses
+/// connections ends the wait at its first failure, a slow one at this bound.
+const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
+
 /// Starts an MLflow run (named after the workflow) before the first node runs: every node
 /// call goes out as `node_{id}_duration_ms` and each priced LLM call as
-/// `node_{id}_cost_usd` while the run runs. At the end it logs the bottleneck report,
-/// finishes the MLflow run with the run's status, and sets the run's MLflow id and URL.
+/// `node_{id}_cost_usd` while the run runs. At the end it sets the run's MLflow id and URL,
+/// logs the bottleneck report and finishes the MLflow run with the run's status on a thread
+/// of its own (within the configured shutdown timeout), which the run waits for only after
+/// every sink had the run ([`RunSink::settle`]): the report is printed at once.
 pub(crate) struct MlflowSink {
     config: MlflowConfig,
     tracker: OnceLock<MlflowTracker>,
+    finishing: Mutex<Option<oneshot::Receiver<ExportStats>>>,
 }
 
 impl MlflowSink {
@@ -23,6 +35,7 @@ impl MlflowSink {
         Self {
             config,
             tracker: OnceLock::new(),
+            finishing: Mutex::new(None),
         }
     }
 
@@ -58,23 +71,59 @@ impl RunSink for MlflowSink {
         let Some(tracker) = self.tracker.get() else {
             return;
         };
-        // No separate wait for the run to exist: `finish` creates it if it can, within the
-        // shutdown timeout, and a server that refuses connections is given up on at once.
-        tracker.log_bottleneck_report(&run.summary);
-        let stats = tracker.finish(if run.record.status == WorkflowStatus::Completed {
-            RunStatus::Finished
-        } else {
-            RunStatus::Failed
-        });
-        if stats.anything_lost() {
-            warnings.warn(format!("MLflow export incomplete: {stats}"));
-        }
-        if let Some(info) = tracker.run_info() {
+        if let Some(info) = tracker.wait_for_run_attempt(RUN_CREATION_WAIT) {
             run.mlflow_run_url = Some(run_url(tracker.tracking_uri(), &info));
             run.mlflow_run_id = Some(info.run_id);
             run.mlflow_experiment_id = Some(info.experiment_id);
         }
+        tracker.log_bottleneck_report(&run.summary);
+        let status = if run.record.status == WorkflowStatus::Completed {
+            RunStatus::Finished
+        } else {
+            RunStatus::Failed
+        };
+        let (done, finished) = oneshot::channel();
+        let finisher = tracker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("agent-profiler-mlflow-finish".to_owned())
+            .spawn(move || {
+                let _ = done.send(finisher.finish(status));
+            });
+        match spawned {
+            Ok(_) => {
+                *self
+                    .finishing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(finished);
+            }
+            Err(_) => {
+                if let Some(warning) = incomplete(&tracker.finish(status)) {
+                    warnings.warn(warning);
+                }
+            }
+        }
     }
+
+    fn settle(&self) -> Option<Pin<Box<dyn Future<Output = Vec<String>> + Send>>> {
+        let finished = self
+            .finishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Some(Box::pin(async move {
+            match finished.await {
+                Ok(stats) => incomplete(&stats).into_iter().collect(),
+                Err(_) => vec!["MLflow export: the run could not be finished".to_owned()],
+            }
+        }))
+    }
+}
+
+/// The warning of an export that lost something.
+fn incomplete(stats: &ExportStats) -> Option<String> {
+    stats
+        .anything_lost()
+        .then(|| format!("MLflow export incomplete: {stats}"))
 }
 
 /// Where MLflow's UI shows the run.
