@@ -257,6 +257,12 @@ fn thirty_random_sigkills_leave_a_sound_store_and_no_run_running() {
                 "{}",
                 String::from_utf8_lossy(&traced.stderr)
             );
+            // Compared with a completed run: the cost of the nodes that finished, not -100%.
+            if let Some(done) = listed.iter().find(|r| r["status"] == "completed") {
+                let compared = cli(&db, &["compare", done["id"].as_str().unwrap(), id]);
+                assert_eq!(compared.status.code(), Some(0));
+                assert!(!String::from_utf8_lossy(&compared.stdout).contains("-100"));
+            }
             let show = cli(&db, &["show", id]);
             assert_eq!(show.status.code(), Some(0));
             assert!(String::from_utf8_lossy(&show.stdout).contains("interrupted"));

@@ -25,7 +25,7 @@ fn scratch(test: &str) -> PathBuf {
 /// Runs the tool with `--store db`; killed (and the test failed) after 10 s.
 fn cli(db: &Path, args: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--store")
         .arg(db)
         .args(args)

@@ -9,7 +9,23 @@
 //! start of their id ([`RunStore::find_run`]); every JSON column read back that does not
 //! parse is a [`StoreError::Json`] naming the run and the column, never a panic.
 //!
+//! Concurrency and crashes. The store is in SQLite's WAL mode while writers have it open
+//! (readers never wait; a killed writer leaves no hot journal, so the read-only tool still
+//! reads it), with a busy timeout and retries when another writer holds it. The executor
+//! never writes on a run's threads: it queues the run's start, each node's state and the
+//! run's end for the store's writer thread ([`RunStore::queue_state`] and the like), which
+//! writes them in batches (a transaction about every 100 ms), and the run waits for them,
+//! without holding a thread, after its measured time. So a crash keeps what finished: the
+//! run (from its start), its node states with their cost, its running totals and its trace
+//! so far. Each running run names its process (pid, host, start time); a run whose process
+//! died shows as [`WorkflowStatus::Interrupted`] to every reader, and the next writer to
+//! open the store marks it so. A directory, a FIFO or a device as the store is refused at
+//! once ([`StoreError::NotAFile`]).
+//!
 //! - `records`: the records and how a run ended;
+//! - `writer`: the writer thread and its batches;
+//! - `owner`: the process that owns a running run, and whether it died;
+//! - `listing`: runs as a listing shows them (few columns; corrupt rows listed as such);
 //! - `error`: [`StoreError`];
 //! - `schema`: the tables, and rows read back into records;
 //! - `queries`: what is saved and read.
@@ -127,10 +143,14 @@ impl RunStore {
         }
     }
 
-    /// Opens (creating it and its directory when missing) the database at `path`.
+    /// Opens (creating it and its directory when missing) the database at `path`, for
+    /// writing: in WAL mode, and with the runs of processes that died marked
+    /// [`interrupted`](WorkflowStatus::Interrupted).
     ///
     /// # Errors
-    /// [`StoreError::Sqlite`] when the file cannot be opened or the schema created.
+    /// [`StoreError::Sqlite`] when the file cannot be opened or the schema created,
+    /// [`StoreError::NotAFile`] for a directory, a FIFO or a device,
+    /// [`StoreError::ReadOnly`] when the store can only be read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
@@ -154,7 +174,13 @@ impl RunStore {
     /// [`StoreError::Missing`] when there is no file at `path`,
     /// [`StoreError::NotARunStore`] for an SQLite database without the run store's tables,
     /// [`StoreError::Sqlite`] when SQLite cannot open or read it (for example, a file that
-    /// is not a database).
+    /// is not a database), [`StoreError::NotAFile`] for a directory, a FIFO or a device.
+    ///
+    /// A store in WAL mode is read through its `-wal` and `-shm` files (created when a
+    /// writer closed it cleanly and the directory allows); where they cannot be created (a
+    /// read-only directory or disk, so no writer can be using it), it is read as immutable.
+    /// Nothing is ever written: a run whose process died shows as interrupted without
+    /// being marked.
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
