@@ -413,6 +413,88 @@ fn a_read_only_disk_refuses_writers_in_one_line_and_is_read() {
     let listed = ok_json(&cli(&db, &["runs", "--json"]));
     let runs = listed["runs"].as_array().unwrap();
     assert!(runs.len() >= 2, "{listed}");
+    // What the tool lists is what SQLite reads through the WAL the killed writer left.
+    let wal = std::fs::metadata(dir.join("runs.sqlite3-wal")).map_or(0, |m| m.len());
+    println!("read-only disk: -wal of {wal} bytes left by the killed writer");
+    assert_eq!(
+        runs.len() as i64,
+        query::<i64>(&db, "SELECT COUNT(*) FROM workflow_runs")
+    );
     assert!(runs.iter().any(|r| r["status"] == "completed"));
     assert!(runs.iter().all(|r| r["status"] != "running"), "{listed}");
+}
+
+const HOT_JOURNAL_ENV: &str = "AGENT_PROFILER_HOT_JOURNAL_CHILD";
+
+/// The child of [`a_hot_journal_is_one_line_and_a_writer_recovers`]: a writer of the old
+/// kind (rollback journal) in the middle of a large transaction, spilled to the file; says
+/// `ready` and waits to be killed. Nothing unless `AGENT_PROFILER_HOT_JOURNAL_CHILD` is set.
+#[test]
+fn hot_journal_child() {
+    let Some(db) = std::env::var_os(HOT_JOURNAL_ENV) else {
+        return;
+    };
+    let conn = rusqlite::Connection::open(PathBuf::from(db)).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA cache_size = 2; BEGIN;")
+        .unwrap();
+    let big = "x".repeat(4000);
+    for i in 0..300 {
+        conn.execute(
+            "INSERT INTO workflow_runs (id, workflow_name, status, config_snapshot, inputs, \
+             started_at) VALUES (?1, 'hot', 'running', ?2, '{}', 0)",
+            rusqlite::params![format!("hot-{i}"), big],
+        )
+        .unwrap();
+    }
+    println!("ready");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_hot_journal_is_one_line_and_a_writer_recovers() {
+    use std::io::BufRead as _;
+    let dir = scratch("hot");
+    let db = dir.join("runs.sqlite3");
+    {
+        let exec = executor(RunStore::open(&db).unwrap());
+        runtime()
+            .block_on(exec.run_config(&workflow(3, 0), json!({"topic": "t"})))
+            .unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "hot_journal_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOT_JOURNAL_ENV, &db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("ready")));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let journal = dir.join("runs.sqlite3-journal");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 0,
+        "no hot journal"
+    );
+    let out = cli(&db, &["runs"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("killed mid-write") && err.contains(db.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!err.contains("readonly database"), "{err}");
+    // A writer rolls it back; then the tool reads the store, without the half-written runs.
+    drop(RunStore::open(&db).unwrap());
+    let listed = ok_json(&cli(&db, &["runs", "--json"]));
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(query::<String>(&db, "PRAGMA integrity_check"), "ok");
+    let _ = std::fs::remove_dir_all(&dir);
 }

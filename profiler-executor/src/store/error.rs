@@ -48,6 +48,13 @@ pub enum StoreError {
         /// The database file.
         path: String,
     },
+    /// [`open_existing`](crate::store::RunStore::open_existing): a writer (of a version
+    /// before WAL mode) was killed mid-write and left a hot journal, which only a writer
+    /// can roll back.
+    HotJournal {
+        /// The database file.
+        path: String,
+    },
     /// No run has this id, or an id starting with it.
     RunNotFound {
         /// The database file.
@@ -100,6 +107,11 @@ impl fmt::Display for StoreError {
             StoreError::ReadOnly { path } => write!(
                 f,
                 "run store {path}: read-only (a read-only file, directory or disk); runs cannot be stored"
+            ),
+            StoreError::HotJournal { path } => write!(
+                f,
+                "run store {path}: a writer was killed mid-write and left {path}-journal; \
+                 run any workflow on the store once to roll it back"
             ),
             StoreError::RunNotFound { path, id } => {
                 write!(f, "no run with an id starting with `{id}` in {path}")

@@ -195,7 +195,13 @@ impl RunStore {
         let conn = match open_read_only(path, false) {
             // A store in WAL mode whose `-wal` and `-shm` files cannot be created here (a
             // read-only directory): no writer can be using it, so it is read as immutable.
-            Err(e) if cannot_open_wal(&e) => open_read_only(path, true),
+            // Never when a journal or a WAL holds writes the file itself lacks.
+            Err(e) if cannot_open_wal(&e) && !has_pending_writes(path) => {
+                open_read_only(path, true)
+            }
+            Err(e) if is_hot_journal(&e) => {
+                return Err(StoreError::HotJournal { path: shown });
+            }
             other => other,
         }
         .map_err(sqlite)?;
@@ -477,7 +483,29 @@ fn cannot_open_wal(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    ) && !is_hot_journal(e)
+}
+
+/// Whether `e` says a read-only connection met a hot rollback journal (a writer of an
+/// older version, in rollback mode, killed mid-write), which only a writer can roll back.
+fn is_hot_journal(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
+                || f.extended_code == rusqlite::ffi::SQLITE_READONLY_RECOVERY
     )
+}
+
+/// Whether a `-journal` or a non-empty `-wal` file beside `path` holds writes that the
+/// database file itself may lack.
+fn has_pending_writes(path: &Path) -> bool {
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
+    };
+    beside("-journal") > 0 || beside("-wal") > 0
 }
 
 /// Records the tests of the store and of the history share.
