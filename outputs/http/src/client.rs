@@ -97,12 +97,19 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Whether `e` or one of its sources is a refused connection (`ECONNREFUSED`: nothing
-/// listens on that port), as opposed to no answer (a reset, a timeout).
+/// listens on that port) or a host or network known to be unreachable (`EHOSTUNREACH`,
+/// `ENETUNREACH`), as opposed to no answer (a reset, a timeout).
 pub fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
     let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            )
         {
             return true;
         }

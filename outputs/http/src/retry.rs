@@ -101,7 +101,8 @@ fn random_unit() -> f64 {
 pub enum Answer {
     /// No HTTP answer (reset, timed out): retried.
     None,
-    /// The connection was refused: nothing listens there (yet). Retried at most
+    /// The connection was refused (nothing listens there, yet) or the host or network is
+    /// unreachable. Retried at most
     /// [`REFUSED_RETRIES`] times, after short waits, and not at all once the pacer has a
     /// deadline (an exporter shutting down): an absent server must not hold a run's end.
     Refused,
@@ -499,6 +500,8 @@ mod tests {
         assert_eq!((attempts, retries.load(Ordering::Relaxed)), (1, 0));
         // Told apart from other transport errors by the error's sources.
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(Failure::without_answer("e", &io).answer, Answer::Refused);
+        let io = std::io::Error::from(std::io::ErrorKind::NetworkUnreachable);
         assert_eq!(Failure::without_answer("e", &io).answer, Answer::Refused);
         let io = std::io::Error::from(std::io::ErrorKind::TimedOut);
         assert_eq!(Failure::without_answer("e", &io).answer, Answer::None);
