@@ -10,7 +10,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use agent_profiler_http::env::{BOOL_EXPECTED, parse_bool};
 use agent_profiler_http::secret::{Redactor, Secret};
-use agent_profiler_http::url::{hide_userinfo, percent_decode};
+use agent_profiler_http::url::{hide_userinfo, percent_decode, userinfo_secrets};
 use agent_profiler_mlflow::{ConfigError, MlflowConfig};
 
 /// Default of `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`: 10 s per request (the SDK's default).
@@ -522,17 +522,20 @@ impl OtlpConfig {
     /// A redactor of the header values, for messages. MLflow's experiment and run ids are
     /// ids, not secrets (an experiment id `0` would otherwise blank every `0` of a message).
     pub(crate) fn redactor(&self) -> Redactor {
+        let userinfo = userinfo_secrets(&self.endpoint);
         Redactor::new(
             self.headers
                 .iter()
                 .filter(|(name, _)| name != MLFLOW_EXPERIMENT_HEADER && name != MLFLOW_RUN_HEADER)
-                .map(|(_, value)| value.expose()),
+                .map(|(_, value)| value.expose())
+                .chain(userinfo.iter().map(String::as_str)),
         )
     }
 
-    /// The receiver's URL.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    /// The receiver's URL, as shown: a password or token in its user info hidden (it is
+    /// sent, as basic authentication, but never shown).
+    pub fn endpoint(&self) -> String {
+        hide_userinfo(&self.endpoint)
     }
 
     /// The names of the headers sent with every request (their values are not readable).
@@ -754,6 +757,18 @@ mod tests {
         let e = OtlpConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")])).unwrap_err();
         assert_eq!(e, OtlpError::NoEndpoint);
         assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
+    }
+
+    #[test]
+    fn the_user_info_of_an_endpoint_is_never_shown() {
+        let c = OtlpConfig::new("http://u:s3cr3t-pw@a:4318/v1/traces").unwrap();
+        assert_eq!(c.endpoint(), "http://***@a:4318/v1/traces");
+        assert!(!format!("{c:?}").contains("s3cr3t-pw"));
+        assert_eq!(
+            c.redactor()
+                .clean("for url (http://u:s3cr3t-pw@a:4318/v1/traces)"),
+            "for url (http://***@a:4318/v1/traces)"
+        );
     }
 
     #[test]
