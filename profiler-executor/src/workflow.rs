@@ -570,10 +570,16 @@ impl WorkflowExecutor {
         let analyzer = self.analyzer();
         let shared = Arc::new(self.run_shared(&record));
         let ctx = self.start(&record, &analyzer, &shared);
+        let mut abandoned = Abandoned {
+            shared: shared.clone(),
+            analyzer: analyzer.clone(),
+            record: Some(record.clone()),
+        };
         let started = Instant::now();
         let future = body(ctx, state).with_profiler(analyzer.clone());
         let outcome = CatchUnwind(Box::pin(future)).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+        abandoned.record = None;
 
         let mut run = self.finish(record, &analyzer, &shared, outcome, duration_ms);
         self.hide_responses(&mut run, &response_keys);
@@ -724,6 +730,36 @@ impl WorkflowExecutor {
                 outputs.insert(key.clone(), hidden);
             }
         }
+    }
+}
+
+/// A run whose future is dropped (cancelled: a timeout around it, a `select!`) before it
+/// ends: its outputs hear that it was interrupted, with what finished (see
+/// [`RunSink::run_abandoned`]), so that it is not left `running` while its process lives on.
+struct Abandoned {
+    shared: Arc<RunShared>,
+    analyzer: BottleneckAnalyzer,
+    /// The run's record as it started; `None` once the run ended.
+    record: Option<WorkflowRunRecord>,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let states = self.shared.states();
+        record.status = WorkflowStatus::Interrupted;
+        record.error_message =
+            Some("interrupted: the run was dropped (cancelled) before it finished".to_owned());
+        record.completed_at = Some(now_unix_seconds());
+        record.total_cost_usd = states.iter().map(|s| s.cost_usd).sum();
+        record.total_tokens = states
+            .iter()
+            .filter_map(|s| s.state.get("_tokens").and_then(Value::as_u64))
+            .sum();
+        let trace = self.analyzer.trace();
+        self.shared.sinks.run_abandoned(&record, trace.as_ref());
     }
 }
 

@@ -218,6 +218,56 @@ async fn a_store_held_for_six_seconds_loses_nothing_and_delays_no_node() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A run whose future is dropped (a timeout around it) is stored as interrupted, with the
+/// cost of the nodes that finished and its trace so far, not left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_is_interrupted_with_what_finished() {
+    let dir = disk_dir("cancelled");
+    let db = dir.join("runs.sqlite3");
+    let store = RunStore::open(&db).unwrap();
+    let exec = executor(store.clone());
+    // 50-75 ms, then ten nodes at once (50-75 ms), then a node of about 700 ms.
+    let text = json!({"name": "long", "steps": [
+        {"id": "first", "model": "gpt-4o-mini", "prompt": "p {topic}", "output_key": "a", "max_tokens": 20},
+        {"parallel": (0..10).map(|i| json!({"id": format!("g{i}"), "model": "gpt-4o-mini",
+            "prompt": "q {a}", "output_key": format!("g{i}"), "max_tokens": 2 + i})).collect::<Vec<_>>()},
+        {"id": "last", "model": "gpt-4o-mini", "prompt": "r {g0}", "output_key": "z", "max_tokens": 1600}
+    ]})
+    .to_string();
+    let config = WorkflowConfig::from_json_str(&text).unwrap();
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(450),
+        exec.run_config(&config, json!({"topic": "t"})),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the run ended within 450 ms");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = store.list_runs(None, 10).unwrap();
+        assert_eq!(runs.len(), 1);
+        if runs[0].status != agent_profiler_executor::store::WorkflowStatus::Running {
+            let run = &runs[0];
+            assert_eq!(
+                run.status,
+                agent_profiler_executor::store::WorkflowStatus::Interrupted
+            );
+            let states = store.states(&run.id).unwrap();
+            assert_eq!(states.len(), 11, "{states:?}");
+            let cost: f64 = states.iter().map(|s| s.cost_usd).sum();
+            assert!(cost > 0.0 && (run.total_cost_usd - cost).abs() < 1e-12);
+            assert!(run.total_tokens > 0);
+            assert!(run.error_message.as_deref().unwrap().contains("cancelled"));
+            // The trace so far: the eleven nodes, and the one cancelled (as cancelled).
+            let spans = store.load_trace(&run.id).unwrap().unwrap().spans.len();
+            assert!((11..=12).contains(&spans), "{spans} spans");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The slowest node's time of a run.
 fn slowest(run: &WorkflowRun) -> f64 {
     run.states

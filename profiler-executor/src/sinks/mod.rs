@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use agent_profiler_runtime::BottleneckAnalyzer;
 use agent_profiler_runtime::cost::CostSink;
+use agent_profiler_runtime::trace::Trace;
 
 use crate::console::Console;
 use crate::store::{ExecutionStateRecord, WorkflowRunRecord};
@@ -48,6 +49,13 @@ pub(crate) trait RunSink: Send + Sync {
     /// The run ended: `run` holds the final record, the summary, the report and the trace.
     /// A sink may fill in what it made of the run (the MLflow run, the Perfetto file).
     fn run_finished(&self, run: &mut WorkflowRun, warnings: &Warnings);
+
+    /// The run's future was dropped before the run ended: `record` says so (status
+    /// `interrupted`, the totals of the nodes that finished), with the trace so far. Must
+    /// not block: it runs wherever the future is dropped.
+    fn run_abandoned(&self, record: &WorkflowRunRecord, trace: Option<&Trace>) {
+        let _ = (record, trace);
+    }
 
     /// After every sink's [`run_finished`](Self::run_finished): what the run should wait
     /// for (without holding a thread) before it returns, such as the store's writes; its
@@ -130,6 +138,13 @@ impl Sinks {
     pub fn run_finished(&self, run: &mut WorkflowRun, warnings: &Warnings) {
         for sink in &self.0 {
             sink.run_finished(run, warnings);
+        }
+    }
+
+    /// Tells every sink the run was dropped before it ended.
+    pub fn run_abandoned(&self, record: &WorkflowRunRecord, trace: Option<&Trace>) {
+        for sink in &self.0 {
+            sink.run_abandoned(record, trace);
         }
     }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use agent_profiler_runtime::cost::CostSink;
 
 use super::{RunSink, RunStart, Warnings};
-use crate::store::{ExecutionStateRecord, RunStore};
+use agent_profiler_runtime::trace::Trace;
+
+use crate::store::{ExecutionStateRecord, RunStore, WorkflowRunRecord};
 use crate::workflow::WorkflowRun;
 
 /// Saves the run in a [`RunStore`]: the record when the run starts (status `running`, with
@@ -51,6 +53,10 @@ impl RunSink for StoreSink {
 
     fn run_finished(&self, run: &mut WorkflowRun, _warnings: &Warnings) {
         self.store.queue_finish(&run.record, run.trace.as_ref());
+    }
+
+    fn run_abandoned(&self, record: &WorkflowRunRecord, trace: Option<&Trace>) {
+        self.store.queue_finish(record, trace);
     }
 
     fn settle(&self) -> Option<Pin<Box<dyn Future<Output = Vec<String>> + Send>>> {
