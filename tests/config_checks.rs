@@ -313,3 +313,30 @@ async fn a_run_that_failed_before_any_work_names_no_bottleneck() {
     assert!(line.ends_with("ms total), every call failed"), "{line}");
     assert!(!report.contains("  - works"), "{report}");
 }
+
+/// Workflows written in code follow the rule of configured ones: a name with a control
+/// character is refused before anything runs, and the error shows it escaped.
+#[tokio::test]
+async fn a_code_workflow_name_with_control_characters_is_refused() {
+    use std::sync::Arc;
+
+    use agent_profiler::executor::{WorkflowError, WorkflowExecutor};
+    use agent_profiler::llm::SimulatedClient;
+
+    let executor = WorkflowExecutor::new(Arc::new(SimulatedClient::new()))
+        .no_otlp()
+        .progress(false);
+    let err = executor
+        .run_fn(
+            "evil\n\u{1b}[2J",
+            serde_json::json!({}),
+            |_ctx, state| async move { Ok::<_, String>(state) },
+        )
+        .await
+        .unwrap_err();
+    let WorkflowError::Name(message) = &err else {
+        panic!("expected a name error, got {err}");
+    };
+    assert!(message.contains(r"evil\n\u{1b}[2J"), "{message}");
+    assert!(!err.to_string().contains('\u{1b}'), "{err}");
+}

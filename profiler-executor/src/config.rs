@@ -568,7 +568,7 @@ fn too_big(len: u64) -> String {
 /// What is wrong with a name (after "the workflow name", "the model", ...): too long, or
 /// with a control character (a newline, an escape sequence), which would garble every
 /// line it is printed in.
-fn name_problem(name: &str) -> Result<(), String> {
+pub(crate) fn name_problem(name: &str) -> Result<(), String> {
     let len = name.chars().count();
     if len > MAX_NAME_LEN {
         return Err(format!(

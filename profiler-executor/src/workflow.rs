@@ -139,6 +139,9 @@ pub enum WorkflowError {
     Config(super::config::ConfigError),
     /// The inputs are not a JSON object: nothing ran.
     Inputs(String),
+    /// The workflow's name is too long or holds a control character (which would garble
+    /// every line it is printed in): nothing ran.
+    Name(String),
     /// The run failed; the run (record, report, summary) is here.
     Failed(Box<WorkflowRun>),
 }
@@ -148,6 +151,7 @@ impl fmt::Display for WorkflowError {
         match self {
             WorkflowError::Config(e) => e.fmt(f),
             WorkflowError::Inputs(m) => write!(f, "invalid inputs: {m}"),
+            WorkflowError::Name(m) => write!(f, "invalid workflow name: {m}"),
             WorkflowError::Failed(run) => match &run.failure {
                 Some(why) => write!(f, "run {} failed: {why}", run.record.id),
                 None => write!(f, "run {} failed", run.record.id),
@@ -526,8 +530,10 @@ impl WorkflowExecutor {
     /// the run's analyzer too.
     ///
     /// # Errors
-    /// [`WorkflowError::Inputs`] when `inputs` is not an object; [`WorkflowError::Failed`]
-    /// when `body` returns an error or panics.
+    /// [`WorkflowError::Name`] when `name` is longer than
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters or holds a control character (the
+    /// rule of configured workflows); [`WorkflowError::Inputs`] when `inputs` is not an
+    /// object; [`WorkflowError::Failed`] when `body` returns an error or panics.
     pub async fn run_fn<F, Fut, E>(
         &self,
         name: &str,
@@ -539,6 +545,8 @@ impl WorkflowExecutor {
         Fut: Future<Output = Result<Map<String, Value>, E>> + Send + 'static,
         E: fmt::Display + 'static,
     {
+        crate::config::name_problem(name)
+            .map_err(|problem| WorkflowError::Name(format!("the name {name:?} {problem}")))?;
         let snapshot = json!({ "name": name, "kind": "code" });
         self.drive(name, snapshot, inputs, Vec::new(), move |ctx, state| {
             Box::pin(async move {
