@@ -739,8 +739,9 @@ mod tests {
         assert!(err.message.contains("as in `\"x_y\"`"), "{err}");
     }
 
-    #[test]
-    fn configs_built_in_code_are_bounded_in_size() {
+    /// What [`WorkflowConfig::check`] says of a one-node workflow built in code after
+    /// `edit` changes its node.
+    fn check_edited_node(edit: impl FnOnce(&mut NodeConfig)) -> ConfigError {
         let mut config = WorkflowConfig::from_json_str(&format!(
             r#"{{"name": "w", "steps": [{}]}}"#,
             node("ok")
@@ -749,23 +750,19 @@ mod tests {
         let StepConfig::Node(first) = &mut config.steps[0] else {
             unreachable!()
         };
-        first.prompt = "p".repeat(MAX_CONFIG_BYTES as usize + 1);
-        let err = config.check().unwrap_err();
+        edit(first);
+        config.check().unwrap_err()
+    }
+
+    #[test]
+    fn configs_built_in_code_are_bounded_in_size() {
+        let err = check_edited_node(|n| n.prompt = "p".repeat(MAX_CONFIG_BYTES as usize + 1));
         assert!(err.message.contains("1048577 bytes"), "{err}");
     }
 
     #[test]
     fn configs_built_in_code_are_checked_by_the_same_rules() {
-        let mut config = WorkflowConfig::from_json_str(&format!(
-            r#"{{"name": "w", "steps": [{}]}}"#,
-            node("ok")
-        ))
-        .unwrap();
-        let StepConfig::Node(first) = &mut config.steps[0] else {
-            unreachable!()
-        };
-        first.id = "tool:search".into();
-        let err = config.check().unwrap_err();
+        let err = check_edited_node(|n| n.id = "tool:search".into());
         assert_eq!(err.field.as_deref(), Some("steps[0].id"));
         assert_eq!(
             err.message,

@@ -302,25 +302,93 @@ fn try_batch(
             Err(e) => lost.push((op.run_id().to_owned(), e.to_string().replace('\n', " "))),
         }
     }
-    // Running totals and the trace so far of the runs whose nodes finished.
+    // Running totals and the trace so far of the runs whose nodes finished. A failure
+    // here is the run's own: the other runs' writes in the batch are kept.
     for run_id in progressed {
-        conn.execute(
-            "UPDATE workflow_runs SET \
-             total_cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM execution_states \
-                               WHERE run_id = ?1), \
-             total_tokens = (SELECT COALESCE(SUM(CASE WHEN json_valid(state) \
-                               THEN json_extract(state, '$._tokens') END), 0) \
-                               FROM execution_states WHERE run_id = ?1) \
-             WHERE id = ?1 AND status = 'running'",
-            params![run_id],
-        )?;
-        if let Some(run) = active.get_mut(run_id)
-            && run.trace_saved.is_none_or(|t| t.elapsed() >= TRACE_EVERY)
-            && let Some(trace) = run.analyzer.trace()
-        {
-            upsert_trace(conn, run_id, &trace)?;
-            run.trace_saved = Some(Instant::now());
+        match progress(conn, run_id, active) {
+            Ok(()) => {}
+            Err(e) if is_busy(&e) => return Err(e),
+            Err(e) => lost.push((run_id.to_owned(), e.to_string().replace('\n', " "))),
         }
     }
     conn.execute_batch("COMMIT")
+}
+
+/// Writes the running totals of run `run_id`, and its trace so far when it is due.
+fn progress(
+    conn: &Connection,
+    run_id: &str,
+    active: &mut HashMap<String, Active>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE workflow_runs SET \
+         total_cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM execution_states \
+                           WHERE run_id = ?1), \
+         total_tokens = (SELECT COALESCE(SUM(CASE WHEN json_valid(state) \
+                           THEN json_extract(state, '$._tokens') END), 0) \
+                           FROM execution_states WHERE run_id = ?1) \
+         WHERE id = ?1 AND status = 'running'",
+        params![run_id],
+    )?;
+    if let Some(run) = active.get_mut(run_id)
+        && run.trace_saved.is_none_or(|t| t.elapsed() >= TRACE_EVERY)
+        && let Some(trace) = run.analyzer.trace()
+    {
+        upsert_trace(conn, run_id, &trace)?;
+        run.trace_saved = Some(Instant::now());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn node_state(run_id: &str) -> ExecutionStateRecord {
+        ExecutionStateRecord {
+            run_id: run_id.to_owned(),
+            node_id: "n".to_owned(),
+            step: 0,
+            status: "completed".to_owned(),
+            state: json!({"_tokens": 3}),
+            execution_time_ms: 1.0,
+            cost_usd: 0.5,
+            error_message: None,
+            created_at: 0.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_totals_fail_loses_no_other_runs_writes() {
+        let store = RunStore::in_memory().unwrap();
+        let good = WorkflowRunRecord::started("w", json!({}), json!({}));
+        let bad = WorkflowRunRecord::started("w", json!({}), json!({}));
+        store.queue_start(&good, None);
+        store.queue_start(&bad, None);
+        assert_eq!(store.flush_run(&bad.id).await, Failures::default());
+        // From now on, the running totals of `bad` cannot be written.
+        store
+            .sql(|c| {
+                c.execute_batch(&format!(
+                    "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON workflow_runs \
+                     WHEN NEW.id = '{}' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                    bad.id
+                ))
+            })
+            .unwrap();
+        // Queued at once, so written in one batch.
+        store.queue_state(&node_state(&bad.id));
+        store.queue_state(&node_state(&good.id));
+        let bad_failures = store.flush_run(&bad.id).await;
+        let good_failures = store.flush_run(&good.id).await;
+        assert_eq!(good_failures, Failures::default());
+        assert_eq!(store.states(&good.id).unwrap().len(), 1);
+        assert_eq!(store.get_run(&good.id).unwrap().unwrap().total_tokens, 3);
+        assert_eq!(bad_failures.count, 1, "{bad_failures:?}");
+        assert!(bad_failures.first.unwrap().contains("refused"));
+        // The node state itself was kept.
+        assert_eq!(store.states(&bad.id).unwrap().len(), 1);
+    }
 }
