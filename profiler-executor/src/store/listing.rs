@@ -72,6 +72,14 @@ fn number(v: ValueRef<'_>) -> Option<f64> {
     }
 }
 
+/// A count: a non-negative integer, else 0.
+fn count(v: ValueRef<'_>) -> u64 {
+    match v {
+        ValueRef::Integer(i) => u64::try_from(i).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn listing_from_row(r: &Row<'_>) -> rusqlite::Result<RunListing> {
     let mut corrupt: Vec<&str> = Vec::new();
     let v = |i: usize| r.get_ref(i);
@@ -88,19 +96,12 @@ fn listing_from_row(r: &Row<'_>) -> rusqlite::Result<RunListing> {
     let completed_at = number(v(4)?);
     let duration_ms = number(v(5)?);
     let total_cost_usd = number(v(6)?).unwrap_or(0.0);
-    let total_tokens = match v(7)? {
-        ValueRef::Integer(i) => u64::try_from(i).unwrap_or(0),
-        _ => 0,
-    };
+    let total_tokens = count(v(7)?);
     let error_message = text(v(8)?);
     let has_summary = matches!(v(9)?, ValueRef::Integer(1));
     if matches!(v(10)?, ValueRef::Integer(1)) {
         corrupt.push("bottleneck_info");
     }
-    let count = |x: ValueRef<'_>| match x {
-        ValueRef::Integer(i) => u64::try_from(i).unwrap_or(0),
-        _ => 0,
-    };
     let llm_calls = count(v(11)?);
     let unpriced_calls = count(v(12)?);
     let slowest_ms = number(v(14)?).unwrap_or(0.0);
