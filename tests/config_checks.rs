@@ -5,6 +5,10 @@
 //! skipped. And the report of a run that failed before any node did work names no
 //! bottleneck.
 
+mod support {
+    pub mod scratch;
+}
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,14 +27,19 @@ fn node(id: &str, prompt: &str, key: &str) -> String {
     )
 }
 
+/// `text` is refused with this field and this message.
+fn assert_error(text: &str, field: &str, message: &str) {
+    assert_eq!(error(text), (field.to_owned(), message.to_owned()));
+}
+
+/// A workflow of `first`, then `second` (nodes from [`node`]); it must pass the checks.
+fn two_steps(first: String, second: String) -> WorkflowConfig {
+    let text = format!(r#"{{"name": "w", "steps": [{first}, {second}]}}"#);
+    WorkflowConfig::from_json_str(&text).unwrap()
+}
+
 fn temp_dir(test: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "agent-profiler-config-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::scratch::temp_dir(&format!("agent-profiler-config-{test}"))
 }
 
 /// The error for `text`: (field, message).
@@ -47,11 +56,10 @@ fn fields_no_earlier_step_provides_are_errors_before_the_run() {
         node("first", "Use {later}", "early"),
         node("second", "Plan", "later")
     );
-    let (field, message) = error(&text);
-    assert_eq!(field, "steps[0].prompt");
-    assert_eq!(
-        message,
-        "node `first` uses `{later}`, the output of `second`, which runs later (steps[1])"
+    assert_error(
+        &text,
+        "steps[0].prompt",
+        "node `first` uses `{later}`, the output of `second`, which runs later (steps[1])",
     );
     // A sibling's output in the same group.
     let text = format!(
@@ -81,12 +89,11 @@ fn fields_no_earlier_step_provides_are_errors_before_the_run() {
         node("plan", "Plan {topic}", "plan"),
         node("write", "Write {plan} {nonexistent}", "report")
     );
-    let (field, message) = error(&text);
-    assert_eq!(field, "steps[1].prompt");
-    assert_eq!(
-        message,
+    assert_error(
+        &text,
+        "steps[1].prompt",
         "node `write` uses `{nonexistent}`, which no input and no earlier step provides \
-         (available: `plan`, `topic`)"
+         (available: `plan`, `topic`)",
     );
     // The example's workflow declares its input and passes.
     WorkflowConfig::from_path(concat!(
@@ -98,13 +105,11 @@ fn fields_no_earlier_step_provides_are_errors_before_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_not_declared_are_checked_against_the_run_s_inputs_before_it_starts() {
-    let text = format!(
-        r#"{{"name": "w", "steps": [{}, {}]}}"#,
-        node("plan", "Plan {topic}", "plan"),
-        node("write", "Write {plan} {nonexistent}", "report")
-    );
     // Undeclared inputs may be anything: the file passes.
-    let config = WorkflowConfig::from_json_str(&text).unwrap();
+    let config = two_steps(
+        node("plan", "Plan {topic}", "plan"),
+        node("write", "Write {plan} {nonexistent}", "report"),
+    );
     let store = RunStore::in_memory().unwrap();
     let executor = WorkflowExecutor::new(Arc::new(SimulatedClient::new()))
         .console(Console::Silent)
@@ -265,12 +270,10 @@ impl LlmClient for Refusing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_failed_before_any_work_names_no_bottleneck() {
-    let text = format!(
-        r#"{{"name": "w", "steps": [{}, {}]}}"#,
+    let config = two_steps(
         node("first", "fails at once", "a"),
-        node("second", "never runs {a}", "b")
+        node("second", "never runs {a}", "b"),
     );
-    let config = WorkflowConfig::from_json_str(&text).unwrap();
     let executor = WorkflowExecutor::new(Arc::new(Refusing {
         after: Duration::ZERO,
     }))

@@ -8,6 +8,10 @@
 #[path = "../examples/agent_workflow.rs"]
 mod agent_workflow;
 
+mod support {
+    pub mod scratch;
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,13 +25,7 @@ const WORKFLOW: &str = r#"{"name": "exit_codes", "steps": [
 ]}"#;
 
 fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "agent-profiler-example-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::scratch::temp_dir(&format!("agent-profiler-example-{test}"))
 }
 
 struct Refusing;

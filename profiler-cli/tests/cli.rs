@@ -13,29 +13,20 @@ use agent_profiler_executor::{Console, NodeError, WorkflowExecutor};
 use agent_profiler_runtime::BottleneckAnalyzer;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
+mod support;
+
+use support::{BIN, run_tool, scratch};
 
 /// A node id of 60 characters: tables must cut it to stay within 80 columns.
 const LONG_NODE: &str = "a_very_long_node_identifier_that_goes_on_and_on_for_60_chars";
 
 fn temp_dir(test: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("agent-profiler-cli-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch::temp_dir(&format!("agent-profiler-cli-{test}"))
 }
 
 /// Runs the binary with `--store db` (and no store variables from the environment).
 fn cli(db: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--store")
-        .arg(db)
-        .args(args)
-        .env_remove("AGENT_PROFILER_STORE")
-        .env_remove("AGENT_PROFILER_DB")
-        .output()
-        .unwrap()
+    run_tool(db, args, Duration::from_secs(60)).0
 }
 
 fn stdout(out: &Output) -> String {

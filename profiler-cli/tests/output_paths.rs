@@ -6,29 +6,21 @@
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent_profiler_executor::store::{RunStore, WorkflowRunRecord, WorkflowStatus};
 use agent_profiler_runtime::BottleneckAnalyzer;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
+mod support;
+
+use support::{BIN, run_tool, scratch};
 
 const RUN: &str = "0000000a-0000-4000-8000-00000000000a";
 
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "agent-profiler-output-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A store in a fresh dir holding one finished run with a trace.
 fn store(test: &str) -> (PathBuf, PathBuf) {
-    let dir = temp_dir(test);
+    let dir = scratch::temp_dir(&format!("agent-profiler-output-{test}"));
     let db = dir.join("runs.sqlite3");
     let store = RunStore::open(&db).unwrap();
     let analyzer = BottleneckAnalyzer::new();
@@ -48,25 +40,7 @@ fn store(test: &str) -> (PathBuf, PathBuf) {
 
 /// Runs the binary with `--store db` (killed after 20 s: a FIFO must never hang it).
 fn cli(db: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--store")
-        .arg(db)
-        .args(args)
-        .env_remove("AGENT_PROFILER_STORE")
-        .env_remove("AGENT_PROFILER_DB")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            child.kill().unwrap();
-            panic!("{args:?} hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    run_tool(db, args, Duration::from_secs(20)).0
 }
 
 /// Exit code 1, nothing on stdout, one line `error: ...`; returns it.

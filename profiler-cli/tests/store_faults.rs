@@ -25,7 +25,10 @@ use agent_profiler_executor::store::RunStore;
 use agent_profiler_executor::{Console, WorkflowConfig, WorkflowExecutor};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
+mod support;
+
+use support::run_tool;
+
 const CHILD_ENV: &str = "AGENT_PROFILER_FAULT_CHILD";
 
 /// A plan node, a parallel group of `width` nodes, an analysis node; 20 to 170 ms each
@@ -121,22 +124,7 @@ impl Rng {
 
 /// Runs the tool with `--store db` (killed after 20 s: it must never hang).
 fn cli(db: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--store")
-        .arg(db)
-        .args(args)
-        .env_remove("AGENT_PROFILER_STORE")
-        .env_remove("AGENT_PROFILER_DB")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the tool hung: {args:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    run_tool(db, args, Duration::from_secs(20)).0
 }
 
 fn ok_json(out: &Output) -> Value {
@@ -157,13 +145,8 @@ fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> T {
 }
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "agent-profiler-faults-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    support::scratch::dir_in(parent, &format!("agent-profiler-faults-{test}"))
 }
 
 #[test]
@@ -282,19 +265,20 @@ fn thirty_random_sigkills_leave_a_sound_store_and_no_run_running() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A tmpfs of `size` mounted on `dir` while it lives.
+/// A tmpfs of `size` mounted on a scratch dir named after `test` while it lives.
 struct Mount(PathBuf);
 
 impl Mount {
     /// The mount, or why there is none (outside CI, the caller skips with that reason; in
     /// CI, which runs as root, it is a failure).
-    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    fn tmpfs(test: &str, size: &str) -> Option<Mount> {
+        let dir = scratch(test);
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
+            .arg(&dir)
             .output();
         match out {
-            Ok(o) if o.status.success() => Some(Mount(dir.to_owned())),
+            Ok(o) if o.status.success() => Some(Mount(dir)),
             other => {
                 let why = match other {
                     Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
@@ -330,11 +314,10 @@ impl Drop for Mount {
 
 #[test]
 fn a_full_disk_is_a_warning_and_a_count() {
-    let dir = scratch("full");
-    let Some(_mount) = Mount::tmpfs(&dir, "1m") else {
+    let Some(mount) = Mount::tmpfs("full", "1m") else {
         return;
     };
-    let db = dir.join("runs.sqlite3");
+    let db = mount.0.join("runs.sqlite3");
     let store = RunStore::open(&db).unwrap();
     let exec = executor(store.clone());
     let config = workflow(100, 1000);
@@ -385,11 +368,10 @@ fn a_full_disk_is_a_warning_and_a_count() {
 
 #[test]
 fn a_read_only_disk_refuses_writers_in_one_line_and_is_read() {
-    let dir = scratch("readonly");
-    let Some(mount) = Mount::tmpfs(&dir, "8m") else {
+    let Some(mount) = Mount::tmpfs("readonly", "8m") else {
         return;
     };
-    let db = dir.join("runs.sqlite3");
+    let db = mount.0.join("runs.sqlite3");
     {
         let exec = executor(RunStore::open(&db).unwrap());
         runtime()
@@ -415,7 +397,7 @@ fn a_read_only_disk_refuses_writers_in_one_line_and_is_read() {
     let runs = listed["runs"].as_array().unwrap();
     assert!(runs.len() >= 2, "{listed}");
     // What the tool lists is what SQLite reads through the WAL the killed writer left.
-    let wal = std::fs::metadata(dir.join("runs.sqlite3-wal")).map_or(0, |m| m.len());
+    let wal = std::fs::metadata(mount.0.join("runs.sqlite3-wal")).map_or(0, |m| m.len());
     println!("read-only disk: -wal of {wal} bytes left by the killed writer");
     assert_eq!(
         runs.len() as i64,

@@ -3,48 +3,24 @@
 //! store refused at once with one line naming the path and the cause.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use agent_profiler_executor::store::RunStore;
 use agent_profiler_runtime::BottleneckAnalyzer;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
+mod support;
+
+use support::run_tool;
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "agent-profiler-scale-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::scratch::temp_dir(&format!("agent-profiler-scale-{test}"))
 }
 
 /// Runs the tool with `--store db`; killed (and the test failed) after 10 s.
 fn cli(db: &Path, args: &[&str]) -> (Output, Duration) {
-    let started = Instant::now();
-    let child = Command::new(BIN)
-        .arg("--store")
-        .arg(db)
-        .args(args)
-        .env_remove("AGENT_PROFILER_STORE")
-        .env_remove("AGENT_PROFILER_DB")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(out) => (out, started.elapsed()),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("the tool hung on {db:?} {args:?}");
-        }
-    }
+    run_tool(db, args, Duration::from_secs(10))
 }
 
 /// A store of `n` finished runs of two workflows, each with a 30-node summary, a config

@@ -11,6 +11,10 @@ use agent_profiler_executor::store::RunStore;
 use agent_profiler_executor::{Console, WorkflowConfig, WorkflowExecutor, WorkflowRun};
 use serde_json::json;
 
+#[allow(dead_code)] // directories under a given base only
+#[path = "../../tests/support/scratch.rs"]
+mod scratch;
+
 /// A workflow of one parallel group of `nodes` simulated nodes, 50 to 75 ms each
 /// (50 ms plus 0.5 ms per generated token; `max_tokens` 2 to 61 give 1 to 48 tokens).
 fn wide(nodes: usize) -> WorkflowConfig {
@@ -45,12 +49,30 @@ fn executor(store: RunStore) -> WorkflowExecutor {
         .store(store)
 }
 
+/// Runs of `wide(200)` at once, one on each store by its own executor; each must end
+/// without a warning.
+async fn run_at_once(stores: Vec<RunStore>) -> Vec<WorkflowRun> {
+    let config = wide(200);
+    let tasks: Vec<_> = stores
+        .into_iter()
+        .map(|store| {
+            let exec = executor(store);
+            let config = config.clone();
+            tokio::spawn(async move { exec.run_config(&config, json!({"topic": "t"})).await })
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for task in tasks {
+        let run = task.await.unwrap().unwrap();
+        assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+        runs.push(run);
+    }
+    runs
+}
+
 /// A fresh directory under `base` for this test.
 fn fresh_dir(base: &Path, test: &str) -> PathBuf {
-    let dir = base.join(format!("agent-profiler-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch::dir_in(base, &format!("agent-profiler-{test}"))
 }
 
 /// A directory on disk (not tmpfs): the target directory's scratch space.
@@ -58,49 +80,60 @@ fn disk_dir(test: &str) -> PathBuf {
     fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), test)
 }
 
+/// A store in a fresh directory on disk for this test: the directory, the file, the store.
+fn disk_store(test: &str) -> (PathBuf, PathBuf, RunStore) {
+    let dir = disk_dir(test);
+    let db = dir.join("runs.sqlite3");
+    let store = RunStore::open(&db).unwrap();
+    (dir, db, store)
+}
+
 fn count(db: &Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// What `runs` runs of `wide(200)` leave in the store at `db`: each completed, with its
+/// 200 node states and its trace.
+fn assert_stored(db: &Path, runs: i64) {
+    assert_eq!(count(db, "SELECT COUNT(*) FROM workflow_runs"), runs);
+    assert_eq!(
+        count(
+            db,
+            "SELECT COUNT(*) FROM workflow_runs WHERE status = 'completed'"
+        ),
+        runs
+    );
+    assert_eq!(
+        count(db, "SELECT COUNT(*) FROM execution_states"),
+        runs * 200
+    );
+    assert_eq!(count(db, "SELECT COUNT(*) FROM run_traces"), runs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_concurrent_wide_runs_twice_lose_nothing() {
     let dir = disk_dir("concurrent");
     let db = dir.join("runs.sqlite3");
-    let config = wide(200);
     let shared = RunStore::open(&db).unwrap();
     // Round 1: one store shared by eight executors; round 2: each opens the file itself.
     for round in 0..2 {
-        let tasks: Vec<_> = (0..8)
+        let stores = (0..8)
             .map(|_| {
-                let store = if round == 0 {
+                if round == 0 {
                     shared.clone()
                 } else {
                     RunStore::open(&db).unwrap()
-                };
-                let exec = executor(store);
-                let config = config.clone();
-                tokio::spawn(async move { exec.run_config(&config, json!({"topic": "t"})).await })
+                }
             })
             .collect();
-        for task in tasks {
-            let run = task.await.unwrap().unwrap();
-            assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+        for run in run_at_once(stores).await {
             assert_eq!(run.states.len(), 200);
             assert!(run.trace.is_some());
         }
     }
     drop(shared);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM workflow_runs"), 16);
-    assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM workflow_runs WHERE status = 'completed'"
-        ),
-        16
-    );
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM execution_states"), 3200);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM run_traces"), 16);
+    assert_stored(&db, 16);
     // Every run's totals are those of its node states.
     assert_eq!(
         count(
@@ -168,16 +201,7 @@ fn eight_processes_twice_on_one_store_lose_nothing() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM workflow_runs"), 16);
-    assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM workflow_runs WHERE status = 'completed'"
-        ),
-        16
-    );
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM execution_states"), 3200);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM run_traces"), 16);
+    assert_stored(&db, 16);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -185,26 +209,14 @@ fn eight_processes_twice_on_one_store_lose_nothing() {
 /// more than SQLite's busy timeout. Nothing is lost, and the nodes' times do not show it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_held_for_six_seconds_loses_nothing_and_delays_no_node() {
-    let dir = disk_dir("held");
-    let db = dir.join("runs.sqlite3");
-    let store = RunStore::open(&db).unwrap();
+    let (dir, db, store) = disk_store("held");
     let holder = rusqlite::Connection::open(&db).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let released = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(6));
         holder.execute_batch("COMMIT").unwrap();
     });
-    let config = wide(200);
-    let tasks: Vec<_> = (0..2)
-        .map(|_| {
-            let exec = executor(store.clone());
-            let config = config.clone();
-            tokio::spawn(async move { exec.run_config(&config, json!({"topic": "t"})).await })
-        })
-        .collect();
-    for task in tasks {
-        let run = task.await.unwrap().unwrap();
-        assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    for run in run_at_once(vec![store.clone(), store.clone()]).await {
         // Each node sleeps 50 to 75 ms; the held store must not add seconds.
         assert!(slowest(&run) >= 73.0);
         assert!(slowest(&run) < 1000.0, "{}", slowest(&run));
@@ -212,9 +224,7 @@ async fn a_store_held_for_six_seconds_loses_nothing_and_delays_no_node() {
     }
     released.join().unwrap();
     drop(store);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM workflow_runs"), 2);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM execution_states"), 400);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM run_traces"), 2);
+    assert_stored(&db, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -222,9 +232,7 @@ async fn a_store_held_for_six_seconds_loses_nothing_and_delays_no_node() {
 /// cost of the nodes that finished and its trace so far, not left `running`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_run_is_interrupted_with_what_finished() {
-    let dir = disk_dir("cancelled");
-    let db = dir.join("runs.sqlite3");
-    let store = RunStore::open(&db).unwrap();
+    let (dir, _, store) = disk_store("cancelled");
     let exec = executor(store.clone());
     // 50-75 ms, then ten nodes at once (50-75 ms), then a node of about 700 ms.
     let text = json!({"name": "long", "steps": [

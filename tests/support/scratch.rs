@@ -1,7 +1,8 @@
 //! Names and directories that no other test, nor an earlier run against the same MLflow
-//! server, uses: experiment names, temporary directories.
+//! server, uses: experiment names, temporary directories. The other crates' tests reach
+//! this file with `#[path = ...]` (the CLI's `tests/support`, the executor's store tests).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,7 +22,12 @@ pub fn unique(prefix: &str) -> String {
 
 /// A new, empty directory under the system's temporary directory, named after `prefix`.
 pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(prefix));
+    dir_in(&std::env::temp_dir(), prefix)
+}
+
+/// A new, empty directory under `parent`, named after `prefix`.
+pub fn dir_in(parent: &Path, prefix: &str) -> PathBuf {
+    let dir = parent.join(unique(prefix));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

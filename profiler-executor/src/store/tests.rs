@@ -9,14 +9,12 @@ use super::test_support::finished;
 use super::*;
 use serde_json::json;
 
+/// The root package's scratch directories, shared as they are.
+#[path = "../../../tests/support/scratch.rs"]
+mod scratch;
+
 fn temp_path(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "agent-profiler-store-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("runs.sqlite3")
+    scratch::temp_dir(&format!("agent-profiler-store-{test}")).join("runs.sqlite3")
 }
 
 /// An in-memory store holding `runs`.
