@@ -66,6 +66,7 @@ pub use listing::RunListing;
 pub use records::{ExecutionStateRecord, WorkflowRunRecord, WorkflowStatus};
 pub use writer::Failures;
 
+use queries::TOTALS_FROM_STATES;
 use writer::{Op, Writer};
 
 /// The environment variable that overrides [`RunStore::default_path`].
@@ -314,30 +315,30 @@ impl RunStore {
             }
             with_retries(|| {
                 c.execute_batch("BEGIN IMMEDIATE")?;
-                for (id, owner) in &dead {
+                let marked = dead.iter().try_for_each(|(id, owner)| {
                     let why = owner.as_ref().map_or_else(String::new, |o| {
                         format!(
                             "interrupted: its process (pid {} on {}) ended before the run finished",
                             o.pid, o.host
                         )
                     });
-                    let marked = c.execute(
-                        "UPDATE workflow_runs SET status = 'interrupted', \
-                         error_message = COALESCE(error_message, ?2), \
-                         total_cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) \
-                             FROM execution_states WHERE run_id = ?1), \
-                         total_tokens = (SELECT COALESCE(SUM(CASE WHEN json_valid(state) \
-                             THEN json_extract(state, '$._tokens') END), 0) \
-                             FROM execution_states WHERE run_id = ?1) \
-                         WHERE id = ?1 AND status = 'running'",
+                    c.execute(
+                        &format!(
+                            "UPDATE workflow_runs SET status = 'interrupted', \
+                             error_message = COALESCE(error_message, ?2), {TOTALS_FROM_STATES} \
+                             WHERE id = ?1 AND status = 'running'"
+                        ),
                         params![id, why],
-                    );
-                    if let Err(e) = marked {
-                        let _ = c.execute_batch("ROLLBACK");
-                        return Err(e);
-                    }
+                    )
+                    .map(drop)
+                });
+                // Rolled back whatever failed, the commit too (a busy one is retried from
+                // `BEGIN`, which must not find this transaction still open).
+                let done = marked.and_then(|()| c.execute_batch("COMMIT"));
+                if done.is_err() {
+                    let _ = c.execute_batch("ROLLBACK");
                 }
-                c.execute_batch("COMMIT")
+                done
             })?;
             Ok(dead.len())
         })

@@ -273,23 +273,27 @@ impl RunStore {
     /// # Errors
     /// [`StoreError`] when SQLite fails.
     pub fn unique_prefix_len(&self, min: usize) -> Result<usize, StoreError> {
-        let ids = self.sql(|c| {
+        self.sql(|c| {
             let mut stmt = c.prepare("SELECT id FROM workflow_runs ORDER BY id")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        // In sorted order, the longest common start of any two ids is that of two
-        // neighbours.
-        let mut len = min;
-        for pair in ids.windows(2) {
-            let common = pair[0]
-                .chars()
-                .zip(pair[1].chars())
-                .take_while(|(a, b)| a == b)
-                .count();
-            len = len.max(common + 1);
-        }
-        Ok(len)
+            let mut rows = stmt.query([])?;
+            // In sorted order, the longest common start of any two ids is that of two
+            // neighbours: one id is kept at a time, whatever the number of runs.
+            let mut len = min;
+            let mut previous: Option<String> = None;
+            while let Some(row) = rows.next()? {
+                let id: String = row.get(0)?;
+                if let Some(previous) = &previous {
+                    let common = previous
+                        .chars()
+                        .zip(id.chars())
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    len = len.max(common + 1);
+                }
+                previous = Some(id);
+            }
+            Ok(len)
+        })
     }
 
     /// Stores the trace of run `run_id` (trace mode), replacing any trace stored for it.
@@ -336,6 +340,14 @@ const LIGHT_RUN_COLUMNS: &str = "id, workflow_name, status, 'null', 'null', NULL
 fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
     serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
+
+/// The `SET` list that makes the totals of run `?1` those of its stored node states: the
+/// running totals of a run that has not ended, and the totals of an interrupted one.
+pub(super) const TOTALS_FROM_STATES: &str = "\
+    total_cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM execution_states \
+        WHERE run_id = ?1), \
+    total_tokens = (SELECT COALESCE(SUM(CASE WHEN json_valid(state) \
+        THEN json_extract(state, '$._tokens') END), 0) FROM execution_states WHERE run_id = ?1)";
 
 /// Inserts `run`, or updates the stored run with the same id.
 pub(super) fn upsert_run(c: &Connection, run: &WorkflowRunRecord) -> rusqlite::Result<()> {

@@ -20,7 +20,7 @@ use agent_profiler_runtime::trace::Trace;
 use rusqlite::{Connection, ErrorCode, params};
 
 use super::owner::Owner;
-use super::queries::{insert_state, upsert_run, upsert_trace};
+use super::queries::{TOTALS_FROM_STATES, insert_state, upsert_run, upsert_trace};
 use super::{ExecutionStateRecord, RunStore, StoreError, WorkflowRunRecord};
 
 /// How long a batch stays open after its first write.
@@ -321,13 +321,9 @@ fn progress(
     active: &mut HashMap<String, Active>,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE workflow_runs SET \
-         total_cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM execution_states \
-                           WHERE run_id = ?1), \
-         total_tokens = (SELECT COALESCE(SUM(CASE WHEN json_valid(state) \
-                           THEN json_extract(state, '$._tokens') END), 0) \
-                           FROM execution_states WHERE run_id = ?1) \
-         WHERE id = ?1 AND status = 'running'",
+        &format!(
+            "UPDATE workflow_runs SET {TOTALS_FROM_STATES} WHERE id = ?1 AND status = 'running'"
+        ),
         params![run_id],
     )?;
     if let Some(run) = active.get_mut(run_id)
