@@ -26,7 +26,6 @@ use std::error::Error;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agent_profiler::executor::{
     StepConfig, WorkflowConfig, WorkflowError, WorkflowExecutor, WorkflowRun,
@@ -37,9 +36,6 @@ use agent_profiler::store::RunStore;
 
 /// The MLflow experiment of the example's runs when the environment names none.
 pub const DEFAULT_EXPERIMENT: &str = "agent-profiler-examples";
-
-/// How long the example waits, at the end, for the run's trace to reach its receiver.
-const TRACE_DELIVERY_WAIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -222,8 +218,10 @@ fn print_outputs(
         }
     }
     if let Some(exporter) = executor.otlp_exporter() {
-        exporter.flush(TRACE_DELIVERY_WAIT);
-        let stats = exporter.stats();
+        // The last run of this process: deliver what is queued within the exporter's
+        // shutdown timeout, once (a flush followed by the shutdown that dropping the executor
+        // does would give a silent server that deadline twice).
+        let stats = exporter.shutdown();
         if stats.traces_sent == 0 || stats.anything_lost() {
             writeln!(out, "trace: not delivered ({stats})")?;
         } else {

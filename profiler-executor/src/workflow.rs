@@ -620,14 +620,16 @@ impl WorkflowExecutor {
     }
 
     /// The outputs of a run, from the configuration, in the order their work depends on
-    /// each other: MLflow first (its run id goes into the trace sent over OTLP), the
-    /// printed report, the run store, the Perfetto file, OTLP last.
+    /// each other: the printed report first (it is printed the moment the run ends, whatever
+    /// the outputs after it wait for), MLflow before OTLP (its run id goes into the trace,
+    /// so it waits a few seconds at most for its run to exist), the run store, the Perfetto
+    /// file, OTLP last.
     fn sinks(&self) -> Sinks {
-        let mut sinks: Vec<Box<dyn RunSink>> = Vec::new();
+        let mut sinks: Vec<Box<dyn RunSink>> =
+            vec![Box::new(ConsoleSink::new(self.console.clone()))];
         if let Some(config) = &self.mlflow {
             sinks.push(Box::new(MlflowSink::new(config.clone())));
         }
-        sinks.push(Box::new(ConsoleSink::new(self.console.clone())));
         if let Some(store) = &self.store {
             sinks.push(Box::new(StoreSink::new(store.clone())));
         }

@@ -71,10 +71,21 @@ impl RunSink for MlflowSink {
         let Some(tracker) = self.tracker.get() else {
             return;
         };
-        if let Some(info) = tracker.wait_for_run_attempt(RUN_CREATION_WAIT) {
-            run.mlflow_run_url = Some(run_url(tracker.tracking_uri(), &info));
-            run.mlflow_run_id = Some(info.run_id);
-            run.mlflow_experiment_id = Some(info.experiment_id);
+        match tracker.wait_for_run_attempt(RUN_CREATION_WAIT) {
+            Some(info) => {
+                run.mlflow_run_url = Some(run_url(tracker.tracking_uri(), &info));
+                run.mlflow_run_id = Some(info.run_id);
+                run.mlflow_experiment_id = Some(info.experiment_id);
+            }
+            // A server that refused or failed has said so through the exporter; one that
+            // has not answered at all has said nothing yet.
+            None if tracker.stats().last_error.is_none() => warnings.warn(format!(
+                "MLflow run not created: {} has not answered within {} s; this run's metrics \
+                 are sent only if it answers before the exporter's shutdown timeout",
+                tracker.tracking_uri(),
+                RUN_CREATION_WAIT.as_secs()
+            )),
+            None => {}
         }
         tracker.log_bottleneck_report(&run.summary);
         let status = if run.record.status == WorkflowStatus::Completed {
