@@ -1,12 +1,15 @@
 //! `#[profile_node]` end to end: timing, outcomes, context, async, threads.
 
 mod support {
+    pub mod nested;
     pub mod runtimes;
 }
 
 use std::io;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
+
+use support::nested::outer;
 
 use agent_profiler::{
     BottleneckAnalyzer, NodeTimings, ProfilerFutureExt, ProfilerScope, Summary, clear_profiler,
@@ -143,18 +146,6 @@ fn test_multiple_calls_aggregate_timing() {
     assert!((timings.avg_duration_ms - avg).abs() < 1e-9);
     assert!(timings.min_duration_ms >= 10.0 && timings.max_duration_ms >= timings.min_duration_ms);
     assert!(timings.first_timestamp <= timings.timestamp);
-}
-
-#[profile_node("outer")]
-fn outer() {
-    std::thread::sleep(Duration::from_millis(5));
-    inner();
-    inner();
-}
-
-#[profile_node("inner")]
-fn inner() {
-    std::thread::sleep(Duration::from_millis(10));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! workflow's report, and a render in headless Chromium that must not be blank.
 
 mod support {
+    pub mod nested;
     pub mod scratch;
 }
 
@@ -163,23 +164,12 @@ fn share_chart_draws_one_bar_per_node_proportional_to_its_share() {
     );
 }
 
-#[profile_node("report_outer")]
-fn outer() {
-    std::thread::sleep(Duration::from_millis(6));
-    inner();
-}
-
-#[profile_node("report_inner")]
-fn inner() {
-    std::thread::sleep(Duration::from_millis(12));
-}
-
 #[test]
 fn share_chart_uses_self_time_of_nested_nodes() {
     let analyzer = BottleneckAnalyzer::new();
     {
         let _scope = ProfilerScope::new(&analyzer);
-        outer();
+        support::nested::outer();
     }
     let summary = analyzer.get_summary();
     assert_eq!(summary.nodes.len(), 2);
