@@ -12,6 +12,19 @@ fn analyzer_with(records: &[(&str, f64)]) -> BottleneckAnalyzer {
     analyzer
 }
 
+/// Checks a bottleneck's or the slowest node's total, average and number of calls.
+fn assert_figures(node: &NodeShare, total_ms: f64, avg_ms: f64, calls: u64) {
+    assert_eq!(
+        (
+            node.total_duration_ms,
+            node.avg_duration_ms,
+            node.call_count
+        ),
+        (total_ms, avg_ms, calls),
+        "{node:?}"
+    );
+}
+
 fn ids(shares: &[NodeShare]) -> Vec<&str> {
     shares.iter().map(|s| s.node_id.as_str()).collect()
 }
@@ -50,11 +63,8 @@ fn test_get_bottlenecks_default_threshold() {
     let analyzer = analyzer_with(&[("fast", 50.0), ("slow", 450.0)]);
     let found = analyzer.get_bottlenecks(agent_profiler::DEFAULT_THRESHOLD_PERCENT);
     assert_eq!(ids(&found), ["slow"]);
-    let slow = &found[0];
-    assert_eq!(slow.percent_of_total, 90.0);
-    assert_eq!(slow.total_duration_ms, 450.0);
-    assert_eq!(slow.avg_duration_ms, 450.0);
-    assert_eq!(slow.call_count, 1);
+    assert_eq!(found[0].percent_of_total, 90.0);
+    assert_figures(&found[0], 450.0, 450.0, 1);
 }
 
 #[test]
@@ -77,9 +87,7 @@ fn test_get_slowest_node() {
         slowest.node_id, "node1",
         "highest total, not highest average"
     );
-    assert_eq!(slowest.total_duration_ms, 250.0);
-    assert_eq!(slowest.avg_duration_ms, 125.0);
-    assert_eq!(slowest.call_count, 2);
+    assert_figures(&slowest, 250.0, 125.0, 2);
 }
 
 #[test]
@@ -223,28 +231,39 @@ fn contract_zero_duration_counts_as_node_never_as_bottleneck() {
 fn json_field_names_are_stable() {
     let analyzer = analyzer_with(&[("fast", 50.0), ("slow", 450.0)]);
     let json = serde_json::to_value(analyzer.get_summary()).unwrap();
-    for key in ["total_time_ms", "node_count", "slowest_node", "bottlenecks"] {
-        assert!(json.get(key).is_some(), "summary has `{key}`: {json}");
-    }
-    let entry = &json["bottlenecks"][0];
-    for key in [
-        "node_id",
-        "total_duration_ms",
-        "avg_duration_ms",
-        "call_count",
-        "percent_of_total",
-    ] {
-        assert!(entry.get(key).is_some(), "bottleneck has `{key}`: {entry}");
-    }
-    let node = &json["nodes"][0];
-    for key in [
-        "node_id",
-        "duration_ms",
-        "timestamp",
-        "call_count",
-        "total_duration_ms",
-    ] {
-        assert!(node.get(key).is_some(), "node timings have `{key}`: {node}");
+    let expected: [(&str, &serde_json::Value, &[&str]); 3] = [
+        (
+            "summary",
+            &json,
+            &["total_time_ms", "node_count", "slowest_node", "bottlenecks"],
+        ),
+        (
+            "bottleneck",
+            &json["bottlenecks"][0],
+            &[
+                "node_id",
+                "total_duration_ms",
+                "avg_duration_ms",
+                "call_count",
+                "percent_of_total",
+            ],
+        ),
+        (
+            "node timings",
+            &json["nodes"][0],
+            &[
+                "node_id",
+                "duration_ms",
+                "timestamp",
+                "call_count",
+                "total_duration_ms",
+            ],
+        ),
+    ];
+    for (what, object, keys) in expected {
+        for key in keys {
+            assert!(object.get(key).is_some(), "{what} has `{key}`: {object}");
+        }
     }
     let back: agent_profiler::Summary = serde_json::from_value(json).unwrap();
     assert_eq!(back, analyzer.get_summary());
