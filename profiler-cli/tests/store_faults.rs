@@ -1,4 +1,4 @@
-//! The run store's fault suite (issue 13): real processes killed with SIGKILL at random
+//! The run store's fault suite: real processes killed with SIGKILL at random
 //! points while they run workflows on one store, a full disk and a read-only disk (small
 //! tmpfs mounts; CI runs as root), each asserting what is kept and what is counted.
 //!

@@ -1,5 +1,5 @@
-//! The run store under load: concurrent runs on one store lose nothing (issue 13, finding
-//! 4), and where the store lives does not change the node times measured (finding 1).
+//! The run store under load: concurrent runs on one store lose nothing, and where the store
+//! lives (disk or tmpfs) does not change the node times measured.
 //! Real SQLite files: on disk (under the target directory) and on tmpfs (`/dev/shm`).
 
 use std::path::{Path, PathBuf};
