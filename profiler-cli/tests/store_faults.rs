@@ -101,7 +101,8 @@ fn spawn_child(db: &Path) -> std::process::Child {
         .unwrap()
 }
 
-/// A small pseudo-random generator (xorshift), seeded from the clock; the seed is printed.
+/// A small pseudo-random generator (xorshift), started from the clock; its starting value is
+/// printed, so that a failing sequence of kills can be replayed.
 struct Rng(u64);
 
 impl Rng {
