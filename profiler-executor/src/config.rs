@@ -25,6 +25,9 @@
 //! [`WorkflowConfig::check_inputs`] checks them against the inputs a run is given, before
 //! the run starts.
 //!
+//! A node may ask for its answer as a stream (`"stream": true`): the call takes about as
+//! long, and the time its first text came (the time to first token) is recorded too.
+//!
 //! Limits: a config file holds at most [`MAX_CONFIG_BYTES`]; names (the workflow's, models,
 //! output keys) at most [`MAX_NAME_LEN`] characters and no control characters; `max_tokens`
 //! is 1 to [`MAX_MAX_TOKENS`]. A UTF-8 byte order mark at the start of the file is skipped.
@@ -94,6 +97,14 @@ pub struct NodeConfig {
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Whether to ask for the answer as a stream of server-sent events (false when absent),
+    /// which also tells when the first text came.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stream: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn default_max_tokens() -> u32 {
@@ -134,6 +145,7 @@ struct RawStep {
     output_key: Option<String>,
     max_tokens: Option<u32>,
     temperature: Option<f64>,
+    stream: Option<bool>,
     parallel: Option<Vec<NodeConfig>>,
 }
 
@@ -147,7 +159,8 @@ impl TryFrom<RawStep> for StepConfig {
             || raw.prompt.is_some()
             || raw.output_key.is_some()
             || raw.max_tokens.is_some()
-            || raw.temperature.is_some();
+            || raw.temperature.is_some()
+            || raw.stream.is_some();
         if let Some(parallel) = raw.parallel {
             if node_fields {
                 return Err(
@@ -172,6 +185,7 @@ impl TryFrom<RawStep> for StepConfig {
             output_key: raw.output_key.ok_or_else(|| missing("output_key"))?,
             max_tokens: raw.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             temperature: raw.temperature,
+            stream: raw.stream.unwrap_or(false),
         }))
     }
 }
@@ -752,6 +766,37 @@ mod tests {
         };
         edit(first);
         config.check().unwrap_err()
+    }
+
+    #[test]
+    fn a_node_may_ask_for_a_stream() {
+        let one = |stream: &str| {
+            WorkflowConfig::from_json_str(&format!(
+                r#"{{"name": "w", "steps": [{{"id": "a", "model": "m", "prompt": "p",
+                    "output_key": "o"{stream}}}]}}"#
+            ))
+        };
+        let config = one(r#", "stream": true"#).unwrap();
+        assert!(config.nodes().next().unwrap().stream);
+        assert!(!one("").unwrap().nodes().next().unwrap().stream);
+        // Written back only when asked for, so older configs stay as they were.
+        assert!(
+            serde_json::to_string(&config)
+                .unwrap()
+                .contains(r#""stream":true"#)
+        );
+        let plain = serde_json::to_string(&one("").unwrap()).unwrap();
+        assert!(!plain.contains("stream"), "{plain}");
+        let err = one(r#", "stream": "yes""#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("steps[0].stream"), "{err}");
+        assert!(err.message.contains("expected a boolean"), "{err}");
+        // On a group it is a node field, not the group's.
+        let err = WorkflowConfig::from_json_str(&format!(
+            r#"{{"name": "w", "steps": [{{"stream": true, "parallel": [{}]}}]}}"#,
+            node("a")
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("either a node or a group"), "{err}");
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl NodeExecutor {
             prompt,
             max_tokens: node.max_tokens,
             temperature: node.temperature,
+            stream: node.stream,
         };
         match self.call(&node.id, &request, analyzer.as_ref()).await {
             (Ok(response), cost) => {

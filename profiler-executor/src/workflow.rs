@@ -347,6 +347,7 @@ impl WorkflowContext {
             output_key: "output".to_owned(),
             max_tokens: super::config::DEFAULT_MAX_TOKENS,
             temperature: None,
+            stream: false,
         };
         self.run_node(&node, &Map::new()).await.map(|o| o.text)
     }

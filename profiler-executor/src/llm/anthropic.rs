@@ -1,11 +1,12 @@
-//! Anthropic Messages (`POST {base}/v1/messages`).
+//! Anthropic Messages (`POST {base}/v1/messages`), in one body or streamed.
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::http::{Endpoint, Reply};
+use super::http::{Endpoint, Reply, Step, StreamDecoder};
+use super::sse::SseEvent;
 use super::{ApiKey, Completion, LlmClient, LlmError, LlmRequest, LlmResponse, env_value};
 
 /// The default base URL: Anthropic's.
@@ -66,6 +67,9 @@ impl AnthropicClient {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
+        if request.stream {
+            body["stream"] = json!(true);
+        }
         let mut headers = HeaderMap::new();
         headers.insert("x-api-key", self.key.header_value(false)?);
         headers.insert(
@@ -86,9 +90,117 @@ impl AnthropicClient {
             },
             missing: "no `content` array (not a Messages answer)",
         };
-        self.endpoint
-            .post("/v1/messages", headers, &body, Some(&self.key), reply)
-            .await
+        let (path, key) = ("/v1/messages", Some(&self.key));
+        if request.stream {
+            let decoder = MessageStream::default();
+            return self
+                .endpoint
+                .post_stream(path, headers, &body, key, reply, decoder)
+                .await;
+        }
+        self.endpoint.post(path, headers, &body, key, reply).await
+    }
+}
+
+/// A Messages stream: `message_start` (the message without content, with the input usage),
+/// `content_block_start` / `content_block_delta` (`text_delta`) / `content_block_stop` per
+/// block, `message_delta` (stop reason, cumulative usage), `message_stop`; `ping` at any
+/// time; `error` when the API fails mid-stream.
+#[derive(Default)]
+struct MessageStream {
+    id: Option<Value>,
+    model: Option<Value>,
+    stop_reason: Option<Value>,
+    usage: Option<Map<String, Value>>,
+}
+
+impl MessageStream {
+    /// Later counts replace earlier ones: `message_delta`'s are cumulative.
+    fn merge_usage(&mut self, usage: Option<&Value>) {
+        if let Some(Value::Object(fields)) = usage {
+            let merged = self.usage.get_or_insert_with(Map::new);
+            for (name, count) in fields {
+                if !count.is_null() {
+                    merged.insert(name.clone(), count.clone());
+                }
+            }
+        }
+    }
+}
+
+impl StreamDecoder for MessageStream {
+    fn event(&mut self, event: &SseEvent, text: &mut String) -> Step {
+        let data: Value = match serde_json::from_str(&event.data) {
+            Ok(data) => data,
+            Err(e) => return Step::Failed(format!("an event is not JSON ({e})")),
+        };
+        // The `type` in the data is the API's; `event:` repeats it.
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or_default();
+        match kind {
+            "message_start" => {
+                let message = &data["message"];
+                self.id = message.get("id").cloned();
+                self.model = message.get("model").cloned();
+                self.merge_usage(message.get("usage"));
+            }
+            "content_block_start" => {
+                let block = &data["content_block"];
+                if block["type"] == "text"
+                    && let Some(start) = block["text"].as_str()
+                {
+                    text.push_str(start);
+                }
+            }
+            // Thinking and tool-input deltas are not the answer's text.
+            "content_block_delta" if data["delta"]["type"] == "text_delta" => {
+                if let Some(delta) = data["delta"]["text"].as_str() {
+                    text.push_str(delta);
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = data["delta"].get("stop_reason").filter(|r| !r.is_null()) {
+                    self.stop_reason = Some(reason.clone());
+                }
+                self.merge_usage(data.get("usage"));
+            }
+            "message_stop" => return Step::Done,
+            "error" => {
+                let error = &data["error"];
+                let kind = error["type"].as_str().unwrap_or("error");
+                let message = error["message"].as_str().unwrap_or_default();
+                return Step::Failed(format!("the API sent an error event: {kind}: {message}"));
+            }
+            // `ping`, `content_block_stop`, and event types added later.
+            _ => {}
+        }
+        Step::More
+    }
+
+    fn usage(&self) -> Option<Value> {
+        let mut usage = self.usage.clone()?;
+        // The cache counters mark the object as Anthropic's for the cost tracker, which
+        // otherwise could not tell `input_tokens` from the Responses API's (which counts
+        // the cache in).
+        for counter in ["cache_creation_input_tokens", "cache_read_input_tokens"] {
+            usage.entry(counter).or_insert(json!(0));
+        }
+        Some(Value::Object(usage))
+    }
+
+    fn body(&self, text: &str) -> Value {
+        json!({
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": self.stop_reason,
+            "usage": self.usage(),
+        })
     }
 }
 

@@ -1,23 +1,26 @@
 //! What the HTTP clients share: the endpoint (its base URL, timeout and the HTTP layer's
-//! async client), posting a JSON request, and reading the answer into an [`LlmResponse`]
-//! or an [`LlmError`] that never holds the key.
+//! async client), posting a JSON request, and reading the answer (one JSON body, or a
+//! stream of server-sent events an API's [`StreamDecoder`] understands) into an
+//! [`LlmResponse`] or an [`LlmError`] that never holds the key.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use agent_profiler_http::client::{ClientSettings, error_chain};
 use agent_profiler_http::secret::{Redactor, Secret};
 use agent_profiler_http::url::{hide_userinfo, userinfo_secrets};
 
+use super::sse::{SseEvent, SseParser, TooLarge};
 use super::{ApiKey, LlmError, LlmResponse};
 
 /// The default request timeout of the HTTP clients.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The largest answer read from an LLM endpoint.
-const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The largest answer read from an LLM endpoint: a JSON body, the text of a stream, and
+/// what a stream may hold buffered (the line being read and the event's data).
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most characters of a body quoted in an error.
 const MAX_QUOTED_CHARS: usize = 300;
@@ -41,6 +44,30 @@ pub(crate) struct Reply {
     pub(crate) text: fn(&Value) -> Option<String>,
     /// Why a JSON body that has no text is not an answer.
     pub(crate) missing: &'static str,
+}
+
+/// What an event of an API's stream does.
+pub(crate) enum Step {
+    /// More events follow.
+    More,
+    /// The end marker: the answer is complete.
+    Done,
+    /// The stream cannot go on (an error event, an event that is not the API's JSON): why.
+    Failed(String),
+}
+
+/// One API's stream: it reads the events in order, appends the text deltas to the answer's
+/// text, keeps the usage, and at the end rebuilds the body a non-streamed call would have
+/// returned.
+pub(crate) trait StreamDecoder {
+    /// Reads one event, appending its text (if any) to `text`.
+    fn event(&mut self, event: &SseEvent, text: &mut String) -> Step;
+
+    /// The usage said so far, as a `usage` object the cost tracker reads.
+    fn usage(&self) -> Option<Value>;
+
+    /// The body of the same shape as the API's non-streamed answer, with `text`.
+    fn body(&self, text: &str) -> Value;
 }
 
 impl Endpoint {
@@ -90,33 +117,217 @@ impl Endpoint {
         key: Option<&ApiKey>,
         reply: Reply,
     ) -> Result<LlmResponse, LlmError> {
-        let request = self
-            .http
+        let call = self.call(path, key);
+        let response = call.send(self.request(path, headers, body)).await?;
+        let raw = call.read_json(response).await?;
+        call.answer(raw, &reply)
+    }
+
+    /// Like [`post`](Self::post) for a request that asked for a stream: the events are read
+    /// as they come and `decoder` makes the answer of them. A server that answers with one
+    /// JSON body instead (some ignore `stream`) is read as [`post`](Self::post) reads it.
+    pub(crate) async fn post_stream(
+        &self,
+        path: &str,
+        mut headers: HeaderMap,
+        body: &Value,
+        key: Option<&ApiKey>,
+        reply: Reply,
+        decoder: impl StreamDecoder,
+    ) -> Result<LlmResponse, LlmError> {
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let call = self.call(path, key);
+        let response = call.send(self.request(path, headers, body)).await?;
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        if !response.status().is_success() || is_json {
+            let raw = call.read_json(response).await?;
+            return call.answer(raw, &reply);
+        }
+        call.read_stream(response, decoder).await
+    }
+
+    fn request(&self, path: &str, headers: HeaderMap, body: &Value) -> reqwest::RequestBuilder {
+        self.http
             .post(format!("{}{path}", self.base_url.expose()))
             .headers(headers)
-            .json(body);
-        let url = format!("{}{path}", self.shown);
-        let redactor = self.redactor(key);
-        let raw = post_json(request, &url, self.timeout, &redactor).await?;
+            .json(body)
+    }
+
+    fn call(&self, path: &str, key: Option<&ApiKey>) -> Call {
+        Call {
+            url: format!("{}{path}", self.shown),
+            timeout: self.timeout,
+            redactor: self.redactor(key),
+        }
+    }
+}
+
+/// One request under way: what its errors say (the URL as shown, the timeout) and how they
+/// are cleaned of secrets.
+struct Call {
+    url: String,
+    timeout: Duration,
+    redactor: Redactor,
+}
+
+impl Call {
+    /// A transport error as an [`LlmError`]: a timeout, else a connection failure.
+    fn transport(&self, e: &reqwest::Error) -> LlmError {
+        if e.is_timeout() {
+            LlmError::Timeout {
+                url: self.url.clone(),
+                seconds: self.timeout.as_secs_f64(),
+            }
+        } else {
+            LlmError::Connect {
+                url: self.url.clone(),
+                reason: self.redactor.clean(&error_chain(e)),
+            }
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, LlmError> {
+        request.send().await.map_err(|e| self.transport(&e))
+    }
+
+    /// The JSON body of a 2xx answer; the status and the start of the body otherwise.
+    async fn read_json(&self, mut response: reqwest::Response) -> Result<Value, LlmError> {
+        let status = response.status();
+        // Read in chunks up to a cap: a misbehaving endpoint must not grow memory without
+        // bound.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(LlmError::BadBody {
+                    url: self.url.clone(),
+                    reason: format!("answer larger than {MAX_BODY_BYTES} bytes"),
+                    body: snippet(&String::from_utf8_lossy(&bytes), &self.redactor),
+                    usage: None,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&bytes);
+        if !status.is_success() {
+            return Err(LlmError::Http {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                body: snippet(&body, &self.redactor),
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| LlmError::BadBody {
+            url: self.url.clone(),
+            reason: format!("not JSON ({e})"),
+            body: snippet(&body, &self.redactor),
+            usage: None,
+        })
+    }
+
+    /// The answer in a JSON body `raw`, as `reply` finds it.
+    fn answer(&self, raw: Value, reply: &Reply) -> Result<LlmResponse, LlmError> {
         match (reply.text)(&raw) {
             Some(text) => Ok(LlmResponse {
                 text,
-                model: raw
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+                model: model_of(&raw),
                 raw,
                 simulated: false,
+                first_chunk: None,
+                stream: false,
             }),
             None => Err(LlmError::BadBody {
-                url,
+                url: self.url.clone(),
                 reason: reply.missing.to_owned(),
-                body: snippet(&raw.to_string(), &redactor),
+                body: snippet(&raw.to_string(), &self.redactor),
                 usage: raw.get("usage").cloned(),
             }),
         }
     }
+
+    /// Reads a stream of server-sent events to its end marker. Memory stays bounded: the
+    /// parser's buffer and the text are each capped at [`MAX_BODY_BYTES`].
+    async fn read_stream(
+        &self,
+        mut response: reqwest::Response,
+        mut decoder: impl StreamDecoder,
+    ) -> Result<LlmResponse, LlmError> {
+        let mut parser = SseParser::new(MAX_BODY_BYTES);
+        let mut events = Vec::new();
+        let mut text = String::new();
+        let mut first_chunk = None;
+        let cut = |reason: String, decoder: &dyn StreamDecoder, text: &str, first_chunk| {
+            LlmError::StreamCut {
+                url: self.url.clone(),
+                reason: self.redactor.clean(&reason),
+                usage: decoder.usage(),
+                first_chunk,
+                text_len: text.len(),
+            }
+        };
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    let reason = "the connection closed before the end of the stream";
+                    return Err(cut(reason.to_owned(), &decoder, &text, first_chunk));
+                }
+                Err(e) if e.is_timeout() => return Err(self.transport(&e)),
+                Err(e) => {
+                    let reason = format!("the connection failed: {}", error_chain(&e));
+                    return Err(cut(reason, &decoder, &text, first_chunk));
+                }
+            };
+            // The time the bytes came, not the time the parser got to the event in them.
+            let arrived = Instant::now();
+            let fed = parser.feed(&chunk, &mut events);
+            for event in events.drain(..) {
+                let before = text.len();
+                let step = decoder.event(&event, &mut text);
+                if first_chunk.is_none() && text.len() > before {
+                    first_chunk = Some(arrived);
+                }
+                match step {
+                    Step::More => {}
+                    Step::Done => {
+                        let raw = decoder.body(&text);
+                        return Ok(LlmResponse {
+                            model: model_of(&raw),
+                            text,
+                            raw,
+                            simulated: false,
+                            first_chunk,
+                            stream: true,
+                        });
+                    }
+                    Step::Failed(reason) => {
+                        return Err(cut(reason, &decoder, &text, first_chunk));
+                    }
+                }
+                if text.len() > MAX_BODY_BYTES {
+                    let reason = format!("the answer grew beyond {MAX_BODY_BYTES} bytes");
+                    return Err(cut(reason, &decoder, &text, first_chunk));
+                }
+            }
+            if let Err(TooLarge(bytes)) = fed {
+                let reason = format!(
+                    "an event held {bytes} bytes before its end, more than the \
+                     {MAX_BODY_BYTES} bytes read"
+                );
+                return Err(cut(reason, &decoder, &text, first_chunk));
+            }
+        }
+    }
+}
+
+/// The `model` a body names, or nothing.
+fn model_of(raw: &Value) -> String {
+    raw.get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The HTTP layer's async client with `timeout` (connecting: at most 30 s of it).
@@ -131,59 +342,6 @@ fn build_client(timeout: Duration) -> Result<reqwest::Client, LlmError> {
 /// At most 300 characters of `body`, cleaned of secrets, on one line.
 fn snippet(body: &str, redactor: &Redactor) -> String {
     redactor.excerpt(body, MAX_QUOTED_CHARS)
-}
-
-/// Sends `request` (a POST with a JSON body) and returns the JSON body of a 2xx answer;
-/// errors name `url` (as shown) and are cleaned by `redactor`.
-async fn post_json(
-    request: reqwest::RequestBuilder,
-    url: &str,
-    timeout: Duration,
-    redactor: &Redactor,
-) -> Result<Value, LlmError> {
-    let scrub = |s: String| redactor.clean(&s);
-    let map_send = |e: reqwest::Error| {
-        if e.is_timeout() {
-            LlmError::Timeout {
-                url: url.to_owned(),
-                seconds: timeout.as_secs_f64(),
-            }
-        } else {
-            LlmError::Connect {
-                url: url.to_owned(),
-                reason: scrub(error_chain(&e)),
-            }
-        }
-    };
-    let mut response = request.send().await.map_err(map_send)?;
-    let status = response.status();
-    // Read in chunks up to a cap: a misbehaving endpoint must not grow memory without bound.
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(map_send)? {
-        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(LlmError::BadBody {
-                url: url.to_owned(),
-                reason: format!("answer larger than {MAX_BODY_BYTES} bytes"),
-                body: snippet(&String::from_utf8_lossy(&bytes), redactor),
-                usage: None,
-            });
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    let body = String::from_utf8_lossy(&bytes);
-    if !status.is_success() {
-        return Err(LlmError::Http {
-            url: url.to_owned(),
-            status: status.as_u16(),
-            body: snippet(&body, redactor),
-        });
-    }
-    serde_json::from_str(&body).map_err(|e| LlmError::BadBody {
-        url: url.to_owned(),
-        reason: format!("not JSON ({e})"),
-        body: snippet(&body, redactor),
-        usage: None,
-    })
 }
 
 #[cfg(test)]

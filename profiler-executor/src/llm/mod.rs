@@ -3,7 +3,13 @@
 //! ([`AnthropicClient`]), and a [`SimulatedClient`] for examples and tests offline.
 //!
 //! Every client returns the provider's raw JSON body with its `usage`, so that the cost
-//! tracker prices the call from what the provider said. Errors are values
+//! tracker prices the call from what the provider said. A request may ask for the answer as
+//! a stream ([`LlmRequest::stream`]): the clients then read the provider's server-sent
+//! events as they come, note when the first text arrived ([`LlmResponse::first_chunk`], for
+//! the time to first token), and rebuild from the events a body of the same shape as the
+//! non-streamed answer, usage included, so that the cost tracker reads either alike. A
+//! stream that ends before its end marker is an error ([`LlmError::StreamCut`]) carrying
+//! the usage that arrived. Errors are values
 //! ([`LlmError`]), never panics, and never contain the API key. TLS, the HTTP client, the
 //! key's secret type and its redaction are the HTTP layer's (`agent-profiler-http`), shared
 //! with the exporters.
@@ -12,10 +18,12 @@ mod anthropic;
 mod http;
 mod openai;
 mod simulated;
+mod sse;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Instant;
 
 use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
@@ -47,6 +55,11 @@ pub struct LlmRequest {
     pub max_tokens: u32,
     /// Sampling temperature, if set.
     pub temperature: Option<f64>,
+    /// Whether to ask for the answer as a stream of server-sent events. The total time is
+    /// about the same; a stream also tells when the first text came
+    /// ([`LlmResponse::first_chunk`]).
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// A completed call: the text, and the provider's raw JSON body (with `usage`).
@@ -60,6 +73,13 @@ pub struct LlmResponse {
     pub raw: Value,
     /// Whether the answer came from [`SimulatedClient`] rather than a model.
     pub simulated: bool,
+    /// When the first text of a streamed answer arrived (the first non-empty text delta,
+    /// not the first event: role and keep-alive events carry no token). `None` for an
+    /// answer that was not streamed or had no text.
+    pub first_chunk: Option<Instant>,
+    /// Whether the answer came as a stream. A server that ignores the request for a stream
+    /// and answers in one body gives `false`.
+    pub stream: bool,
 }
 
 /// Why an LLM call failed. Messages never contain the API key (bodies quoted in them are
@@ -105,6 +125,25 @@ pub enum LlmError {
         /// The body's `usage` object, when it had one: the call was billed all the same.
         usage: Option<Value>,
     },
+    /// A streamed answer that did not reach its end: the connection closed or failed before
+    /// the end marker (`data: [DONE]`, `message_stop`), the provider sent an error event,
+    /// an event was not the JSON the API defines, or the stream outgrew the client's cap.
+    /// The call may have been billed all the same: `usage` says for what, when the provider
+    /// said it before the cut.
+    StreamCut {
+        /// The endpoint's URL.
+        url: String,
+        /// Why the stream ended early (scrubbed of the key).
+        reason: String,
+        /// The usage that arrived before the cut, as a `usage` object the cost tracker
+        /// reads (an Anthropic stream says its input tokens first, an OpenAI stream says
+        /// everything last).
+        usage: Option<Value>,
+        /// When the first text arrived, if any did.
+        first_chunk: Option<Instant>,
+        /// How many bytes of text arrived before the cut.
+        text_len: usize,
+    },
     /// Any other failure (a client that cannot be built, a simulated failure).
     Other {
         /// What went wrong.
@@ -133,7 +172,29 @@ impl fmt::Display for LlmError {
                     "unexpected body from {url}: {reason}; body starts: {body}"
                 )
             }
+            LlmError::StreamCut {
+                url,
+                reason,
+                text_len,
+                ..
+            } => {
+                write!(
+                    f,
+                    "the stream from {url} was cut off after {text_len} bytes of text: {reason}"
+                )
+            }
             LlmError::Other { message } => f.write_str(message),
+        }
+    }
+}
+
+impl LlmError {
+    /// The usage the provider billed although the call failed: the `usage` of a body that
+    /// was not an answer, or what a cut stream said before the cut.
+    pub fn billed_usage(&self) -> Option<&Value> {
+        match self {
+            LlmError::BadBody { usage, .. } | LlmError::StreamCut { usage, .. } => usage.as_ref(),
+            _ => None,
         }
     }
 }

@@ -1,11 +1,13 @@
-//! OpenAI-compatible Chat Completions (`POST {base}/chat/completions`).
+//! OpenAI-compatible Chat Completions (`POST {base}/chat/completions`), in one body or
+//! streamed.
 
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 
-use super::http::{Endpoint, Reply};
+use super::http::{Endpoint, Reply, Step, StreamDecoder};
+use super::sse::SseEvent;
 use super::{ApiKey, Completion, LlmClient, LlmError, LlmRequest, LlmResponse, env_value};
 
 /// The default base URL: OpenAI's.
@@ -75,6 +77,12 @@ impl OpenAiClient {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
+        if request.stream {
+            // Without `include_usage` a stream says nothing of its tokens: the call could not
+            // be priced.
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
         let mut headers = HeaderMap::new();
         if let Some(key) = &self.key {
             headers.insert(AUTHORIZATION, key.header_value(true)?);
@@ -88,9 +96,83 @@ impl OpenAiClient {
             missing: "no `choices[0].message.content` string (not a Chat Completions answer)",
         };
         let key = self.key.as_ref();
-        self.endpoint
-            .post("/chat/completions", headers, &body, key, reply)
-            .await
+        let path = "/chat/completions";
+        if request.stream {
+            let decoder = ChatStream::default();
+            return self
+                .endpoint
+                .post_stream(path, headers, &body, key, reply, decoder)
+                .await;
+        }
+        self.endpoint.post(path, headers, &body, key, reply).await
+    }
+}
+
+/// A Chat Completions stream: `data:` chunks whose `choices[0].delta.content` is the next
+/// text, a last chunk with `usage` (and no choices), then `data: [DONE]`.
+#[derive(Default)]
+struct ChatStream {
+    id: Option<Value>,
+    model: Option<Value>,
+    finish_reason: Option<Value>,
+    usage: Option<Value>,
+}
+
+impl StreamDecoder for ChatStream {
+    fn event(&mut self, event: &SseEvent, text: &mut String) -> Step {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Step::Done;
+        }
+        let chunk: Value = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(e) => return Step::Failed(format!("a chunk is not JSON ({e})")),
+        };
+        // Servers that fail mid-stream (OpenAI, vLLM, LiteLLM) send `{"error": {...}}`.
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| error.to_string(), str::to_owned);
+            return Step::Failed(format!("the server sent an error: {message}"));
+        }
+        for (field, slot) in [("id", &mut self.id), ("model", &mut self.model)] {
+            if slot.is_none() {
+                *slot = chunk.get(field).filter(|v| !v.is_null()).cloned();
+            }
+        }
+        if let Some(choice) = chunk.pointer("/choices/0") {
+            if let Some(delta) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                text.push_str(delta);
+            }
+            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+                self.finish_reason = Some(reason.clone());
+            }
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(usage.clone());
+        }
+        Step::More
+    }
+
+    fn usage(&self) -> Option<Value> {
+        self.usage.clone()
+    }
+
+    fn body(&self, text: &str) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": self.finish_reason,
+            }],
+            // `null` when the server sent none: the cost tracker's error then names
+            // `include_usage`, which such a server ignored.
+            "usage": self.usage,
+        })
     }
 }
 

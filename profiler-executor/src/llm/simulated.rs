@@ -1,7 +1,7 @@
 //! A client that answers without a model: for examples and tests offline.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -14,11 +14,19 @@ use super::{Completion, LlmClient, LlmError, LlmRequest, LlmResponse};
 ///
 /// Latency: a fixed part plus a part per generated token (like a real endpoint, a node
 /// asking for long answers is slow), or a fixed latency per model.
+///
+/// A request that asks for a stream takes the same total time, and its first text comes
+/// after the time to first token: by default the fixed part of the latency (the part a
+/// real endpoint spends before it generates), or
+/// [`first_token_latency`](Self::first_token_latency) when set; never later than the
+/// whole latency. The answer says when ([`LlmResponse::first_chunk`]); its body and usage
+/// are those of the same request not streamed.
 #[derive(Clone, Debug)]
 pub struct SimulatedClient {
     base: Duration,
     per_token: Duration,
     per_model: HashMap<String, Duration>,
+    first_token: Option<Duration>,
 }
 
 impl Default for SimulatedClient {
@@ -34,7 +42,22 @@ impl SimulatedClient {
             base: Duration::from_millis(40),
             per_token: Duration::from_micros(500),
             per_model: HashMap::new(),
+            first_token: None,
         }
+    }
+
+    /// The time to the first text of a streamed answer, for every model (capped at the
+    /// request's latency).
+    pub fn first_token_latency(mut self, latency: Duration) -> Self {
+        self.first_token = Some(latency);
+        self
+    }
+
+    /// When the first text of a streamed answer to `request` comes, after the call starts.
+    pub fn first_token_latency_for(&self, request: &LlmRequest) -> Duration {
+        self.first_token
+            .unwrap_or(self.base)
+            .min(self.latency_for(request))
     }
 
     /// The fixed part of the latency.
@@ -74,7 +97,17 @@ impl SimulatedClient {
     }
 
     async fn call(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        tokio::time::sleep(self.latency_for(request)).await;
+        let latency = self.latency_for(request);
+        let first_chunk = if request.stream {
+            let first = self.first_token_latency_for(request);
+            tokio::time::sleep(first).await;
+            let at = Instant::now();
+            tokio::time::sleep(latency - first).await;
+            Some(at)
+        } else {
+            tokio::time::sleep(latency).await;
+            None
+        };
         let (prompt_tokens, completion_tokens) = Self::usage_for(request);
         let excerpt: String = request.prompt.chars().take(60).collect();
         let text = format!(
@@ -109,6 +142,8 @@ impl SimulatedClient {
             model: request.model.clone(),
             raw,
             simulated: true,
+            first_chunk,
+            stream: request.stream,
         })
     }
 }
@@ -120,5 +155,44 @@ impl LlmClient for SimulatedClient {
 
     fn describe(&self) -> String {
         "simulated (no model is called; latency and usage are made up)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(stream: bool) -> LlmRequest {
+        LlmRequest {
+            model: "m".into(),
+            system: None,
+            prompt: "p".into(),
+            max_tokens: 10,
+            temperature: None,
+            stream,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_comes_first_after_the_time_to_first_token() {
+        let client = SimulatedClient::new()
+            .model_latency("m", Duration::from_millis(60))
+            .first_token_latency(Duration::from_millis(20));
+        let started = Instant::now();
+        let streamed = client.complete(&request(true)).await.unwrap();
+        let total = started.elapsed();
+        let first = streamed.first_chunk.unwrap() - started;
+        assert!(streamed.stream);
+        assert!(first >= Duration::from_millis(20), "{first:?}");
+        assert!(total >= Duration::from_millis(60), "{total:?}");
+        let plain = client.complete(&request(false)).await.unwrap();
+        assert_eq!((plain.first_chunk, plain.stream), (None, false));
+        assert_eq!(plain.raw["usage"], streamed.raw["usage"]);
+        // Never later than the whole latency.
+        let late = client.first_token_latency(Duration::from_secs(9));
+        assert_eq!(
+            late.first_token_latency_for(&request(true)),
+            Duration::from_millis(60)
+        );
     }
 }
