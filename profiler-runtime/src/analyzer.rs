@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::clock::{self, Conversion};
 use crate::cost::{CostBreakdown, CostInfo};
 use crate::export::{CallRecord, DEFAULT_RING_CAPACITY, ExportState};
+use crate::llm::NodeLlm;
 use crate::node_id::{NodeIdError, check_node_id};
 use crate::outcome::Outcome;
 use crate::shard::{Shard, Shared};
@@ -147,6 +148,8 @@ struct NodeCost {
     totals: CostBreakdown,
     /// When the first call was recorded, seconds since the Unix epoch.
     first_timestamp: f64,
+    /// The timed calls' intervals and times to first token, and the tool calls.
+    llm: NodeLlm,
 }
 
 impl NodeCost {
@@ -157,8 +160,17 @@ impl NodeCost {
         self.totals.add(info);
     }
 
-    fn apply(&self, node: &mut NodeTimings) {
+    fn apply(&self, node: &mut NodeTimings, conv: &Conversion) {
         let t = &self.totals;
+        let ms_of_ticks = |ticks| ms(conv.ticks_to_ns(ticks));
+        node.llm_time_ms = ms_of_ticks(self.llm.flight.total_ticks());
+        node.own_time_ms = (node.self_duration_ms - node.llm_time_ms).max(0.0);
+        node.llm_failed_calls = t.failed_calls;
+        node.streamed_calls = self.llm.streamed;
+        node.ttft_p50_ms = self.llm.ttft_quantile(0.50).map(ms);
+        node.ttft_p95_ms = self.llm.ttft_quantile(0.95).map(ms);
+        node.tool_calls = self.llm.tools.calls();
+        node.tool_time_ms = ms_of_ticks(self.llm.tools.total_ticks());
         node.llm_calls = t.calls;
         node.unpriced_calls = t.unpriced_calls;
         node.cost_usd = t.cost_usd;
@@ -533,19 +545,67 @@ impl BottleneckAnalyzer {
         if !self.is_enabled() {
             return Ok(());
         }
-        if let Some(buffer) = self.trace_buffer() {
-            buffer.add_llm_call(trace::current_span(), info);
+        self.record_llm_call(node_id, info, trace::current_span(), None);
+        Ok(())
+    }
+
+    /// Adds one LLM call to `node_id` (an id the node-id rules accept) and, in trace mode,
+    /// to span `span`; `ticks`: its start and end on the profiler's clock, for a timed call.
+    pub(crate) fn record_llm_call(
+        &self,
+        node_id: &str,
+        info: &CostInfo,
+        span: u64,
+        ticks: Option<(u64, u64)>,
+    ) {
+        if !self.is_enabled() {
+            return;
         }
+        if let Some(buffer) = self.trace_buffer() {
+            buffer.add_llm_call(span, info);
+        }
+        self.with_node_cost(node_id, |cost| {
+            cost.add(info);
+            if let Some((start, end)) = ticks {
+                cost.llm.flight.ended(span, start, end);
+            }
+            if let Some(ttft) = info.timing.as_ref().and_then(|t| t.ttft_ns()) {
+                cost.llm.add_ttft(ttft);
+            }
+        });
+    }
+
+    /// A timed LLM call of `node_id` started at `tick`.
+    pub(crate) fn llm_started(&self, node_id: &str, span: u64, tick: u64) {
+        if self.is_enabled() {
+            self.with_node_cost(node_id, |cost| cost.llm.flight.started(span, tick));
+        }
+    }
+
+    /// A tool call of `node_id` started.
+    pub(crate) fn tool_started(&self, node_id: &str, span: u64, tick: u64) {
+        if self.is_enabled() {
+            self.with_node_cost(node_id, |cost| cost.llm.tools.started(span, tick));
+        }
+    }
+
+    /// A tool call of `node_id` that started at `start` ended at `end`.
+    pub(crate) fn tool_ended(&self, node_id: &str, span: u64, start: u64, end: u64) {
+        if self.is_enabled() {
+            self.with_node_cost(node_id, |cost| cost.llm.tools.ended(span, start, end));
+        }
+    }
+
+    fn with_node_cost(&self, node_id: &str, f: impl FnOnce(&mut NodeCost)) {
         let mut costs = self.inner.costs();
         match costs.get_mut(node_id) {
-            Some(cost) => cost.add(info),
+            Some(cost) => f(cost),
             None => {
                 let mut cost = NodeCost::default();
-                cost.add(info);
+                f(&mut cost);
                 costs.insert(node_id.to_owned(), cost);
             }
         }
-        Ok(())
     }
 
     /// Every node's timings, in the order of their first call.
@@ -734,7 +794,7 @@ impl Inner {
             .map(|(id, (stats, is_async))| {
                 let mut node = timings(id, &stats, is_async);
                 if let Some(cost) = costs.remove(&node.node_id) {
-                    cost.apply(&mut node);
+                    cost.apply(&mut node, &conv);
                 }
                 node
             })
@@ -743,7 +803,7 @@ impl Inner {
         for (id, cost) in costs {
             let mut node = timings(id, &Stats::default(), false);
             node.first_timestamp = cost.first_timestamp;
-            cost.apply(&mut node);
+            cost.apply(&mut node, &conv);
             nodes.push(node);
         }
         nodes.sort_by(|a, b| {
@@ -803,6 +863,14 @@ fn timings(node_id: String, stats: &Stats, is_async: bool) -> NodeTimings {
         cached_input_tokens: 0,
         cache_creation_input_tokens: 0,
         reasoning_tokens: 0,
+        llm_failed_calls: 0,
+        llm_time_ms: 0.0,
+        own_time_ms: ms(stats.self_total),
+        streamed_calls: 0,
+        ttft_p50_ms: None,
+        ttft_p95_ms: None,
+        tool_calls: 0,
+        tool_time_ms: 0.0,
     }
 }
 

@@ -188,6 +188,16 @@ impl Conversion {
         (ticks as f64 * self.ns_per_tick).round() as u64
     }
 
+    /// Nanoseconds as whole ticks (saturating).
+    pub(crate) fn ns_to_ticks(&self, ns: u128) -> u64 {
+        let ticks = ns as f64 / self.ns_per_tick;
+        if ticks >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            ticks.round() as u64
+        }
+    }
+
     /// A tick reading as nanoseconds since the Unix epoch.
     pub(crate) fn tick_to_unix_ns(&self, tick: u64) -> u64 {
         let since_anchor = tick.wrapping_sub(self.anchor_ticks) as i64 as f64 * self.ns_per_tick;

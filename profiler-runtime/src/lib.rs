@@ -15,6 +15,8 @@
 //! - `export`: per-call records in bounded per-thread rings, drained by exporters;
 //! - [`cost`]: [`MultiProviderCostTracker`], token usage from provider responses, prices,
 //!   and the attribution of each LLM call's cost to the node that made it (pure: no network);
+//! - [`llm`]: timed LLM and tool calls ([`LlmCall`], [`ToolCall`]) and the split of a
+//!   node's time into the wait on the model and its own code;
 //! - [`trace`]: trace mode, where every call is also kept as a [`Span`] for timelines;
 //! - `dynamic`: [`profile_call`] and [`profile_fallible`], timing of nodes whose id is only
 //!   known at run time (from a configuration file);
@@ -31,6 +33,7 @@ mod export;
 mod future;
 mod guard;
 mod histogram;
+pub mod llm;
 mod node_id;
 mod outcome;
 mod shard;
@@ -53,6 +56,7 @@ pub use dynamic::{MAX_DYNAMIC_NODE_IDS, OTHER_DYNAMIC_NODES, profile_call, profi
 pub use export::{CallRecord, DEFAULT_RING_CAPACITY};
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;
+pub use llm::{LlmCall, LlmOutcome, LlmTiming, ToolCall};
 pub use node_id::{MAX_NODE_ID_LEN, NodeIdError, check_node_id, is_node_id_char};
 pub use outcome::Outcome;
 pub use summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summary, percent};

@@ -114,6 +114,37 @@ pub struct NodeTimings {
     /// LLM output tokens spent on reasoning.
     #[serde(default)]
     pub reasoning_tokens: u64,
+    /// Timed LLM calls that failed before any usage was billed (not in `llm_calls`).
+    #[serde(default)]
+    pub llm_failed_calls: u64,
+    /// Time spent waiting on LLM calls (timed with
+    /// [`MultiProviderCostTracker::start_call`](crate::MultiProviderCostTracker::start_call)),
+    /// ms: the union of the calls' intervals within each execution of the node, so that
+    /// concurrent calls count once.
+    #[serde(default)]
+    pub llm_time_ms: f64,
+    /// `self_duration_ms - llm_time_ms` (never below 0): the time the node spent in its own
+    /// code, tools included, rather than waiting on a model.
+    #[serde(default)]
+    pub own_time_ms: f64,
+    /// Streamed LLM calls that sent a first chunk: the calls the time-to-first-token figures
+    /// cover.
+    #[serde(default)]
+    pub streamed_calls: u64,
+    /// Median time to first token of the streamed calls, ms; `None` without any.
+    #[serde(default)]
+    pub ttft_p50_ms: Option<f64>,
+    /// 95th percentile of the time to first token, ms; `None` without streamed calls.
+    #[serde(default)]
+    pub ttft_p95_ms: Option<f64>,
+    /// Tool calls timed with [`ToolCall`](crate::ToolCall) (or captured from `execute_tool`
+    /// spans).
+    #[serde(default)]
+    pub tool_calls: u64,
+    /// Their time, ms (the union of their intervals, like `llm_time_ms`); part of
+    /// `own_time_ms`.
+    #[serde(default)]
+    pub tool_time_ms: f64,
 }
 
 /// A node's share of the workflow's time: the form of bottlenecks and of the slowest node.

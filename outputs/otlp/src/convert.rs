@@ -642,6 +642,8 @@ mod tests {
             price_key: cost.map(|_| model.to_owned()),
             node_id: None,
             timestamp: 1_700_000_000.5,
+            timing: None,
+            has_usage: true,
         }
     }
 

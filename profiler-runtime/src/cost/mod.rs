@@ -43,7 +43,7 @@ pub use provider::{UNKNOWN_PROVIDER, canonical_provider, extract_provider};
 pub use usage::{ResponseFormat, Usage};
 
 use crate::clock::now_unix_seconds;
-use crate::context::{current_node_id, get_profiler};
+use crate::llm::{LlmTiming, Origin};
 
 /// How many calls [`MultiProviderCostTracker::get_history`] keeps by default.
 pub const DEFAULT_HISTORY_LIMIT: usize = 1000;
@@ -139,6 +139,18 @@ pub struct CostInfo {
     pub node_id: Option<String>,
     /// When the call was tracked, seconds since the Unix epoch.
     pub timestamp: f64,
+    /// When the call ran and how it ended, for a call timed with
+    /// [`MultiProviderCostTracker::start_call`]; `None` for one tracked from its body alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<LlmTiming>,
+    /// `false` for a timed call that failed before the provider said what it used: it has
+    /// no tokens and no cost, and counts in the failed calls ([`CostBreakdown::failed_calls`]).
+    #[serde(default = "yes")]
+    pub has_usage: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl CostInfo {
@@ -184,8 +196,12 @@ pub struct CostBreakdown {
 }
 
 impl CostBreakdown {
-    /// Adds one tracked call.
+    /// Adds one tracked call (a call without usage only to `failed_calls`).
     pub fn add(&mut self, info: &CostInfo) {
+        if !info.has_usage {
+            self.failed_calls += 1;
+            return;
+        }
         self.calls += 1;
         match info.cost_usd {
             Some(cost) => self.cost_usd += cost,
@@ -476,9 +492,47 @@ impl MultiProviderCostTracker {
     }
 
     fn record(&self, provider: String, model: &str, usage: Usage) -> CostInfo {
-        let (cost_usd, unpriced_reason, price_key) = self.quote(&provider, model, &usage);
-        let node_id = current_node_id();
-        let info = CostInfo {
+        let origin = Origin::here();
+        let info = self.info(&origin, provider, model, Some(usage), None);
+        self.keep(&origin, &info, None);
+        info
+    }
+
+    /// Records a call timed by an [`LlmCall`](crate::LlmCall): `usage` is `None` for one
+    /// that failed before any was billed; `ticks` are its start and end on the profiler's
+    /// clock.
+    pub(crate) fn record_timed(
+        &self,
+        origin: &Origin,
+        provider: &str,
+        model: &str,
+        usage: Option<Usage>,
+        timing: LlmTiming,
+        ticks: (u64, u64),
+    ) -> CostInfo {
+        let provider = resolve_provider(provider, model);
+        let info = self.info(origin, provider, model, usage, Some(timing));
+        self.keep(origin, &info, Some(ticks));
+        info
+    }
+
+    /// The record of one call made by `origin`'s node: priced when it has usage.
+    fn info(
+        &self,
+        origin: &Origin,
+        provider: String,
+        model: &str,
+        usage: Option<Usage>,
+        timing: Option<LlmTiming>,
+    ) -> CostInfo {
+        let has_usage = usage.is_some();
+        let usage = usage.unwrap_or_default();
+        let (cost_usd, unpriced_reason, price_key) = if has_usage {
+            self.quote(&provider, model, &usage)
+        } else {
+            (None, None, None)
+        };
+        CostInfo {
             provider,
             model: model.to_owned(),
             input_tokens: usage.input_tokens,
@@ -490,22 +544,29 @@ impl MultiProviderCostTracker {
             cost_usd,
             unpriced_reason,
             price_key,
-            node_id: node_id.map(str::to_owned),
+            node_id: origin.node.map(str::to_owned),
             timestamp: now_unix_seconds(),
-        };
+            timing,
+            has_usage,
+        }
+    }
+
+    /// Adds `info` to the totals and the history, to its node (with its interval, when
+    /// timed) and to the sinks.
+    fn keep(&self, origin: &Origin, info: &CostInfo, ticks: Option<(u64, u64)>) {
         {
             let mut state = self.lock();
-            state.totals.add(&info);
+            state.totals.add(info);
             state
                 .by_provider
                 .entry(info.provider.clone())
                 .or_default()
-                .add(&info);
+                .add(info);
             state
                 .by_model
                 .entry(info.model.clone())
                 .or_default()
-                .add(&info);
+                .add(info);
             if self.inner.history_limit == 0 {
                 state.dropped += 1;
             } else {
@@ -516,16 +577,14 @@ impl MultiProviderCostTracker {
                 state.history.push_back(info.clone());
             }
         }
-        if let (Some(node), Some(analyzer)) = (node_id, get_profiler()) {
-            // A node id is never empty (the macro checks it), so this cannot fail.
-            let _ = analyzer.record_cost(node, &info);
+        if let Some((node, analyzer)) = origin.target() {
+            analyzer.record_llm_call(node, info, origin.span, ticks);
         }
-        if let Some(node) = node_id {
+        if let Some(node) = origin.node {
             for sink in &self.inner.sinks {
-                sink.node_call(node, &info);
+                sink.node_call(node, info);
             }
         }
-        info
     }
 
     fn record_failure(&self, provider: &str, model: &str) {
