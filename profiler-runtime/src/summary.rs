@@ -236,7 +236,11 @@ impl Summary {
     /// The summary as a plain-text table, one row per node, widest share first, that fits
     /// an 80-column terminal (node ids longer than 18 characters are cut with `…`). The cost
     /// column shows `-` for a node without LLM calls, and marks with `*` a cost that leaves
-    /// out unpriced calls.
+    /// out unpriced calls. When some LLM call was timed (see
+    /// [`MultiProviderCostTracker::start_call`](crate::MultiProviderCostTracker::start_call)),
+    /// a second table splits each such node's self time into LLM time (the union of its
+    /// calls' intervals) and own time, with the time to first token (`-` without a
+    /// streamed call).
     ///
     /// ```
     /// use agent_profiler_runtime::BottleneckAnalyzer;
@@ -247,6 +251,30 @@ impl Summary {
     /// let table = analyzer.get_summary().to_table();
     /// assert!(table.contains("think"));
     /// assert!(table.contains("75.0%"));
+    /// assert!(table.lines().all(|line| line.chars().count() <= 80));
+    /// assert!(!table.contains("llm ms"), "no call was timed");
+    ///
+    /// // A node that waits 5 ms on a streamed model call.
+    /// use agent_profiler_runtime::{MultiProviderCostTracker, ProfilerFutureExt, Usage};
+    /// use agent_profiler_runtime::profile_call;
+    /// use std::{thread::sleep, time::Duration};
+    /// let tracker = MultiProviderCostTracker::new();
+    /// let node = profile_call("answer", async {
+    ///     let call = tracker.start_call("openai", "gpt-4o-mini");
+    ///     call.set_stream(true);
+    ///     sleep(Duration::from_millis(2));
+    ///     call.first_chunk();
+    ///     sleep(Duration::from_millis(3));
+    ///     call.finish(Usage::new(100, 20)).unwrap();
+    /// });
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// rt.block_on(node.with_profiler(analyzer.clone()));
+    /// let table = analyzer.get_summary().to_table();
+    /// let row = table.lines().rev().find(|l| l.starts_with("answer")).unwrap();
+    /// let cells: Vec<&str> = row.split_whitespace().collect();
+    /// assert_eq!(cells[1], "1", "{table}"); // one LLM call
+    /// assert!(cells[2].parse::<f64>().unwrap() >= 5.0, "{table}"); // LLM ms
+    /// assert!(cells[5].parse::<f64>().unwrap() >= 2.0, "{table}"); // TTFT p50
     /// assert!(table.lines().all(|line| line.chars().count() <= 80));
     /// ```
     pub fn to_table(&self) -> String {
@@ -281,6 +309,7 @@ impl Summary {
             ));
         }
         out.push_str("(outcomes: ok/err/panic/cancel)\n");
+        self.push_time_split(&mut out, width);
         out.push_str(&format!("total self time: {:.2} ms", self.total_time_ms));
         if let Some(slowest) = &self.slowest_node {
             out.push_str(&format!("; slowest node: {}", slowest.node_id));
@@ -303,6 +332,39 @@ impl Summary {
             }
         }
         out
+    }
+}
+
+impl Summary {
+    /// The table of how each node's self time splits into waiting on LLM calls and its own
+    /// code, with the time to first token of its streamed calls. Only when some call was
+    /// timed: a call tracked from its body alone has no interval, and a split of 0 ms LLM
+    /// time would say the node never waited on a model.
+    fn push_time_split(&self, out: &mut String, width: usize) {
+        let timed = |n: &&NodeTimings| n.llm_time_ms > 0.0 || n.llm_failed_calls > 0;
+        let mut rows: Vec<&NodeTimings> = self.nodes.iter().filter(timed).collect();
+        if rows.is_empty() {
+            return;
+        }
+        rows.sort_by(|a, b| b.llm_time_ms.total_cmp(&a.llm_time_ms));
+        out.push_str(&format!(
+            "{:<width$} {:>9} {:>9} {:>9} {:>5} {:>8} {:>8}\n",
+            "node", "llm calls", "llm ms", "own ms", "llm%", "ttft p50", "ttft p95"
+        ));
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        for node in rows {
+            out.push_str(&format!(
+                "{:<width$} {:>9} {:>9.2} {:>9.2} {:>4.0}% {:>8} {:>8}\n",
+                fit(&node.node_id, width),
+                node.llm_calls + node.llm_failed_calls,
+                node.llm_time_ms,
+                node.own_time_ms,
+                percent(node.llm_time_ms, node.self_duration_ms).min(100.0),
+                ms(node.ttft_p50_ms),
+                ms(node.ttft_p95_ms)
+            ));
+        }
+        out.push_str("(llm: union of the node's call intervals; own = self - llm)\n");
     }
 }
 
