@@ -4,8 +4,11 @@
 //! gives ratios that move by a few hundredths between runs, where separate criterion runs
 //! move by tenths.
 //!
-//! Run: `cargo bench --bench interleaved` (about 6 s). Prints ns per call and the overhead
-//! ratio to the floor (two `Instant::now()` reads), as `scripts/bench-ratios` does.
+//! Run: `cargo bench --bench interleaved` (about 20 s). Prints ns per call and the overhead
+//! ratio to the floor (two `Instant::now()` reads), as `scripts/bench-ratios` does. Cases 6
+//! and 7 are an LLM call made inside a node, tracked from its usage and timed with
+//! `start_call` (priced, kept in the default history): their difference is what timing a
+//! call costs, and case 7 less case 4 what a timed call costs in all.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -14,7 +17,7 @@ use agent_profiler::{BottleneckAnalyzer, clear_profiler, set_enabled, set_profil
 
 mod cases;
 
-use cases::{bare, floor, profiled, rdtsc_pair};
+use cases::{bare, floor, llm_call_timed, llm_call_untimed, profiled, rdtsc_pair};
 
 const CALLS_PER_BATCH: u64 = 20_000;
 const ROUNDS: usize = 400;
@@ -51,6 +54,8 @@ fn main() {
         ("3b_profiled_disabled", profiled, Setup::Disabled),
         ("4_profiled_analyzer", profiled, Setup::Analyzer),
         ("5_profiled_trace_mode", profiled, Setup::Traced),
+        ("6_llm_call_untimed", llm_call_untimed, Setup::Analyzer),
+        ("7_llm_call_timed", llm_call_timed, Setup::Analyzer),
     ]
     .into_iter()
     .map(|(name, f, setup)| Case {

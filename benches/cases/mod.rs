@@ -72,3 +72,32 @@ pub fn traced_registry(x: u64) -> u64 {
 pub fn fastraced(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)
 }
+
+/// The tracker of the LLM-call cases: the embedded prices and the default history.
+fn tracker() -> &'static agent_profiler::MultiProviderCostTracker {
+    static TRACKER: std::sync::OnceLock<agent_profiler::MultiProviderCostTracker> =
+        std::sync::OnceLock::new();
+    TRACKER.get_or_init(agent_profiler::MultiProviderCostTracker::new)
+}
+
+/// A node that times one LLM call (start, first chunk, finish with its usage, priced).
+#[profile_node("bench_llm_timed")]
+#[inline(never)]
+pub fn llm_call_timed(x: u64) -> u64 {
+    let call = tracker().start_call("openai", "gpt-4o-mini");
+    call.first_chunk();
+    let info = call.finish(agent_profiler::cost::Usage::new(black_box(x) % 1000, 10));
+    info.map_or(0, |i| i.total_tokens)
+}
+
+/// The same call tracked from its usage alone, untimed: what timing adds is the difference.
+#[profile_node("bench_llm_untimed")]
+#[inline(never)]
+pub fn llm_call_untimed(x: u64) -> u64 {
+    let info = tracker().track_usage(
+        "openai",
+        "gpt-4o-mini",
+        agent_profiler::cost::Usage::new(black_box(x) % 1000, 10),
+    );
+    info.map_or(0, |i| i.total_tokens)
+}
