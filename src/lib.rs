@@ -135,6 +135,12 @@ pub use agent_profiler_executor::store;
 #[cfg(feature = "executor")]
 pub use agent_profiler_executor::history;
 
+/// LLM and tool calls captured from `tracing` spans that carry OpenTelemetry GenAI
+/// attributes (rig, genai, hand-written spans), timed and priced on the profiled node that
+/// entered them (feature `tracing`).
+#[cfg(feature = "tracing")]
+pub use agent_profiler_tracing as tracing_capture;
+
 /// The README's code blocks, compiled and run as doctests (they use every output).
 #[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../README.md")]
