@@ -36,6 +36,20 @@ pub(crate) const COSTLIEST_FILL: &str = "#1f7a5c";
 /// Muted colour of other nodes' cost bars.
 pub(crate) const COST_FILL: &str = "#a7cdbd";
 const TRACK_FILL: &str = "#f1f3f5";
+/// Colour of the LLM part of a bottleneck's share bar: darker than its own part, so the
+/// wait on the model reads as the heavier half.
+pub(crate) const BOTTLENECK_LLM_FILL: &str = "#8f2433";
+/// Colour of the LLM part of other nodes' share bars.
+pub(crate) const OTHER_LLM_FILL: &str = "#51708f";
+
+/// How a share bar splits into LLM time and own time.
+struct Split {
+    /// The LLM part as a fraction of the bar, 0..=1.
+    llm: f64,
+    llm_fill: &'static str,
+    llm_title: String,
+    own_title: String,
+}
 
 /// One bar to draw.
 struct Row<'a> {
@@ -48,6 +62,8 @@ struct Row<'a> {
     title: String,
     /// Extra attributes (already escaped) on the bar: `data-*` facts for tests and tools.
     data: String,
+    /// Drawn over the bar when the node's LLM calls were timed.
+    split: Option<Split>,
 }
 
 /// The ids of the summary's bottlenecks.
@@ -118,6 +134,31 @@ fn draw_rows(svg: &mut Svg, rows: &[Row<'_>], axis: &[(f64, String)], top: f64) 
             &format!(r#" rx="2"{}"#, row.data),
             Some(&row.title),
         );
+        if let Some(split) = &row.split {
+            // Over the whole bar, which keeps its facts for tools: each part's own
+            // tooltip is what a reader hovering that part asks about.
+            let llm_w = width * split.llm.clamp(0.0, 1.0);
+            svg.rect(
+                "bar-llm",
+                PLOT_X,
+                bar_y,
+                llm_w,
+                BAR_H,
+                split.llm_fill,
+                r#" rx="2""#,
+                Some(&split.llm_title),
+            );
+            svg.rect(
+                "bar-own",
+                PLOT_X + llm_w,
+                bar_y,
+                width - llm_w,
+                BAR_H,
+                row.fill,
+                r#" rx="2""#,
+                Some(&split.own_title),
+            );
+        }
         // The node's id, right-aligned against the plot, cut to the label column.
         let label_font = if row.strong {
             LABEL_FONT * 1.1
@@ -186,8 +227,11 @@ fn chart_height(top: f64, rows: usize, notes: usize) -> f64 {
 /// counted under the chart), `share / 100 × 430 px` long, bottlenecks in a strong colour
 /// and the others muted; the bottleneck threshold as a dashed vertical line
 /// (`class="threshold"`) labelled "bottleneck threshold 50%"; an axis in %. Each bar
-/// carries `data-node`, `data-share` (percent) and `data-bottleneck`, and a tooltip with
-/// the node's times.
+/// carries `data-node`, `data-share` (percent), `data-bottleneck`, `data-llm-ms` and
+/// `data-own-ms`, and a tooltip with the node's times. A node whose LLM calls were timed
+/// has its bar split: a darker `<rect class="bar-llm">` for its LLM time (the union of its
+/// calls' intervals, with the time to first token in its tooltip) and a
+/// `<rect class="bar-own">` for its own time, in proportion to its self time.
 ///
 /// ```
 /// use agent_profiler_report::html::share_chart_svg;
@@ -237,18 +281,30 @@ pub fn share_chart_svg(summary: &Summary) -> String {
                     OTHER_FILL
                 },
                 strong: is_bottleneck,
-                value: format!("{} · {}", pct(share), ms(node.self_duration_ms)),
+                value: match node.llm_time_ms > 0.0 {
+                    true => format!(
+                        "{} · {} · LLM {}",
+                        pct(share),
+                        ms(node.self_duration_ms),
+                        ms(node.llm_time_ms)
+                    ),
+                    false => format!("{} · {}", pct(share), ms(node.self_duration_ms)),
+                },
                 title,
                 data: format!(
-                    r#" data-node="{}" data-share="{}" data-bottleneck="{}""#,
+                    r#" data-node="{}" data-share="{}" data-bottleneck="{}" data-llm-ms="{}" data-own-ms="{}""#,
                     esc(&node.node_id),
                     share,
-                    is_bottleneck
+                    is_bottleneck,
+                    node.llm_time_ms,
+                    node.own_time_ms
                 ),
+                split: split_of(node, is_bottleneck),
             }
         })
         .collect();
-    let notes = usize::from(!hidden.is_empty());
+    let any_split = rows.iter().any(|r| r.split.is_some());
+    let notes = usize::from(!hidden.is_empty()) + usize::from(any_split);
     let mut svg = Svg::new(
         CHART_WIDTH,
         chart_height(TOP, rows.len(), notes),
@@ -292,11 +348,21 @@ pub fn share_chart_svg(summary: &Summary) -> String {
         &text,
         None,
     );
+    let mut note_y = bottom + AXIS_H + 12.0;
+    if any_split {
+        svg.note(
+            PLOT_X,
+            note_y,
+            VALUE_FONT,
+            "dark part: LLM time (its calls' union) · light part: own time",
+        );
+        note_y += NOTE_H;
+    }
     if !hidden.is_empty() {
         let rest: f64 = hidden.iter().map(|n| share_of(summary, n)).sum();
         svg.note(
             PLOT_X,
-            bottom + AXIS_H + 12.0,
+            note_y,
             VALUE_FONT,
             &format!(
                 "{} more nodes not shown ({} of self time together)",
@@ -306,6 +372,57 @@ pub fn share_chart_svg(summary: &Summary) -> String {
         );
     }
     svg.finish()
+}
+
+/// The split of `node`'s share bar, when some of its LLM calls were timed: the LLM part is
+/// `llm_time_ms / self_duration_ms` of the bar (capped at all of it).
+fn split_of(node: &NodeTimings, is_bottleneck: bool) -> Option<Split> {
+    if node.llm_time_ms <= 0.0 && node.llm_failed_calls == 0 {
+        return None;
+    }
+    let llm = if node.self_duration_ms > 0.0 {
+        (node.llm_time_ms / node.self_duration_ms).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let mut llm_title = format!(
+        "{}: LLM time {} ({} of self time, {})",
+        node.node_id,
+        ms(node.llm_time_ms),
+        pct(llm * 100.0),
+        counted(node.llm_calls + node.llm_failed_calls, "LLM call"),
+    );
+    if let (Some(p50), Some(p95)) = (node.ttft_p50_ms, node.ttft_p95_ms) {
+        llm_title.push_str(&format!(
+            "; time to first token p50 {}, p95 {} over {}",
+            ms(p50),
+            ms(p95),
+            counted(node.streamed_calls, "streamed call")
+        ));
+    }
+    let mut own_title = format!(
+        "{}: own time {} ({} of self time)",
+        node.node_id,
+        ms(node.own_time_ms),
+        pct(100.0 - llm * 100.0),
+    );
+    if node.tool_calls > 0 {
+        own_title.push_str(&format!(
+            ", {} in {} included",
+            ms(node.tool_time_ms),
+            counted(node.tool_calls, "tool call")
+        ));
+    }
+    Some(Split {
+        llm,
+        llm_fill: if is_bottleneck {
+            BOTTLENECK_LLM_FILL
+        } else {
+            OTHER_LLM_FILL
+        },
+        llm_title,
+        own_title,
+    })
 }
 
 /// A horizontal bar chart of each node's LLM cost, costliest first, as an SVG document:
@@ -390,6 +507,7 @@ pub fn cost_chart_svg(summary: &Summary) -> String {
                     node.cost_usd,
                     node.total_tokens
                 ),
+                split: None,
             }
         })
         .collect();
@@ -551,6 +669,40 @@ pub(crate) mod tests {
                 assert_no_overlap(&cost_chart_svg(&summary), CHART_WIDTH);
             }
         }
+    }
+
+    #[test]
+    fn a_node_with_timed_llm_calls_has_its_bar_split_into_llm_and_own_time() {
+        let mut summary = summary(&[("analyze", 300.0), ("plan", 100.0)]);
+        let analyze = &mut summary.nodes[0];
+        analyze.llm_calls = 2;
+        analyze.llm_time_ms = 240.0;
+        analyze.own_time_ms = 60.0;
+        analyze.streamed_calls = 1;
+        analyze.ttft_p50_ms = Some(120.0);
+        analyze.ttft_p95_ms = Some(120.0);
+        let svg = share_chart_svg(&summary);
+        // Only the node with timed calls is split; every node keeps its whole bar.
+        assert_eq!(svg.matches(r#"<rect class="bar""#).count(), 2);
+        assert_eq!(svg.matches(r#"<rect class="bar-llm""#).count(), 1);
+        assert_eq!(svg.matches(r#"<rect class="bar-own""#).count(), 1);
+        // 75% of self time, 80% of it LLM: 0.75 × 0.8 × 430 px, then the rest.
+        assert!(
+            svg.contains(r#"<rect class="bar-llm" x="200" y="34" width="258" "#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"<rect class="bar-own" x="458" y="34" width="64.5" "#),
+            "{svg}"
+        );
+        assert!(svg.contains(
+            "analyze: LLM time 240 ms (80.0% of self time, 2 LLM calls); time to first token \
+             p50 120 ms, p95 120 ms over 1 streamed call"
+        ));
+        assert!(svg.contains("analyze: own time 60.0 ms (20.0% of self time)"));
+        assert!(svg.contains("75.0% · 300 ms · LLM 240 ms"));
+        assert!(svg.contains("dark part: LLM time"));
+        assert_no_overlap(&svg, CHART_WIDTH);
     }
 
     #[test]

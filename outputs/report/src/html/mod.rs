@@ -6,10 +6,11 @@
 //! - a header with the run's facts (id, workflow, status, start, duration), the total self
 //!   time, LLM cost and tokens, the bottlenecks and the slowest node;
 //! - each node's share of self time as bars, bottlenecks in a strong colour, with the
-//!   bottleneck threshold drawn as a dashed line ([`share_chart_svg`]);
+//!   bottleneck threshold drawn as a dashed line, and each bar split into the node's LLM
+//!   time and its own time when its LLM calls were timed ([`share_chart_svg`]);
 //! - each node's LLM cost as bars ([`cost_chart_svg`]);
 //! - a Gantt-style timeline of the spans, one band per thread ([`timeline_svg`]);
-//! - a table of every node.
+//! - a table of every node, with its LLM time, own time and time to first token.
 //!
 //! Every piece of text is escaped (node ids are user input), every number carries its
 //! unit, long labels are cut with `…` (the full text in a tooltip), and the charts cap
@@ -43,7 +44,8 @@ pub use bars::{MAX_CHART_ROWS, cost_chart_svg, share_chart_svg};
 pub use timeline::{MAX_TIMELINE_SPANS, timeline_svg};
 
 use bars::{
-    BOTTLENECK_FILL, COST_FILL, COSTLIEST_FILL, OTHER_FILL, bottleneck_ids, by_self_time, share_of,
+    BOTTLENECK_FILL, BOTTLENECK_LLM_FILL, COST_FILL, COSTLIEST_FILL, OTHER_FILL, OTHER_LLM_FILL,
+    bottleneck_ids, by_self_time, share_of,
 };
 use svg::{counted, esc, group, ms, pct, pct_short, tokens, usd};
 
@@ -142,6 +144,21 @@ pub fn render_html(input: &ReportInput<'_>) -> String {
          is not counted twice.</p>",
         pct_short(summary.threshold_percent)
     );
+    if summary
+        .nodes
+        .iter()
+        .any(|n| n.llm_time_ms > 0.0 || n.llm_failed_calls > 0)
+    {
+        let _ = writeln!(
+            out,
+            "<p class=\"legend split\"><span class=\"swatch\" style=\"background:{BOTTLENECK_LLM_FILL}\">\
+             </span><span class=\"swatch\" style=\"background:{OTHER_LLM_FILL}\"></span>LLM time: \
+             the union of the node's LLM calls, so concurrent calls count once \
+             <span class=\"swatch\" style=\"background:{BOTTLENECK_FILL}\"></span>\
+             <span class=\"swatch\" style=\"background:{OTHER_FILL}\"></span>own time: self time \
+             less LLM time.</p>"
+        );
+    }
     out.push_str(&share_chart_svg(summary));
     out.push_str("\n</section>\n");
 
@@ -302,7 +319,8 @@ fn table(out: &mut String, summary: &Summary) {
     out.push_str(
         "<table>\n<thead><tr><th class=\"name\">node</th><th>calls</th><th>self share</th>\
          <th>self</th><th>total</th><th>p50</th><th>p95</th>\
-         <th>ok / err / panic / cancel</th><th>tokens</th><th>cost</th></tr></thead>\n<tbody>\n",
+         <th>ok / err / panic / cancel</th><th>tokens</th><th>cost</th>\
+         <th>LLM time</th><th>own time</th><th>TTFT p50 / p95</th></tr></thead>\n<tbody>\n",
     );
     let bottlenecks = bottleneck_ids(summary);
     let ordered = by_self_time(summary);
@@ -323,10 +341,23 @@ fn table(out: &mut String, summary: &Summary) {
         } else {
             tokens(node.total_tokens)
         };
+        // Only timed calls have an interval: a node whose calls were tracked from their
+        // bodies alone has no split to show, rather than an LLM time of 0.
+        let timed = node.llm_time_ms > 0.0 || node.llm_failed_calls > 0;
+        let (llm, own) = if timed {
+            (ms(node.llm_time_ms), ms(node.own_time_ms))
+        } else {
+            ("–".to_owned(), "–".to_owned())
+        };
+        let ttft = match (node.ttft_p50_ms, node.ttft_p95_ms) {
+            (Some(p50), Some(p95)) => format!("{} / {}", ms(p50), ms(p95)),
+            _ => "–".to_owned(),
+        };
         let _ = writeln!(
             out,
             "<tr{}><td class=\"name\">{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{} / {} / {} / {}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{} / {} / {} / {}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
             if is_bottleneck {
                 " class=\"bottleneck\""
             } else {
@@ -350,6 +381,9 @@ fn table(out: &mut String, summary: &Summary) {
             o.cancelled,
             esc(&toks),
             esc(&cost),
+            esc(&llm),
+            esc(&own),
+            esc(&ttft),
         );
     }
     out.push_str("</tbody>\n</table>\n");
