@@ -1,7 +1,7 @@
 //! From a [`Trace`] to OTLP messages: a root span for the workflow, a span per node call,
 //! the LLM calls in the OpenTelemetry GenAI conventions. Pure functions, no I/O.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -14,9 +14,10 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
 use super::config::{LlmSpans, OtlpConfig};
-use agent_profiler_runtime::Outcome;
 use agent_profiler_runtime::cost::{CostBreakdown, CostInfo};
 use agent_profiler_runtime::trace::{Span, Trace, random_u64, splitmix64};
+use agent_profiler_runtime::{LlmOutcome, Outcome};
+use serde_json::{Value, json};
 
 /// The OTLP span message.
 type OtlpSpan = opentelemetry_proto::tonic::trace::v1::Span;
@@ -138,6 +139,20 @@ pub struct RootSpan {
     attributes: Vec<(String, AttributeValue)>,
     mlflow_run_id: Option<String>,
     llm_totals: Option<CostBreakdown>,
+    inputs: Option<Value>,
+    outputs: Option<Value>,
+    exchanges: HashMap<u64, LlmExchange>,
+}
+
+/// What one node call asked its model and what it answered, for the spans of its LLM calls
+/// (see [`RootSpan::exchange`]). Either part may be missing: only what the user allowed to
+/// be kept is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LlmExchange {
+    /// The prompt sent (the user message).
+    pub prompt: Option<String>,
+    /// The model's answer.
+    pub answer: Option<String>,
 }
 
 impl RootSpan {
@@ -153,6 +168,9 @@ impl RootSpan {
             attributes: Vec::new(),
             mlflow_run_id: None,
             llm_totals: None,
+            inputs: None,
+            outputs: None,
+            exchanges: HashMap::new(),
         }
     }
 
@@ -197,6 +215,29 @@ impl RootSpan {
     /// the sum over the kept spans; give the analyzer's totals when spans were dropped).
     pub fn llm_totals(mut self, totals: CostBreakdown) -> Self {
         self.llm_totals = Some(totals);
+        self
+    }
+
+    /// The run's inputs, shown as the trace's request (MLflow's Input column and the root
+    /// span's inputs). Only give what may leave the process.
+    pub fn inputs(mut self, inputs: Value) -> Self {
+        self.inputs = Some(inputs);
+        self
+    }
+
+    /// The run's outputs, shown as the trace's response (MLflow's Output column).
+    pub fn outputs(mut self, outputs: Value) -> Self {
+        self.outputs = Some(outputs);
+        self
+    }
+
+    /// What the node call of span `span_id` (a [`Span::span_id`] of the trace) asked and
+    /// answered: the prompt goes on each of its LLM call spans and on its own span, the
+    /// answer on its last LLM call span and on its own span.
+    pub fn exchange(mut self, span_id: u64, exchange: LlmExchange) -> Self {
+        if exchange.prompt.is_some() || exchange.answer.is_some() {
+            self.exchanges.insert(span_id, exchange);
+        }
         self
     }
 
@@ -386,11 +427,21 @@ fn otlp_spans(trace: &Trace, root: &RootSpan, config: &OtlpConfig) -> Vec<OtlpSp
             .parent_span_id
             .filter(|p| kept.contains(p))
             .unwrap_or(root_id);
-        out.push(node_span(span, trace_id, parent, per_call));
+        let exchange = root.exchanges.get(&span.span_id);
+        out.push(node_span(span, trace_id, parent, per_call, exchange));
         if per_call {
+            let answered = answered_call(&span.llm_calls);
             for (index, call) in span.llm_calls.iter().enumerate() {
                 let id = fresh_id(span.span_id ^ ((index as u64 + 1) << 48), &mut used);
-                out.push(llm_span(call, span, trace_id, id));
+                let mut chat = llm_span(call, span, trace_id, id);
+                if let Some(exchange) = exchange {
+                    let answer = exchange
+                        .answer
+                        .as_deref()
+                        .filter(|_| answered == Some(index));
+                    content_attributes(&mut chat.attributes, exchange.prompt.as_deref(), answer);
+                }
+                out.push(chat);
             }
         }
     }
@@ -419,6 +470,13 @@ fn otlp_spans(trace: &Trace, root: &RootSpan, config: &OtlpConfig) -> Vec<OtlpSp
     ];
     if root.outcome != Outcome::Ok {
         automatic.push(kv("error.type", root.outcome.as_str()));
+    }
+    automatic.push(span_type("AGENT"));
+    if let Some(inputs) = &root.inputs {
+        automatic.push(kv(MLFLOW_INPUTS, inputs.to_string()));
+    }
+    if let Some(outputs) = &root.outputs {
+        automatic.push(kv(MLFLOW_OUTPUTS, outputs.to_string()));
     }
     let totals = root.llm_totals.clone().unwrap_or_else(|| {
         let mut totals = CostBreakdown::default();
@@ -450,7 +508,13 @@ fn otlp_spans(trace: &Trace, root: &RootSpan, config: &OtlpConfig) -> Vec<OtlpSp
     out
 }
 
-fn node_span(span: &Span, trace_id: [u8; 16], parent: u64, per_call: bool) -> OtlpSpan {
+fn node_span(
+    span: &Span,
+    trace_id: [u8; 16],
+    parent: u64,
+    per_call: bool,
+    exchange: Option<&LlmExchange>,
+) -> OtlpSpan {
     let mut attributes = vec![
         kv("agent_profiler.node_id", span.node_id.as_str()),
         kv("agent_profiler.outcome", span.outcome.as_str()),
@@ -468,6 +532,20 @@ fn node_span(span: &Span, trace_id: [u8; 16], parent: u64, per_call: bool) -> Ot
     if !per_call {
         genai_attributes(&mut attributes, &span.llm_calls);
     }
+    // Without spans of their own, the calls are the node: MLflow shows it as a chat.
+    let kind = if !per_call && !span.llm_calls.is_empty() {
+        "CHAT_MODEL"
+    } else {
+        "CHAIN"
+    };
+    attributes.push(span_type(kind));
+    if let Some(exchange) = exchange {
+        content_attributes(
+            &mut attributes,
+            exchange.prompt.as_deref(),
+            exchange.answer.as_deref(),
+        );
+    }
     OtlpSpan {
         trace_id: trace_id.to_vec(),
         span_id: span.span_id.to_be_bytes().to_vec(),
@@ -483,17 +561,35 @@ fn node_span(span: &Span, trace_id: [u8; 16], parent: u64, per_call: bool) -> Ot
     }
 }
 
-/// One LLM call as a `chat {model}` client span under its node's span, at the moment it
-/// was tracked (kept within the node's span).
+/// One LLM call as a `chat {model}` client span under its node's span: from its start to
+/// its end for a timed call, else at the moment it was tracked (kept within the node's
+/// span), lasting nothing.
 fn llm_span(call: &CostInfo, node: &Span, trace_id: [u8; 16], id: u64) -> OtlpSpan {
-    let end = node.end_unix_ns.max(node.start_unix_ns);
-    let at = if call.timestamp.is_finite() && call.timestamp > 0.0 {
-        ((call.timestamp * 1e9) as u64).clamp(node.start_unix_ns, end)
-    } else {
-        end
+    let (start, end) = match &call.timing {
+        Some(timing) => (
+            timing.start_unix_ns,
+            timing.end_unix_ns.max(timing.start_unix_ns),
+        ),
+        None => {
+            let end = node.end_unix_ns.max(node.start_unix_ns);
+            let at = if call.timestamp.is_finite() && call.timestamp > 0.0 {
+                ((call.timestamp * 1e9) as u64).clamp(node.start_unix_ns, end)
+            } else {
+                end
+            };
+            (at, at)
+        }
     };
     let mut attributes = vec![kv("agent_profiler.node_id", node.node_id.as_str())];
-    genai_attributes(&mut attributes, std::slice::from_ref(call));
+    if call.has_usage {
+        genai_attributes(&mut attributes, std::slice::from_ref(call));
+    } else {
+        // No usage to report: zeros would read as a call that used no tokens.
+        attributes.push(kv("gen_ai.operation.name", "chat"));
+        attributes.push(kv("gen_ai.request.model", call.model.as_str()));
+        attributes.push(kv("gen_ai.provider.name", call.provider.as_str()));
+    }
+    attributes.push(span_type("CHAT_MODEL"));
     if call.reasoning_tokens > 0 {
         attributes.push(kv(
             "agent_profiler.llm.reasoning_tokens",
@@ -511,6 +607,32 @@ fn llm_span(call: &CostInfo, node: &Span, trace_id: [u8; 16], id: u64) -> OtlpSp
     if let Some(key) = &call.price_key {
         attributes.push(kv("agent_profiler.llm.price_key", key.as_str()));
     }
+    let mut status = status(Outcome::Ok, None);
+    if let Some(timing) = &call.timing {
+        attributes.push(kv("gen_ai.request.stream", timing.stream));
+        if let Some(ttft) = timing.ttft_ns() {
+            attributes.push(kv("gen_ai.response.time_to_first_chunk", ttft as f64 / 1e9));
+        }
+        attributes.push(kv(
+            "agent_profiler.llm.duration_ms",
+            timing.duration_ns() as f64 / 1e6,
+        ));
+        attributes.push(kv("agent_profiler.llm.outcome", timing.outcome.as_str()));
+        if call.has_usage && call.output_tokens > 0 {
+            if let Some(rate) = timing.output_tokens_per_second(call.output_tokens) {
+                attributes.push(kv("agent_profiler.llm.output_tokens_per_second", rate));
+            }
+        }
+        if timing.outcome != LlmOutcome::Ok {
+            attributes.push(kv("error.type", timing.outcome.as_str()));
+            let message = timing.error.as_deref().unwrap_or(timing.outcome.as_str());
+            attributes.push(kv("agent_profiler.llm.error", message));
+            status = Status {
+                code: StatusCode::Error as i32,
+                message: message.to_owned(),
+            };
+        }
+    }
     OtlpSpan {
         trace_id: trace_id.to_vec(),
         span_id: id.to_be_bytes().to_vec(),
@@ -518,11 +640,64 @@ fn llm_span(call: &CostInfo, node: &Span, trace_id: [u8; 16], id: u64) -> OtlpSp
         flags: SPAN_FLAGS,
         name: format!("chat {}", call.model),
         kind: SpanKind::Client as i32,
-        start_time_unix_nano: at,
-        end_time_unix_nano: at,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
         attributes,
-        status: Some(status(Outcome::Ok, None)),
+        status: Some(status),
         ..Default::default()
+    }
+}
+
+/// The call an answer belongs to: the last one that ended well (an untimed call is taken
+/// to have).
+fn answered_call(calls: &[CostInfo]) -> Option<usize> {
+    calls.iter().rposition(|c| {
+        c.timing
+            .as_ref()
+            .is_none_or(|t| t.outcome == LlmOutcome::Ok)
+    })
+}
+
+/// `mlflow.spanInputs`: the span's inputs, JSON-encoded, as MLflow stores every attribute
+/// (`SpanAttributeKey.INPUTS`); the root span's become the trace's request preview.
+const MLFLOW_INPUTS: &str = "mlflow.spanInputs";
+/// `mlflow.spanOutputs`: the span's outputs, JSON-encoded (`SpanAttributeKey.OUTPUTS`).
+const MLFLOW_OUTPUTS: &str = "mlflow.spanOutputs";
+
+/// `mlflow.spanType` (`SpanAttributeKey.SPAN_TYPE`): JSON-encoded like every MLflow
+/// attribute, one of MLflow's `SpanType` names.
+fn span_type(kind: &str) -> KeyValue {
+    kv("mlflow.spanType", Value::from(kind).to_string())
+}
+
+/// The prompt and answer of a call, where MLflow reads a span's inputs and outputs (in the
+/// OpenAI chat shape its chat view draws) and in the GenAI convention's opt-in message
+/// attributes, for other OpenTelemetry receivers.
+fn content_attributes(attributes: &mut Vec<KeyValue>, prompt: Option<&str>, answer: Option<&str>) {
+    if let Some(prompt) = prompt {
+        let input = json!({ "messages": [{ "role": "user", "content": prompt }] });
+        attributes.push(kv(MLFLOW_INPUTS, input.to_string()));
+        let messages = json!([{
+            "role": "user",
+            "parts": [{ "type": "text", "content": prompt }],
+        }]);
+        attributes.push(kv("gen_ai.input.messages", messages.to_string()));
+    }
+    if let Some(answer) = answer {
+        let output = json!({
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": answer },
+                "finish_reason": "stop",
+            }],
+        });
+        attributes.push(kv(MLFLOW_OUTPUTS, output.to_string()));
+        let messages = json!([{
+            "role": "assistant",
+            "parts": [{ "type": "text", "content": answer }],
+            "finish_reason": "stop",
+        }]);
+        attributes.push(kv("gen_ai.output.messages", messages.to_string()));
     }
 }
 
@@ -845,6 +1020,195 @@ mod tests {
         assert_eq!(int(root, "agent_profiler.spans"), Some(4));
         assert_eq!(int(root, "agent_profiler.spans_dropped"), Some(2));
         assert_eq!(int(root, "agent_profiler.unattached_llm_calls"), Some(1));
+    }
+
+    fn timed(mut call: CostInfo, start: u64, end: u64, outcome: LlmOutcome) -> CostInfo {
+        call.timing = Some(agent_profiler_runtime::LlmTiming {
+            start_unix_ns: start,
+            end_unix_ns: end,
+            first_chunk_unix_ns: Some(start + 50_000_000),
+            stream: true,
+            outcome,
+            error: (outcome != LlmOutcome::Ok).then(|| "HTTP 503 from the provider".to_owned()),
+        });
+        call
+    }
+
+    fn boolean(span: &OtlpSpan, key: &str) -> Option<bool> {
+        match attr(span, key) {
+            Some(any_value::Value::BoolValue(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn timed_calls_last_as_long_as_they_did() {
+        let mut trace = sample();
+        let mut failed = call("openai", "gpt-4o-mini", 0, 0, None);
+        failed.has_usage = false;
+        failed.unpriced_reason = None;
+        // middle: T0+10 .. T0+0.9 s; a 300 ms streamed call, then a failed one.
+        trace.spans[1].llm_calls = vec![
+            timed(
+                call("openai", "gpt-4o", 1000, 300, Some(0.01)),
+                T0 + 100_000_000,
+                T0 + 400_000_000,
+                LlmOutcome::Ok,
+            ),
+            timed(
+                failed,
+                T0 + 400_000_000,
+                T0 + 450_000_000,
+                LlmOutcome::Error,
+            ),
+        ];
+        let request = to_request(&trace, &RootSpan::new("wf"), &config());
+        let spans = spans(&request);
+        let ok = by_name(spans, "chat gpt-4o");
+        assert_eq!(ok.start_time_unix_nano, T0 + 100_000_000);
+        assert_eq!(ok.end_time_unix_nano, T0 + 400_000_000);
+        assert_eq!(ok.status.as_ref().unwrap().code, StatusCode::Ok as i32);
+        assert_eq!(boolean(ok, "gen_ai.request.stream"), Some(true));
+        assert_eq!(
+            double(ok, "gen_ai.response.time_to_first_chunk"),
+            Some(0.05)
+        );
+        assert_eq!(string(ok, "agent_profiler.llm.outcome"), Some("ok"));
+        assert_eq!(double(ok, "agent_profiler.llm.duration_ms"), Some(300.0));
+        // 300 tokens over the 250 ms after the first chunk.
+        let rate = double(ok, "agent_profiler.llm.output_tokens_per_second").unwrap();
+        assert!((rate - 1200.0).abs() < 1e-9, "{rate}");
+        assert_eq!(int(ok, "gen_ai.usage.output_tokens"), Some(300));
+        assert_eq!(string(ok, "error.type"), None);
+
+        let bad = by_name(spans, "chat gpt-4o-mini");
+        assert_eq!(
+            bad.end_time_unix_nano - bad.start_time_unix_nano,
+            50_000_000
+        );
+        let status = bad.status.as_ref().unwrap();
+        assert_eq!(status.code, StatusCode::Error as i32);
+        assert_eq!(status.message, "HTTP 503 from the provider");
+        assert_eq!(string(bad, "error.type"), Some("error"));
+        assert_eq!(
+            string(bad, "agent_profiler.llm.error"),
+            Some("HTTP 503 from the provider")
+        );
+        assert_eq!(string(bad, "agent_profiler.llm.outcome"), Some("error"));
+        assert_eq!(
+            int(bad, "gen_ai.usage.input_tokens"),
+            None,
+            "no usage known"
+        );
+        assert_eq!(
+            double(bad, "agent_profiler.llm.output_tokens_per_second"),
+            None
+        );
+        assert_eq!(string(bad, "gen_ai.request.model"), Some("gpt-4o-mini"));
+        // An untimed call keeps its instant.
+        let claude = by_name(spans, "chat claude-sonnet-4-5");
+        assert_eq!(claude.start_time_unix_nano, claude.end_time_unix_nano);
+        assert_eq!(boolean(claude, "gen_ai.request.stream"), None);
+    }
+
+    #[test]
+    fn span_types() {
+        let trace = sample();
+        let request = to_request(&trace, &RootSpan::new("wf"), &config());
+        let spans = spans(&request);
+        assert_eq!(
+            string(spans.last().unwrap(), "mlflow.spanType"),
+            Some("\"AGENT\"")
+        );
+        assert_eq!(
+            string(by_name(spans, "middle"), "mlflow.spanType"),
+            Some("\"CHAIN\"")
+        );
+        assert_eq!(
+            string(by_name(spans, "chat gpt-4o"), "mlflow.spanType"),
+            Some("\"CHAT_MODEL\"")
+        );
+        let config = config().llm_spans(LlmSpans::OnNode);
+        let request = to_request(&trace, &RootSpan::new("wf"), &config);
+        let spans = super::tests::spans(&request);
+        assert_eq!(
+            string(by_name(spans, "middle"), "mlflow.spanType"),
+            Some("\"CHAT_MODEL\"")
+        );
+        assert_eq!(
+            string(by_name(spans, "outer"), "mlflow.spanType"),
+            Some("\"CHAIN\"")
+        );
+    }
+
+    #[test]
+    fn prompts_and_answers_only_when_given() {
+        let mut trace = sample();
+        let mut failed = call("openai", "gpt-4o", 0, 0, None);
+        failed.has_usage = false;
+        trace.spans[1]
+            .llm_calls
+            .push(timed(failed, T0 + 1, T0 + 2, LlmOutcome::Timeout));
+        let plain = to_request(&trace, &RootSpan::new("wf"), &config());
+        let text = format!("{plain:?}");
+        for key in [
+            MLFLOW_INPUTS,
+            MLFLOW_OUTPUTS,
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+        ] {
+            assert!(!text.contains(key), "{key} without content");
+        }
+
+        let root = RootSpan::new("wf")
+            .inputs(json!({"topic": "tides"}))
+            .outputs(json!({"summary": "the moon"}))
+            .exchange(
+                2,
+                LlmExchange {
+                    prompt: Some("Explain tides".into()),
+                    answer: Some("The moon pulls".into()),
+                },
+            )
+            .exchange(3, LlmExchange::default());
+        let request = to_request(&trace, &root, &config());
+        let spans = spans(&request);
+        let root_span = spans.last().unwrap();
+        let inputs: Value =
+            serde_json::from_str(string(root_span, MLFLOW_INPUTS).unwrap()).unwrap();
+        assert_eq!(inputs, json!({"topic": "tides"}));
+        let outputs: Value =
+            serde_json::from_str(string(root_span, MLFLOW_OUTPUTS).unwrap()).unwrap();
+        assert_eq!(outputs, json!({"summary": "the moon"}));
+
+        let middle = by_name(spans, "middle");
+        assert!(
+            string(middle, MLFLOW_INPUTS)
+                .unwrap()
+                .contains("Explain tides")
+        );
+        let chats: Vec<&OtlpSpan> = spans.iter().filter(|s| s.name == "chat gpt-4o").collect();
+        assert_eq!(chats.len(), 3);
+        for chat in &chats {
+            let input: Value = serde_json::from_str(string(chat, MLFLOW_INPUTS).unwrap()).unwrap();
+            assert_eq!(input["messages"][0]["content"], "Explain tides");
+            let messages: Value =
+                serde_json::from_str(string(chat, "gen_ai.input.messages").unwrap()).unwrap();
+            assert_eq!(messages[0]["parts"][0]["content"], "Explain tides");
+        }
+        // The answer goes to the last call that ended well, not to the timed-out one.
+        let answered: Vec<usize> = (0..3)
+            .filter(|&i| string(chats[i], MLFLOW_OUTPUTS).is_some())
+            .collect();
+        assert_eq!(answered, [1]);
+        let output: Value =
+            serde_json::from_str(string(chats[1], MLFLOW_OUTPUTS).unwrap()).unwrap();
+        assert_eq!(output["choices"][0]["message"]["content"], "The moon pulls");
+        let messages: Value =
+            serde_json::from_str(string(chats[1], "gen_ai.output.messages").unwrap()).unwrap();
+        assert_eq!(messages[0]["role"], "assistant");
+        // An empty exchange adds nothing.
+        assert_eq!(string(by_name(spans, "leaf"), MLFLOW_INPUTS), None);
     }
 
     #[test]

@@ -19,6 +19,20 @@
 //! cost in USD (`agent_profiler.cost_usd`, and `mlflow.llm.cost`, the attribute MLflow reads
 //! costs from). See [`LlmSpans`] for where the LLM attributes go.
 //!
+//! A call timed with `MultiProviderCostTracker::start_call` lasts as long as the call did,
+//! with `gen_ai.request.stream`, `gen_ai.response.time_to_first_chunk` (seconds),
+//! `agent_profiler.llm.outcome`, `.duration_ms` and `.output_tokens_per_second`; a call
+//! that failed has status ERROR with its error (`error.type`, `agent_profiler.llm.error`)
+//! and no `gen_ai.usage.*` when nothing was billed. A call tracked from its answer alone
+//! is a span of no length at the moment it was tracked.
+//!
+//! Every span names its MLflow span type (`mlflow.spanType`: `AGENT` for the root, `CHAIN`
+//! for a node, `CHAT_MODEL` for an LLM call). Prompts and answers leave the process only
+//! when the caller hands them over ([`RootSpan::inputs`], [`RootSpan::outputs`],
+//! [`RootSpan::exchange`]): then in `mlflow.spanInputs` / `mlflow.spanOutputs` (MLflow's
+//! Input and Output columns come from the root span's) and in `gen_ai.input.messages` /
+//! `gen_ai.output.messages`.
+//!
 //! MLflow (3.6 and later) takes OTLP at `{tracking_uri}/v1/traces`, into the experiment
 //! named by the `x-mlflow-experiment-id` header; [`OtlpConfig::for_mlflow`] sets both, and
 //! [`RootSpan::mlflow_run`] links the trace to a run (header `x-mlflow-run-id`), so the
@@ -67,7 +81,7 @@ pub use config::{
     DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, LlmSpans,
     MLFLOW_EXPERIMENT_HEADER, MLFLOW_RUN_HEADER, OtlpConfig, OtlpError, TRACES_PATH,
 };
-pub use convert::{AttributeValue, RootSpan, to_request, to_requests};
+pub use convert::{AttributeValue, LlmExchange, RootSpan, to_request, to_requests};
 /// The OTLP protobuf messages (from the `opentelemetry-proto` crate) that [`to_request`]
 /// returns.
 pub use opentelemetry_proto::tonic as proto;
