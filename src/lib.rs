@@ -54,11 +54,11 @@
 
 pub use agent_profiler_macros::profile_node;
 pub use agent_profiler_runtime::{
-    BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, MAX_DYNAMIC_NODE_IDS, MultiProviderCostTracker,
-    NodeCostShare, NodeShare, NodeTimings, OTHER_DYNAMIC_NODES, Outcome, OutcomeCounts,
-    ProfilerFutureExt, ProfilerScope, RecordError, Summary, WithProfiler, clear_profiler,
-    current_node_id, extract_provider, get_profiler, is_enabled, profile_call, profile_fallible,
-    set_enabled, set_profiler,
+    BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, LlmCall, LlmOutcome, LlmTiming,
+    MAX_DYNAMIC_NODE_IDS, MultiProviderCostTracker, NodeCostShare, NodeShare, NodeTimings,
+    OTHER_DYNAMIC_NODES, Outcome, OutcomeCounts, ProfilerFutureExt, ProfilerScope, RecordError,
+    Summary, ToolCall, WithProfiler, clear_profiler, current_node_id, extract_provider,
+    get_profiler, is_enabled, profile_call, profile_fallible, set_enabled, set_profiler,
 };
 
 /// LLM cost: token usage read from provider responses, prices, and
