@@ -646,3 +646,83 @@ fn exporter_throughput_matches_sequential_log_batch() {
     // The target is within 10%; the assertion leaves room for a noisy shared machine.
     assert!(ratio > 0.75, "exporter at {ratio:.2} of the direct rate");
 }
+
+/// One node with two timed LLM calls: a streamed one that sent its first chunk after
+/// `ttft`, and one dropped mid-call (cancelled: its time was spent, it has no first token).
+#[profile_node("stream_llm")]
+fn stream_llm(
+    llm: &MultiProviderCostTracker,
+    ttft: Duration,
+) -> Vec<agent_profiler::cost::CostInfo> {
+    let call = llm.start_call("openai", "gpt-4o-mini");
+    call.set_stream(true);
+    std::thread::sleep(ttft);
+    call.first_chunk();
+    std::thread::sleep(Duration::from_millis(5));
+    let streamed = call.finish(Usage::new(400, 50)).unwrap();
+    let dropped = llm.start_call("openai", "gpt-4o-mini");
+    std::thread::sleep(Duration::from_millis(3));
+    drop(dropped);
+    vec![streamed]
+}
+
+#[test]
+fn timed_llm_calls_arrive_as_per_call_llm_ms_and_ttft_ms() {
+    let name = "timed_llm_calls_arrive_as_per_call_llm_ms_and_ttft_ms";
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
+        return;
+    };
+    let (analyzer, tracker) = mlflow_api::attached(mlflow_api::config(&uri, name));
+    let llm = MultiProviderCostTracker::builder()
+        .sink(tracker.cost_sink())
+        .build();
+    let streamed: Vec<_> = {
+        let _scope = ProfilerScope::new(&analyzer);
+        [10, 20]
+            .into_iter()
+            .flat_map(|ms| stream_llm(&llm, Duration::from_millis(ms)))
+            .collect()
+    };
+    assert!(tracker.flush(WAIT), "not flushed: {}", tracker.stats());
+    let run_id = tracker.run_id().unwrap();
+    let client = mlflow_api::client(&uri);
+
+    // Every timed call's wall time, the cancelled ones too, in the order they ended.
+    let llm_ms = history(&client, &run_id, "node_stream_llm_llm_ms");
+    let steps: Vec<i64> = llm_ms.iter().map(|m| m.step).collect();
+    assert_eq!(steps, [0, 1, 2, 3]);
+    for (k, call) in streamed.iter().enumerate() {
+        let timing = call.timing.as_ref().unwrap();
+        assert_eq!(llm_ms[2 * k].value, timing.duration_ns() as f64 / 1e6);
+        assert_eq!(
+            llm_ms[2 * k].timestamp,
+            (timing.end_unix_ns / 1_000_000) as i64
+        );
+    }
+    for cancelled in [&llm_ms[1], &llm_ms[3]] {
+        assert!(cancelled.value >= 3.0, "{cancelled:?}");
+    }
+    // Only the streamed calls have a time to first token.
+    let ttft = history(&client, &run_id, "node_stream_llm_ttft_ms");
+    let got: Vec<(i64, f64)> = ttft.iter().map(|m| (m.step, m.value)).collect();
+    let want: Vec<(i64, f64)> = streamed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ns = c.timing.as_ref().unwrap().ttft_ns().unwrap();
+            (i as i64, ns as f64 / 1e6)
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(got[0].1 >= 10.0 && got[1].1 >= 20.0, "{got:?}");
+    // The priced calls' cost, as before.
+    assert_eq!(
+        history(&client, &run_id, "node_stream_llm_cost_usd").len(),
+        2
+    );
+
+    let stats = tracker.finish(RunStatus::Finished);
+    // 2 node durations, 4 LLM times, 2 TTFTs, 2 costs.
+    assert_eq!(stats.sent_metrics, 2 + 4 + 2 + 2, "{stats}");
+    assert_nothing_lost(&stats);
+}

@@ -149,8 +149,11 @@ struct Attached {
 #[derive(Default)]
 pub(crate) struct Queue {
     metrics: VecDeque<QueuedMetric>,
-    cost_keys: HashMap<String, Option<Arc<str>>>,
-    cost_steps: HashMap<String, u64>,
+    /// The key of each (suffix, node) a per-call LLM metric was queued for: `None` when
+    /// MLflow would reject it.
+    node_keys: HashMap<(&'static str, String), Option<Arc<str>>>,
+    /// The next step of each (suffix, node).
+    node_steps: HashMap<(&'static str, String), u64>,
     control: VecDeque<Control>,
     reports: u64,
 }
@@ -261,22 +264,30 @@ impl Exporter {
         true
     }
 
-    /// Queues one LLM call's cost as `node_{id}_cost_usd`, step = the node's cost index.
-    pub(crate) fn push_cost(&self, node_id: &str, cost_usd: f64, timestamp_ms: i64) {
+    /// Queues one LLM call's figure as `node_{id}_{suffix}` (`cost_usd`, `llm_ms`,
+    /// `ttft_ms`), step = the count of values of that key so far.
+    pub(crate) fn push_node_metric(
+        &self,
+        node_id: &str,
+        suffix: &'static str,
+        value: f64,
+        timestamp_ms: i64,
+    ) {
+        let slot = (suffix, node_id.to_owned());
         let cached = {
             let st = self.thread.state();
             if st.stopped() {
                 self.thread.count(|c| c.dropped_metrics += 1);
                 return;
             }
-            st.queue.cost_keys.get(node_id).cloned()
+            st.queue.node_keys.get(&slot).cloned()
         };
         // Made outside the lock: a bad key records an error, which may call the user's
         // warning sink.
-        let key = cached.unwrap_or_else(|| make_key(&self.thread, node_id, "cost_usd"));
+        let key = cached.unwrap_or_else(|| make_key(&self.thread, node_id, suffix));
         let mut st = self.thread.state();
-        if !st.queue.cost_keys.contains_key(node_id) {
-            st.queue.cost_keys.insert(node_id.to_owned(), key.clone());
+        if !st.queue.node_keys.contains_key(&slot) {
+            st.queue.node_keys.insert(slot.clone(), key.clone());
         }
         let Some(key) = key else {
             self.thread.count(|c| c.rejected_metrics += 1);
@@ -285,12 +296,12 @@ impl Exporter {
         if !self.has_room(&st) {
             return;
         }
-        let step = st.queue.cost_steps.entry(node_id.to_owned()).or_insert(0);
+        let step = st.queue.node_steps.entry(slot).or_insert(0);
         let this = *step;
         *step += 1;
         st.queue.metrics.push_back(QueuedMetric {
             key,
-            value: cost_usd,
+            value,
             timestamp: timestamp_ms,
             step: i64::try_from(this).unwrap_or(i64::MAX),
         });

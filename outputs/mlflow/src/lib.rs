@@ -7,7 +7,8 @@
 //!   ended; step: the node's call index). Give its
 //!   [`cost_sink`](MlflowTracker::cost_sink) to a cost tracker
 //!   ([`CostTrackerBuilder::sink`](agent_profiler_runtime::CostTrackerBuilder::sink)) and each priced LLM
-//!   call made inside a node becomes a value of `node_{id}_cost_usd`.
+//!   call made inside a node becomes a value of `node_{id}_cost_usd`; each timed call a
+//!   value of `node_{id}_llm_ms`, and each streamed one of `node_{id}_ttft_ms`.
 //!   [`log_bottleneck_report`](MlflowTracker::log_bottleneck_report) logs the summary.
 //! - [`MlflowClient`]: the blocking REST client underneath, for direct use.
 //! - [`MlflowConfig`]: the server and the run, from the environment variables of the
@@ -218,7 +219,8 @@ impl MlflowTracker {
     /// [`cost_sink`](Self::cost_sink) does this for every
     /// priced call made inside a profiled node.
     pub fn log_node_cost(&self, node_id: &str, cost_usd: f64) {
-        self.inner.push_cost(node_id, cost_usd, now_ms());
+        self.inner
+            .push_node_metric(node_id, "cost_usd", cost_usd, now_ms());
     }
 
     /// Queues the bottleneck report of a workflow: metrics `total_time_ms`, `node_count`, `bottleneck_count`, `total_cost_usd` (step:
@@ -264,8 +266,13 @@ impl MlflowTracker {
     /// What to give a cost tracker
     /// ([`CostTrackerBuilder::sink`](agent_profiler_runtime::CostTrackerBuilder::sink)) so that
     /// each priced LLM call made inside a node becomes one value of `node_{id}_cost_usd` (step:
-    /// the node's count of priced calls so far). Queued without blocking (bounded; dropped and
-    /// counted when the exporter is behind). It does not keep the exporter alive.
+    /// the node's count of priced calls so far). A call timed with
+    /// [`start_call`](agent_profiler_runtime::MultiProviderCostTracker::start_call) also
+    /// becomes a value of `node_{id}_llm_ms` (its wall time, failed calls included), and a
+    /// streamed one that sent a first chunk a value of `node_{id}_ttft_ms` (its time to first
+    /// token); their steps count the node's values of each key, their timestamp is when the
+    /// call ended. Queued without blocking (bounded; dropped and counted when the exporter is
+    /// behind). It does not keep the exporter alive.
     pub fn cost_sink(&self) -> Arc<dyn CostSink> {
         Arc::new(MlflowCostSink(Arc::downgrade(&self.inner)))
     }
@@ -277,8 +284,19 @@ struct MlflowCostSink(std::sync::Weak<Exporter>);
 
 impl CostSink for MlflowCostSink {
     fn node_call(&self, node_id: &str, info: &CostInfo) {
-        if let (Some(shared), Some(cost)) = (self.0.upgrade(), info.cost_usd) {
-            shared.push_cost(node_id, cost, (info.timestamp * 1000.0) as i64);
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        if let Some(cost) = info.cost_usd {
+            shared.push_node_metric(node_id, "cost_usd", cost, (info.timestamp * 1000.0) as i64);
+        }
+        if let Some(timing) = &info.timing {
+            let ended_ms = i64::try_from(timing.end_unix_ns / 1_000_000).unwrap_or(i64::MAX);
+            let ms = |ns: u64| ns as f64 / 1e6;
+            shared.push_node_metric(node_id, "llm_ms", ms(timing.duration_ns()), ended_ms);
+            if let Some(ttft) = timing.ttft_ns() {
+                shared.push_node_metric(node_id, "ttft_ms", ms(ttft), ended_ms);
+            }
         }
     }
 }
