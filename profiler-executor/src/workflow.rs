@@ -93,6 +93,31 @@ pub struct WorkflowRun {
     /// The Perfetto file written for the run, when asked for
     /// ([`WorkflowExecutor::perfetto_dir`]).
     pub perfetto_file: Option<PathBuf>,
+    /// What of the run's prompts and answers the user allowed out of the process, for the
+    /// trace export.
+    pub(crate) content: RunContent,
+}
+
+/// The prompts and answers of a run that may leave the process: only those the executor was
+/// allowed to keep ([`WorkflowExecutor::store_prompts`],
+/// [`WorkflowExecutor::store_responses`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunContent {
+    /// The run's inputs (allowed with the prompts: they fill the prompts).
+    pub inputs: Option<Value>,
+    /// What the run added to or changed in its state (allowed with the answers).
+    pub outputs: Option<Value>,
+    /// Every node call of the run's executor, in the order they finished.
+    pub calls: Vec<NodeExchange>,
+}
+
+/// One node call: the node, and its prompt and answer when allowed and known (a failed
+/// call has neither).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeExchange {
+    pub node_id: String,
+    pub prompt: Option<String>,
+    pub answer: Option<String>,
 }
 
 impl WorkflowRun {
@@ -198,6 +223,8 @@ struct RunShared {
     store_prompts: bool,
     store_responses: bool,
     states: Mutex<Vec<ExecutionStateRecord>>,
+    /// Each node call's allowed prompt and answer, pushed with its state (same order).
+    exchanges: Mutex<Vec<NodeExchange>>,
     sinks: Sinks,
     warnings: Warnings,
 }
@@ -217,6 +244,15 @@ impl RunShared {
         let record = self.state_record(node_id, step, result);
         self.sinks.node_finished(&record, &self.warnings);
         states.push(record);
+        let out = result.as_ref().ok();
+        self.exchanges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(NodeExchange {
+                node_id: node_id.to_owned(),
+                prompt: out.filter(|_| self.store_prompts).map(|o| o.prompt.clone()),
+                answer: out.filter(|_| self.store_responses).map(|o| o.text.clone()),
+            });
     }
 
     /// A node's state snapshot: its output state (the answer hidden and the prompt added
@@ -268,6 +304,29 @@ impl RunShared {
             cost_usd: cost,
             error_message: error,
             created_at: now_unix_seconds(),
+        }
+    }
+
+    /// The run's allowed content: `inputs` with the prompts, the part of `final_state` the
+    /// run wrote with the answers.
+    fn content(&self, inputs: &Value, final_state: Option<&Map<String, Value>>) -> RunContent {
+        let outputs = final_state.filter(|_| self.store_responses).map(|state| {
+            let given = inputs.as_object();
+            let written: Map<String, Value> = state
+                .iter()
+                .filter(|(k, v)| given.and_then(|g| g.get(*k)) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Value::Object(written)
+        });
+        RunContent {
+            inputs: self.store_prompts.then(|| inputs.clone()),
+            outputs,
+            calls: self
+                .exchanges
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 
@@ -466,13 +525,16 @@ impl WorkflowExecutor {
     }
 
     /// Whether stored node states keep the prompt sent (default off: prompts may hold
-    /// private data).
+    /// private data). On, the trace sent over OTLP carries them too: each prompt on its
+    /// node's LLM call spans, the run's inputs on the root span (MLflow's Input column).
     pub fn store_prompts(mut self, on: bool) -> Self {
         self.store_prompts = on;
         self
     }
 
-    /// Whether stored node states and outputs keep the model's answers (default off).
+    /// Whether stored node states and outputs keep the model's answers (default off). On,
+    /// the trace sent over OTLP carries them too: each answer on its node's LLM call span,
+    /// what the run wrote to its state on the root span (MLflow's Output column).
     pub fn store_responses(mut self, on: bool) -> Self {
         self.store_responses = on;
         self
@@ -653,6 +715,7 @@ impl WorkflowExecutor {
             store_prompts: self.store_prompts,
             store_responses: self.store_responses,
             states: Mutex::new(Vec::new()),
+            exchanges: Mutex::new(Vec::new()),
             sinks: self.sinks(),
             warnings: Warnings::new(self.console.clone()),
         }
@@ -710,6 +773,7 @@ impl WorkflowExecutor {
                 trace.dropped, trace.capacity
             ));
         }
+        let content = shared.content(&record.inputs, final_state.as_ref());
         WorkflowRun {
             report: record.report().unwrap_or_default(),
             record,
@@ -723,6 +787,7 @@ impl WorkflowExecutor {
             mlflow_run_url: None,
             trace,
             perfetto_file: None,
+            content,
         }
     }
 

@@ -1,16 +1,17 @@
 //! The OTLP sink: the run's trace as one OpenTelemetry trace, with a root span for the run.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use agent_profiler_mlflow::MlflowConfig;
-use agent_profiler_otlp::{OtlpConfig, OtlpExporter, RootSpan};
+use agent_profiler_otlp::{LlmExchange, OtlpConfig, OtlpExporter, RootSpan};
 use agent_profiler_runtime::Outcome;
 use agent_profiler_runtime::cost::CostBreakdown;
 use agent_profiler_runtime::now_unix_seconds;
-use agent_profiler_runtime::trace::Trace;
+use agent_profiler_runtime::trace::{Span, Trace};
 
 use super::{RunSink, Warnings};
-use crate::workflow::WorkflowRun;
+use crate::workflow::{NodeExchange, WorkflowRun};
 
 /// The variables that name an OTLP endpoint: when one is set, traces go there rather than
 /// to the MLflow server.
@@ -140,5 +141,92 @@ fn root_span(run: &WorkflowRun, trace: &Trace) -> RootSpan {
     if let Some(run_id) = &run.mlflow_run_id {
         root = root.mlflow_run(run_id);
     }
+    let content = &run.content;
+    if let Some(inputs) = &content.inputs {
+        root = root.inputs(inputs.clone());
+    }
+    if let Some(outputs) = &content.outputs {
+        root = root.outputs(outputs.clone());
+    }
+    for (span_id, call) in exchange_spans(trace, &content.calls) {
+        let exchange = LlmExchange {
+            prompt: call.prompt.clone(),
+            answer: call.answer.clone(),
+        };
+        root = root.exchange(span_id, exchange);
+    }
     root
+}
+
+/// The span of each node call: the calls of one node, in the order they finished, are
+/// that node's spans in the order they ended. A node whose spans do not match its calls one
+/// for one (a profiled function under the same id, spans the trace dropped) is matched on
+/// its spans with LLM calls, if those match, else left out: a prompt on the wrong span
+/// would mislead.
+fn exchange_spans<'a>(trace: &Trace, calls: &'a [NodeExchange]) -> Vec<(u64, &'a NodeExchange)> {
+    let mut by_node: HashMap<&str, Vec<&NodeExchange>> = HashMap::new();
+    for call in calls {
+        by_node.entry(call.node_id.as_str()).or_default().push(call);
+    }
+    let mut pairs = Vec::new();
+    for (node, calls) in by_node {
+        if calls
+            .iter()
+            .all(|c| c.prompt.is_none() && c.answer.is_none())
+        {
+            continue;
+        }
+        let mut spans: Vec<&Span> = trace.spans.iter().filter(|s| s.node_id == node).collect();
+        spans.sort_by_key(|s| (s.end_unix_ns, s.start_unix_ns));
+        if spans.len() != calls.len() {
+            spans.retain(|s| !s.llm_calls.is_empty());
+            if spans.len() != calls.len() {
+                continue;
+            }
+        }
+        pairs.extend(spans.iter().map(|s| s.span_id).zip(calls));
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_profiler_runtime::trace::test_support::span;
+
+    fn call(node: &str, prompt: Option<&str>) -> NodeExchange {
+        NodeExchange {
+            node_id: node.to_owned(),
+            prompt: prompt.map(str::to_owned),
+            answer: None,
+        }
+    }
+
+    #[test]
+    fn calls_go_to_their_node_spans_in_order() {
+        let trace = Trace {
+            // In the order they ended; `a` ran twice.
+            spans: vec![
+                span(1, None, "a", 0, 10),
+                span(3, None, "b", 5, 12),
+                span(2, None, "a", 20, 30),
+                span(4, None, "c", 0, 1),
+                span(5, None, "c", 2, 3),
+            ],
+            ..Trace::default()
+        };
+        let calls = [
+            call("a", Some("first")),
+            call("b", None),
+            call("a", Some("second")),
+            call("c", Some("only one call for two spans")),
+        ];
+        let mut pairs: Vec<(u64, &str)> = exchange_spans(&trace, &calls)
+            .into_iter()
+            .map(|(id, c)| (id, c.prompt.as_deref().unwrap()))
+            .collect();
+        pairs.sort_unstable();
+        // `b` has nothing to show, `c` cannot be matched.
+        assert_eq!(pairs, [(1, "first"), (2, "second")]);
+    }
 }
