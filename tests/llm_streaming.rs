@@ -3,22 +3,31 @@
 //! non-streamed answer, when the first text came, and streams that end early (cut off, an
 //! error event, larger than the client reads, slower than the timeout).
 //!
+//! Through a node ([`NodeExecutor`]) each call is timed: a streamed node has its time to
+//! first token, a cut stream leaves the node failed with the usage it was billed, a timeout
+//! counts as a failed call.
+//!
 //! Times are checked from below (a delay the server keeps cannot be shortened by a loaded
 //! machine); the bounds from above are generous.
 
 mod support {
     #[allow(dead_code)] // the provider stub's request type only
     pub mod http_stub;
+    #[allow(dead_code)] // the streaming provider, not the OpenAI stub
     pub mod llm_provider;
 }
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_profiler::cost::{ResponseFormat, Usage};
+use agent_profiler::executor::{NodeConfig, NodeError, NodeErrorKind, NodeExecutor, NodeOutput};
 use agent_profiler::llm::{
     AnthropicClient, ApiKey, LlmClient, LlmError, LlmRequest, LlmResponse, OpenAiClient,
 };
-use agent_profiler::{MultiProviderCostTracker, extract_provider};
+use agent_profiler::{
+    BottleneckAnalyzer, MultiProviderCostTracker, NodeTimings, ProfilerFutureExt, extract_provider,
+};
 use serde_json::{Value, json};
 use support::llm_provider::{
     ANTHROPIC_CACHE_CREATION_TOKENS, ANTHROPIC_CACHE_READ_TOKENS, ANTHROPIC_INPUT_TOKENS,
@@ -193,7 +202,7 @@ fn an_openai_error_chunk_mid_stream_is_a_cut_stream_without_the_key() {
 fn an_anthropic_answer_in_one_body_is_priced_with_its_cache_tokens() {
     let plan = StreamPlan::default();
     let provider = StreamingProvider::start(plan.clone());
-    let model = "claude-3-5-haiku-20241022";
+    let model = "claude-haiku-4-5-20251001";
     let (result, _) = complete(&anthropic(&provider), &request(model, false));
     let response = result.unwrap();
     assert_eq!(response.text, plan.text());
@@ -205,6 +214,7 @@ fn an_anthropic_answer_in_one_body_is_priced_with_its_cache_tokens() {
         cost.cache_creation_input_tokens,
         ANTHROPIC_CACHE_CREATION_TOKENS
     );
+    assert!(cost.cost_usd.is_some_and(|c| c > 0.0), "{cost:?}");
     let sent = &provider.requests()[0];
     assert_eq!(sent.target, "/v1/messages");
     assert_eq!(sent.header("x-api-key"), Some(PLANTED));
@@ -219,7 +229,7 @@ fn an_anthropic_stream_merges_the_usage_of_message_start_and_message_delta() {
         ..StreamPlan::default()
     };
     let provider = StreamingProvider::start(plan.clone());
-    let model = "claude-3-5-haiku-20241022";
+    let model = "claude-haiku-4-5-20251001";
     let (result, started) = complete(&anthropic(&provider), &request(model, true));
     let elapsed = started.elapsed();
     let response = result.unwrap();
@@ -258,7 +268,7 @@ fn an_anthropic_error_event_mid_stream_keeps_the_input_usage() {
         ..StreamPlan::default()
     };
     let provider = StreamingProvider::start(plan.clone());
-    let model = "claude-3-5-haiku-20241022";
+    let model = "claude-haiku-4-5-20251001";
     let (result, _) = complete(&anthropic(&provider), &request(model, true));
     let (reason, usage, first_chunk, text_len) = stream_cut(result.unwrap_err());
     assert!(reason.contains("overloaded_error"), "{reason}");
@@ -285,7 +295,7 @@ fn events_split_mid_line_in_every_chunk_read_as_a_whole() {
     assert_eq!(response.text, plan.text());
     assert_eq!(response.raw["usage"], openai_usage(plan.deltas.len()));
 
-    let model = "claude-3-5-haiku-20241022";
+    let model = "claude-haiku-4-5-20251001";
     let (result, _) = complete(&anthropic(&provider), &request(model, true));
     let response = result.unwrap();
     assert_eq!(response.text, plan.text());
@@ -329,4 +339,126 @@ fn a_stream_slower_than_the_timeout_is_a_timeout() {
         LlmError::Timeout { seconds, .. } => assert!((seconds - 0.4).abs() < 1e-9),
         other => panic!("not a timeout: {other}"),
     }
+}
+
+/// A node `id` of `model` that asks for a stream when `stream`.
+fn node(id: &str, model: &str, stream: bool) -> NodeConfig {
+    NodeConfig {
+        id: id.to_owned(),
+        model: model.to_owned(),
+        system: None,
+        prompt: "Say hello.".to_owned(),
+        output_key: "answer".to_owned(),
+        max_tokens: 64,
+        temperature: None,
+        stream,
+    }
+}
+
+/// Runs `node` once with `client` under a fresh analyzer: its result, its figures, and the
+/// executor's tracker.
+fn run_node(
+    client: Arc<dyn LlmClient>,
+    node: &NodeConfig,
+) -> (
+    Result<NodeOutput, NodeError>,
+    NodeTimings,
+    MultiProviderCostTracker,
+) {
+    let analyzer = BottleneckAnalyzer::new();
+    let executor = NodeExecutor::new(client);
+    let state = serde_json::Map::new();
+    let result = runtime().block_on(
+        executor
+            .execute_node(node, &state)
+            .with_profiler(analyzer.clone()),
+    );
+    let timings = analyzer.get_node(&node.id).expect("the node's figures");
+    (result, timings, executor.cost_tracker.unwrap())
+}
+
+#[test]
+fn a_streamed_node_has_its_time_to_first_token_and_its_llm_time() {
+    let plan = StreamPlan {
+        first_chunk_after: Duration::from_millis(120),
+        total: Duration::from_millis(240),
+        ..StreamPlan::default()
+    };
+    let provider = StreamingProvider::start(plan.clone());
+    let client = Arc::new(openai(&provider));
+    let (result, timings, tracker) = run_node(client, &node("greet", "gpt-4o-mini", true));
+    let output = result.unwrap();
+    assert_eq!(output.text, plan.text());
+    assert_eq!((timings.llm_calls, timings.streamed_calls), (1, 1));
+    let ttft = timings.ttft_p50_ms.expect("a time to first token");
+    assert!(
+        ttft >= 120.0 && ttft < GENEROUS.as_secs_f64() * 1e3,
+        "{ttft}"
+    );
+    assert!(timings.llm_time_ms >= 240.0, "{timings:?}");
+    assert!(
+        timings.llm_time_ms <= timings.self_duration_ms + 1.0,
+        "{timings:?}"
+    );
+    assert_eq!(timings.output_tokens, plan.deltas.len() as u64);
+    assert_eq!(tracker.get_cost_summary().failed_calls, 0);
+
+    // The same node not streamed: timed, without a time to first token.
+    let client = Arc::new(openai(&provider));
+    let (result, timings, _) = run_node(client, &node("greet", "gpt-4o-mini", false));
+    result.unwrap();
+    assert_eq!((timings.llm_calls, timings.streamed_calls), (1, 0));
+    assert_eq!(timings.ttft_p50_ms, None);
+    assert_eq!(provider.bodies()[1].get("stream"), None);
+}
+
+#[test]
+fn a_node_whose_stream_is_cut_fails_with_the_usage_it_was_billed() {
+    let plan = StreamPlan {
+        first_chunk_after: Duration::from_millis(30),
+        error_after: Some(2),
+        ..StreamPlan::default()
+    };
+    let provider = StreamingProvider::start(plan);
+    let model = "claude-haiku-4-5-20251001";
+    let client = Arc::new(anthropic(&provider));
+    let (result, timings, tracker) = run_node(client, &node("greet", model, true));
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error.kind, NodeErrorKind::Llm(LlmError::StreamCut { .. })),
+        "{error:?}"
+    );
+    assert!(error.cost_usd > 0.0, "{error:?}");
+    assert_eq!(timings.outcomes.error, 1);
+    // Billed: the call counts with its tokens, not among the calls without usage.
+    assert_eq!((timings.llm_calls, timings.llm_failed_calls), (1, 0));
+    assert_eq!(timings.input_tokens, ANTHROPIC_ALL_INPUT);
+    assert_eq!(timings.streamed_calls, 1);
+    assert!(
+        timings.ttft_p50_ms.is_some_and(|t| t >= 30.0),
+        "{timings:?}"
+    );
+    assert_eq!(tracker.get_cost_summary().failed_calls, 0);
+}
+
+#[test]
+fn a_node_whose_stream_times_out_counts_a_failed_call() {
+    let plan = StreamPlan {
+        total: Duration::from_secs(5),
+        ..StreamPlan::default()
+    };
+    let provider = StreamingProvider::start(plan);
+    let client = openai(&provider)
+        .with_timeout(Duration::from_millis(300))
+        .unwrap();
+    let (result, timings, tracker) =
+        run_node(Arc::new(client), &node("greet", "gpt-4o-mini", true));
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error.kind, NodeErrorKind::Llm(LlmError::Timeout { .. })),
+        "{error:?}"
+    );
+    assert_eq!((timings.llm_calls, timings.llm_failed_calls), (0, 1));
+    assert!(timings.llm_time_ms >= 300.0, "{timings:?}");
+    assert_eq!(tracker.get_cost_summary().failed_calls, 1);
 }

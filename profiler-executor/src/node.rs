@@ -8,8 +8,9 @@ use serde_json::{Map, Value, json};
 use crate::config::{NodeConfig, render};
 use crate::llm::{LlmClient, LlmError, LlmRequest, LlmResponse};
 use agent_profiler_runtime::BottleneckAnalyzer;
+use agent_profiler_runtime::LlmOutcome;
 use agent_profiler_runtime::cost::{
-    CostInfo, CostSink, MultiProviderCostTracker, extract_provider,
+    CostInfo, CostSink, MultiProviderCostTracker, Usage, extract_provider,
 };
 use agent_profiler_runtime::get_profiler;
 use agent_profiler_runtime::profile_fallible;
@@ -273,34 +274,61 @@ impl NodeExecutor {
         request: &LlmRequest,
         analyzer: Option<&BottleneckAnalyzer>,
     ) -> (Result<LlmResponse, LlmError>, Option<CostInfo>) {
+        // Started just before the request, so that the call's time is the wait on the
+        // model: the node's own time (prompt filling, bookkeeping) is what remains.
+        let timed = self
+            .cost_tracker
+            .as_ref()
+            .map(|tracker| tracker.start_call(&extract_provider(&request.model), &request.model));
         let result = self.client.complete(request).await;
-        let cost = match &result {
-            Ok(response) => self.track(node_id, &request.model, &response.raw, analyzer),
-            Err(LlmError::BadBody {
-                usage: Some(usage), ..
-            }) => self.track(
-                node_id,
-                &request.model,
-                &json!({ "usage": usage }),
-                analyzer,
-            ),
-            Err(_) => None,
+        let Some(call) = timed else {
+            return (result, None);
         };
-        (result, cost)
+        let info = match &result {
+            Ok(response) => {
+                call.set_stream(response.stream);
+                if let Some(at) = response.first_chunk {
+                    call.first_chunk_at(at);
+                }
+                call.finish_response(&response.raw).ok()
+            }
+            Err(error) => {
+                call.set_stream(request.stream);
+                if let LlmError::StreamCut {
+                    first_chunk: Some(at),
+                    ..
+                } = error
+                {
+                    call.first_chunk_at(*at);
+                }
+                let outcome = match error {
+                    LlmError::Timeout { .. } => LlmOutcome::Timeout,
+                    _ => LlmOutcome::Error,
+                };
+                // A body that was not an answer, or a stream cut midway, may still have
+                // been billed: its tokens count, and the node stays failed.
+                let usage = error
+                    .billed_usage()
+                    .and_then(|usage| Usage::from_value(usage).ok());
+                let billed = usage.is_some();
+                let info = call.fail(outcome, error.to_string(), usage);
+                billed.then_some(info)
+            }
+        };
+        let info = info.map(|info| self.attribute(node_id, info, analyzer));
+        (result, info)
     }
 
-    fn track(
+    /// Gives a tracked call to node `node_id` when the tracker found no profiled node
+    /// running where the call started (a call made outside any node, through
+    /// [`call_llm`](Self::call_llm)); inside one, the tracker already gave it to that node
+    /// and its sinks.
+    fn attribute(
         &self,
         node_id: &str,
-        model: &str,
-        body: &Value,
+        info: CostInfo,
         analyzer: Option<&BottleneckAnalyzer>,
-    ) -> Option<CostInfo> {
-        let tracker = self.cost_tracker.as_ref()?;
-        let provider = extract_provider(model);
-        let info = tracker.track_call(&provider, model, body).ok()?;
-        // Inside a `#[profile_node]` function the tracker already gave the call to that
-        // node; a node from a config file has a run-time id, so the call is given here.
+    ) -> CostInfo {
         if info.node_id.is_none() {
             if let Some(analyzer) = analyzer {
                 let _ = analyzer.record_cost(node_id, &info);
@@ -309,6 +337,6 @@ impl NodeExecutor {
                 sink.node_call(node_id, &info);
             }
         }
-        Some(info)
+        info
     }
 }
