@@ -100,6 +100,13 @@ pub enum ItemKind {
     Span(usize),
     /// A poll of an async call: an index into [`Trace::polls`].
     Poll(usize),
+    /// A timed LLM call, from its start to its end (only in [`layout_with_llm_calls`]).
+    Llm {
+        /// The span that made the call: an index into [`Trace::spans`].
+        span: usize,
+        /// The call: an index into that span's [`llm_calls`](agent_profiler_runtime::Span::llm_calls).
+        call: usize,
+    },
 }
 
 /// Places every span and poll slice of `trace` on lanes. Deterministic; never panics,
@@ -107,7 +114,15 @@ pub enum ItemKind {
 /// that were not kept, cycles of parent ids, equal timestamps). A span whose end is before
 /// its start is drawn with zero length.
 pub fn layout(trace: &Trace) -> Layout {
-    Builder::new(trace).run()
+    Builder::new(trace, false).run()
+}
+
+/// [`layout`] with each timed LLM call ([`ItemKind::Llm`]) placed like a child of the span
+/// that made it: on the span's lane, inside its slice, when it nests there (a sync node),
+/// else on a lane of the span's children (an async node, whose polls the call overlaps).
+/// Calls without timing (tracked from an answer alone) have no length and are left out.
+pub fn layout_with_llm_calls(trace: &Trace) -> Layout {
+    Builder::new(trace, true).run()
 }
 
 /// Places items; one per call of [`layout`].
@@ -123,6 +138,8 @@ struct Builder<'a> {
     span_lane: Vec<Option<usize>>,
     /// The first span with each id: the one children and polls attach to.
     by_id: HashMap<u64, usize>,
+    /// Whether timed LLM calls are placed.
+    llm_calls: bool,
 }
 
 /// Lanes opened for the children of one span (or the top-level spans of one thread), with
@@ -248,8 +265,9 @@ impl LaneTree {
 }
 
 impl<'a> Builder<'a> {
-    fn new(trace: &'a Trace) -> Self {
+    fn new(trace: &'a Trace, llm_calls: bool) -> Self {
         Self {
+            llm_calls,
             trace,
             lanes: Vec::new(),
             groups: Vec::new(),
@@ -332,6 +350,7 @@ impl<'a> Builder<'a> {
                 for &p in &polls[i] {
                     self.place_poll(p, Some(i));
                 }
+                self.place_llm_calls(i);
                 stack.extend(children[i].iter().rev());
             }
         }
@@ -362,6 +381,19 @@ impl<'a> Builder<'a> {
             None => (None, self.root_group_of(self.trace.polls[i].thread)),
         };
         self.place(s, e, ItemKind::Poll(i), preferred, group);
+    }
+
+    /// Puts the timed LLM calls of span `i` on its lane if they nest there, else on a lane
+    /// of its children.
+    fn place_llm_calls(&mut self, i: usize) {
+        if !self.llm_calls {
+            return;
+        }
+        for (call, (s, e)) in llm_intervals(self.trace, i) {
+            let group = self.child_group_of(i);
+            let kind = ItemKind::Llm { span: i, call };
+            self.place(s, e, kind, self.span_lane[i], group);
+        }
     }
 
     fn child_group_of(&mut self, span: usize) -> usize {
@@ -450,6 +482,15 @@ impl<'a> Builder<'a> {
                 .iter()
                 .map(|p| p.end_unix_ns.max(p.start_unix_ns)),
         );
+        let llm = (0..trace.spans.len())
+            .filter(|_| self.llm_calls)
+            .flat_map(|i| llm_intervals(trace, i).map(|(_, interval)| interval));
+        let (starts, ends) = llm.fold((starts.min(), ends.max()), |(start, end), (s, e)| {
+            (
+                Some(start.map_or(s, |x| x.min(s))),
+                Some(end.map_or(e, |x| x.max(e))),
+            )
+        });
         let lanes = self
             .lanes
             .iter()
@@ -463,10 +504,22 @@ impl<'a> Builder<'a> {
             .collect();
         Layout {
             lanes,
-            start_unix_ns: starts.min().unwrap_or(0),
-            end_unix_ns: ends.max().unwrap_or(0),
+            start_unix_ns: starts.unwrap_or(0),
+            end_unix_ns: ends.unwrap_or(0),
         }
     }
+}
+
+/// The timed LLM calls of span `i`: each call's index and its interval.
+fn llm_intervals(trace: &Trace, i: usize) -> impl Iterator<Item = (usize, (u64, u64))> + '_ {
+    trace.spans[i]
+        .llm_calls
+        .iter()
+        .enumerate()
+        .filter_map(|(c, call)| {
+            let t = call.timing.as_ref()?;
+            Some((c, (t.start_unix_ns, t.end_unix_ns.max(t.start_unix_ns))))
+        })
 }
 
 /// `"a, b, c +2 more (thread 1)"`: the distinct nodes of the outermost items, and their
@@ -487,6 +540,10 @@ fn lane_name(trace: &Trace, by_id: &HashMap<u64, usize>, items: &[Item]) -> Stri
                 );
                 (node, poll.thread)
             }
+            ItemKind::Llm { span, .. } => (
+                format!("{} LLM", trace.spans[span].node_id),
+                trace.spans[span].thread,
+            ),
         };
         if !seen.contains(&node) {
             if shown.len() < SHOWN {
@@ -533,6 +590,76 @@ mod tests {
             thread: 1,
             start_unix_ns: start,
             end_unix_ns: end,
+        }
+    }
+
+    /// A call of `span` timed from `start` to `end` (`None`: tracked from its answer).
+    fn with_call(mut span: Span, timing: Option<(u64, u64)>) -> Span {
+        let mut info = agent_profiler_runtime::MultiProviderCostTracker::new()
+            .track_usage(
+                "openai",
+                "gpt-4o",
+                agent_profiler_runtime::Usage::new(10, 5),
+            )
+            .unwrap();
+        info.timing = timing.map(|(start, end)| agent_profiler_runtime::LlmTiming {
+            start_unix_ns: start,
+            end_unix_ns: end,
+            first_chunk_unix_ns: None,
+            stream: false,
+            outcome: agent_profiler_runtime::LlmOutcome::Ok,
+            error: None,
+        });
+        span.llm_calls.push(info);
+        span
+    }
+
+    #[test]
+    fn llm_calls_nest_in_their_node_or_go_under_it() {
+        // A sync node with a timed call and an untimed one; an async node whose call
+        // overlaps its polls; a call that outlives its node.
+        let sync = with_call(
+            with_call(span(1, None, "sync", 0, 100), Some((10, 60))),
+            None,
+        );
+        let asyn = with_call(asyn(2, None, "async", 200, 400), Some((205, 390)));
+        let late = with_call(span(3, None, "late", 500, 600), Some((550, 700)));
+        let trace = Trace {
+            spans: vec![sync, asyn, late],
+            polls: vec![poll(2, 200, 210), poll(2, 380, 400)],
+            ..Trace::default()
+        };
+        assert!(
+            placement(&layout(&trace))
+                .keys()
+                .all(|k| !matches!(k, ItemKind::Llm { .. }))
+        );
+        let layout = layout_with_llm_calls(&trace);
+        let placed = placement(&layout);
+        assert_eq!(
+            placed.len(),
+            3 + 2 + 3,
+            "three timed calls, the untimed one left out"
+        );
+        let sync_lane = placed[&ItemKind::Span(0)].0;
+        assert_eq!(placed[&ItemKind::Llm { span: 0, call: 0 }], (sync_lane, 1));
+        let async_lane = placed[&ItemKind::Span(1)].0;
+        let (lane, _) = placed[&ItemKind::Llm { span: 1, call: 0 }];
+        assert_ne!(lane, async_lane, "overlaps the polls");
+        assert_eq!(
+            placed[&ItemKind::Poll(0)].0,
+            async_lane,
+            "polls stay in their span"
+        );
+        let (lane, _) = placed[&ItemKind::Llm { span: 2, call: 0 }];
+        assert_ne!(lane, placed[&ItemKind::Span(2)].0);
+        assert_eq!(layout.end_unix_ns, 700);
+        for lane in &layout.lanes {
+            for (i, a) in lane.items.iter().enumerate() {
+                for b in &lane.items[..i] {
+                    assert!(!partial(a, b), "{a:?} and {b:?} overlap partially");
+                }
+            }
         }
     }
 

@@ -8,7 +8,10 @@
 //! within wall time. Times are microseconds from the earliest span or poll. Each node's
 //! event carries its outcome, span ids, thread, wall, busy and idle time, and the tokens and
 //! cost of its LLM calls in `args`; `otherData` holds the trace id and what did not fit in
-//! the buffer.
+//! the buffer. Each timed LLM call is a slice of its own (`"cat": "llm"`, named
+//! `chat {model}`) from its start to its end, inside its node's slice for a sync node, on
+//! the track under it for an async one (whose polls it overlaps), with its outcome, stream,
+//! time to first chunk, tokens and cost in `args`.
 //!
 //! ```
 //! use agent_profiler_runtime::BottleneckAnalyzer;
@@ -45,7 +48,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use crate::layout::{ItemKind, Layout, layout};
+use crate::layout::{ItemKind, Layout, layout_with_llm_calls};
 use agent_profiler_runtime::Trace;
 
 /// The `pid` of every event: the file holds one process, the profiled program.
@@ -54,7 +57,7 @@ pub const PID: u64 = 1;
 /// The Chrome Trace Event JSON object of `trace`, with `title` as the process name:
 /// `{"traceEvents": [...], "otherData": {...}}`. See the [module docs](self).
 pub fn chrome_trace_json(trace: &Trace, title: &str) -> Value {
-    let layout = layout(trace);
+    let layout = layout_with_llm_calls(trace);
     let mut events = Vec::with_capacity(1 + 2 * layout.lanes.len() + item_count(&layout));
     events.push(json!({
         "name": "process_name",
@@ -87,6 +90,11 @@ pub fn chrome_trace_json(trace: &Trace, title: &str) -> Value {
             let (name, cat, args) = match item.kind {
                 ItemKind::Span(i) => (clean(&trace.spans[i].node_id), "node", span_args(trace, i)),
                 ItemKind::Poll(i) => ("poll".to_owned(), "poll", poll_args(trace, i, &spans_by_id)),
+                ItemKind::Llm { span, call } => {
+                    let info = &trace.spans[span].llm_calls[call];
+                    let name = clean(&format!("chat {}", info.model));
+                    (name, "llm", llm_args(trace, span, call))
+                }
             };
             events.push(json!({
                 "name": name,
@@ -237,6 +245,42 @@ fn span_args(trace: &Trace, i: usize) -> Value {
     Value::Object(args)
 }
 
+/// A timed LLM call: its node, model, outcome (and error), stream and time to first chunk,
+/// tokens, output rate and cost.
+fn llm_args(trace: &Trace, span: usize, call: usize) -> Value {
+    let node = &trace.spans[span];
+    let info = &node.llm_calls[call];
+    let mut args = Map::new();
+    args.insert("node".into(), clean(&node.node_id).into());
+    args.insert("span_id".into(), hex_id(node.span_id).into());
+    args.insert("provider".into(), clean(&info.provider).into());
+    args.insert("model".into(), clean(&info.model).into());
+    if let Some(timing) = &info.timing {
+        args.insert("outcome".into(), timing.outcome.as_str().into());
+        if let Some(error) = &timing.error {
+            args.insert("error".into(), clean(error).into());
+        }
+        args.insert("wall_ms".into(), ms(timing.duration_ns()).into());
+        args.insert("stream".into(), timing.stream.into());
+        if let Some(ttft) = timing.ttft_ns() {
+            args.insert("ttft_ms".into(), ms(ttft).into());
+        }
+        if info.has_usage {
+            if let Some(rate) = timing.output_tokens_per_second(info.output_tokens) {
+                args.insert("output_tokens_per_second".into(), finite(rate));
+            }
+        }
+    }
+    if info.has_usage {
+        args.insert("input_tokens".into(), info.input_tokens.into());
+        args.insert("output_tokens".into(), info.output_tokens.into());
+        if let Some(cost) = info.cost_usd {
+            args.insert("cost_usd".into(), finite(cost));
+        }
+    }
+    Value::Object(args)
+}
+
 fn poll_args(trace: &Trace, i: usize, spans_by_id: &HashMap<u64, usize>) -> Value {
     let poll = &trace.polls[i];
     let mut args = Map::new();
@@ -318,6 +362,47 @@ mod tests {
             dropped: 3,
             unattached_llm_calls: 0,
         }
+    }
+
+    #[test]
+    fn timed_llm_calls_are_slices_inside_their_node() {
+        let mut node = span(7, None, "answer", T0, T0 + 500_000_000);
+        let mut info = MultiProviderCostTracker::new()
+            .track_usage("openai", "gpt-4o", Usage::new(100, 200))
+            .unwrap();
+        info.timing = Some(agent_profiler_runtime::LlmTiming {
+            start_unix_ns: T0 + 100_000_000,
+            end_unix_ns: T0 + 350_000_000,
+            first_chunk_unix_ns: Some(T0 + 150_000_000),
+            stream: true,
+            outcome: agent_profiler_runtime::LlmOutcome::Timeout,
+            error: Some("no end of stream within 30 s".into()),
+        });
+        node.llm_calls.push(info);
+        let trace = Trace {
+            spans: vec![node],
+            ..Trace::default()
+        };
+        let json = chrome_trace_json(&trace, "t");
+        let events = x_events(&json);
+        assert_eq!(events.len(), 2);
+        let (node, call) = (events[0], events[1]);
+        assert_eq!(
+            (node["name"].as_str(), call["name"].as_str()),
+            (Some("answer"), Some("chat gpt-4o"))
+        );
+        assert_eq!(call["cat"], "llm");
+        assert_eq!(call["tid"], node["tid"], "on its node's track");
+        assert_eq!(call["ts"], 100_000.0);
+        assert_eq!(call["dur"], 250_000.0);
+        let args = &call["args"];
+        assert_eq!(args["node"], "answer");
+        assert_eq!(args["outcome"], "timeout");
+        assert_eq!(args["error"], "no end of stream within 30 s");
+        assert_eq!(args["stream"], true);
+        assert_eq!(args["ttft_ms"], 50.0);
+        assert_eq!(args["output_tokens"], 200);
+        assert_eq!(args["output_tokens_per_second"], 1000.0);
     }
 
     fn x_events(json: &Value) -> Vec<&Value> {

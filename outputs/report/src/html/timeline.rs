@@ -134,6 +134,8 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
     let kept = |kind: ItemKind| match kind {
         ItemKind::Span(i) => kept_spans.contains(&i),
         ItemKind::Poll(i) => kept_polls.contains(&i),
+        // Not placed by `layout`: the timeline shows LLM time in the node table instead.
+        ItemKind::Llm { .. } => false,
     };
 
     // Rows within each lane: a span sits one row under the item containing it; a poll
@@ -150,7 +152,7 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
             let row = match (item.kind, stack.last()) {
                 (_, None) => 0,
                 (ItemKind::Poll(_), Some((_, parent_row))) => *parent_row,
-                (ItemKind::Span(_), Some((_, parent_row))) => parent_row + 1,
+                (ItemKind::Span(_) | ItemKind::Llm { .. }, Some((_, parent_row))) => parent_row + 1,
             };
             stack.push((item.depth, row));
             if kept(item.kind) {
@@ -288,6 +290,7 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
                         Some(&title),
                     );
                 }
+                ItemKind::Llm { .. } => {}
             }
         }
         // Labels last, above every bar and poll of the lane. A label starts in its bar and
@@ -299,7 +302,7 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
                     let (x, w) = bar(p.start, p.end);
                     Some((p.row, x, x + w, i))
                 }
-                ItemKind::Poll(_) => None,
+                ItemKind::Poll(_) | ItemKind::Llm { .. } => None,
             })
             .collect();
         on_row.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
