@@ -22,7 +22,7 @@
 //! open the store marks it so. A directory, a FIFO or a device as the store is refused at
 //! once ([`StoreError::NotAFile`]).
 //!
-//! - `records`: the records and how a run ended;
+//! - `records`: the records, how a run ended, and its nodes' time splits;
 //! - `writer`: the writer thread and its batches;
 //! - `owner`: the process that owns a running run, and whether it died;
 //! - `listing`: runs as a listing shows them (few columns; corrupt rows listed as such);
@@ -63,7 +63,7 @@ use rusqlite::{Connection, OpenFlags, params};
 
 pub use error::{AMBIGUOUS_IDS_SHOWN, StoreError};
 pub use listing::RunListing;
-pub use records::{ExecutionStateRecord, WorkflowRunRecord, WorkflowStatus};
+pub use records::{ExecutionStateRecord, NodeTimeSplit, WorkflowRunRecord, WorkflowStatus};
 pub use writer::Failures;
 
 use queries::TOTALS_FROM_STATES;
@@ -116,6 +116,8 @@ pub struct RunStore {
     has_traces: bool,
     /// Whether the `run_owners` table exists (likewise).
     has_owners: bool,
+    /// Whether the `node_time_splits` table exists (likewise).
+    has_splits: bool,
     /// The thread that writes what runs queue ([`queue_start`](Self::queue_start) and
     /// the like), started on first use.
     writer: Arc<Writer>,
@@ -221,6 +223,7 @@ impl RunStore {
         }
         let has_traces = table("run_traces").map_err(sqlite)?;
         let has_owners = table("run_owners").map_err(sqlite)?;
+        let has_splits = table("node_time_splits").map_err(sqlite)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(Db {
                 conn,
@@ -229,6 +232,7 @@ impl RunStore {
             path: shown,
             has_traces,
             has_owners,
+            has_splits,
             writer: Arc::new(Writer::new()),
         })
     }
@@ -284,6 +288,7 @@ impl RunStore {
             path,
             has_traces: true,
             has_owners: true,
+            has_splits: true,
             writer: Arc::new(Writer::new()),
         };
         store.mark_interrupted()?;

@@ -6,8 +6,13 @@ use serde_json::Value;
 
 use agent_profiler_runtime::trace::Trace;
 
-use super::schema::{RUN_COLUMNS, RawRun, owner_columns, parse_json};
-use super::{AMBIGUOUS_IDS_SHOWN, ExecutionStateRecord, RunStore, StoreError, WorkflowRunRecord};
+use super::schema::{
+    RUN_COLUMNS, RawRun, SPLIT_COLUMNS, owner_columns, parse_json, split_from_row,
+};
+use super::{
+    AMBIGUOUS_IDS_SHOWN, ExecutionStateRecord, NodeTimeSplit, RunStore, StoreError,
+    WorkflowRunRecord,
+};
 
 impl RunStore {
     /// Inserts `run`, or updates the stored run with the same id (its node states stay).
@@ -35,6 +40,42 @@ impl RunStore {
             .optional()
         })?;
         raw.map(RawRun::into_record).transpose()
+    }
+
+    /// How each node's self time in run `id` split into LLM time and own time, widest LLM
+    /// time first (ties by node id). A run stored before the store kept splits, or a store
+    /// without the table opened read-only, gives them from the run's summary, whose older
+    /// form reads as zeros and `None`. Empty for a run without a summary (still running,
+    /// interrupted) or an unknown id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when SQLite fails or the summary holds bad JSON.
+    pub fn time_splits(&self, id: &str) -> Result<Vec<NodeTimeSplit>, StoreError> {
+        let mut splits = if self.has_splits {
+            self.sql(|c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {SPLIT_COLUMNS} FROM node_time_splits WHERE run_id = ?1"
+                ))?;
+                let rows = stmt.query_map(params![id], split_from_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?
+        } else {
+            Vec::new()
+        };
+        if splits.is_empty() {
+            let summary = self.get_run(id)?.and_then(|run| run.bottleneck_info);
+            splits = summary
+                .iter()
+                .flat_map(|s| &s.nodes)
+                .map(NodeTimeSplit::from_timings)
+                .collect();
+        }
+        splits.sort_by(|a, b| {
+            b.llm_time_ms
+                .total_cmp(&a.llm_time_ms)
+                .then_with(|| a.node_id.cmp(&b.node_id))
+        });
+        Ok(splits)
     }
 
     /// The last `limit` runs of `workflow_name`, newest first.
@@ -378,8 +419,50 @@ pub(super) fn upsert_run(c: &Connection, run: &WorkflowRunRecord) -> rusqlite::R
             run.total_cost_usd,
             info,
         ],
-    )
-    .map(drop)
+    )?;
+    match &run.bottleneck_info {
+        Some(summary) => replace_splits(c, &run.id, &summary.nodes),
+        None => Ok(()),
+    }
+}
+
+/// Makes the stored time splits of run `run_id` those of `nodes`.
+fn replace_splits(
+    c: &Connection,
+    run_id: &str,
+    nodes: &[agent_profiler_runtime::NodeTimings],
+) -> rusqlite::Result<()> {
+    c.execute(
+        "DELETE FROM node_time_splits WHERE run_id = ?1",
+        params![run_id],
+    )?;
+    let mut insert = c.prepare_cached(&format!(
+        "INSERT INTO node_time_splits (run_id, {SPLIT_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?;
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    // A summary read back from JSON may hold anything; a NaN would reach SQLite as NULL and
+    // lose the whole run's end to a NOT NULL column.
+    let ms = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let opt = |v: Option<f64>| v.filter(|v| v.is_finite());
+    for node in nodes {
+        let s = NodeTimeSplit::from_timings(node);
+        insert.execute(params![
+            run_id,
+            s.node_id,
+            ms(s.self_duration_ms),
+            count(s.llm_calls),
+            count(s.llm_failed_calls),
+            count(s.streamed_calls),
+            ms(s.llm_time_ms),
+            ms(s.own_time_ms),
+            opt(s.ttft_p50_ms),
+            opt(s.ttft_p95_ms),
+            count(s.tool_calls),
+            ms(s.tool_time_ms),
+        ])?;
+    }
+    Ok(())
 }
 
 /// Inserts one node's state snapshot.

@@ -172,3 +172,52 @@ pub struct ExecutionStateRecord {
     /// When the node finished, seconds since the Unix epoch.
     pub created_at: f64,
 }
+
+/// How one node's self time in a run splits into waiting on LLM calls and its own code: a
+/// row of the store's `node_time_splits` table, written with the run's summary when the
+/// run ends. The figures are those of the node's
+/// [`NodeTimings`](agent_profiler_runtime::NodeTimings) of the same name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeTimeSplit {
+    /// The node.
+    pub node_id: String,
+    /// Its self time, ms.
+    pub self_duration_ms: f64,
+    /// LLM calls with usage.
+    pub llm_calls: u64,
+    /// Timed LLM calls that failed before any usage was billed.
+    pub llm_failed_calls: u64,
+    /// Streamed LLM calls that sent a first chunk.
+    pub streamed_calls: u64,
+    /// The union of its timed LLM calls' intervals, ms.
+    pub llm_time_ms: f64,
+    /// Self time less LLM time, ms.
+    pub own_time_ms: f64,
+    /// Median time to first token, ms; `None` without streamed calls.
+    pub ttft_p50_ms: Option<f64>,
+    /// 95th percentile of the time to first token, ms.
+    pub ttft_p95_ms: Option<f64>,
+    /// Timed tool calls.
+    pub tool_calls: u64,
+    /// Their time (part of the own time), ms.
+    pub tool_time_ms: f64,
+}
+
+impl NodeTimeSplit {
+    /// The split of a node's figures from a run's summary.
+    pub fn from_timings(node: &agent_profiler_runtime::NodeTimings) -> Self {
+        Self {
+            node_id: node.node_id.clone(),
+            self_duration_ms: node.self_duration_ms,
+            llm_calls: node.llm_calls,
+            llm_failed_calls: node.llm_failed_calls,
+            streamed_calls: node.streamed_calls,
+            llm_time_ms: node.llm_time_ms,
+            own_time_ms: node.own_time_ms,
+            ttft_p50_ms: node.ttft_p50_ms,
+            ttft_p95_ms: node.ttft_p95_ms,
+            tool_calls: node.tool_calls,
+            tool_time_ms: node.tool_time_ms,
+        }
+    }
+}

@@ -3,10 +3,14 @@
 use rusqlite::Row;
 
 use super::owner::Owner;
-use super::{StoreError, WorkflowRunRecord, WorkflowStatus};
+use super::{NodeTimeSplit, StoreError, WorkflowRunRecord, WorkflowStatus};
 
-/// The tables: runs, node state snapshots, traces. `IF NOT EXISTS` throughout, so opening
-/// a store written by an older version adds what it lacks.
+/// The tables: runs, node state snapshots, traces, owners, and each finished run's split
+/// of its nodes' time into LLM and own time. `IF NOT EXISTS` throughout, so opening a store
+/// written by an older version adds what it lacks (a reader that may not write reads such
+/// a store's splits from its summaries instead: see [`RunStore::time_splits`]).
+///
+/// [`RunStore::time_splits`]: super::RunStore::time_splits
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS workflow_runs (
     id TEXT PRIMARY KEY,
@@ -41,6 +45,21 @@ CREATE TABLE IF NOT EXISTS run_traces (
     run_id TEXT PRIMARY KEY REFERENCES workflow_runs (id) ON DELETE CASCADE,
     trace_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS node_time_splits (
+    run_id TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+    node_id TEXT NOT NULL,
+    self_duration_ms REAL NOT NULL DEFAULT 0,
+    llm_calls INTEGER NOT NULL DEFAULT 0,
+    llm_failed_calls INTEGER NOT NULL DEFAULT 0,
+    streamed_calls INTEGER NOT NULL DEFAULT 0,
+    llm_time_ms REAL NOT NULL DEFAULT 0,
+    own_time_ms REAL NOT NULL DEFAULT 0,
+    ttft_p50_ms REAL,
+    ttft_p95_ms REAL,
+    tool_calls INTEGER NOT NULL DEFAULT 0,
+    tool_time_ms REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, node_id)
+);
 CREATE TABLE IF NOT EXISTS run_owners (
     run_id TEXT PRIMARY KEY REFERENCES workflow_runs (id) ON DELETE CASCADE,
     pid INTEGER NOT NULL,
@@ -53,6 +72,31 @@ CREATE TABLE IF NOT EXISTS run_owners (
 pub(super) const RUN_COLUMNS: &str = "id, workflow_name, status, config_snapshot, inputs, outputs, \
     error_message, started_at, completed_at, duration_ms, total_tokens, total_cost_usd, \
     bottleneck_info";
+
+/// The columns of `node_time_splits` after `run_id`, in the order [`split_from_row`] reads
+/// them.
+pub(super) const SPLIT_COLUMNS: &str = "node_id, self_duration_ms, llm_calls, \
+    llm_failed_calls, streamed_calls, llm_time_ms, own_time_ms, ttft_p50_ms, ttft_p95_ms, \
+    tool_calls, tool_time_ms";
+
+/// A row of `node_time_splits` (its [`SPLIT_COLUMNS`]).
+pub(super) fn split_from_row(r: &Row<'_>) -> rusqlite::Result<NodeTimeSplit> {
+    let count =
+        |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+    Ok(NodeTimeSplit {
+        node_id: r.get(0)?,
+        self_duration_ms: r.get(1)?,
+        llm_calls: count(2)?,
+        llm_failed_calls: count(3)?,
+        streamed_calls: count(4)?,
+        llm_time_ms: r.get(5)?,
+        own_time_ms: r.get(6)?,
+        ttft_p50_ms: r.get(7)?,
+        ttft_p95_ms: r.get(8)?,
+        tool_calls: count(9)?,
+        tool_time_ms: r.get(10)?,
+    })
+}
 
 /// What follows [`RUN_COLUMNS`] in a select of runs: the owner of the run, from
 /// `run_owners` (`NULL`s in a store without that table).

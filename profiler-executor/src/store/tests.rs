@@ -241,3 +241,128 @@ fn report_matches_the_executor_form() {
         report.ends_with("\nworkflow `wf` failed in 512ms (run r1): node `slow` failed: boom\n")
     );
 }
+
+/// A completed run whose node `answer` made one streamed LLM call (first chunk after about
+/// 3 ms, 5 ms in all) and one that failed, and whose node `tidy` made none.
+fn run_with_timed_calls(id: &str) -> WorkflowRunRecord {
+    use agent_profiler_runtime::{
+        LlmOutcome, MultiProviderCostTracker, ProfilerFutureExt, Usage, profile_call,
+    };
+    use std::{thread::sleep, time::Duration};
+
+    let analyzer = BottleneckAnalyzer::new();
+    let tracker = MultiProviderCostTracker::new();
+    let answer = profile_call("answer", async {
+        let call = tracker.start_call("openai", "gpt-4o-mini");
+        call.set_stream(true);
+        sleep(Duration::from_millis(3));
+        call.first_chunk();
+        sleep(Duration::from_millis(2));
+        call.finish(Usage::new(100, 20)).unwrap();
+        let call = tracker.start_call("openai", "gpt-4o-mini");
+        let _ = call.fail(LlmOutcome::Timeout, "no answer", None);
+    });
+    let tidy = profile_call("tidy", async { sleep(Duration::from_millis(1)) });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(
+        async {
+            answer.await;
+            tidy.await
+        }
+        .with_profiler(analyzer.clone()),
+    );
+    let mut run = finished("wf", id, 1.0, &[]);
+    run.bottleneck_info = Some(analyzer.get_summary());
+    run
+}
+
+#[test]
+fn time_splits_round_trip_through_their_table() {
+    let path = temp_path("time-splits");
+    let writer = RunStore::open(&path).unwrap();
+    let run = run_with_timed_calls("r");
+    writer.save_run(&run).unwrap();
+    let summary = run.bottleneck_info.as_ref().unwrap();
+    let answer = summary.node("answer").unwrap();
+    assert_eq!((answer.llm_calls, answer.llm_failed_calls), (1, 1));
+    assert!(answer.llm_time_ms >= 5.0 && answer.ttft_p50_ms.unwrap() >= 3.0);
+
+    let reader = RunStore::open_existing(&path).unwrap();
+    let rows: i64 = reader
+        .sql(|c| c.query_row("SELECT COUNT(*) FROM node_time_splits", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(rows, 2);
+    let splits = reader.time_splits("r").unwrap();
+    let want: Vec<NodeTimeSplit> = ["answer", "tidy"]
+        .iter()
+        .map(|id| NodeTimeSplit::from_timings(summary.node(id).unwrap()))
+        .collect();
+    assert_eq!(splits, want);
+    assert_eq!(splits[1].ttft_p50_ms, None);
+    // The summary keeps the same figures.
+    assert_eq!(
+        reader
+            .get_run("r")
+            .unwrap()
+            .unwrap()
+            .bottleneck_info
+            .as_ref(),
+        Some(summary)
+    );
+    // Saving the run again replaces its rows; a run without a summary has none.
+    writer.save_run(&run).unwrap();
+    assert_eq!(writer.time_splits("r").unwrap().len(), 2);
+    assert_eq!(writer.time_splits("unknown").unwrap(), []);
+}
+
+#[test]
+fn an_old_store_without_the_time_splits_opens_and_reads_zeros() {
+    let path = temp_path("no-time-splits");
+    let writer = RunStore::open(&path).unwrap();
+    writer.save_run(&run_with_timed_calls("r")).unwrap();
+    // The store as an older version left it: no table, and summaries without the fields.
+    let fields = [
+        "llm_failed_calls",
+        "llm_time_ms",
+        "own_time_ms",
+        "streamed_calls",
+        "ttft_p50_ms",
+        "ttft_p95_ms",
+        "tool_calls",
+        "tool_time_ms",
+    ];
+    let paths: Vec<String> = (0..2)
+        .flat_map(|i| fields.iter().map(move |f| format!("'$.nodes[{i}].{f}'")))
+        .collect();
+    edit(
+        &writer,
+        &format!(
+            "DROP TABLE node_time_splits; \
+             UPDATE workflow_runs SET bottleneck_info = json_remove(bottleneck_info, {});",
+            paths.join(", ")
+        ),
+    );
+    drop(writer);
+
+    let reader = RunStore::open_existing(&path).unwrap();
+    let splits = reader.time_splits("r").unwrap();
+    assert_eq!(splits.len(), 2);
+    for split in &splits {
+        assert_eq!(split.llm_time_ms, 0.0, "{split:?}");
+        assert_eq!(split.own_time_ms, 0.0, "{split:?}");
+        assert_eq!((split.ttft_p50_ms, split.ttft_p95_ms), (None, None));
+    }
+    let answer = splits.iter().find(|s| s.node_id == "answer").unwrap();
+    assert_eq!(answer.llm_calls, 1, "what the older summary did have");
+    let report = reader.get_run("r").unwrap().unwrap().report().unwrap();
+    assert!(
+        !report.contains("llm ms"),
+        "no split without timed calls:\n{report}"
+    );
+
+    // A writer opening it adds the table; the old run still reads from its summary.
+    let writer = RunStore::open(&path).unwrap();
+    assert_eq!(writer.time_splits("r").unwrap(), splits);
+}
