@@ -168,6 +168,18 @@ fn an_openai_stream_cut_midway_is_an_error_with_the_usage_that_arrived() {
     assert!(first_chunk.is_some_and(|f| f >= started));
     assert!(reason.contains("connection"), "{reason}");
 
+    // The HTTP body ends properly, the stream does not.
+    let plan = StreamPlan {
+        cut_after: Some(2),
+        cut_cleanly: true,
+        ..StreamPlan::default()
+    };
+    let provider = StreamingProvider::start(plan.clone());
+    let (result, _) = complete(&openai(&provider), &request("gpt-4o-mini", true));
+    let (reason, _, _, text_len) = stream_cut(result.unwrap_err());
+    assert_eq!(reason, "the connection closed before the end of the stream");
+    assert_eq!(text_len, plan.deltas[..2].concat().len());
+
     // Cut after the usage chunk, before `data: [DONE]`: the call was billed, and says so.
     let plan = StreamPlan {
         cut_after: Some(plan.deltas.len()),

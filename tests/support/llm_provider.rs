@@ -137,6 +137,9 @@ pub struct StreamPlan {
     /// number of deltas, the closing usage (OpenAI's usage chunk, Anthropic's
     /// `message_delta`) is still sent.
     pub cut_after: Option<usize>,
+    /// At the cut, end the HTTP body properly (its last chunk) before closing: the body is
+    /// whole, the stream is not, as when a proxy gives up.
+    pub cut_cleanly: bool,
     /// Send the API's error event after this many deltas, then close.
     pub error_after: Option<usize>,
     /// Write each event in pieces of a few bytes, flushed apart (lines, `\r\n` and UTF-8
@@ -151,6 +154,7 @@ impl Default for StreamPlan {
             first_chunk_after: Duration::ZERO,
             total: Duration::ZERO,
             cut_after: None,
+            cut_cleanly: false,
             error_after: None,
             split: false,
         }
@@ -331,7 +335,7 @@ fn serve(
             return out.close();
         }
         if plan.cut_after == Some(i) {
-            return out.cut();
+            return out.cut_stream(plan.cut_cleanly);
         }
         // The first delta at `first_chunk_after`, the last at `total`.
         let due = if n <= 1 {
@@ -353,7 +357,7 @@ fn serve(
         out.event(&event)?;
     }
     if plan.cut_after.is_some_and(|k| k >= n) {
-        return out.cut();
+        return out.cut_stream(plan.cut_cleanly);
     }
     out.event(&events.end())?;
     out.close()
@@ -568,6 +572,12 @@ impl Writer<'_> {
     fn close(mut self) -> io::Result<()> {
         self.raw(b"0\r\n\r\n")?;
         self.stream.shutdown(Shutdown::Both)
+    }
+
+    /// The stream ends without its end marker: the body ends too when `cleanly`, else the
+    /// connection closes mid-body.
+    fn cut_stream(self, cleanly: bool) -> io::Result<()> {
+        if cleanly { self.close() } else { self.cut() }
     }
 
     /// The connection closes: mid-body in a chunked answer, at its end after a
