@@ -309,7 +309,6 @@ impl Summary {
             ));
         }
         out.push_str("(outcomes: ok/err/panic/cancel)\n");
-        self.push_time_split(&mut out, width);
         out.push_str(&format!("total self time: {:.2} ms", self.total_time_ms));
         if let Some(slowest) = &self.slowest_node {
             out.push_str(&format!("; slowest node: {}", slowest.node_id));
@@ -331,6 +330,8 @@ impl Summary {
                 out.push_str(&format!("costliest node: {}\n", costliest.node_id));
             }
         }
+        // After every line of the first table's form, which scripts may read by position.
+        self.push_time_split(&mut out, width);
         out
     }
 }
@@ -348,7 +349,7 @@ impl Summary {
         }
         rows.sort_by(|a, b| b.llm_time_ms.total_cmp(&a.llm_time_ms));
         out.push_str(&format!(
-            "{:<width$} {:>9} {:>9} {:>9} {:>5} {:>8} {:>8}\n",
+            "\n{:<width$} {:>9} {:>9} {:>9} {:>5} {:>8} {:>8}\n",
             "node", "llm calls", "llm ms", "own ms", "llm%", "ttft p50", "ttft p95"
         ));
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
