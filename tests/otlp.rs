@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use agent_profiler::cost::Usage;
 use agent_profiler::mlflow::MlflowClient;
 use agent_profiler::trace::Trace;
-use agent_profiler::trace::otlp::{OtlpConfig, OtlpExporter, OtlpStats, RootSpan};
+use agent_profiler::trace::otlp::{LlmExchange, OtlpConfig, OtlpExporter, OtlpStats, RootSpan};
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, Outcome, ProfilerScope, profile_node,
+    BottleneckAnalyzer, LlmOutcome, MultiProviderCostTracker, Outcome, ProfilerScope, profile_node,
 };
 use serde_json::{Value, json};
 use support::http_stub::{self, HttpStub, Reply};
@@ -401,6 +401,237 @@ fn failed_run_and_usage_on_nodes() {
     assert_eq!(summarize.int("gen_ai.usage.output_tokens"), 50);
 }
 
+// ---- timed LLM calls, span types, prompts and answers -------------------------------------
+
+#[profile_node("otlp_timed")]
+fn timed_node(tracker: &MultiProviderCostTracker) {
+    // A streamed call: 40 ms to the first chunk, 110 ms in all.
+    let call = tracker.start_call("openai", "gpt-4o");
+    std::thread::sleep(Duration::from_millis(40));
+    call.first_chunk();
+    std::thread::sleep(Duration::from_millis(70));
+    call.finish(Usage::new(500, 140)).unwrap();
+    // Then one the provider refused.
+    let call = tracker.start_call("openai", "gpt-4o-mini");
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = call.fail(LlmOutcome::Error, "HTTP 503: overloaded", None);
+}
+
+/// A trace of one node with a timed streamed call and a failed one.
+fn timed_trace() -> Trace {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(64);
+    let tracker = MultiProviderCostTracker::new();
+    {
+        let _scope = ProfilerScope::new(&analyzer);
+        timed_node(&tracker);
+    }
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.spans[0].llm_calls.len(), 2, "{trace:#?}");
+    trace
+}
+
+/// An attribute holding JSON, decoded: MLflow hands back the objects and arrays it decoded
+/// as OTLP key-value lists and arrays, and the rest as strings of JSON (or plain text).
+fn json_attribute(span: &Got, key: &str) -> Value {
+    any_value(span.attribute(key))
+}
+
+/// An OTLP `AnyValue` in proto JSON as plain JSON; a string holding JSON decoded.
+fn any_value(v: &Value) -> Value {
+    if let Some(s) = v["string_value"].as_str() {
+        return serde_json::from_str(s).unwrap_or_else(|_| Value::from(s));
+    }
+    if let Some(list) = v.get("kvlist_value") {
+        let pairs = list["values"].as_array().into_iter().flatten();
+        return pairs
+            .map(|kv| {
+                (
+                    kv["key"].as_str().unwrap().to_owned(),
+                    any_value(&kv["value"]),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    if let Some(array) = v.get("array_value") {
+        let values = array["values"].as_array().into_iter().flatten();
+        return values.map(any_value).collect::<Vec<_>>().into();
+    }
+    for key in ["bool_value", "double_value"] {
+        if let Some(x) = v.get(key) {
+            return x.clone();
+        }
+    }
+    v.get("int_value").map_or(Value::Null, |i| number(i).into())
+}
+
+/// Each LLM call is a span lasting as long as the call did, with its stream, time to first
+/// chunk and outcome (ERROR for the failed one); every span has a type MLflow knows; the
+/// run's inputs and outputs and the call's prompt and answer are where MLflow's trace view
+/// and its Python client read them. Read back through the REST API and the official client.
+#[test]
+fn timed_calls_types_and_content_reach_mlflow() {
+    let name = "timed_calls_types_and_content_reach_mlflow";
+    let Some((uri, _, experiment)) = experiment_on_the_server(name) else {
+        return;
+    };
+    let trace = timed_trace();
+    let node_span = trace.spans[0].span_id;
+    let config = OtlpConfig::for_mlflow(&uri, &experiment)
+        .unwrap()
+        .warnings(false);
+    let root = RootSpan::new("otlp-timed")
+        .inputs(json!({"question": "Why is the sea salty?"}))
+        .outputs(json!({"answer": "Rivers carry minerals."}))
+        .exchange(
+            node_span,
+            LlmExchange {
+                prompt: Some("Answer: Why is the sea salty?".into()),
+                answer: Some("Rivers carry minerals.".into()),
+            },
+        );
+    let stats = export_and_flush_under(config, &trace, root);
+    assert_nothing_lost(&stats);
+
+    let traces = search_traces(&uri, &experiment, None);
+    assert_eq!(traces.len(), 1);
+    let info = &traces[0];
+    // The Input and Output columns of MLflow's trace list.
+    let preview = |key: &str| -> Value {
+        let text = info[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key}: {info}"));
+        serde_json::from_str(text).unwrap()
+    };
+    assert_eq!(
+        preview("request_preview"),
+        json!({"question": "Why is the sea salty?"})
+    );
+    assert_eq!(
+        preview("response_preview"),
+        json!({"answer": "Rivers carry minerals."})
+    );
+    let trace_id = info["trace_id"].as_str().unwrap();
+    let spans = spans_of(&get_trace(&uri, trace_id));
+    assert_eq!(spans.len(), 4);
+    let root = one(&spans, "otlp-timed");
+    let node = one(&spans, "otlp_timed");
+    let chat = one(&spans, "chat gpt-4o");
+    let failed = one(&spans, "chat gpt-4o-mini");
+    assert_eq!(root.string("mlflow.spanType"), "AGENT");
+    assert_eq!(node.string("mlflow.spanType"), "CHAIN");
+    assert_eq!(chat.string("mlflow.spanType"), "CHAT_MODEL");
+    assert_eq!(failed.string("mlflow.spanType"), "CHAT_MODEL");
+    assert_eq!(chat.parent.as_deref(), Some(node.id.as_str()));
+
+    // Real durations, within the node's.
+    assert!(
+        chat.duration() >= Duration::from_millis(100),
+        "{:?}",
+        chat.duration()
+    );
+    assert!(
+        failed.duration() >= Duration::from_millis(20),
+        "{:?}",
+        failed.duration()
+    );
+    assert!(chat.start >= node.start && failed.end <= node.end);
+    assert!(chat.end <= failed.start, "one after the other");
+    let local = trace.spans[0].llm_calls[0].timing.clone().unwrap();
+    assert_eq!(
+        (chat.start, chat.end),
+        (local.start_unix_ns, local.end_unix_ns)
+    );
+    assert_eq!(chat.attribute("gen_ai.request.stream")["bool_value"], true);
+    let ttft = chat.attribute("gen_ai.response.time_to_first_chunk")["double_value"]
+        .as_f64()
+        .unwrap();
+    assert!((0.04..0.11).contains(&ttft), "{ttft}");
+    assert_eq!(chat.string("agent_profiler.llm.outcome"), "ok");
+    assert_eq!(chat.int("gen_ai.usage.output_tokens"), 140);
+    assert!(
+        chat.attribute("agent_profiler.llm.output_tokens_per_second")["double_value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(chat.status, "STATUS_CODE_OK");
+    assert_eq!(
+        (failed.status.as_str(), failed.message.as_str()),
+        ("STATUS_CODE_ERROR", "HTTP 503: overloaded")
+    );
+    assert_eq!(failed.string("error.type"), "error");
+    assert!(!failed.attributes.contains_key("gen_ai.usage.input_tokens"));
+
+    // The prompt on both calls, the answer on the one that succeeded.
+    assert_eq!(
+        json_attribute(chat, "mlflow.spanInputs")["messages"][0]["content"],
+        "Answer: Why is the sea salty?"
+    );
+    assert_eq!(
+        json_attribute(chat, "mlflow.spanOutputs")["choices"][0]["message"]["content"],
+        "Rivers carry minerals."
+    );
+    assert_eq!(
+        json_attribute(chat, "gen_ai.input.messages")[0]["parts"][0]["content"],
+        "Answer: Why is the sea salty?"
+    );
+    assert_eq!(
+        json_attribute(chat, "gen_ai.output.messages")[0]["role"],
+        "assistant"
+    );
+    assert!(failed.attributes.contains_key("mlflow.spanInputs"));
+    assert!(!failed.attributes.contains_key("mlflow.spanOutputs"));
+
+    // What MLflow's own client makes of it.
+    let Some(got) = mlflow_api::python_get_trace(&uri, trace_id) else {
+        return;
+    };
+    let request: Value = serde_json::from_str(got["request"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        request,
+        json!({"question": "Why is the sea salty?"}),
+        "{got}"
+    );
+    assert_eq!(got["request_preview"], info["request_preview"]);
+    assert_eq!(got["response_preview"], info["response_preview"]);
+    let span = |name: &str| {
+        got["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no span {name} in {got}"))
+            .clone()
+    };
+    let root = span("otlp-timed");
+    assert_eq!(root["span_type"], "AGENT");
+    assert_eq!(root["inputs"], json!({"question": "Why is the sea salty?"}));
+    assert_eq!(root["outputs"], json!({"answer": "Rivers carry minerals."}));
+    assert_eq!(span("otlp_timed")["span_type"], "CHAIN");
+    let chat = span("chat gpt-4o");
+    assert_eq!(chat["span_type"], "CHAT_MODEL");
+    assert!(
+        number(&chat["end_ns"]) - number(&chat["start_ns"]) >= 100_000_000,
+        "{chat}"
+    );
+    assert_eq!(
+        chat["inputs"]["messages"][0]["content"],
+        "Answer: Why is the sea salty?"
+    );
+    assert_eq!(
+        chat["outputs"]["choices"][0]["message"]["content"],
+        "Rivers carry minerals."
+    );
+    let failed = span("chat gpt-4o-mini");
+    assert!(
+        failed["status"].as_str().unwrap().contains("ERROR"),
+        "{failed}"
+    );
+    assert_eq!(failed["status_message"], "HTTP 503: overloaded");
+}
+
 // ---- receivers that fail ----------------------------------------------------------------------
 
 /// The OTLP traces endpoint of a stub receiver.
@@ -738,4 +969,131 @@ async fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
     let usage = metadata(&traces[0], "mlflow.trace.tokenUsage");
     let tokens: u64 = kept.spans.iter().map(|s| s.llm_totals().total_tokens).sum();
     assert_eq!(number(&usage["total_tokens"]), tokens);
+}
+
+/// Runs a one-node workflow whose prompt holds `marker` through an executor logging to
+/// MLflow, with prompts and answers kept or not; the run and its trace as the REST API
+/// returns it, as text and as spans.
+async fn executor_run_with_content(
+    uri: &str,
+    test: &str,
+    marker: &str,
+    keep: bool,
+) -> (agent_profiler::executor::WorkflowRun, String, Vec<Got>) {
+    use agent_profiler::executor::{Console, WorkflowConfig, WorkflowExecutor};
+    use agent_profiler::llm::OpenAiClient;
+
+    let server = LlmProvider::start();
+    let client = Arc::new(OpenAiClient::new(&server.base_url(), None).unwrap());
+    let executor = WorkflowExecutor::new(client)
+        .console(Console::Silent)
+        .store_prompts(keep)
+        .store_responses(keep)
+        .mlflow(mlflow_api::config(uri, test));
+    let config = WorkflowConfig::from_json_str(
+        r#"{"name": "otlp-content", "steps": [
+            {"id": "ask", "model": "gpt-4o-mini", "prompt": "Tell me about {topic}", "output_key": "answer"}
+        ]}"#,
+    )
+    .unwrap();
+    let run = executor
+        .run_config(&config, json!({"topic": marker}))
+        .await
+        .unwrap();
+    let exporter = executor
+        .otlp_exporter()
+        .expect("found from the MLflow config");
+    assert!(exporter.flush(WAIT), "{:?}", exporter.stats());
+    assert_nothing_lost(&exporter.stats());
+    let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
+    let experiment = tokio::task::spawn_blocking({
+        let (uri, mlflow_run) = (uri.to_owned(), mlflow_run.clone());
+        move || {
+            mlflow_api::client(&uri)
+                .get_run(&mlflow_run)
+                .unwrap()
+                .info
+                .experiment_id
+        }
+    })
+    .await
+    .unwrap();
+    let traces = search_traces(
+        uri,
+        &experiment,
+        Some(&format!("attributes.run_id = '{mlflow_run}'")),
+    );
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let trace = get_trace(uri, traces[0]["trace_id"].as_str().unwrap());
+    let text = format!("{traces:?} {trace}");
+    (run, text, spans_of(&trace))
+}
+
+/// With prompts and answers kept (`store_prompts`, `store_responses`), the root span holds
+/// the run's inputs and what it wrote, the chat span the prompt and the answer; without,
+/// not one character of the prompt or the answer is in the trace MLflow holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_sends_prompts_and_answers_only_when_allowed() {
+    let name = "executor_sends_prompts_and_answers";
+    let Some(uri) = mlflow_server::tracking_uri(name) else {
+        return;
+    };
+    let marker = format!("marker-{}", scratch::unique("kept"));
+    let (run, text, spans) = executor_run_with_content(&uri, name, &marker, true).await;
+    let answer = run.state["answer"].as_str().unwrap().to_owned();
+    assert!(!answer.is_empty());
+    let root = one(&spans, "otlp-content");
+    assert_eq!(
+        json_attribute(root, "mlflow.spanInputs"),
+        json!({"topic": marker})
+    );
+    assert_eq!(
+        json_attribute(root, "mlflow.spanOutputs"),
+        json!({"answer": answer}),
+        "what the run wrote, not its inputs again"
+    );
+    let ask = one(&spans, "ask");
+    assert_eq!(ask.string("mlflow.spanType"), "CHAIN");
+    let chats: Vec<&Got> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("chat "))
+        .collect();
+    assert_eq!(chats.len(), 1, "{text}");
+    let chat = chats[0];
+    assert_eq!(chat.parent.as_deref(), Some(ask.id.as_str()));
+    assert_eq!(
+        json_attribute(chat, "mlflow.spanInputs")["messages"][0]["content"],
+        format!("Tell me about {marker}")
+    );
+    assert_eq!(
+        json_attribute(chat, "gen_ai.output.messages")[0]["parts"][0]["content"],
+        answer.as_str()
+    );
+    assert!(text.contains("request_preview"), "{text}");
+
+    let marker = format!("marker-{}", scratch::unique("hidden"));
+    let (run, text, spans) = executor_run_with_content(&uri, name, &marker, false).await;
+    let answer = run.state["answer"].as_str().unwrap();
+    assert!(
+        !text.contains(&marker),
+        "the prompt left the process: {text}"
+    );
+    assert!(
+        !text.contains(answer),
+        "the answer left the process: {text}"
+    );
+    for span in &spans {
+        for key in [
+            "mlflow.spanInputs",
+            "mlflow.spanOutputs",
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+        ] {
+            assert!(!span.attributes.contains_key(key), "{}: {key}", span.name);
+        }
+    }
+    assert_eq!(
+        one(&spans, "otlp-content").string("mlflow.spanType"),
+        "AGENT"
+    );
 }
