@@ -17,7 +17,8 @@ use agent_profiler::cost::Usage;
 use agent_profiler::trace::perfetto::{chrome_trace_json, write_chrome_trace};
 use agent_profiler::trace::{Span, Trace};
 use agent_profiler::{
-    BottleneckAnalyzer, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope, profile_node,
+    BottleneckAnalyzer, LlmOutcome, MultiProviderCostTracker, ProfilerFutureExt, ProfilerScope,
+    profile_node,
 };
 use serde_json::Value;
 
@@ -149,6 +150,8 @@ struct Parsed {
     spans: HashMap<String, Event>,
     /// Poll events by span id.
     polls: HashMap<String, Vec<Event>>,
+    /// Timed LLM call events, in the file's order.
+    llm: Vec<Event>,
 }
 
 fn parse_file(path: &PathBuf) -> Parsed {
@@ -185,6 +188,7 @@ fn parse_file(path: &PathBuf) -> Parsed {
     }
     let mut spans = HashMap::new();
     let mut polls: HashMap<String, Vec<Event>> = HashMap::new();
+    let mut llm = Vec::new();
     for e in &events {
         let id = e.args["span_id"].as_str().unwrap().to_owned();
         match e.cat.as_str() {
@@ -193,6 +197,7 @@ fn parse_file(path: &PathBuf) -> Parsed {
                 assert_eq!(e.name, "poll");
                 polls.entry(id).or_default().push(e.clone());
             }
+            "llm" => llm.push(e.clone()),
             other => panic!("unexpected category {other}"),
         }
     }
@@ -201,6 +206,7 @@ fn parse_file(path: &PathBuf) -> Parsed {
         events,
         spans,
         polls,
+        llm,
     }
 }
 
@@ -371,6 +377,7 @@ fn check_file(trace: &Trace, parsed: &Parsed) {
         events,
         spans,
         polls,
+        ..
     } = parsed;
     assert_eq!(events.len(), trace.spans.len() + trace.polls.len());
     assert_eq!(spans.len(), trace.spans.len());
@@ -607,4 +614,90 @@ fn trace_timestamps_keep_nanoseconds() {
         rounded < 10,
         "{rounded} of 1000 spans start and end on a multiple of 256 ns"
     );
+}
+
+#[profile_node("llm_sync")]
+fn llm_sync(tracker: &MultiProviderCostTracker) {
+    std::thread::sleep(Duration::from_millis(5));
+    let call = tracker.start_call("openai", "gpt-4o");
+    std::thread::sleep(Duration::from_millis(100));
+    call.finish(Usage::new(300, 60)).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+}
+
+#[profile_node("llm_async")]
+async fn llm_async(tracker: MultiProviderCostTracker) {
+    let call = tracker.start_call("anthropic", "claude-sonnet-4-5");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    call.first_chunk();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let _ = call.fail(LlmOutcome::Timeout, "no end of stream", None);
+}
+
+/// A timed LLM call is a slice lasting as long as the call did: inside its sync node's
+/// slice on the node's track; for an async node, whose polls it overlaps, within the node's
+/// time on a track of its own. Calls tracked from an answer alone make no slice.
+#[test]
+fn timed_llm_calls_are_slices_within_their_node() {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(256);
+    let tracker = MultiProviderCostTracker::new();
+    {
+        let _scope = ProfilerScope::new(&analyzer);
+        llm_sync(&tracker);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(llm_async(tracker.clone()).with_profiler(analyzer.clone()));
+        // Untimed: no slice.
+        tracker
+            .track_usage("openai", "gpt-4o", Usage::new(1, 1))
+            .unwrap();
+    }
+    let trace = analyzer.trace().unwrap();
+    let path = temp_file("llm.trace.json");
+    write_chrome_trace(&trace, "llm calls", &path).unwrap();
+    let parsed = parse_file(&path);
+    assert_eq!(parsed.llm.len(), 2, "{:?}", parsed.llm);
+
+    let sync = &parsed.spans[&hex(one(&trace, "llm_sync").span_id)];
+    let call = parsed.llm.iter().find(|e| e.name == "chat gpt-4o").unwrap();
+    assert!(call.dur() >= 100 * MS && call.dur() < AT_MOST, "{call:?}");
+    assert!(
+        sync.contains(call) && call.dur() < sync.dur(),
+        "{sync:?} {call:?}"
+    );
+    assert_eq!(call.tid, sync.tid, "on its node's track");
+    assert_eq!(call.args["node"], "llm_sync");
+    assert_eq!(call.args["outcome"], "ok");
+    assert_eq!(call.args["output_tokens"], 60);
+    let timing = one(&trace, "llm_sync").llm_calls[0].timing.clone().unwrap();
+    let t0: u64 = parsed.json["otherData"]["start_unix_ns"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(call.start, timing.start_unix_ns - t0);
+    assert_eq!(call.end, timing.end_unix_ns - t0);
+
+    let node = &parsed.spans[&hex(one(&trace, "llm_async").span_id)];
+    let call = parsed
+        .llm
+        .iter()
+        .find(|e| e.name == "chat claude-sonnet-4-5")
+        .unwrap();
+    assert!(call.dur() >= 60 * MS, "{call:?}");
+    assert!(node.contains(call), "{node:?} {call:?}");
+    assert_eq!(call.args["outcome"], "timeout");
+    assert_eq!(call.args["error"], "no end of stream");
+    assert_eq!(call.args["stream"], true);
+    assert!(call.args["ttft_ms"].as_f64().unwrap() >= 30.0);
+    // Every track still nests.
+    for a in &parsed.events {
+        for b in &parsed.events {
+            assert!(a.tid != b.tid || !a.overlaps_partially(b), "{a:?} {b:?}");
+        }
+    }
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
