@@ -186,10 +186,12 @@ pub fn show(store: &RunStore, args: &ShowArgs) -> Result<String, CliError> {
     if args.json {
         let nodes = store.node_figures(&run)?;
         let states = store.states(&run.id)?;
+        let time_splits = store.time_splits(&run.id)?;
         let report = run.report();
         return Ok(pretty(&json!({
             "run": run,
             "nodes": nodes,
+            "time_splits": time_splits,
             "states": states,
             "report": report,
         })));

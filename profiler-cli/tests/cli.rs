@@ -866,3 +866,108 @@ fn store_from_the_environment() {
     assert!(err.contains("agent-profiler-runs.sqlite3"), "{err}");
     assert!(!db.with_file_name("agent-profiler-runs.sqlite3").exists());
 }
+
+/// The cells of the row of `node` in the time-split table of `report` (the table after the
+/// `llm calls` header).
+fn split_row<'a>(report: &'a str, node: &str) -> Vec<&'a str> {
+    let table = report
+        .split_once("llm calls")
+        .unwrap_or_else(|| panic!("no time split in:\n{report}"))
+        .1;
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no split row of {node} in:\n{report}"));
+    row.split_whitespace().collect()
+}
+
+#[test]
+fn console_show_and_html_split_each_node_into_llm_and_own_time() {
+    let dir = temp_dir("time-split");
+    let db = dir.join("runs.sqlite3");
+    let store = RunStore::open(&db).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 30 ms per call, the first token of a streamed answer after 12 ms.
+    let client = Arc::new(
+        SimulatedClient::new()
+            .base_latency(Duration::from_millis(30))
+            .per_token_latency(Duration::ZERO)
+            .first_token_latency(Duration::from_millis(12)),
+    );
+    let config = agent_profiler_executor::WorkflowConfig::from_json_str(
+        r#"{"name": "split", "steps": [
+            {"id": "draft", "model": "gpt-4o-mini", "prompt": "draft {q}", "output_key": "d",
+             "stream": true},
+            {"id": "check", "model": "gpt-4o-mini", "prompt": "check {d}", "output_key": "c"}
+        ]}"#,
+    )
+    .unwrap();
+    let (console, printed) = Console::capture();
+    let executor = WorkflowExecutor::new(client)
+        .store(store.clone())
+        .console(console)
+        .progress(false);
+    let run = runtime
+        .block_on(executor.run_config(&config, json!({"q": "why"})))
+        .unwrap();
+    let printed = printed.lock().unwrap().clone();
+
+    // The console: both nodes' LLM time (at least the 30 ms the client took) and own
+    // time; the time to first token only for the streamed node.
+    for report in [printed.as_str(), run.report.as_str()] {
+        fits_80(report);
+        assert!(
+            report.contains("\nnode  llm calls    llm ms    own ms  llm% ttft p50 ttft p95\n"),
+            "{report}"
+        );
+        let draft = split_row(report, "draft");
+        assert_eq!(draft[1], "1", "{report}");
+        assert!(draft[2].parse::<f64>().unwrap() >= 30.0, "{report}");
+        assert!(draft[3].parse::<f64>().unwrap() >= 0.0, "{report}");
+        assert!(draft[5].parse::<f64>().unwrap() >= 12.0, "{report}");
+        assert!(draft[6].parse::<f64>().unwrap() >= 12.0, "{report}");
+        let check = split_row(report, "check");
+        assert!(check[2].parse::<f64>().unwrap() >= 30.0, "{report}");
+        assert_eq!((check[5], check[6]), ("-", "-"), "{report}");
+        // The original lines, unchanged, come first.
+        assert!(report.trim_start().starts_with("Slowest node: "), "{report}");
+        assert!(report.contains("(outcomes: ok/err/panic/cancel)\ntotal self time: "));
+    }
+
+    // `show` prints the same report from the store, and its JSON has the splits.
+    let id = &run.record.id;
+    let shown = ok(cli(&db, &["show", &id[..8]]));
+    assert_eq!(shown, run.report);
+    let value = json_of(&ok(cli(&db, &["show", &id[..8], "--json"])));
+    let splits = value["time_splits"].as_array().unwrap();
+    assert_eq!(splits.len(), 2, "{value}");
+    let draft = splits.iter().find(|s| s["node_id"] == "draft").unwrap();
+    assert!(draft["llm_time_ms"].as_f64().unwrap() >= 30.0, "{draft}");
+    assert!(draft["ttft_p50_ms"].as_f64().unwrap() >= 12.0, "{draft}");
+    assert_eq!(
+        (
+            draft["llm_calls"].as_u64(),
+            draft["streamed_calls"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let check = splits.iter().find(|s| s["node_id"] == "check").unwrap();
+    assert_eq!(check["ttft_p50_ms"], Value::Null, "{check}");
+
+    // The HTML report: each bar split into its LLM part and its own part, with tooltips.
+    let html = dir.join("report.html");
+    ok(cli(
+        &db,
+        &["report", &id[..8], "--html", html.to_str().unwrap()],
+    ));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches(r#"<rect class="bar-llm""#).count(), 2);
+    assert_eq!(page.matches(r#"<rect class="bar-own""#).count(), 2);
+    assert!(page.contains("<title>draft: LLM time "), "{page}");
+    assert!(page.contains(" over 1 streamed call</title>"), "{page}");
+    assert!(page.contains("<title>draft: own time "), "{page}");
+    assert!(page.contains("<th>LLM time</th><th>own time</th><th>TTFT p50 / p95</th>"));
+}
