@@ -498,3 +498,73 @@ async fn each_run_keeps_its_trace_in_the_store_and_as_a_perfetto_file() {
         .unwrap();
     assert!(run.trace.is_none() && run.perfetto_file.is_none());
 }
+
+/// A streamed node (`draft`) and one that is not (`check`) on the simulated client: each
+/// node's time split reaches the summary, the report, the run store and MLflow (one
+/// `node_{id}_llm_ms` per call, `node_{id}_ttft_ms` for the streamed one only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_time_split_reaches_the_report_the_store_and_mlflow() {
+    let test = "each_node_time_split_reaches_the_report_the_store_and_mlflow";
+    let dir = scratch::temp_dir(test);
+    let config = write_config(
+        &dir,
+        r#"{"name": "split", "steps": [
+            {"id": "draft", "model": "gpt-4o-mini", "prompt": "draft {q}", "output_key": "d",
+             "stream": true},
+            {"id": "check", "model": "gpt-4o-mini", "prompt": "check {d}", "output_key": "c"}
+        ]}"#,
+    );
+    let store = RunStore::open(dir.join("runs.sqlite3")).unwrap();
+    let client = Arc::new(
+        agent_profiler::llm::SimulatedClient::new()
+            .base_latency(std::time::Duration::from_millis(25))
+            .per_token_latency(std::time::Duration::ZERO)
+            .first_token_latency(std::time::Duration::from_millis(10)),
+    );
+    let mut executor = WorkflowExecutor::new(client)
+        .store(store.clone())
+        .console(Console::Silent);
+    let mlflow_uri = mlflow_server::tracking_uri(test);
+    if let Some(uri) = &mlflow_uri {
+        executor = executor.mlflow(mlflow_api::config(uri, test));
+    }
+    let run = executor
+        .run_workflow_from_config(&config, json!({"q": "why"}))
+        .await
+        .unwrap();
+
+    let draft = node(&run.summary, "draft");
+    assert_eq!((draft.llm_calls, draft.streamed_calls), (1, 1));
+    assert!(draft.llm_time_ms >= 25.0, "{draft:?}");
+    assert!(draft.ttft_p50_ms.unwrap() >= 10.0, "{draft:?}");
+    assert!(draft.own_time_ms >= 0.0 && draft.own_time_ms < draft.self_duration_ms);
+    let check = node(&run.summary, "check");
+    assert_eq!((check.streamed_calls, check.ttft_p50_ms), (0, None));
+    assert!(check.llm_time_ms >= 25.0, "{check:?}");
+    assert!(run.report.contains("llm calls"), "{}", run.report);
+
+    let splits = store.time_splits(&run.record.id).unwrap();
+    assert_eq!(splits.len(), 2);
+    let stored = splits.iter().find(|s| s.node_id == "draft").unwrap();
+    assert_eq!(stored.llm_time_ms, draft.llm_time_ms);
+    assert_eq!(stored.ttft_p95_ms, draft.ttft_p95_ms);
+
+    if let Some(uri) = mlflow_uri {
+        let run_id = run.mlflow_run_id.clone().expect("MLflow run");
+        tokio::task::spawn_blocking(move || {
+            let client = mlflow_api::client(&uri);
+            let history = |key: &str| client.get_metric_history(&run_id, key).unwrap();
+            for id in ["draft", "check"] {
+                let llm = history(&format!("node_{id}_llm_ms"));
+                assert_eq!(llm.len(), 1, "{id}");
+                assert!(llm[0].value >= 25.0, "{id}: {llm:?}");
+            }
+            let ttft = history("node_draft_ttft_ms");
+            assert_eq!(ttft.len(), 1);
+            assert!(ttft[0].value >= 10.0, "{ttft:?}");
+            assert!(history("node_check_ttft_ms").is_empty());
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -46,8 +46,10 @@ impl Console {
 /// `Slowest node: {node_id} ({avg_duration_ms:.2}ms avg)`,
 /// `Bottlenecks (>{threshold}% of total time):` and
 /// `  - {node_id}: {percent_of_total:.1}% ({total_duration_ms:.0}ms total)`, then the
-/// table of every node. The three forms never change: scripts and log searches match
-/// them, and `agent-profiler show` rebuilds the same text from a stored run.
+/// table of every node ([`Summary::to_table`]), which ends, when the nodes' LLM calls were
+/// timed, with each node's split of its self time into LLM time and own time and its time
+/// to first token. The three forms never change: scripts and log searches match them, and
+/// `agent-profiler show` rebuilds the same text from a stored run.
 ///
 /// The verdict is honest about failures: a slowest node or bottleneck whose every call
 /// failed is marked (`  - fetch: 90.0% (450ms total), every call failed`: its time was

@@ -4,7 +4,8 @@ use super::{RunSink, Warnings};
 use crate::console::Console;
 use crate::workflow::WorkflowRun;
 
-/// Prints the run's report ([`WorkflowRun::report`]) after a blank line.
+/// Prints the run's report ([`WorkflowRun::report`], with each node's time split when its
+/// LLM calls were timed) after a blank line.
 pub(crate) struct ConsoleSink {
     console: Console,
 }

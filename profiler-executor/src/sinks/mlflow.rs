@@ -19,8 +19,9 @@ use crate::workflow::WorkflowRun;
 const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
 
 /// Starts an MLflow run (named after the workflow) before the first node runs: every node
-/// call goes out as `node_{id}_duration_ms` and each priced LLM call as
-/// `node_{id}_cost_usd` while the run runs. At the end it sets the run's MLflow id and URL,
+/// call goes out as `node_{id}_duration_ms`, each priced LLM call as `node_{id}_cost_usd`,
+/// each timed one as `node_{id}_llm_ms` and each streamed one as `node_{id}_ttft_ms` while
+/// the run runs. At the end it sets the run's MLflow id and URL,
 /// logs the bottleneck report and finishes the MLflow run with the run's status on a thread
 /// of its own (within the configured shutdown timeout), which the run waits for only after
 /// every sink had the run ([`RunSink::settle`]): the report is printed at once.
