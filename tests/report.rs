@@ -582,3 +582,79 @@ async fn chromium_renders_the_report() {
     let strong = pixels.iter().filter(|p| **p == [0xd1, 0x49, 0x5b]).count();
     assert!(strong > 200, "{strong} pixels of the bottleneck colour");
 }
+
+/// A node that waits on two concurrent LLM calls (one streamed) and then works on its own,
+/// and a node without timed calls.
+#[test]
+fn share_bars_split_into_llm_and_own_time_as_measured() {
+    use agent_profiler::{MultiProviderCostTracker, cost::Usage, profile_call};
+
+    let analyzer = BottleneckAnalyzer::new();
+    let tracker = MultiProviderCostTracker::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let call = |stream: bool, ms: u64| {
+        let tracker = tracker.clone();
+        async move {
+            let call = tracker.start_call("openai", "gpt-4o-mini");
+            call.set_stream(stream);
+            tokio::time::sleep(Duration::from_millis(ms / 2)).await;
+            call.first_chunk();
+            tokio::time::sleep(Duration::from_millis(ms / 2)).await;
+            call.finish(Usage::new(100, 20)).unwrap();
+        }
+    };
+    let node = profile_call("answer", async {
+        // 30 ms of LLM time, not 50: the calls overlap.
+        tokio::join!(call(true, 30), call(false, 20));
+        std::thread::sleep(Duration::from_millis(15));
+    });
+    rt.block_on(node.with_profiler(analyzer.clone()));
+    analyzer.record_node("tidy", 10.0).unwrap();
+    let summary = analyzer.get_summary();
+    let answer = summary.node("answer").unwrap();
+    assert!(
+        answer.llm_time_ms >= 30.0 && answer.llm_time_ms < 45.0,
+        "{answer:?}"
+    );
+    assert!(answer.own_time_ms >= 15.0, "{answer:?}");
+
+    let svg = share_chart_svg(&summary);
+    let doc = parse(&svg);
+    let bar = |class: &str| {
+        let found = elements(&doc, "rect", class);
+        assert_eq!(found.len(), 1, "one {class}, for `answer` only");
+        found[0]
+    };
+    let (whole, llm, own) = (
+        elements(&doc, "rect", "bar")
+            .into_iter()
+            .find(|b| b.attribute("data-node") == Some("answer"))
+            .unwrap(),
+        bar("bar-llm"),
+        bar("bar-own"),
+    );
+    // The two parts tile the whole bar, in proportion to LLM and own time.
+    let width = num(whole, "width");
+    assert_eq!(num(llm, "x"), num(whole, "x"));
+    assert!((num(llm, "x") + num(llm, "width") - num(own, "x")).abs() < 0.01);
+    assert!((num(llm, "width") + num(own, "width") - width).abs() < 0.01);
+    let expected = width * answer.llm_time_ms / answer.self_duration_ms;
+    assert!((num(llm, "width") - expected).abs() <= 0.5, "{svg}");
+    assert_ne!(llm.attribute("fill"), own.attribute("fill"));
+    let llm_tip = title(llm).unwrap();
+    assert!(llm_tip.starts_with("answer: LLM time "), "{llm_tip}");
+    assert!(llm_tip.contains("2 LLM calls"), "{llm_tip}");
+    assert!(llm_tip.contains("time to first token p50 "), "{llm_tip}");
+    assert!(title(own).unwrap().starts_with("answer: own time "));
+    assert_eq!(
+        num(whole, "data-llm-ms"),
+        answer.llm_time_ms,
+        "the bar keeps the figures"
+    );
+    let page = render_html(&ReportInput::new("split", &summary));
+    parse(&page);
+    assert!(page.contains("own time: self time less LLM time"));
+}
