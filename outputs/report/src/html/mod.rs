@@ -317,10 +317,10 @@ fn table(out: &mut String, summary: &Summary) {
         return;
     }
     out.push_str(
-        "<table>\n<thead><tr><th class=\"name\">node</th><th>calls</th><th>self share</th>\
+        "<div class=\"wide\"><table>\n<thead><tr><th class=\"name\">node</th><th>calls</th><th>self share</th>\
          <th>self</th><th>total</th><th>p50</th><th>p95</th>\
          <th>ok / err / panic / cancel</th><th>tokens</th><th>cost</th>\
-         <th>LLM time</th><th>own time</th><th>TTFT p50 / p95</th></tr></thead>\n<tbody>\n",
+         <th>LLM / own time</th><th>TTFT p50 / p95</th></tr></thead>\n<tbody>\n",
     );
     let bottlenecks = bottleneck_ids(summary);
     let ordered = by_self_time(summary);
@@ -344,10 +344,10 @@ fn table(out: &mut String, summary: &Summary) {
         // Only timed calls have an interval: a node whose calls were tracked from their
         // bodies alone has no split to show, rather than an LLM time of 0.
         let timed = node.llm_time_ms > 0.0 || node.llm_failed_calls > 0;
-        let (llm, own) = if timed {
-            (ms(node.llm_time_ms), ms(node.own_time_ms))
+        let split = if timed {
+            format!("{} / {}", ms(node.llm_time_ms), ms(node.own_time_ms))
         } else {
-            ("–".to_owned(), "–".to_owned())
+            "–".to_owned()
         };
         let ttft = match (node.ttft_p50_ms, node.ttft_p95_ms) {
             (Some(p50), Some(p95)) => format!("{} / {}", ms(p50), ms(p95)),
@@ -357,7 +357,7 @@ fn table(out: &mut String, summary: &Summary) {
             out,
             "<tr{}><td class=\"name\">{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{} / {} / {} / {}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td></tr>",
             if is_bottleneck {
                 " class=\"bottleneck\""
             } else {
@@ -381,12 +381,12 @@ fn table(out: &mut String, summary: &Summary) {
             o.cancelled,
             esc(&toks),
             esc(&cost),
-            esc(&llm),
-            esc(&own),
+            esc(&split),
             esc(&ttft),
         );
     }
-    out.push_str("</tbody>\n</table>\n");
+    // Scrolls sideways on a narrow page rather than squeezing the node ids.
+    out.push_str("</tbody>\n</table></div>\n");
     if ordered.len() > MAX_TABLE_ROWS {
         let _ = writeln!(
             out,
@@ -440,7 +440,9 @@ svg { display: block; max-width: 100%; height: auto; }
 table { border-collapse: collapse; width: 100%; font-size: 12px; font-variant-numeric: tabular-nums; }
 th, td { padding: 3px 6px; border-bottom: 1px solid #eef0f2; text-align: right; white-space: nowrap; }
 th { color: #52606d; font-weight: 600; }
-th.name, td.name { text-align: left; white-space: normal; overflow-wrap: anywhere; }
+th.name, td.name { text-align: left; white-space: normal; overflow-wrap: anywhere;
+  min-width: 9em; }
+.wide { overflow-x: auto; }
 tr.bottleneck td { background: #fff5f5; }
 tr.bottleneck td.name { box-shadow: inset 3px 0 #d1495b; font-weight: 700; }
 .tag { font-size: 10px; font-weight: 600; color: #fff; background: #d1495b;
