@@ -10,8 +10,12 @@
 //! MLflow: the official client's variables (`MLFLOW_TRACKING_URI`, `MLFLOW_EXPERIMENT_NAME`,
 //! `MLFLOW_EXPERIMENT_ID`, `MLFLOW_TRACKING_TOKEN`, ...). The run goes to the experiment they
 //! name, else to `agent-profiler-examples`; the example prints the run's URL in MLflow's UI.
-//! Its metrics (`node_{id}_duration_ms`, `node_{id}_cost_usd`), the bottleneck report and
-//! the run's trace (sent over OTLP, listed under the run) are there.
+//! Its metrics (`node_{id}_duration_ms`, `node_{id}_cost_usd`, `node_{id}_llm_ms`,
+//! `node_{id}_ttft_ms`), the bottleneck report and the run's trace (sent over OTLP, listed
+//! under the run) are there.
+//!
+//! Three nodes stream their answers (`"stream": true`), so the report's time split shows
+//! their time to first token beside each node's LLM time and own time.
 //!
 //! ```sh
 //! cargo run --example agent_workflow [-- path/to/workflow.json "topic"]
