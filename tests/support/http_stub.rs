@@ -318,8 +318,9 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     stream.shutdown(Shutdown::Both)
 }
 
-/// Reads one request; `None` when the connection closed before one began.
-fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
+/// Reads one request; `None` when the connection closed before one began. Also the
+/// streaming provider's, which writes its answers itself.
+pub fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);

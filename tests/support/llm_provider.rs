@@ -13,7 +13,7 @@
 //! spread over a total time, the connection cut or an error event after some deltas, every
 //! event written in small pieces that split its lines.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::http_stub::{HttpStub, Reply, Request};
+use super::http_stub::{HttpStub, Reply, Request, read_request};
 
 /// The running provider; it stops when dropped.
 pub struct LlmProvider {
@@ -239,41 +239,6 @@ impl Drop for StreamingProvider {
     }
 }
 
-/// Reads one request (a body by `Content-Length`, as the clients under test send it).
-fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default().to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').unwrap_or((line, ""));
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    let length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap_or(0));
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(Request {
-        index: 0,
-        method,
-        target,
-        headers,
-        body,
-    })
-}
-
 fn serve(
     stream: TcpStream,
     plan: &StreamPlan,
@@ -282,7 +247,8 @@ fn serve(
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_nodelay(true)?;
-    let mut request = read_request(&mut BufReader::new(stream.try_clone()?))?;
+    let mut request = read_request(&mut BufReader::new(stream.try_clone()?))?
+        .ok_or(io::ErrorKind::UnexpectedEof)?;
     let started = Instant::now();
     {
         let mut seen = seen.lock().unwrap();
