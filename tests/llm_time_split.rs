@@ -96,14 +96,11 @@ async fn a_streamed_node_splits_its_time_and_its_chat_span_lasts_as_long_in_mlfl
         "{:?}",
         exporter.stats()
     );
-    let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
     let experiment = run.mlflow_experiment_id.clone().expect("an experiment");
-    let filter = format!("attributes.run_id = '{mlflow_run}'");
-    // The REST helpers block: on a blocking thread, not the runtime's.
-    let trace = tokio::task::spawn_blocking(move || {
-        let traces = mlflow_api::search_traces(&uri, &experiment, Some(&filter));
-        assert_eq!(traces.len(), 1, "{traces:?}");
-        mlflow_api::get_trace(&uri, traces[0]["trace_id"].as_str().unwrap())
+    let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
+    // The REST calls block: on a blocking thread, not the runtime's.
+    let (_, trace) = tokio::task::spawn_blocking(move || {
+        mlflow_api::trace_of_run(&uri, &experiment, &mlflow_run)
     })
     .await
     .unwrap();

@@ -931,27 +931,7 @@ async fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
     assert!(exporter.flush(WAIT), "{:?}", exporter.stats());
     assert_nothing_lost(&exporter.stats());
 
-    let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
-    // The MLflow client blocks: on a blocking thread, not the runtime's.
-    let experiment = tokio::task::spawn_blocking({
-        let (uri, mlflow_run) = (uri.clone(), mlflow_run.clone());
-        move || {
-            mlflow_api::client(&uri)
-                .get_run(&mlflow_run)
-                .unwrap()
-                .info
-                .experiment_id
-        }
-    })
-    .await
-    .unwrap();
-    let traces = search_traces(
-        &uri,
-        &experiment,
-        Some(&format!("attributes.run_id = '{mlflow_run}'")),
-    );
-    assert_eq!(traces.len(), 1, "one trace, linked to the run: {traces:?}");
-    let trace = get_trace(&uri, traces[0]["trace_id"].as_str().unwrap());
+    let (info, trace) = mlflow_trace_of(&uri, &run).await;
     let spans = spans_of(&trace);
     let root = one(&spans, "otlp-executor");
     assert_eq!(root.parent, None);
@@ -966,9 +946,20 @@ async fn executor_sends_each_run_to_mlflow_linked_to_its_run() {
     let kept = run.trace.as_ref().unwrap();
     let llm_calls: usize = kept.spans.iter().map(|s| s.llm_calls.len()).sum();
     assert_eq!(llm_calls, 3);
-    let usage = metadata(&traces[0], "mlflow.trace.tokenUsage");
+    let usage = metadata(&info, "mlflow.trace.tokenUsage");
     let tokens: u64 = kept.spans.iter().map(|s| s.llm_totals().total_tokens).sum();
     assert_eq!(number(&usage["total_tokens"]), tokens);
+}
+
+/// The trace MLflow holds for executor run `run`: its search entry and the trace itself.
+async fn mlflow_trace_of(uri: &str, run: &agent_profiler::executor::WorkflowRun) -> (Value, Value) {
+    let experiment = run.mlflow_experiment_id.clone().expect("an experiment");
+    let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
+    let uri = uri.to_owned();
+    // The REST calls block: on a blocking thread, not the runtime's.
+    tokio::task::spawn_blocking(move || mlflow_api::trace_of_run(&uri, &experiment, &mlflow_run))
+        .await
+        .unwrap()
 }
 
 /// Runs a one-node workflow whose prompt holds `marker` through an executor logging to
@@ -1005,27 +996,8 @@ async fn executor_run_with_content(
         .expect("found from the MLflow config");
     assert!(exporter.flush(WAIT), "{:?}", exporter.stats());
     assert_nothing_lost(&exporter.stats());
-    let mlflow_run = run.mlflow_run_id.clone().expect("an MLflow run");
-    let experiment = tokio::task::spawn_blocking({
-        let (uri, mlflow_run) = (uri.to_owned(), mlflow_run.clone());
-        move || {
-            mlflow_api::client(&uri)
-                .get_run(&mlflow_run)
-                .unwrap()
-                .info
-                .experiment_id
-        }
-    })
-    .await
-    .unwrap();
-    let traces = search_traces(
-        uri,
-        &experiment,
-        Some(&format!("attributes.run_id = '{mlflow_run}'")),
-    );
-    assert_eq!(traces.len(), 1, "{traces:?}");
-    let trace = get_trace(uri, traces[0]["trace_id"].as_str().unwrap());
-    let text = format!("{traces:?} {trace}");
+    let (info, trace) = mlflow_trace_of(uri, &run).await;
+    let text = format!("{info} {trace}");
     (run, text, spans_of(&trace))
 }
 

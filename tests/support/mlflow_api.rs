@@ -86,6 +86,21 @@ pub fn search_traces(uri: &str, experiment_id: &str, filter: Option<&str>) -> Ve
     answer["traces"].as_array().cloned().unwrap_or_default()
 }
 
+/// The one trace linked to MLflow run `run_id` (an executor run's) in `experiment_id`: its
+/// entry in the search (the trace info) and the trace with its spans. Blocks: call it off an
+/// async runtime's threads.
+pub fn trace_of_run(uri: &str, experiment_id: &str, run_id: &str) -> (Value, Value) {
+    let filter = format!("attributes.run_id = '{run_id}'");
+    let traces = search_traces(uri, experiment_id, Some(&filter));
+    assert_eq!(
+        traces.len(),
+        1,
+        "one trace, linked to run {run_id}: {traces:?}"
+    );
+    let trace = get_trace(uri, traces[0]["trace_id"].as_str().unwrap());
+    (traces[0].clone(), trace)
+}
+
 /// A trace with its spans (`GET /api/3.0/mlflow/traces/get`).
 pub fn get_trace(uri: &str, trace_id: &str) -> Value {
     rest(
