@@ -90,15 +90,17 @@ impl AnthropicClient {
             },
             missing: "no `content` array (not a Messages answer)",
         };
-        let (path, key) = ("/v1/messages", Some(&self.key));
-        if request.stream {
-            let decoder = MessageStream::default();
-            return self
-                .endpoint
-                .post_stream(path, headers, &body, key, reply, decoder)
-                .await;
-        }
-        self.endpoint.post(path, headers, &body, key, reply).await
+        let key = Some(&self.key);
+        self.endpoint
+            .post_or_stream::<MessageStream>(
+                request.stream,
+                "/v1/messages",
+                headers,
+                &body,
+                key,
+                reply,
+            )
+            .await
     }
 }
 

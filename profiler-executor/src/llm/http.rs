@@ -106,6 +106,25 @@ impl Endpoint {
         Redactor::new(userinfo.chain(key.map(ApiKey::expose)))
     }
 
+    /// POSTs `body` as [`post_stream`](Self::post_stream) does with a `D` decoder when
+    /// `stream`, else as [`post`](Self::post) does.
+    pub(crate) async fn post_or_stream<D: StreamDecoder + Default>(
+        &self,
+        stream: bool,
+        path: &str,
+        headers: HeaderMap,
+        body: &Value,
+        key: Option<&ApiKey>,
+        reply: Reply,
+    ) -> Result<LlmResponse, LlmError> {
+        if stream {
+            self.post_stream(path, headers, body, key, reply, D::default())
+                .await
+        } else {
+            self.post(path, headers, body, key, reply).await
+        }
+    }
+
     /// POSTs `body` to `{base_url}{path}` with `headers`, and reads the answer as `reply`
     /// says. Errors show the URL without its user info; quoted bodies and transport errors
     /// are cleaned of the user info and of `key`.

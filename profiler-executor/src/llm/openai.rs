@@ -96,15 +96,16 @@ impl OpenAiClient {
             missing: "no `choices[0].message.content` string (not a Chat Completions answer)",
         };
         let key = self.key.as_ref();
-        let path = "/chat/completions";
-        if request.stream {
-            let decoder = ChatStream::default();
-            return self
-                .endpoint
-                .post_stream(path, headers, &body, key, reply, decoder)
-                .await;
-        }
-        self.endpoint.post(path, headers, &body, key, reply).await
+        self.endpoint
+            .post_or_stream::<ChatStream>(
+                request.stream,
+                "/chat/completions",
+                headers,
+                &body,
+                key,
+                reply,
+            )
+            .await
     }
 }
 
