@@ -91,7 +91,7 @@ fn stream_cut(error: LlmError) -> (String, Option<Value>, Option<Instant>, usize
             first_chunk,
             text_len,
             ..
-        } => (reason, usage, first_chunk, text_len),
+        } => (reason, usage.map(|u| *u), first_chunk, text_len),
         other => panic!("not a cut stream: {other}"),
     }
 }

@@ -1,7 +1,7 @@
 //! A [`Trace`] as Chrome Trace Event JSON, the format that [Perfetto](https://ui.perfetto.dev)
 //! and `chrome://tracing` open.
 //!
-//! Each lane of the trace's [`layout`] becomes a thread track (`tid` = lane index + 1, named
+//! Each lane of the trace's [`layout`](crate::layout::layout) becomes a thread track (`tid` = lane index + 1, named
 //! by a `thread_name` metadata event), and each span or poll slice a complete event
 //! (`"ph": "X"`) on it, so nested calls nest, concurrent calls sit on tracks of their own,
 //! and the poll slices of an async call (`"poll"`) sit under its wall-time slice: busy time

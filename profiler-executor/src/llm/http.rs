@@ -261,7 +261,7 @@ impl Call {
                 url: self.url.clone(),
                 reason: reply.missing.to_owned(),
                 body: snippet(&raw.to_string(), &self.redactor),
-                usage: raw.get("usage").cloned(),
+                usage: raw.get("usage").cloned().map(Box::new),
             }),
         }
     }
@@ -281,7 +281,7 @@ impl Call {
             LlmError::StreamCut {
                 url: self.url.clone(),
                 reason: self.redactor.clean(&reason),
-                usage: decoder.usage(),
+                usage: decoder.usage().map(Box::new),
                 first_chunk,
                 text_len: text.len(),
             }

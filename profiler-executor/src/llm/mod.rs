@@ -123,7 +123,8 @@ pub enum LlmError {
         /// The start of the body (scrubbed of the key).
         body: String,
         /// The body's `usage` object, when it had one: the call was billed all the same.
-        usage: Option<Value>,
+        /// (Boxed, as in `StreamCut`: it keeps every `Result<_, LlmError>` small.)
+        usage: Option<Box<Value>>,
     },
     /// A streamed answer that did not reach its end: the connection closed or failed before
     /// the end marker (`data: [DONE]`, `message_stop`), the provider sent an error event,
@@ -138,7 +139,7 @@ pub enum LlmError {
         /// The usage that arrived before the cut, as a `usage` object the cost tracker
         /// reads (an Anthropic stream says its input tokens first, an OpenAI stream says
         /// everything last).
-        usage: Option<Value>,
+        usage: Option<Box<Value>>,
         /// When the first text arrived, if any did.
         first_chunk: Option<Instant>,
         /// How many bytes of text arrived before the cut.
@@ -193,7 +194,7 @@ impl LlmError {
     /// was not an answer, or what a cut stream said before the cut.
     pub fn billed_usage(&self) -> Option<&Value> {
         match self {
-            LlmError::BadBody { usage, .. } | LlmError::StreamCut { usage, .. } => usage.as_ref(),
+            LlmError::BadBody { usage, .. } | LlmError::StreamCut { usage, .. } => usage.as_deref(),
             _ => None,
         }
     }
