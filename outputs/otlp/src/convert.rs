@@ -473,10 +473,10 @@ fn otlp_spans(trace: &Trace, root: &RootSpan, config: &OtlpConfig) -> Vec<OtlpSp
     }
     automatic.push(span_type("AGENT"));
     if let Some(inputs) = &root.inputs {
-        automatic.push(kv(MLFLOW_INPUTS, inputs.to_string()));
+        automatic.push(kv(MLFLOW_INPUTS, capped_json(inputs)));
     }
     if let Some(outputs) = &root.outputs {
-        automatic.push(kv(MLFLOW_OUTPUTS, outputs.to_string()));
+        automatic.push(kv(MLFLOW_OUTPUTS, capped_json(outputs)));
     }
     let totals = root.llm_totals.clone().unwrap_or_else(|| {
         let mut totals = CostBreakdown::default();
@@ -658,6 +658,33 @@ fn answered_call(calls: &[CostInfo]) -> Option<usize> {
     })
 }
 
+/// The most characters of a prompt, an answer or the run's inputs or outputs sent on a
+/// span: a receiver limits the size of a request (MLflow's default body limit is far larger,
+/// collectors' are often a few MiB), and one long document in a prompt must not cost the
+/// whole trace.
+const MAX_CONTENT_CHARS: usize = 32 * 1024;
+
+/// `text`, or its first [`MAX_CONTENT_CHARS`] characters followed by how much was left out.
+fn capped(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_CONTENT_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => {
+            let left = text[cut..].chars().count();
+            format!("{}… [{left} more characters not sent]", &text[..cut]).into()
+        }
+    }
+}
+
+/// `value` as JSON, or, when longer than [`MAX_CONTENT_CHARS`], a JSON string of its
+/// beginning (cut JSON would not parse).
+fn capped_json(value: &Value) -> String {
+    let text = value.to_string();
+    match capped(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => Value::from(cut).to_string(),
+    }
+}
+
 /// `mlflow.spanInputs`: the span's inputs, JSON-encoded, as MLflow stores every attribute
 /// (`SpanAttributeKey.INPUTS`); the root span's become the trace's request preview.
 const MLFLOW_INPUTS: &str = "mlflow.spanInputs";
@@ -674,7 +701,8 @@ fn span_type(kind: &str) -> KeyValue {
 /// OpenAI chat shape its chat view draws) and in the GenAI convention's opt-in message
 /// attributes, for other OpenTelemetry receivers.
 fn content_attributes(attributes: &mut Vec<KeyValue>, prompt: Option<&str>, answer: Option<&str>) {
-    if let Some(prompt) = prompt {
+    let (prompt, answer) = (prompt.map(capped), answer.map(capped));
+    if let Some(prompt) = prompt.as_deref() {
         let input = json!({ "messages": [{ "role": "user", "content": prompt }] });
         attributes.push(kv(MLFLOW_INPUTS, input.to_string()));
         let messages = json!([{
@@ -683,7 +711,7 @@ fn content_attributes(attributes: &mut Vec<KeyValue>, prompt: Option<&str>, answ
         }]);
         attributes.push(kv("gen_ai.input.messages", messages.to_string()));
     }
-    if let Some(answer) = answer {
+    if let Some(answer) = answer.as_deref() {
         let output = json!({
             "choices": [{
                 "index": 0,
@@ -800,6 +828,30 @@ pub fn to_requests(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_content_is_cut_and_says_so() {
+        let short = "a prompt";
+        assert_eq!(capped(short), short);
+        let long = "é".repeat(MAX_CONTENT_CHARS + 5);
+        let cut = capped(&long);
+        assert!(cut.starts_with(&"é".repeat(MAX_CONTENT_CHARS)));
+        assert!(
+            cut.ends_with("… [5 more characters not sent]"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        let inputs = json!({ "doc": "x".repeat(MAX_CONTENT_CHARS) });
+        let sent: Value = serde_json::from_str(&capped_json(&inputs)).unwrap();
+        assert!(
+            sent.as_str().unwrap().starts_with("{\"doc\":\"xxx"),
+            "{sent}"
+        );
+        assert_eq!(
+            capped_json(&json!({"topic": "rust"})),
+            r#"{"topic":"rust"}"#
+        );
+    }
     use agent_profiler_runtime::trace::test_support::span;
 
     fn call(provider: &str, model: &str, input: u64, output: u64, cost: Option<f64>) -> CostInfo {
