@@ -6,11 +6,14 @@
 //! - trends ([`RunStore::trend`]): each node's newest time against the median of its earlier
 //!   ones, flagged by a [`TrendRule`];
 //! - comparisons ([`RunStore::compare`]): what changed, run and node, from one run to
-//!   another.
+//!   another;
+//! - the regression gate ([`RunStore::gate`]): one run against the completed runs of its
+//!   workflow before it, by a [`GateRule`] that allows for noise, and [`Budgets`].
 //!
 //! The store keeps records; everything here is computed from them (the methods on
 //! [`RunStore`] are defined in this module). The pure parts ([`node_trends`],
-//! [`compare_nodes`], [`median`], [`change_percent`]) work on figures from anywhere.
+//! [`compare_nodes`], [`median`], [`change_percent`], [`Gate::new`]) work on figures from
+//! anywhere.
 //!
 //! ```
 //! use agent_profiler_executor::history::TrendRule;
@@ -23,13 +26,17 @@
 
 mod compare;
 mod figures;
+mod gate;
 mod trend;
 
 pub use compare::{NodeDelta, RunComparison, Side, change_percent, compare_nodes};
 pub use figures::{NodeAcrossRuns, NodeFigures, RunNodeFigures, node_stats_of};
+pub use gate::{
+    Budget, BudgetKind, Budgets, Check, Figure, Gate, GateRule, MAD_TO_SIGMA, Spread, Verdict,
+};
 pub use trend::{MIN_PREVIOUS_RUNS, NodeTrend, Trend, TrendRule, median, node_trends};
 
-use crate::store::{RunStore, StoreError, WorkflowRunRecord};
+use crate::store::{RunStore, StoreError, WorkflowRunRecord, WorkflowStatus};
 
 impl RunStore {
     /// Per-node figures of `run`: from its summary (`bottleneck_info`) when it has one,
@@ -58,16 +65,7 @@ impl RunStore {
     ) -> Result<Vec<RunNodeFigures>, StoreError> {
         self.finished_runs_for_figures(workflow_name, last_runs)?
             .into_iter()
-            .map(|run| {
-                Ok(RunNodeFigures {
-                    nodes: self.node_figures(&run)?,
-                    run_id: run.id,
-                    status: run.status,
-                    started_at: run.started_at,
-                    duration_ms: run.duration_ms,
-                    total_cost_usd: run.total_cost_usd,
-                })
-            })
+            .map(|run| self.run_node_figures(run))
             .collect()
     }
 
@@ -98,6 +96,70 @@ impl RunStore {
         let mut runs = self.node_history(workflow_name, last_runs)?;
         runs.reverse();
         Ok(Trend::new(runs, rule))
+    }
+
+    /// `run` judged against the last `baseline_runs` completed runs of its workflow that
+    /// started before it, by `rule`, and against `budgets` ([`Gate`]).
+    ///
+    /// # Errors
+    /// As [`node_history`](Self::node_history).
+    pub fn gate(
+        &self,
+        run: &WorkflowRunRecord,
+        baseline_runs: usize,
+        rule: GateRule,
+        budgets: Budgets,
+    ) -> Result<Gate, StoreError> {
+        let baseline = self
+            .completed_runs_before(run, baseline_runs)?
+            .into_iter()
+            .map(|r| self.run_node_figures(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let checked = self.run_node_figures(run.clone())?;
+        Ok(Gate::new(checked, baseline, rule, budgets))
+    }
+
+    /// The last `count` completed runs of `run`'s workflow before it, newest first.
+    fn completed_runs_before(
+        &self,
+        run: &WorkflowRunRecord,
+        count: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
+        // The runs come newest first, so the run checked is usually among the first few:
+        // read a little more than asked, and more only when runs after it fill the page.
+        let mut limit = count.saturating_add(1).max(8);
+        loop {
+            let runs = self.finished_runs_for_figures(&run.workflow_name, limit)?;
+            let exhausted = runs.len() < limit;
+            let before: Vec<WorkflowRunRecord> = match runs.iter().position(|r| r.id == run.id) {
+                Some(i) => runs.into_iter().skip(i + 1).collect(),
+                // Not finished, so not listed: the runs that started no later.
+                None => runs
+                    .into_iter()
+                    .filter(|r| r.started_at <= run.started_at && r.id != run.id)
+                    .collect(),
+            };
+            let completed: Vec<WorkflowRunRecord> = before
+                .into_iter()
+                .filter(|r| r.status == WorkflowStatus::Completed)
+                .take(count)
+                .collect();
+            if completed.len() == count || exhausted {
+                return Ok(completed);
+            }
+            limit = limit.saturating_mul(4);
+        }
+    }
+
+    fn run_node_figures(&self, run: WorkflowRunRecord) -> Result<RunNodeFigures, StoreError> {
+        Ok(RunNodeFigures {
+            nodes: self.node_figures(&run)?,
+            run_id: run.id,
+            status: run.status,
+            started_at: run.started_at,
+            duration_ms: run.duration_ms,
+            total_cost_usd: run.total_cost_usd,
+        })
     }
 
     /// What changed from run `a` (the baseline) to run `b`, run and node
@@ -243,5 +305,57 @@ pub(crate) mod tests {
         assert_eq!(cmp.duration_delta_percent(), Some(150.0 / 110.0 * 100.0));
         assert_eq!(cmp.cost_delta_usd(), 0.0);
         assert_eq!(cmp.cost_delta_percent(), None);
+    }
+
+    #[test]
+    fn the_gate_reads_the_completed_runs_before_the_run() {
+        let store = RunStore::in_memory().unwrap();
+        // 20 runs of `wf`, the 8th of them slow and one failed; other workflows between.
+        for i in 0..20 {
+            let ms = if i == 7 {
+                300.0
+            } else {
+                100.0 + (i % 3) as f64
+            };
+            let mut run = finished("wf", &format!("r{i:02}"), i as f64, &[("n", ms)]);
+            if i == 5 {
+                run.status = WorkflowStatus::Failed;
+            }
+            store.save_run(&run).unwrap();
+            store
+                .save_run(&finished(
+                    "other",
+                    &format!("o{i:02}"),
+                    i as f64,
+                    &[("n", 1.0)],
+                ))
+                .unwrap();
+        }
+        let slow = store.find_run("r07").unwrap();
+        let gate = store
+            .gate(&slow, 5, GateRule::default(), Budgets::default())
+            .unwrap();
+        let ids: Vec<&str> = gate.baseline.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["r06", "r04", "r03", "r02", "r01"],
+            "before it, completed"
+        );
+        let regressed: Vec<&Figure> = gate.regressions().map(|c| &c.figure).collect();
+        assert_eq!(regressed, [&Figure::WallTime, &Figure::Node("n".into())]);
+
+        let newest = store.find_run("r19").unwrap();
+        let gate = store
+            .gate(&newest, 10, GateRule::default(), Budgets::default())
+            .unwrap();
+        assert_eq!(gate.baseline.len(), 10);
+        assert_eq!(gate.baseline[0].run_id, "r18");
+        assert!(gate.passed(true), "{:#?}", gate.checks);
+
+        let first = store.find_run("r00").unwrap();
+        let gate = store
+            .gate(&first, 5, GateRule::default(), Budgets::default())
+            .unwrap();
+        assert!(gate.baseline.is_empty() && !gate.enough_history());
     }
 }
