@@ -658,6 +658,7 @@ impl BottleneckAnalyzer {
             unpriced_calls: nodes.iter().map(|n| n.unpriced_calls).sum(),
             costliest_node: costliest(&nodes),
             nodes,
+            critical_path: self.critical_path(crate::critical::DEFAULT_SPEEDUP),
         }
     }
 

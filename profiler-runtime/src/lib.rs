@@ -17,6 +17,8 @@
 //!   and the attribution of each LLM call's cost to the node that made it (pure: no network);
 //! - [`llm`]: timed LLM and tool calls ([`LlmCall`], [`ToolCall`]) and the split of a
 //!   node's time into the wait on the model and its own code;
+//! - [`critical`]: the critical path of a run, the slack of the calls off it, and what-if
+//!   figures (what speeding up one node would save);
 //! - [`trace`]: trace mode, where every call is also kept as a [`Span`] for timelines;
 //! - `dynamic`: [`profile_call`] and [`profile_fallible`], timing of nodes whose id is only
 //!   known at run time (from a configuration file);
@@ -28,6 +30,7 @@ mod analyzer;
 mod clock;
 mod context;
 pub mod cost;
+pub mod critical;
 mod dynamic;
 mod export;
 mod future;

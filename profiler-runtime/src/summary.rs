@@ -215,6 +215,11 @@ pub struct Summary {
     /// The node with the highest LLM cost; `None` when no node has a priced cost.
     #[serde(default)]
     pub costliest_node: Option<NodeCostShare>,
+    /// The critical path, slack and what-if figures: from the trace in trace mode
+    /// ([`BottleneckAnalyzer::critical_path`](crate::BottleneckAnalyzer::critical_path)),
+    /// from the workflow's structure for executor runs; `None` without either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_path: Option<crate::critical::CriticalPath>,
 }
 
 impl Summary {
