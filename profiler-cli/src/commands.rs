@@ -4,7 +4,8 @@
 //! `agent_profiler_executor::history`.
 
 use agent_profiler_executor::history::{
-    NodeDelta, NodeFigures, RunComparison, Side, Trend, TrendRule,
+    Budget, BudgetKind, Budgets, Check, Figure, Gate, GateRule, NodeDelta, NodeFigures,
+    RunComparison, Side, Trend, TrendRule, Verdict,
 };
 use agent_profiler_executor::store::{RunListing, RunStore, WorkflowRunRecord, WorkflowStatus};
 use agent_profiler_report::html::{ReportInput, render_html};
@@ -14,7 +15,10 @@ use serde_json::{Value, json};
 use crate::text::{
     Align, Table, clip_lines, delta_ms, delta_pct, delta_usd, ms, sparkline, usd, utc_iso,
 };
-use crate::{CliError, CompareArgs, ReportArgs, RunsArgs, ShowArgs, TraceArgs, TrendArgs};
+use crate::{
+    CheckArgs, CliError, CompareArgs, Done, Format, ReportArgs, RunsArgs, ShowArgs, TraceArgs,
+    TrendArgs,
+};
 
 /// Characters of a run id shown in listings (more when they do not tell runs apart).
 const SHORT_ID: usize = 8;
@@ -368,18 +372,24 @@ fn compare_nodes_table(rows: &[NodeDelta]) -> String {
     table.render()
 }
 
-/// `trend`: each node's time over the last runs of a workflow, slow ones flagged.
-pub fn trend(store: &RunStore, args: &TrendArgs) -> Result<String, CliError> {
+/// `trend`: each node's time over the last runs of a workflow, slow ones flagged; with
+/// `--fail-on-slow`, a failed gate when one is.
+pub fn trend(store: &RunStore, args: &TrendArgs) -> Result<Done, CliError> {
     let rule = TrendRule::new(args.threshold, args.min_delta_ms);
     let trend = store.trend(&args.workflow, args.limit as usize, rule)?;
     if trend.runs.is_empty() {
         let what = no_runs_of(store, &args.workflow, "finished runs", "; ")?;
         return Err(CliError(what));
     }
-    if args.json {
-        return Ok(pretty(&trend_json(&args.workflow, &trend)));
-    }
-    Ok(clip_lines(&trend_text(&args.workflow, &trend)))
+    let text = if args.json {
+        pretty(&trend_json(&args.workflow, &trend))
+    } else {
+        clip_lines(&trend_text(&args.workflow, &trend))
+    };
+    Ok(Done {
+        text,
+        failed: args.fail_on_slow && !trend.flagged().is_empty(),
+    })
 }
 
 fn trend_json(workflow: &str, trend: &Trend) -> Value {
@@ -490,6 +500,376 @@ fn trend_text(workflow: &str, trend: &Trend) -> String {
         out.push_str("no node flagged\n");
     } else {
         out.push_str(&format!("flagged: {}\n", flagged.join(", ")));
+    }
+    out
+}
+
+/// `check`: a run against the completed runs of its workflow before it, and its budgets;
+/// a failed gate when it regressed, broke a budget or did not complete.
+pub fn check(store: &RunStore, args: &CheckArgs) -> Result<Done, CliError> {
+    if args.baseline < args.min_runs {
+        return Err(CliError(format!(
+            "--baseline {} is below --min-runs {}: no figure could ever be judged",
+            args.baseline, args.min_runs
+        )));
+    }
+    let run = match &args.run {
+        Some(id) => store.find_run(id)?,
+        None => match store.list_runs_brief(None, 1)?.first() {
+            Some(newest) => store.find_run(&newest.id)?,
+            None => return Err(CliError(format!("no runs in {}", store.path()))),
+        },
+    };
+    let rule = GateRule {
+        noise_factor: args.noise_factor,
+        min_relative: args.min_change_pct / 100.0,
+        min_ms: args.min_change_ms,
+        min_usd: args.min_change_usd,
+        min_runs: args.min_runs as usize,
+    };
+    let budgets = Budgets {
+        max_duration_ms: args.max_duration_ms,
+        max_cost_usd: args.max_cost_usd,
+    };
+    let gate = store.gate(&run, args.baseline as usize, rule, budgets)?;
+    let view = GateView {
+        gate: &gate,
+        run: &run,
+        id_len: store.unique_prefix_len(SHORT_ID)?,
+        require_baseline: args.require_baseline,
+        numbers: RuleNumbers {
+            noise_factor: args.noise_factor,
+            min_change_pct: args.min_change_pct,
+        },
+    };
+    let text = match args.format {
+        Format::Text => clip_lines(&view.text()),
+        Format::Markdown => view.markdown(),
+    };
+    Ok(Done {
+        text,
+        failed: !gate.passed(args.require_baseline),
+    })
+}
+
+/// The rule's numbers as the user gave them (a percentage read back from a fraction can
+/// come out as 7.000000000000001).
+struct RuleNumbers {
+    noise_factor: f64,
+    min_change_pct: f64,
+}
+
+/// What `check` prints, in either format.
+struct GateView<'a> {
+    gate: &'a Gate,
+    run: &'a WorkflowRunRecord,
+    id_len: usize,
+    require_baseline: bool,
+    numbers: RuleNumbers,
+}
+
+/// A number as typed: `3`, `0.0001`, without trailing zeros.
+fn plain(v: f64) -> String {
+    let s = format!("{v:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// A figure's value in its unit.
+fn figure_value(figure: &Figure, v: f64) -> String {
+    match figure {
+        Figure::Cost => usd(v),
+        _ => ms(v),
+    }
+}
+
+fn figure_name(figure: &Figure) -> String {
+    match figure {
+        Figure::WallTime => "wall time".to_owned(),
+        Figure::Cost => "cost".to_owned(),
+        Figure::Node(id) => format!("node {id}"),
+    }
+}
+
+fn verdict_word(check: &Check) -> &'static str {
+    match check.verdict {
+        Verdict::Pass => "ok",
+        Verdict::Regressed => "REGRESSED",
+        Verdict::NotJudged if check.baseline.is_none() => "new",
+        Verdict::NotJudged => "few runs",
+    }
+}
+
+fn budget_name(budget: &Budget) -> &'static str {
+    match budget.kind {
+        BudgetKind::Duration => "duration",
+        BudgetKind::Cost => "cost",
+    }
+}
+
+fn budget_value(budget: &Budget, v: f64) -> String {
+    match budget.kind {
+        BudgetKind::Duration => ms(v),
+        BudgetKind::Cost => usd(v),
+    }
+}
+
+impl GateView<'_> {
+    /// The cells of a check: value, median, MAD, limit, change.
+    fn cells(check: &Check) -> [String; 5] {
+        let f = &check.figure;
+        let dash = || "-".to_owned();
+        [
+            check.value.map_or_else(dash, |v| figure_value(f, v)),
+            check
+                .baseline
+                .map_or_else(dash, |s| figure_value(f, s.median)),
+            check.baseline.map_or_else(dash, |s| figure_value(f, s.mad)),
+            check.limit.map_or_else(dash, |v| figure_value(f, v)),
+            check
+                .change_percent()
+                .map_or_else(dash, crate::text::delta_pct),
+        ]
+    }
+
+    /// The rule in one sentence.
+    fn rule(&self) -> String {
+        let rule = &self.gate.rule;
+        format!(
+            "regressed when value > median + max({} x 1.4826 x MAD, {}% of median, \
+             {} ms or ${}), judged with at least {} baseline runs",
+            plain(self.numbers.noise_factor),
+            plain(self.numbers.min_change_pct),
+            plain(rule.min_ms),
+            plain(rule.min_usd),
+            rule.min_runs
+        )
+    }
+
+    /// The baseline in a few words: how many runs, and from when to when.
+    fn baseline(&self) -> String {
+        let gate = self.gate;
+        let n = gate.baseline.len();
+        let runs = match n {
+            0 => "no completed run".to_owned(),
+            1 => "1 completed run".to_owned(),
+            n => format!("{n} completed runs"),
+        };
+        if gate.enough_history() {
+            let (newest, oldest) = (&gate.baseline[0], &gate.baseline[n - 1]);
+            format!(
+                "{runs} before it, {} to {} UTC",
+                started(oldest.started_at),
+                started(newest.started_at)
+            )
+        } else {
+            format!(
+                "{runs} before it ({} needed): not enough history",
+                gate.rule.min_runs
+            )
+        }
+    }
+
+    /// Why the gate failed, one reason a line; empty when it passed.
+    fn failures(&self) -> Vec<String> {
+        let gate = self.gate;
+        let mut out = Vec::new();
+        if !gate.run_completed() {
+            out.push(format!(
+                "the run {} (only a completed run passes)",
+                gate.run.status
+            ));
+        }
+        for c in gate.regressions() {
+            let (Some(v), Some(limit), Some(s)) = (c.value, c.limit, c.baseline) else {
+                continue;
+            };
+            let f = &c.figure;
+            let mut line = format!(
+                "{}: {}, limit {} (median {}",
+                figure_name(f),
+                figure_value(f, v),
+                figure_value(f, limit),
+                figure_value(f, s.median)
+            );
+            if let Some(p) = c.change_percent() {
+                line.push_str(&format!(", {}", crate::text::delta_pct(p)));
+            }
+            line.push(')');
+            out.push(line);
+        }
+        for b in gate.exceeded() {
+            out.push(match b.value {
+                Some(v) => format!(
+                    "budget: {} {} over {}",
+                    budget_name(b),
+                    budget_value(b, v),
+                    budget_value(b, b.max)
+                ),
+                None => format!("budget: the run has no {} to check", budget_name(b)),
+            });
+        }
+        if self.require_baseline && !gate.enough_history() {
+            out.push("not enough history (--require-baseline)".to_owned());
+        }
+        out
+    }
+
+    fn text(&self) -> String {
+        let (gate, run) = (self.gate, self.run);
+        let mut out = format!(
+            "check: run {} of `{}`, {}, started {} UTC\nbaseline: {}\n",
+            short(&run.id, self.id_len),
+            crate::text::printable(&run.workflow_name),
+            run.status,
+            started(run.started_at),
+            self.baseline()
+        );
+        if !gate.enough_history() {
+            out.push_str("only the budgets are checked\n");
+        }
+        out.push('\n');
+        let mut table = Table::new(&[
+            ("figure", Align::Left, true),
+            ("value", Align::Right, false),
+            ("median", Align::Right, false),
+            ("MAD", Align::Right, false),
+            ("limit", Align::Right, false),
+            ("change", Align::Right, false),
+            ("verdict", Align::Left, false),
+        ]);
+        for c in &gate.checks {
+            let mut cells = vec![figure_name(&c.figure)];
+            cells.extend(Self::cells(c));
+            cells.push(verdict_word(c).to_owned());
+            table.row(cells);
+        }
+        out.push_str(&table.render());
+        if !gate.budgets.is_empty() {
+            out.push('\n');
+            let mut budgets = Table::new(&[
+                ("budget", Align::Left, false),
+                ("value", Align::Right, false),
+                ("max", Align::Right, false),
+                ("verdict", Align::Left, false),
+            ]);
+            for b in &gate.budgets {
+                budgets.row(vec![
+                    budget_name(b).to_owned(),
+                    b.value
+                        .map_or_else(|| "-".to_owned(), |v| budget_value(b, v)),
+                    budget_value(b, b.max),
+                    if b.exceeded() { "EXCEEDED" } else { "ok" }.to_owned(),
+                ]);
+            }
+            out.push_str(&budgets.render());
+        }
+        out.push('\n');
+        for line in wrap(&format!("rule: {}", self.rule()), "      ") {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let failures = self.failures();
+        if failures.is_empty() {
+            out.push_str("PASS\n");
+        } else {
+            out.push_str("FAIL\n");
+            for f in failures {
+                out.push_str(&format!("  {f}\n"));
+            }
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let (gate, run) = (self.gate, self.run);
+        let failures = self.failures();
+        let mut out = format!(
+            "### agent-profiler check: {}\n\nRun `{}` of workflow {} ({}, started {} UTC) \
+             against the baseline: {}{}.\n\n",
+            if failures.is_empty() { "PASS" } else { "FAIL" },
+            short(&run.id, self.id_len),
+            md(&run.workflow_name),
+            run.status,
+            crate::text::utc_minutes(run.started_at),
+            self.baseline(),
+            if gate.enough_history() {
+                ""
+            } else {
+                "; only the budgets are checked"
+            }
+        );
+        out.push_str(
+            "| figure | value | median | MAD | limit | change | verdict |\n\
+             |---|---:|---:|---:|---:|---:|---|\n",
+        );
+        for c in &gate.checks {
+            let [value, median, mad, limit, change] = Self::cells(c);
+            let verdict = match c.verdict {
+                Verdict::Regressed => "**REGRESSED**",
+                _ => verdict_word(c),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {change} | {verdict} |\n",
+                md(&figure_name(&c.figure)),
+                md(&value),
+                md(&median),
+                md(&mad),
+                md(&limit)
+            ));
+        }
+        if !gate.budgets.is_empty() {
+            out.push_str("\n| budget | value | max | verdict |\n|---|---:|---:|---|\n");
+            for b in &gate.budgets {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    budget_name(b),
+                    md(&b
+                        .value
+                        .map_or_else(|| "-".to_owned(), |v| budget_value(b, v))),
+                    md(&budget_value(b, b.max)),
+                    if b.exceeded() { "**EXCEEDED**" } else { "ok" }
+                ));
+            }
+        }
+        if !failures.is_empty() {
+            out.push_str("\n**Failed:**\n\n");
+            for f in &failures {
+                out.push_str(&format!("- {}\n", md(f)));
+            }
+        }
+        out.push_str(&format!("\nRule: {}.\n", md(&self.rule())));
+        out
+    }
+}
+
+/// `text` broken at spaces into lines of at most [`WIDTH`](crate::text::WIDTH)
+/// characters, every line after the first starting with `indent`.
+fn wrap(text: &str, indent: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > crate::text::WIDTH {
+            lines.push(std::mem::replace(&mut line, indent.to_owned()));
+        } else if len > 0 && line != indent {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
+}
+
+/// `text` safe in a Markdown table cell or sentence: control characters escaped, and the
+/// characters Markdown would read as markup written with a backslash (`$` too: two of them
+/// on a line can open and close math on GitHub).
+fn md(text: &str) -> String {
+    let mut out = String::new();
+    for c in crate::text::printable(text).chars() {
+        if "\\`*_[]<>|#~$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
     }
     out
 }

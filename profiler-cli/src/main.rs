@@ -1,12 +1,15 @@
 //! `agent-profiler`: the command-line tool over the run store that agent-profiler's
 //! `WorkflowExecutor` writes. Lists recent runs, prints one run's report, compares two
-//! runs node by node, shows each node's trend over the last runs of a workflow, and
-//! writes a run's HTML report or Perfetto trace.
+//! runs node by node, shows each node's trend over the last runs of a workflow, gates CI
+//! on a run's regressions and budgets (`check`), and writes a run's HTML report or
+//! Perfetto trace.
 //!
 //! Bad input (no store, an unknown or ambiguous run id, a corrupt record, an output file
 //! that cannot be written) is one line on stderr, `error: ...`, and exit code 1; usage
-//! errors exit with 2 (clap's). Text output fits 80 columns, except `show`, which prints
-//! the executor's report as the executor printed it.
+//! errors exit with 2 (clap's). The gates (`check`, `trend --fail-on-slow`) keep exit code
+//! 1 for "regressed", so their bad input exits with 2, as `grep` and `diff` do: a CI job
+//! can tell a slower build from a broken gate. Text output fits 80 columns, except `show`,
+//! which prints the executor's report as the executor printed it.
 
 mod commands;
 mod output;
@@ -16,16 +19,17 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_profiler_executor::history::TrendRule;
+use agent_profiler_executor::history::{GateRule, TrendRule};
 use agent_profiler_executor::store::{RunStore, StoreError};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The environment variable naming the run store, read before the runtime's own
 /// (`AGENT_PROFILER_DB`, which `RunStore::default_path` reads).
 const CLI_STORE_ENV: &str = "AGENT_PROFILER_STORE";
 
 /// Run history on the command line: the runs that agent-profiler's
-/// workflow executor stored, listed, shown, compared and trended.
+/// workflow executor stored, listed, shown, compared, trended and
+/// checked for regressions.
 ///
 /// The store is the SQLite file the executor writes. It is opened
 /// read-only: a mistyped path is an error, never a new empty store.
@@ -54,6 +58,7 @@ enum Command {
     Show(ShowArgs),
     Compare(CompareArgs),
     Trend(TrendArgs),
+    Check(CheckArgs),
     Report(ReportArgs),
     Trace(TraceArgs),
 }
@@ -148,9 +153,88 @@ pub struct TrendArgs {
     #[arg(long, default_value_t = TrendRule::default().min_delta_ms, value_name = "MS",
           value_parser = parse_min_delta)]
     pub min_delta_ms: f64,
+    /// Exit with 1 when a node is flagged SLOW (for CI)
+    #[arg(long)]
+    pub fail_on_slow: bool,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+/// Exit 1 when a run regressed against earlier runs or broke a budget
+///
+/// A gate for CI. RUN (default: the newest run of the store) is
+/// judged against the last N completed runs of its workflow that
+/// started before it (the baseline, --baseline). Its wall time, its
+/// LLM cost and each node's total time regressed when
+///   value > median + max(K x 1.4826 x MAD, P% of median, floor)
+/// with median and MAD (median absolute deviation) of the baseline's
+/// values, K: --noise-factor (3), P: --min-change-pct (10), floor:
+/// --min-change-ms (5) for times, --min-change-usd (0.0001) for cost.
+/// Why: the median and the MAD ignore a few odd runs; 1.4826 x MAD
+/// estimates the standard deviation, so K = 3 is three sigmas of the
+/// workflow's own noise; the floors keep a series that hardly moves
+/// from failing on a change nobody would act on.
+/// A figure is judged only with at least --min-runs (5) baseline
+/// values: with fewer, the output says "not enough history" and only
+/// the budgets count (exit 0 unless --require-baseline). A node new
+/// in the run is not judged. A run that did not complete fails.
+///
+/// Budgets (--max-duration-ms, --max-cost-usd) are hard limits,
+/// whatever the history.
+///
+/// Exit codes: 0 pass, 1 regression, budget exceeded or run not
+/// completed, 2 usage or store error.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct CheckArgs {
+    /// The run: id or first characters (default: the newest run)
+    pub run: Option<String>,
+    /// Completed runs of the workflow before RUN to judge it against
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub baseline: u32,
+    /// Baseline values needed to judge a figure
+    #[arg(long, default_value_t = GateRule::default().min_runs as u32, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_runs: u32,
+    /// Fail (exit 1) when the baseline is too short to judge the run
+    #[arg(long)]
+    pub require_baseline: bool,
+    /// Fail when the run's wall time exceeds MS
+    #[arg(long, value_name = "MS", value_parser = parse_budget)]
+    pub max_duration_ms: Option<f64>,
+    /// Fail when the run's LLM cost exceeds USD
+    #[arg(long, value_name = "USD", value_parser = parse_budget)]
+    pub max_cost_usd: Option<f64>,
+    /// K: standard deviations (1.4826 x MAD) a value may exceed the median by
+    #[arg(long, default_value_t = GateRule::default().noise_factor, value_name = "K",
+          value_parser = parse_non_negative)]
+    pub noise_factor: f64,
+    /// Smallest change that counts, % of the median
+    #[arg(long, default_value_t = GateRule::default().min_relative * 100.0, value_name = "PCT",
+          value_parser = parse_non_negative)]
+    pub min_change_pct: f64,
+    /// Smallest change of a time that counts, ms
+    #[arg(long, default_value_t = GateRule::default().min_ms, value_name = "MS",
+          value_parser = parse_non_negative)]
+    pub min_change_ms: f64,
+    /// Smallest change of the cost that counts, USD
+    #[arg(long, default_value_t = GateRule::default().min_usd, value_name = "USD",
+          value_parser = parse_non_negative)]
+    pub min_change_usd: f64,
+    /// A table, or Markdown for $GITHUB_STEP_SUMMARY
+    #[arg(long, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
+    pub format: Format,
+}
+
+/// How `check` prints its verdict.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An 80-column table.
+    Text,
+    /// Markdown tables, for a CI job summary.
+    Markdown,
 }
 
 /// Write the HTML report of a run (charts of time and cost)
@@ -196,6 +280,37 @@ fn parse_min_delta(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("must be a number, at least 0".to_owned()),
+    }
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("must be a number above 0".to_owned()),
+    }
+}
+
+/// What a command prints on stdout, and whether a gate failed (exit code 1).
+pub struct Done {
+    /// The output.
+    pub text: String,
+    /// Whether a gate (`check`, `trend --fail-on-slow`) failed.
+    pub failed: bool,
+}
+
+impl From<String> for Done {
+    fn from(text: String) -> Self {
+        Self {
+            text,
+            failed: false,
+        }
+    }
+}
+
 /// A failure of a command: printed as one line, `error: {0}`, with exit code 1.
 #[derive(Debug)]
 pub struct CliError(pub String);
@@ -222,40 +337,51 @@ fn store_path(flag: Option<PathBuf>) -> PathBuf {
     .unwrap_or_else(RunStore::default_path)
 }
 
-fn run(cli: Cli) -> Result<String, CliError> {
+fn run(cli: Cli) -> Result<Done, CliError> {
     let store = RunStore::open_existing(store_path(cli.store))?;
     match cli.command {
-        Command::Runs(args) => commands::runs(&store, &args),
-        Command::Show(args) => commands::show(&store, &args),
-        Command::Compare(args) => commands::compare(&store, &args),
+        Command::Runs(args) => commands::runs(&store, &args).map(Done::from),
+        Command::Show(args) => commands::show(&store, &args).map(Done::from),
+        Command::Compare(args) => commands::compare(&store, &args).map(Done::from),
         Command::Trend(args) => commands::trend(&store, &args),
-        Command::Report(args) => commands::report(&store, &args),
-        Command::Trace(args) => commands::trace(&store, &args),
+        Command::Check(args) => commands::check(&store, &args),
+        Command::Report(args) => commands::report(&store, &args).map(Done::from),
+        Command::Trace(args) => commands::trace(&store, &args).map(Done::from),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let error_code = match &cli.command {
+        Command::Check(_) => 2,
+        Command::Trend(args) if args.fail_on_slow => 2,
+        _ => 1,
+    };
     match run(cli) {
-        Ok(out) => {
+        Ok(done) => {
+            let code = if done.failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
             let mut stdout = std::io::stdout().lock();
             match stdout
-                .write_all(out.as_bytes())
+                .write_all(done.text.as_bytes())
                 .and_then(|()| stdout.flush())
             {
-                Ok(()) => ExitCode::SUCCESS,
-                // The reader went away (`| head`): nothing more to say.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => fail(&format!("cannot write to stdout: {e}")),
+                Ok(()) => code,
+                // The reader went away (`| head`): nothing more to say, the verdict stands.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+                Err(e) => fail(&format!("cannot write to stdout: {e}"), error_code),
             }
         }
-        Err(CliError(message)) => fail(&message),
+        Err(CliError(message)) => fail(&message, error_code),
     }
 }
 
-/// Prints `error: {message}` on one line of stderr; exit code 1.
-fn fail(message: &str) -> ExitCode {
+/// Prints `error: {message}` on one line of stderr; exit code `code`.
+fn fail(message: &str, code: u8) -> ExitCode {
     let one_line = text::printable(&message.replace(['\n', '\r'], " ")).into_owned();
     let _ = writeln!(std::io::stderr().lock(), "error: {one_line}");
-    ExitCode::from(1)
+    ExitCode::from(code)
 }
