@@ -4,12 +4,16 @@
 //! It shows, from a [`Summary`] (and a [`Trace`] when trace mode was on):
 //!
 //! - a header with the run's facts (id, workflow, status, start, duration), the total self
-//!   time, LLM cost and tokens, the bottlenecks and the slowest node;
+//!   time, LLM cost and tokens, the bottlenecks and the slowest node, led by the critical
+//!   path's verdict ([`CriticalPath::verdict`]) when the summary has one;
 //! - each node's share of self time as bars, bottlenecks in a strong colour, with the
 //!   bottleneck threshold drawn as a dashed line, and each bar split into the node's LLM
 //!   time and its own time when its LLM calls were timed ([`share_chart_svg`]);
 //! - each node's LLM cost as bars ([`cost_chart_svg`]);
-//! - a Gantt-style timeline of the spans, one band per thread ([`timeline_svg`]);
+//! - a Gantt-style timeline of the spans, one band per thread ([`timeline_svg`]), the calls
+//!   on the critical path ringed when the summary has one;
+//! - the critical path: the path as text, what speeding each node up would save (the
+//!   what-if table) and the calls off the path with their slack;
 //! - a table of every node, with its LLM time, own time and time to first token.
 //!
 //! Every piece of text is escaped (node ids are user input), every number carries its
@@ -34,6 +38,7 @@ use std::io;
 use std::path::Path;
 
 use agent_profiler_runtime::Summary;
+use agent_profiler_runtime::critical::{CriticalPath, PathMethod};
 use agent_profiler_runtime::trace::Trace;
 
 mod bars;
@@ -48,6 +53,7 @@ use bars::{
     bottleneck_ids, by_self_time, share_of,
 };
 use svg::{counted, esc, group, ms, pct, pct_short, tokens, usd};
+use timeline::{CRITICAL_STROKE, PathMarks};
 
 /// Rows of the node table at most; the rest are counted under it.
 pub const MAX_TABLE_ROWS: usize = 500;
@@ -184,9 +190,23 @@ pub fn render_html(input: &ReportInput<'_>) -> String {
                  calls: the light bar is the wall time, the dark slices are the polls (time \
                  running). Hover a bar for its figures.</p>\n",
             );
+            let marks = summary
+                .critical_path
+                .as_ref()
+                .map(|path| PathMarks::new(path, trace))
+                .unwrap_or_default();
+            if !marks.on_path.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "<p class=\"legend\"><span class=\"ring\" style=\"border-color:{CRITICAL_STROKE}\">\
+                     </span>critical path: the calls that decided the wall time. Hover a call \
+                     off it for its slack.</p>"
+                );
+            }
             out.push_str(&timeline::timeline_svg_highlighting(
                 trace,
                 &bottleneck_ids(summary),
+                &marks,
             ));
         }
         None => out.push_str(
@@ -196,6 +216,9 @@ pub fn render_html(input: &ReportInput<'_>) -> String {
     }
     out.push_str("\n</section>\n");
 
+    if let Some(path) = &summary.critical_path {
+        critical_path(&mut out, path);
+    }
     table(&mut out, summary);
     out.push_str(
         "<footer>Made by agent-profiler. Times are wall-clock ms; self time leaves out \
@@ -254,7 +277,13 @@ fn header(out: &mut String, input: &ReportInput<'_>) {
     }
     out.push_str("</dl>\n");
 
-    // The verdict: what to look at first.
+    // The verdict: what to look at first. What a speed-up would buy leads when it is known:
+    // a bottleneck by share may be off the critical path and save nothing.
+    if let Some(path) = &summary.critical_path {
+        out.push_str("<p class=\"verdict critical\">");
+        out.push_str(&verdict_html(&path.verdict(&summary.bottlenecks)));
+        out.push_str("</p>\n");
+    }
     out.push_str("<p class=\"verdict\">");
     let threshold = pct_short(summary.threshold_percent);
     match summary.bottlenecks.as_slice() {
@@ -307,6 +336,155 @@ fn header(out: &mut String, input: &ReportInput<'_>) {
         );
     }
     out.push_str("</p>\n</header>\n");
+}
+
+/// The shared verdict's text as HTML: each statement on a line of its own, the indented
+/// lines that continue one joined to it.
+fn verdict_html(text: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.lines() {
+        match lines.last_mut() {
+            Some(last) if line.starts_with(' ') => {
+                last.push(' ');
+                last.push_str(line.trim_start());
+            }
+            _ => lines.push(line.to_owned()),
+        }
+    }
+    lines
+        .iter()
+        .map(|l| esc(l))
+        .collect::<Vec<_>>()
+        .join("<br/>")
+}
+
+/// `2` for 2.0, `1.5` for 1.5: the speed-up as the shared verdict writes it.
+fn speedup(k: f64) -> String {
+    if k.fract() == 0.0 {
+        format!("{k:.0}")
+    } else {
+        format!("{k}")
+    }
+}
+
+/// The critical path as text, the what-if table and the calls off the path with their slack.
+fn critical_path(out: &mut String, path: &CriticalPath) {
+    let k = speedup(path.speedup);
+    let source = match path.method {
+        PathMethod::Structure => "from the workflow's structure: exact for it",
+        PathMethod::Trace => "inferred from the trace: an estimate",
+    };
+    let _ = writeln!(
+        out,
+        "<section class=\"critical-path\">\n<h2>Critical path</h2>\n\
+         <p class=\"legend\">The chain of calls that decided the wall time ({}, {source}). \
+         Speeding up a call off it saves nothing until its slack is used up.</p>",
+        esc(&ms(path.wall_time_ms))
+    );
+    // Consecutive calls of one node are one step of the path, as in the console.
+    let mut steps: Vec<&str> = Vec::new();
+    for call in &path.path {
+        if steps.last() != Some(&call.node_id.as_str()) {
+            steps.push(&call.node_id);
+        }
+    }
+    if steps.is_empty() {
+        out.push_str("<p class=\"empty\">No call on the path.</p>\n");
+    } else {
+        out.push_str("<p class=\"path\">");
+        for (i, step) in steps.iter().enumerate() {
+            if i > 0 {
+                out.push_str(" <span class=\"arrow\">→</span> ");
+            }
+            let _ = write!(out, "<code>{}</code>", esc(step));
+        }
+        if path.path_left_out > 0 {
+            let _ = write!(
+                out,
+                " … and {} more calls",
+                group(path.path_left_out as u64)
+            );
+        }
+        out.push_str("</p>\n");
+    }
+
+    let _ = writeln!(
+        out,
+        "<h3>What if a node were faster</h3>\n\
+         <p class=\"legend\">Time the run would save, largest first. Model {k}×: the node's \
+         LLM wait alone {k} times shorter (a faster model); own {k}×: the rest of its time \
+         alone; – for a node without LLM time.</p>\n\
+         <div class=\"wide\"><table class=\"what-if\">\n<thead><tr><th class=\"name\">node</th>\
+         <th>on path</th><th>time</th><th>{k}× faster saves</th><th>removed saves</th>\
+         <th>model {k}× saves</th><th>own {k}× saves</th></tr></thead>\n<tbody>"
+    );
+    let optional = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), ms);
+    let raw = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
+    for what in &path.what_if {
+        let _ = writeln!(
+            out,
+            "<tr{} data-node=\"{}\" data-on-path=\"{}\" data-duration-ms=\"{}\" \
+             data-faster-saves-ms=\"{}\" data-removed-saves-ms=\"{}\" \
+             data-llm-faster-saves-ms=\"{}\" data-own-faster-saves-ms=\"{}\">\
+             <td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            if what.on_path {
+                " class=\"on-path\""
+            } else {
+                ""
+            },
+            esc(&what.node_id),
+            what.on_path,
+            what.duration_ms,
+            what.faster_saves_ms,
+            what.removed_saves_ms,
+            raw(what.llm_faster_saves_ms),
+            raw(what.own_faster_saves_ms),
+            esc(&what.node_id),
+            if what.on_path { "yes" } else { "no" },
+            esc(&ms(what.duration_ms)),
+            esc(&ms(what.faster_saves_ms)),
+            esc(&ms(what.removed_saves_ms)),
+            esc(&optional(what.llm_faster_saves_ms)),
+            esc(&optional(what.own_faster_saves_ms)),
+        );
+    }
+    out.push_str("</tbody>\n</table></div>\n");
+
+    out.push_str("<h3>Calls off the path</h3>\n");
+    if path.off_path.is_empty() {
+        out.push_str("<p class=\"empty\">Every call is on the path.</p>\n");
+    } else {
+        out.push_str(
+            "<p class=\"legend\">In the order they started; slack: how much longer a call \
+             could have taken without making the run longer.</p>\n\
+             <div class=\"wide\"><table class=\"off-path\">\n<thead><tr><th class=\"name\">node</th>\
+             <th>start</th><th>time</th><th>slack</th></tr></thead>\n<tbody>\n",
+        );
+        for call in &path.off_path {
+            let _ = writeln!(
+                out,
+                "<tr data-node=\"{}\" data-slack-ms=\"{}\"><td class=\"name\">{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
+                esc(&call.node_id),
+                call.slack_ms,
+                esc(&call.node_id),
+                esc(&ms(call.start_ms)),
+                esc(&ms(call.duration_ms)),
+                esc(&ms(call.slack_ms)),
+            );
+        }
+        out.push_str("</tbody>\n</table></div>\n");
+        if path.off_path_left_out > 0 {
+            let _ = writeln!(
+                out,
+                "<p class=\"note\">{} more calls off the path not shown (those with the most \
+                 slack).</p>",
+                group(path.off_path_left_out as u64)
+            );
+        }
+    }
+    out.push_str("</section>\n");
 }
 
 /// The table of nodes, widest share first.
@@ -430,6 +608,14 @@ header, section { background: #fff; border: 1px solid #e4e7eb; border-radius: 6p
 .verdict { margin: 0; padding: 8px 10px; background: #fff5f5; border-left: 4px solid #d1495b;
   overflow-wrap: anywhere; }
 .verdict strong.bottleneck { color: #b3233a; }
+.verdict.critical { margin: 0 0 8px; background: #fff8eb; border-left-color: #f08c00;
+  font-weight: 600; }
+h3 { font-size: 13px; margin: 12px 0 4px; }
+.path { margin: 0 0 6px; overflow-wrap: anywhere; }
+.path .arrow { color: #f08c00; font-weight: 700; }
+.ring { display: inline-block; width: 12px; height: 8px; border: 2px solid;
+  border-radius: 3px; margin: 0 4px 0 0; vertical-align: -1px; }
+tr.on-path td.name { box-shadow: inset 3px 0 #f08c00; font-weight: 700; }
 .legend, .note, .empty { color: #52606d; font-size: 12px; margin: 0 0 6px; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
   margin: 0 4px 0 8px; vertical-align: -1px; }

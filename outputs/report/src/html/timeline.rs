@@ -9,6 +9,7 @@ use super::svg::{Svg, TEXT, counted, esc, fit, group, ms, num, ticks, tokens, us
 use crate::layout::{ItemKind, layout};
 use agent_profiler_runtime::DEFAULT_THRESHOLD_PERCENT;
 use agent_profiler_runtime::Outcome;
+use agent_profiler_runtime::critical::CriticalPath;
 use agent_profiler_runtime::trace::{Span, Trace};
 
 /// Spans drawn at most (the longest ones); the rest are counted under the timeline.
@@ -33,6 +34,12 @@ const LANE_FONT: f64 = 12.0;
 
 const BOTTLENECK_POLL_FILL: &str = "#9e2236";
 const OTHER_POLL_FILL: &str = "#4f6d8a";
+/// The ring around a call on the critical path: apart from both fills and from the dark
+/// outline of a failed call, which it leaves visible inside it.
+pub(crate) const CRITICAL_STROKE: &str = "#f08c00";
+/// How far the ring stands off its bar: the gap between two rows, so that it never covers
+/// the bar itself.
+const CRITICAL_OUTSET: f64 = (ROW_H - BAR_H) / 2.0 - 0.5;
 
 /// The timeline of `trace` as an SVG document, highlighting the nodes whose share of the
 /// trace's self time (a span's wall time less its children's) is above the default
@@ -60,7 +67,49 @@ const OTHER_POLL_FILL: &str = "#4f6d8a";
 pub fn timeline_svg(trace: &Trace) -> String {
     let ids = trace_bottlenecks(trace, DEFAULT_THRESHOLD_PERCENT);
     let highlight: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    timeline_svg_highlighting(trace, &highlight)
+    timeline_svg_highlighting(trace, &highlight, &PathMarks::default())
+}
+
+/// The spans a critical path marks on the timeline: its calls, and the slack of the calls
+/// off it.
+#[derive(Debug, Default)]
+pub(crate) struct PathMarks {
+    /// Span ids of the calls on the path.
+    pub(crate) on_path: HashSet<u64>,
+    /// Span id of each call off the path with its slack, ms.
+    pub(crate) slack_ms: HashMap<u64, f64>,
+}
+
+impl PathMarks {
+    /// The marks of `path` on `trace`. A path entry names its call's span when the
+    /// structure knew it; one that does not marks every span of its node not known to be
+    /// off the path, which is the best the trace can tell.
+    pub(crate) fn new(path: &CriticalPath, trace: &Trace) -> Self {
+        let mut on_path: HashSet<u64> = path.path.iter().filter_map(|c| c.call).collect();
+        let slack_ms: HashMap<u64, f64> = path
+            .off_path
+            .iter()
+            .filter_map(|c| Some((c.call?, c.slack_ms)))
+            .collect();
+        let unnamed: HashSet<&str> = path
+            .path
+            .iter()
+            .filter(|c| c.call.is_none())
+            .map(|c| c.node_id.as_str())
+            .collect();
+        if !unnamed.is_empty() {
+            on_path.extend(
+                trace
+                    .spans
+                    .iter()
+                    .filter(|s| {
+                        unnamed.contains(s.node_id.as_str()) && !slack_ms.contains_key(&s.span_id)
+                    })
+                    .map(|s| s.span_id),
+            );
+        }
+        Self { on_path, slack_ms }
+    }
 }
 
 /// The nodes whose share of the trace's self time is above `threshold` percent.
@@ -97,8 +146,13 @@ struct Placed {
     end: u64,
 }
 
-/// The timeline with the nodes of `highlight` in the strong colour.
-pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>) -> String {
+/// The timeline with the nodes of `highlight` in the strong colour and the spans on the
+/// critical path of `marks` ringed.
+pub(crate) fn timeline_svg_highlighting(
+    trace: &Trace,
+    highlight: &HashSet<&str>,
+    marks: &PathMarks,
+) -> String {
     let label = "Timeline of the run";
     let layout = layout(trace);
     if trace.spans.is_empty() {
@@ -254,7 +308,7 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
                 ItemKind::Span(i) => {
                     let span = &trace.spans[i];
                     let strong = highlight.contains(span.node_id.as_str());
-                    draw_span(&mut svg, span, i, strong, x, row_y, w, t0);
+                    draw_span(&mut svg, span, i, strong, marks, x, row_y, w, t0);
                 }
                 ItemKind::Poll(i) => {
                     let poll = &trace.polls[i];
@@ -292,6 +346,29 @@ pub(crate) fn timeline_svg_highlighting(trace: &Trace, highlight: &HashSet<&str>
                 }
                 ItemKind::Llm { .. } => {}
             }
+        }
+        // Rings after every bar and poll of the lane, so that no poll covers one.
+        for p in placed {
+            let ItemKind::Span(i) = p.kind else {
+                continue;
+            };
+            if !marks.on_path.contains(&trace.spans[i].span_id) {
+                continue;
+            }
+            let row_y = y + LANE_PAD + p.row as f64 * ROW_H + (ROW_H - BAR_H) / 2.0;
+            let (x, w) = bar(p.start, p.end);
+            svg.rect(
+                "critical",
+                x - CRITICAL_OUTSET,
+                row_y - CRITICAL_OUTSET,
+                w + 2.0 * CRITICAL_OUTSET,
+                BAR_H + 2.0 * CRITICAL_OUTSET,
+                "none",
+                &format!(
+                    r#" rx="3" stroke="{CRITICAL_STROKE}" stroke-width="2" data-span="{i}" pointer-events="none""#
+                ),
+                None,
+            );
         }
         // Labels last, above every bar and poll of the lane. A label starts in its bar and
         // may run on past its end, up to the next bar on the same row (or the plot's end).
@@ -355,6 +432,7 @@ fn draw_span(
     span: &Span,
     index: usize,
     strong: bool,
+    marks: &PathMarks,
     x: f64,
     y: f64,
     w: f64,
@@ -388,6 +466,12 @@ fn draw_span(
             tokens(totals.total_tokens)
         ));
     }
+    let critical = marks.on_path.contains(&span.span_id);
+    if critical {
+        title.push_str(" — on the critical path");
+    } else if let Some(slack) = marks.slack_ms.get(&span.span_id) {
+        title.push_str(&format!(" — off the critical path, slack {}", ms(*slack)));
+    }
     if strong {
         title.push_str(" — bottleneck");
     }
@@ -396,6 +480,9 @@ fn draw_span(
         esc(&span.node_id),
         span.outcome.as_str()
     );
+    if critical {
+        extra.push_str(r#" data-critical="true""#);
+    }
     if span.is_async {
         extra.push_str(r#" fill-opacity="0.35""#);
     }
@@ -499,6 +586,38 @@ mod tests {
         });
         assert_eq!(svg.matches(r#"<rect class="span""#).count(), 1);
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    #[test]
+    fn the_critical_path_is_ringed_and_the_rest_has_slack() {
+        use agent_profiler_runtime::critical::Flow;
+
+        let trace = Trace {
+            spans: vec![
+                span(1, None, "flow", 0, 100),
+                span(2, Some(1), "short", 10, 30),
+                span(3, Some(1), "long", 10, 90),
+            ],
+            ..Trace::default()
+        };
+        let path = Flow::from_trace(&trace).critical_path(2.0);
+        let marks = PathMarks::new(&path, &trace);
+        assert_eq!(marks.on_path, HashSet::from([1, 3]));
+        assert_eq!(marks.slack_ms.keys().copied().collect::<Vec<_>>(), vec![2]);
+        let svg = timeline_svg_highlighting(&trace, &HashSet::new(), &marks);
+        assert_eq!(svg.matches(r#"<rect class="critical""#).count(), 2);
+        assert_eq!(svg.matches(r#"data-critical="true""#).count(), 2);
+        assert!(svg.contains("off the critical path, slack "));
+
+        // Without span ids, a path entry marks its node's spans not known to be off it.
+        let mut unnamed = path.clone();
+        for call in &mut unnamed.path {
+            call.call = None;
+        }
+        assert_eq!(
+            PathMarks::new(&unnamed, &trace).on_path,
+            HashSet::from([1, 3])
+        );
     }
 
     #[test]
