@@ -22,6 +22,7 @@ pub mod llm;
 mod node;
 mod sinks;
 pub mod store;
+mod structure;
 mod workflow;
 
 pub use config::{

@@ -29,6 +29,7 @@ use crate::sinks::perfetto::PerfettoSink;
 use crate::sinks::store::StoreSink;
 use crate::sinks::{RunSink, RunStart, Sinks, Warnings};
 use crate::store::{ExecutionStateRecord, RunStore, WorkflowRunRecord, WorkflowStatus};
+use crate::structure::structure_path;
 
 /// Runs workflows. Each run gets a fresh [`BottleneckAnalyzer`], installed for the run's
 /// future and every node task it spawns; at the end (success, error or panic) the finished
@@ -577,11 +578,13 @@ impl WorkflowExecutor {
         let config = config.clone();
         let mut snapshot = serde_json::to_value(&config).unwrap_or(Value::Null);
         let keys: Vec<String> = config.nodes().map(|n| n.output_key.clone()).collect();
+        let steps = config.steps.clone();
         self.drive(
             &config.name.clone(),
             snapshot.take(),
             inputs,
             keys,
+            Some(steps),
             move |ctx, state| Box::pin(run_steps(ctx, config, state)),
         )
         .await
@@ -611,25 +614,35 @@ impl WorkflowExecutor {
         crate::config::name_problem(name)
             .map_err(|problem| WorkflowError::Name(format!("the name {name:?} {problem}")))?;
         let snapshot = json!({ "name": name, "kind": "code" });
-        self.drive(name, snapshot, inputs, Vec::new(), move |ctx, state| {
-            Box::pin(async move {
-                body(ctx, state)
-                    .await
-                    .map_err(|e| RunFailure::Workflow(e.to_string()))
-            })
-        })
+        self.drive(
+            name,
+            snapshot,
+            inputs,
+            Vec::new(),
+            None,
+            move |ctx, state| {
+                Box::pin(async move {
+                    body(ctx, state)
+                        .await
+                        .map_err(|e| RunFailure::Workflow(e.to_string()))
+                })
+            },
+        )
         .await
     }
 
     /// Runs `body` as a run of workflow `name`: the run's outputs are told it starts, the
     /// body runs with the run's analyzer installed, and the finished run (completed, failed
-    /// or panicked) is handed to every output.
+    /// or panicked) is handed to every output. `steps`, the declared structure of a
+    /// configured workflow, gives the run's critical path; without it the path is the one
+    /// inferred from the trace.
     async fn drive(
         &self,
         name: &str,
         snapshot: Value,
         inputs: Value,
         response_keys: Vec<String>,
+        steps: Option<Vec<StepConfig>>,
         body: impl FnOnce(WorkflowContext, Map<String, Value>) -> Body,
     ) -> Result<WorkflowRun, WorkflowError> {
         let Value::Object(state) = inputs.clone() else {
@@ -652,7 +665,14 @@ impl WorkflowExecutor {
         let duration_ms = started.elapsed().as_secs_f64() * 1e3;
         abandoned.record = None;
 
-        let mut run = self.finish(record, &analyzer, &shared, outcome, duration_ms);
+        let mut run = self.finish(
+            record,
+            &analyzer,
+            &shared,
+            outcome,
+            duration_ms,
+            steps.as_deref(),
+        );
         self.hide_responses(&mut run, &response_keys);
         shared.sinks.run_finished(&mut run, &shared.warnings);
         shared.sinks.settle(&shared.warnings).await;
@@ -747,7 +767,7 @@ impl WorkflowExecutor {
     }
 
     /// The finished run: its record completed from the outcome and the summary, its report,
-    /// node states and trace.
+    /// node states and trace. The summary's critical path comes from `steps` when given.
     fn finish(
         &self,
         mut record: WorkflowRunRecord,
@@ -755,9 +775,14 @@ impl WorkflowExecutor {
         shared: &RunShared,
         outcome: Result<Result<Map<String, Value>, RunFailure>, String>,
         duration_ms: f64,
+        steps: Option<&[StepConfig]>,
     ) -> WorkflowRun {
         let (status, final_state, failure) = settle(outcome);
-        let summary = analyzer.get_summary_with_threshold(self.threshold_percent);
+        let mut summary = analyzer.get_summary_with_threshold(self.threshold_percent);
+        let trace = analyzer.trace();
+        if let Some(steps) = steps {
+            summary.critical_path = structure_path(steps, trace.as_ref(), &summary);
+        }
         record.status = status;
         record.outputs = final_state.clone().map(Value::Object);
         record.error_message = failure.as_ref().map(ToString::to_string);
@@ -766,7 +791,6 @@ impl WorkflowExecutor {
         record.total_tokens = summary.total_tokens;
         record.total_cost_usd = summary.total_cost_usd;
         record.bottleneck_info = Some(summary.clone());
-        let trace = analyzer.trace();
         if let Some(trace) = trace.as_ref().filter(|t| t.dropped > 0) {
             shared.warnings.warn(format!(
                 "trace incomplete: {} spans did not fit in the trace capacity of {}",

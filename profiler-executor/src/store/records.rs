@@ -112,8 +112,11 @@ impl WorkflowRunRecord {
 
     /// The report the workflow executor printed at the end of this run, rebuilt from the
     /// record: [`bottleneck_report`](crate::console::bottleneck_report) of the stored
-    /// summary, then the line `` workflow `{name}` {status} in {ms}ms (run {id}) ``, with
-    /// `: {error}` when the run failed. `None` when the run has no summary (still running,
+    /// summary, then, when the summary has one, the critical path after a blank line
+    /// ([`CriticalPath::to_text`](agent_profiler_runtime::critical::CriticalPath::to_text):
+    /// the path, the slack of the calls off it, the what-if table and the verdict), then the
+    /// line `` workflow `{name}` {status} in {ms}ms (run {id}) ``, with `: {error}` when the
+    /// run failed. `None` when the run has no summary (still running,
     /// or its process ended before the end of the run).
     ///
     /// ```
@@ -134,6 +137,11 @@ impl WorkflowRunRecord {
     pub fn report(&self) -> Option<String> {
         let summary = self.bottleneck_info.as_ref()?;
         let mut report = crate::console::bottleneck_report(summary);
+        // The trailer stays the last line (scripts read the run's outcome there).
+        if let Some(path) = &summary.critical_path {
+            report.push('\n');
+            report.push_str(&path.to_text(&summary.bottlenecks));
+        }
         report.push_str(&format!(
             "workflow `{}` {} in {:.0}ms (run {}){}\n",
             self.workflow_name,
