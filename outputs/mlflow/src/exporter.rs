@@ -746,6 +746,9 @@ impl Worker {
                 .map(|b| b.node_id.as_str())
                 .collect();
             body.push_tag("bottlenecks", &ids.join(","));
+            if let Some(path) = &summary.critical_path {
+                super::critical::push_critical_path(&mut body, path, now, step);
+            }
             if stats.anything_lost() {
                 body.push_tag("export_lost", &stats.to_string());
             }

@@ -47,6 +47,7 @@
 
 mod client;
 mod config;
+mod critical;
 mod exporter;
 mod keys;
 
@@ -75,6 +76,7 @@ pub use config::{
     DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
     MAX_BACKOFF_FACTOR, MAX_RETRIES_LIMIT, MlflowConfig,
 };
+pub use critical::WHAT_IF_METRICS;
 pub use exporter::{ExportStats, REPORT_ARTIFACT};
 pub use keys::{
     KeyError, MAX_ENTITIES_PER_BATCH, MAX_KEY_LENGTH, MAX_METRICS_PER_BATCH,
@@ -225,7 +227,11 @@ impl MlflowTracker {
 
     /// Queues the bottleneck report of a workflow: metrics `total_time_ms`, `node_count`, `bottleneck_count`, `total_cost_usd` (step:
     /// how many reports came before), tags `slowest_node` and `bottlenecks` (ids, comma
-    /// separated), and the whole summary as the artifact `bottleneck_report.json`. When
+    /// separated), and the whole summary as the artifact `bottleneck_report.json`. When the
+    /// summary has a critical path, also the tags `critical_path` (`a -> b -> c`),
+    /// `critical_path.method` (`structure` or `trace`) and `what_if.best_node`, and the
+    /// metrics `critical_path_ms`, `what_if_best_saves_ms` and `what_if_{node}_saves_ms` for
+    /// the [`WHAT_IF_METRICS`] nodes whose speed-up saves the most (2x faster). When
     /// anything was lost by then, the tag `export_lost` and the artifact's `export` field
     /// show the [`ExportStats`].
     ///

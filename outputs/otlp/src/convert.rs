@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
 use super::config::{LlmSpans, OtlpConfig};
 use agent_profiler_runtime::cost::{CostBreakdown, CostInfo};
+use agent_profiler_runtime::critical::{CriticalPath, PathMethod};
 use agent_profiler_runtime::trace::{Span, Trace, random_u64, splitmix64};
 use agent_profiler_runtime::{LlmOutcome, Outcome};
 use serde_json::{Value, json};
@@ -202,6 +203,43 @@ impl RootSpan {
         self.attributes.retain(|(k, _)| *k != key);
         self.attributes.push((key, value.into()));
         self
+    }
+
+    /// The run's critical path as attributes: `agent_profiler.critical_path` (`a -> b -> c`,
+    /// cut like a long prompt), `agent_profiler.critical_path.method` (`structure` or
+    /// `trace`), `agent_profiler.critical_path_ms` (its wall time), and, when some node's
+    /// speed-up shortens the run, `agent_profiler.what_if.best_node` and
+    /// `agent_profiler.what_if.best_saves_ms` (its saving at the path's speed-up).
+    ///
+    /// ```
+    /// use agent_profiler_otlp::RootSpan;
+    /// use agent_profiler_runtime::critical::{Flow, Piece};
+    ///
+    /// let flow = Flow::Seq(vec![
+    ///     Flow::work(Piece::new("plan", 10_000_000)),
+    ///     Flow::work(Piece::new("write", 30_000_000)),
+    /// ]);
+    /// let root = RootSpan::new("research").critical_path(&flow.critical_path(2.0));
+    /// assert_eq!(root.name(), "research");
+    /// ```
+    pub fn critical_path(self, path: &CriticalPath) -> Self {
+        let method = match path.method {
+            PathMethod::Structure => "structure",
+            PathMethod::Trace => "trace",
+        };
+        let mut root = self
+            .attribute(
+                "agent_profiler.critical_path",
+                capped(&path.path_text()).into_owned(),
+            )
+            .attribute("agent_profiler.critical_path.method", method)
+            .attribute("agent_profiler.critical_path_ms", path.wall_time_ms);
+        if let Some(best) = path.best_speedup() {
+            root = root
+                .attribute("agent_profiler.what_if.best_node", best.node_id.clone())
+                .attribute("agent_profiler.what_if.best_saves_ms", best.faster_saves_ms);
+        }
+        root
     }
 
     /// Links the trace to this MLflow run (sent as the `x-mlflow-run-id` header with the
@@ -951,6 +989,33 @@ mod tests {
             .unwrap()
             .service_name("svc")
             .resource_attribute("deployment.environment", "test")
+    }
+
+    #[test]
+    fn critical_path_on_the_root() {
+        use agent_profiler_runtime::critical::{Flow, Piece};
+        let flow = Flow::Seq(vec![
+            Flow::work(Piece::new("plan", 10_000_000)),
+            Flow::Par(vec![
+                Flow::work(Piece::new("web", 5_000_000)),
+                Flow::work(Piece::new("papers", 8_000_000)),
+            ]),
+        ]);
+        let root = RootSpan::new("wf").critical_path(&flow.critical_path(2.0));
+        let request = to_request(&sample(), &root, &config());
+        let root_span = spans(&request).last().unwrap();
+        let path = "agent_profiler.critical_path";
+        assert_eq!(string(root_span, path), Some("plan -> papers"));
+        let method = "agent_profiler.critical_path.method";
+        assert_eq!(string(root_span, method), Some("structure"));
+        assert_eq!(
+            double(root_span, "agent_profiler.critical_path_ms"),
+            Some(18.0)
+        );
+        let best = "agent_profiler.what_if.best_node";
+        assert_eq!(string(root_span, best), Some("plan"));
+        let saves = "agent_profiler.what_if.best_saves_ms";
+        assert_eq!(double(root_span, saves), Some(5.0));
     }
 
     #[test]

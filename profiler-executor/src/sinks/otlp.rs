@@ -104,7 +104,8 @@ impl RunSink for OtlpSink {
 
 /// The root span of a run: the workflow's name, the run's start and end (its duration is
 /// the run's), OK or ERROR with
-/// the failure, the run id and status, the LLM totals of the trace, and the MLflow run.
+/// the failure, the run id and status, the LLM totals of the trace, the MLflow run, and the
+/// critical path with the largest what-if saving.
 fn root_span(run: &WorkflowRun, trace: &Trace) -> RootSpan {
     let record = &run.record;
     let seconds_to_ns = |s: f64| (s * 1e9).max(0.0) as u64;
@@ -140,6 +141,9 @@ fn root_span(run: &WorkflowRun, trace: &Trace) -> RootSpan {
     }
     if let Some(run_id) = &run.mlflow_run_id {
         root = root.mlflow_run(run_id);
+    }
+    if let Some(path) = &run.summary.critical_path {
+        root = root.critical_path(path);
     }
     let content = &run.content;
     if let Some(inputs) = &content.inputs {
