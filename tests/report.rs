@@ -539,7 +539,7 @@ async fn chromium_renders_the_report() {
     // The example workflow (trace mode on: all three charts are drawn).
     let run = research_run().await;
     assert!(run.summary.llm_calls == 5 && !run.summary.bottlenecks.is_empty());
-    assert!(run.trace.is_some());
+    assert!(run.trace.is_some() && run.summary.critical_path.is_some());
 
     let dir = support::scratch::temp_dir("agent-profiler-report");
     let html = dir.join("report.html");
@@ -581,6 +581,12 @@ async fn chromium_renders_the_report() {
     // The bottleneck's bar colour (#d1495b) is on the page.
     let strong = pixels.iter().filter(|p| **p == [0xd1, 0x49, 0x5b]).count();
     assert!(strong > 200, "{strong} pixels of the bottleneck colour");
+    // The critical path's colour (#f08c00): the verdict's edge, the rings, the legend.
+    let critical = pixels.iter().filter(|p| **p == [0xf0, 0x8c, 0x00]).count();
+    assert!(
+        critical > 200,
+        "{critical} pixels of the critical path's colour"
+    );
 }
 
 /// A node that waits on two concurrent LLM calls (one streamed) and then works on its own,
@@ -657,4 +663,300 @@ fn share_bars_split_into_llm_and_own_time_as_measured() {
     let page = render_html(&ReportInput::new("split", &summary));
     parse(&page);
     assert!(page.contains("own time: self time less LLM time"));
+}
+
+// --- the critical path -------------------------------------------------------------------
+
+/// The page's HTML elements named `tag` (the page has no namespace of its own; the SVG's
+/// elements are in theirs).
+fn html_elements<'a, 'i>(doc: &'a Document<'i>, tag: &str) -> Vec<Node<'a, 'i>> {
+    doc.descendants()
+        .filter(|n| n.is_element() && n.tag_name().name() == tag)
+        .filter(|n| n.tag_name().namespace() != Some(SVG_NS))
+        .collect()
+}
+
+fn has_class(node: Node<'_, '_>, class: &str) -> bool {
+    node.attribute("class")
+        .is_some_and(|c| c.split_whitespace().any(|c| c == class))
+}
+
+/// All the text under `node`, a `<br/>` read as a line break.
+fn text_of(node: Node<'_, '_>) -> String {
+    node.descendants()
+        .filter_map(|n| {
+            if n.is_text() {
+                n.text().map(str::to_owned)
+            } else if n.is_element() && n.tag_name().name() == "br" {
+                Some("\n".to_owned())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Two searches side by side with a longer think step: `search` takes most of the time (a
+/// bottleneck by share) but `think` decides the wall time. `think` waits on an LLM call,
+/// then works on its own.
+fn concurrent_search_run() -> BottleneckAnalyzer {
+    use agent_profiler::{MultiProviderCostTracker, cost::Usage, profile_call};
+
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(1024);
+    let tracker = MultiProviderCostTracker::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let search = || {
+        profile_call("search", async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        })
+    };
+    let think = profile_call("think", async {
+        let call = tracker.start_call("openai", "gpt-4o-mini");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        call.finish(Usage::new(100, 20)).unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    });
+    let flow = profile_call("flow", async {
+        tokio::join!(search(), search(), think);
+    });
+    rt.block_on(flow.with_profiler(analyzer.clone()));
+    analyzer
+}
+
+#[test]
+fn report_rings_the_critical_path_and_tables_its_what_if_figures() {
+    let analyzer = concurrent_search_run();
+    let summary = analyzer.get_summary();
+    let trace = analyzer.trace().unwrap();
+    let path = summary
+        .critical_path
+        .as_ref()
+        .expect("trace mode gives a path");
+    let on_path: HashSet<&str> = path.path.iter().map(|c| c.node_id.as_str()).collect();
+    assert!(
+        on_path.contains("think") && !on_path.contains("search"),
+        "{path:?}"
+    );
+    assert_eq!(
+        summary
+            .bottlenecks
+            .iter()
+            .map(|b| b.node_id.as_str())
+            .collect::<Vec<_>>(),
+        ["search"],
+        "{summary:?}"
+    );
+    let html = render_html(&ReportInput::new("critical", &summary).with_trace(&trace));
+    let doc = parse(&html);
+
+    // The timeline: exactly the path's spans are marked and ringed.
+    let path_spans: HashSet<u64> = path.path.iter().map(|c| c.call.unwrap()).collect();
+    let span_of = |rect: Node<'_, '_>| {
+        let i: usize = rect.attribute("data-span").unwrap().parse().unwrap();
+        trace.spans[i].span_id
+    };
+    let spans = elements(&doc, "rect", "span");
+    assert_eq!(spans.len(), trace.spans.len());
+    let marked: HashSet<u64> = spans
+        .iter()
+        .filter(|r| r.attribute("data-critical") == Some("true"))
+        .map(|r| span_of(*r))
+        .collect();
+    assert_eq!(marked, path_spans);
+    let rings: Vec<u64> = elements(&doc, "rect", "critical")
+        .into_iter()
+        .map(span_of)
+        .collect();
+    assert_eq!(rings.len(), path_spans.len());
+    assert_eq!(rings.into_iter().collect::<HashSet<_>>(), path_spans);
+    // Off the path, the tooltip gives the slack; on it, says so.
+    for rect in &spans {
+        let tip = title(*rect).unwrap();
+        let id = span_of(*rect);
+        match path.off_path.iter().find(|c| c.call == Some(id)) {
+            Some(off) => {
+                assert!(!path_spans.contains(&id));
+                assert!(
+                    tip.contains(&format!(
+                        "off the critical path, slack {:.1} ms",
+                        off.slack_ms
+                    )),
+                    "{tip}"
+                );
+            }
+            None => assert!(tip.contains("on the critical path"), "{tip}"),
+        }
+    }
+    assert_eq!(path.off_path.len(), 2, "the two searches");
+    assert!(html.contains("critical path: the calls that decided the wall time"));
+
+    // The what-if table: one row per node, in the summary's order, with its figures.
+    let table = html_elements(&doc, "table")
+        .into_iter()
+        .find(|t| has_class(*t, "what-if"))
+        .expect("a what-if table");
+    let rows: Vec<Node<'_, '_>> = table
+        .descendants()
+        .filter(|n| n.has_tag_name("tr") && n.attribute("data-node").is_some())
+        .collect();
+    assert_eq!(rows.len(), path.what_if.len());
+    let raw = |row: Node<'_, '_>, attr: &str| -> Option<f64> {
+        let v = row.attribute(attr).unwrap();
+        (!v.is_empty()).then(|| v.parse().unwrap())
+    };
+    for (row, what) in rows.iter().zip(&path.what_if) {
+        assert_eq!(row.attribute("data-node"), Some(what.node_id.as_str()));
+        assert_eq!(
+            row.attribute("data-on-path"),
+            Some(&*what.on_path.to_string())
+        );
+        assert_eq!(raw(*row, "data-duration-ms"), Some(what.duration_ms));
+        assert_eq!(
+            raw(*row, "data-faster-saves-ms"),
+            Some(what.faster_saves_ms)
+        );
+        assert_eq!(
+            raw(*row, "data-removed-saves-ms"),
+            Some(what.removed_saves_ms)
+        );
+        assert_eq!(
+            raw(*row, "data-llm-faster-saves-ms"),
+            what.llm_faster_saves_ms
+        );
+        assert_eq!(
+            raw(*row, "data-own-faster-saves-ms"),
+            what.own_faster_saves_ms
+        );
+        let cells: Vec<String> = row
+            .children()
+            .filter(|c| c.has_tag_name("td"))
+            .map(text_of)
+            .collect();
+        assert_eq!(cells.len(), 7);
+        assert_eq!(cells[0], what.node_id);
+        assert_eq!(cells[1], if what.on_path { "yes" } else { "no" });
+        for (cell, value) in [
+            (&cells[2], Some(what.duration_ms)),
+            (&cells[3], Some(what.faster_saves_ms)),
+            (&cells[4], Some(what.removed_saves_ms)),
+            (&cells[5], what.llm_faster_saves_ms),
+            (&cells[6], what.own_faster_saves_ms),
+        ] {
+            match value {
+                Some(v) if v == 0.0 => assert_eq!(cell, "0 ms"),
+                Some(v) => {
+                    let shown: f64 = cell
+                        .trim_end_matches(" ms")
+                        .replace(',', "")
+                        .parse()
+                        .unwrap();
+                    assert!((shown - v).abs() <= 0.05 * v.max(1.0), "{cell} for {v}");
+                }
+                None => assert_eq!(cell, "–"),
+            }
+        }
+    }
+    let think = path.what_if_for("think").unwrap();
+    assert!(think.on_path && think.llm_faster_saves_ms.is_some());
+    assert!(!path.what_if_for("search").unwrap().on_path);
+    assert!(html.contains("<th>2× faster saves</th>") && html.contains("<th>model 2× saves</th>"));
+
+    // The path as text, and the calls off it with their slack.
+    let path_line = html_elements(&doc, "p")
+        .into_iter()
+        .find(|p| has_class(*p, "path"))
+        .unwrap();
+    assert_eq!(text_of(path_line), path.path_text().replace(" -> ", " → "));
+    let off: Vec<(String, f64)> = html_elements(&doc, "table")
+        .into_iter()
+        .find(|t| has_class(*t, "off-path"))
+        .unwrap()
+        .descendants()
+        .filter(|n| n.has_tag_name("tr") && n.attribute("data-node").is_some())
+        .map(|r| {
+            (
+                r.attribute("data-node").unwrap().to_owned(),
+                r.attribute("data-slack-ms").unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, f64)> = path
+        .off_path
+        .iter()
+        .map(|c| (c.node_id.clone(), c.slack_ms))
+        .collect();
+    assert_eq!(off, expected);
+
+    // The verdict leads with the shared wording: the node whose speed-up saves the most,
+    // and the bottleneck by share that is off the path.
+    let verdict = path.verdict(&summary.bottlenecks);
+    assert!(
+        verdict.starts_with("speeding up think saves the most"),
+        "{verdict}"
+    );
+    assert!(verdict.contains("search is a bottleneck"), "{verdict}");
+    let shown = html_elements(&doc, "p")
+        .into_iter()
+        .find(|p| has_class(*p, "verdict") && has_class(*p, "critical"))
+        .map(text_of)
+        .expect("the critical path's verdict");
+    assert_eq!(shown, verdict.replace("\n  ", " "));
+    let header = html_elements(&doc, "header")[0];
+    let first = header.children().find(|c| c.has_tag_name("p")).unwrap();
+    assert!(has_class(first, "critical"), "the verdict comes first");
+}
+
+#[test]
+fn report_without_a_critical_path_is_as_before() {
+    // No trace mode: no path, no timeline.
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.record_node("fetch", 50.0).unwrap();
+    analyzer.record_node("think", 450.0).unwrap();
+    let summary = analyzer.get_summary();
+    assert!(summary.critical_path.is_none());
+    let html = render_html(&ReportInput::new("plain", &summary));
+    parse(&html);
+    let old_verdict =
+        "<p class=\"verdict\">Bottleneck: <strong class=\"bottleneck\">think</strong>";
+    assert!(html.contains(old_verdict), "{html}");
+    for added in [
+        "verdict critical",
+        "critical-path",
+        "Critical path",
+        "what-if",
+        "off-path",
+        "data-critical",
+        "class=\"ring\"",
+    ] {
+        assert!(!html.contains(added), "{added} in a report without a path");
+    }
+
+    // A trace without a path (a summary from elsewhere): the timeline as it was.
+    let traced = concurrent_search_run();
+    let mut summary = traced.get_summary();
+    let trace = traced.trace().unwrap();
+    let with_path = render_html(&ReportInput::new("t", &summary).with_trace(&trace));
+    summary.critical_path = None;
+    let html = render_html(&ReportInput::new("t", &summary).with_trace(&trace));
+    let doc = parse(&html);
+    assert!(elements(&doc, "rect", "critical").is_empty());
+    for added in [
+        "verdict critical",
+        "critical-path",
+        "data-critical",
+        "critical path",
+    ] {
+        assert!(!html.contains(added), "{added} in a report without a path");
+    }
+    assert!(html.contains("<p class=\"verdict\">Bottleneck: "));
+    // The same page, less what the path adds.
+    assert!(with_path.len() > html.len());
+    assert_eq!(
+        elements(&doc, "rect", "span").len(),
+        elements(&parse(&with_path), "rect", "span").len()
+    );
 }

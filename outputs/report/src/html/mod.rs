@@ -372,7 +372,7 @@ fn critical_path(out: &mut String, path: &CriticalPath) {
     let k = speedup(path.speedup);
     let source = match path.method {
         PathMethod::Structure => "from the workflow's structure: exact for it",
-        PathMethod::Trace => "inferred from the trace: an estimate",
+        PathMethod::Trace => "worked out from the trace by a rule: an estimate",
     };
     let _ = writeln!(
         out,
