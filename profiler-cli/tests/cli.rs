@@ -974,3 +974,61 @@ fn console_show_and_html_split_each_node_into_llm_and_own_time() {
     assert!(page.contains("<title>draft: own time "), "{page}");
     assert!(page.contains("<th>LLM / own time</th><th>TTFT p50 / p95</th>"));
 }
+
+#[test]
+fn show_prints_the_critical_path_and_its_json_holds_it() {
+    let dir = temp_dir("critical-path");
+    let db = dir.join("runs.sqlite3");
+    let store = RunStore::open(&db).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The simulated latencies of the main example: the paper search outlasts the web search
+    // by about 16 ms, more than any scheduling jitter.
+    let executor = WorkflowExecutor::new(Arc::new(SimulatedClient::new()))
+        .store(store)
+        .console(Console::Silent)
+        .no_otlp();
+    let research =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflows/research.json");
+    let run = runtime
+        .block_on(executor.run_workflow_from_config(&research, json!({"topic": "agents"})))
+        .unwrap();
+    let id = &run.record.id;
+
+    let shown = ok(cli(&db, &["show", id]));
+    assert_eq!(shown, run.report);
+    let path = run.summary.critical_path.as_ref().unwrap();
+    let text = path.to_text(&run.summary.bottlenecks);
+    assert!(shown.contains(&text), "{shown}");
+    assert!(
+        shown.contains("critical path (") && shown.contains("from the workflow's structure"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\n  plan -> search_papers -> analyze -> write_report\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("speeding up analyze saves the most"),
+        "{shown}"
+    );
+
+    let value = json_of(&ok(cli(&db, &["show", &id[..8], "--json"])));
+    let stored = &value["run"]["bottleneck_info"]["critical_path"];
+    assert_eq!(stored["method"], "structure", "{value}");
+    let on_path: Vec<&str> = stored["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        on_path,
+        ["plan", "search_papers", "analyze", "write_report"]
+    );
+    assert_eq!(stored["off_path"][0]["node_id"], "search_web");
+    assert_eq!(stored["what_if"][0]["node_id"], "analyze");
+    assert!(value["report"].as_str().unwrap().contains(&text));
+}
