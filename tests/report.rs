@@ -847,7 +847,7 @@ fn report_rings_the_critical_path_and_tables_its_what_if_figures() {
             (&cells[6], what.own_faster_saves_ms),
         ] {
             match value {
-                Some(v) if v == 0.0 => assert_eq!(cell, "0 ms"),
+                Some(0.0) => assert_eq!(cell, "0 ms"),
                 Some(v) => {
                     let shown: f64 = cell
                         .trim_end_matches(" ms")
