@@ -696,7 +696,7 @@ fn text_of(node: Node<'_, '_>) -> String {
         .collect()
 }
 
-/// Two searches side by side with a longer think step: `search` takes most of the time (a
+/// Three searches side by side with a longer think step: `search` takes most of the time (a
 /// bottleneck by share) but `think` decides the wall time. `think` waits on an LLM call,
 /// then works on its own.
 fn concurrent_search_run() -> BottleneckAnalyzer {
@@ -721,7 +721,7 @@ fn concurrent_search_run() -> BottleneckAnalyzer {
         tokio::time::sleep(Duration::from_millis(15)).await;
     });
     let flow = profile_call("flow", async {
-        tokio::join!(search(), search(), think);
+        tokio::join!(search(), search(), search(), think);
     });
     rt.block_on(flow.with_profiler(analyzer.clone()));
     analyzer
@@ -791,7 +791,7 @@ fn report_rings_the_critical_path_and_tables_its_what_if_figures() {
             None => assert!(tip.contains("on the critical path"), "{tip}"),
         }
     }
-    assert_eq!(path.off_path.len(), 2, "the two searches");
+    assert_eq!(path.off_path.len(), 3, "the three searches");
     assert!(html.contains("critical path: the calls that decided the wall time"));
 
     // The what-if table: one row per node, in the summary's order, with its figures.
