@@ -119,6 +119,10 @@ fn list_price(usage: &Usage) -> f64 {
 
 #[test]
 fn a_rig_agent_in_a_profiled_node_gets_its_tokens_cost_and_llm_time() {
+    // Built with the whole workspace, reqwest carries the feature `rustls-no-provider` the
+    // workspace's clients ask for: rig's client then needs a TLS provider installed, even to
+    // speak plain HTTP. It is the provider the workspace's own clients use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = HttpStub::start(answer);
     let model = OpenAIConfig::new("sk-loopback")
         .with_base_url(format!("{}/v1", server.url()))
