@@ -65,6 +65,10 @@ pub use agent_profiler_runtime::{
 /// [`MultiProviderCostTracker`], which adds each call's cost to the node that made it.
 pub use agent_profiler_runtime::cost;
 
+/// The critical path of a run, the slack of the calls off it, and what speeding up one
+/// node would save ([`Summary::critical_path`], [`BottleneckAnalyzer::critical_path`]).
+pub use agent_profiler_runtime::critical;
+
 /// Trace mode's model ([`Trace`](trace::Trace), [`Span`](trace::Span)) and, by feature,
 /// what reads it: the Perfetto writer and the lane layout (`report`), the OTLP exporter
 /// (`otlp`).
