@@ -78,37 +78,9 @@ fn node_pieces(trace: &Trace, id: &str) -> Vec<Piece> {
         .map(|s| {
             Piece::new(id, s.duration_ns())
                 .of_call(s.span_id, s.start_unix_ns)
-                .llm(llm_ns(s))
+                .llm(s.llm_ns_within(s.start_unix_ns, s.end_unix_ns))
         })
         .collect()
-}
-
-/// How much of the span its timed LLM calls cover, ns (overlapping calls counted once).
-fn llm_ns(span: &Span) -> u64 {
-    let intervals = span
-        .llm_calls
-        .iter()
-        .filter_map(|c| c.timing.as_ref())
-        .map(|t| (t.start_unix_ns, t.end_unix_ns));
-    covered(intervals, span.start_unix_ns, span.end_unix_ns)
-}
-
-/// How much of `[from, to)` the union of `intervals` covers, ns.
-fn covered(intervals: impl Iterator<Item = (u64, u64)>, from: u64, to: u64) -> u64 {
-    let mut clipped: Vec<(u64, u64)> = intervals
-        .map(|(start, end)| {
-            let start = start.clamp(from, to);
-            (start, end.clamp(start, to))
-        })
-        .collect();
-    clipped.sort_unstable();
-    let mut total = 0;
-    let mut reached = from;
-    for (start, end) in clipped {
-        total += end.saturating_sub(start.max(reached));
-        reached = reached.max(end);
-    }
-    total
 }
 
 #[cfg(test)]
@@ -148,12 +120,5 @@ mod tests {
     fn nothing_ran_no_path() {
         let summary = BottleneckAnalyzer::new().get_summary();
         assert!(structure_path(&steps(), None, &summary).is_none());
-    }
-
-    #[test]
-    fn llm_time_is_the_union_of_the_calls_inside_the_span() {
-        let calls = [(900, 1_200), (1_100, 1_300), (1_500, 2_500)];
-        assert_eq!(covered(calls.into_iter(), 1_000, 2_000), 300 + 500);
-        assert_eq!(covered(std::iter::empty(), 1_000, 2_000), 0);
     }
 }

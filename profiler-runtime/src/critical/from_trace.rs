@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::{CriticalPath, Flow, PathMethod, Piece};
-use crate::trace::{Span, Trace};
+use crate::trace::{Span, Trace, covered};
 
 /// Nesting deeper than this is not expanded (a deeply recursive node): the span counts as
 /// one piece of work, which keeps the inference's recursion bounded.
@@ -94,7 +94,7 @@ impl<'a> Builder<'a> {
         } else {
             &[]
         };
-        let llm = llm_intervals(span);
+        let llm = span.llm_intervals();
         let own = |from: u64, to: u64| {
             let piece = Piece::new(span.node_id.clone(), to - from)
                 .of_call(span.span_id, from)
@@ -167,31 +167,4 @@ fn groups<'a>(spans: &[&'a Span]) -> Vec<Vec<&'a Span>> {
 
 fn group_end(group: &[&Span]) -> u64 {
     group.iter().map(|s| s.end_unix_ns).max().unwrap_or(0)
-}
-
-/// The intervals of a call's timed LLM calls, merged, ns since the Unix epoch.
-fn llm_intervals(span: &Span) -> Vec<(u64, u64)> {
-    let mut intervals: Vec<(u64, u64)> = span
-        .llm_calls
-        .iter()
-        .filter_map(|c| c.timing.as_ref())
-        .map(|t| (t.start_unix_ns, t.end_unix_ns.max(t.start_unix_ns)))
-        .collect();
-    intervals.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (start, end) in intervals {
-        match merged.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
-        }
-    }
-    merged
-}
-
-/// How much of `[from, to)` the merged `intervals` cover, ns.
-fn covered(intervals: &[(u64, u64)], from: u64, to: u64) -> u64 {
-    intervals
-        .iter()
-        .map(|&(start, end)| end.min(to).saturating_sub(start.max(from)))
-        .sum()
 }

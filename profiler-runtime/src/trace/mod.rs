@@ -69,6 +69,32 @@ impl Span {
         self.end_unix_ns.saturating_sub(self.start_unix_ns)
     }
 
+    /// The intervals of this call's timed LLM calls, sorted and merged where they overlap,
+    /// ns since the Unix epoch (calls tracked from a body alone have none).
+    pub fn llm_intervals(&self) -> Vec<(u64, u64)> {
+        let mut intervals: Vec<(u64, u64)> = self
+            .llm_calls
+            .iter()
+            .filter_map(|c| c.timing.as_ref())
+            .map(|t| (t.start_unix_ns, t.end_unix_ns.max(t.start_unix_ns)))
+            .collect();
+        intervals.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in intervals {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+    }
+
+    /// How much of `[from, to)` (ns since the Unix epoch) this call spent waiting on its
+    /// timed LLM calls, overlapping calls counted once.
+    pub fn llm_ns_within(&self, from: u64, to: u64) -> u64 {
+        covered(&self.llm_intervals(), from, to)
+    }
+
     /// The totals of [`llm_calls`](Self::llm_calls).
     pub fn llm_totals(&self) -> CostBreakdown {
         let mut totals = CostBreakdown::default();
@@ -77,6 +103,14 @@ impl Span {
         }
         totals
     }
+}
+
+/// How much of `[from, to)` the sorted, merged `intervals` cover, ns.
+pub(crate) fn covered(intervals: &[(u64, u64)], from: u64, to: u64) -> u64 {
+    intervals
+        .iter()
+        .map(|&(start, end)| end.min(to).saturating_sub(start.max(from)))
+        .sum()
 }
 
 /// One poll of an async node: a stretch of its wall time during which it was running.
@@ -162,5 +196,44 @@ pub mod test_support {
             outcome: Outcome::Ok,
             llm_calls: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::span;
+    use crate::cost::CostInfo;
+    use crate::llm::{LlmOutcome, LlmTiming};
+
+    fn timed(start: u64, end: u64) -> CostInfo {
+        let mut call: CostInfo = serde_json::from_value(serde_json::json!({
+            "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1,
+            "total_tokens": 2, "cached_input_tokens": 0, "cache_creation_input_tokens": 0,
+            "reasoning_tokens": 0, "cost_usd": null, "unpriced_reason": null,
+            "node_id": null, "timestamp": 0.0
+        }))
+        .unwrap();
+        call.timing = Some(LlmTiming {
+            start_unix_ns: start,
+            end_unix_ns: end,
+            first_chunk_unix_ns: None,
+            stream: false,
+            outcome: LlmOutcome::Ok,
+            error: None,
+        });
+        call
+    }
+
+    #[test]
+    fn llm_time_is_the_union_of_the_timed_calls_within_a_stretch() {
+        let mut s = span(1, None, "ask", 1_000, 2_000);
+        for (start, end) in [(1_500, 2_500), (900, 1_200), (1_100, 1_300)] {
+            s.llm_calls.push(timed(start, end));
+        }
+        assert_eq!(s.llm_intervals(), [(900, 1_300), (1_500, 2_500)]);
+        assert_eq!(s.llm_ns_within(1_000, 2_000), 300 + 500);
+        assert_eq!(s.llm_ns_within(1_300, 1_500), 0);
+        let untimed = span(2, None, "ask", 1_000, 2_000);
+        assert_eq!(untimed.llm_ns_within(1_000, 2_000), 0);
     }
 }
