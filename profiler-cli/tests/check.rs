@@ -7,8 +7,6 @@ use std::process::Output;
 use std::time::Duration;
 
 use agent_profiler_executor::store::{RunStore, WorkflowRunRecord, WorkflowStatus};
-use agent_profiler_runtime::BottleneckAnalyzer;
-use serde_json::json;
 
 mod support;
 
@@ -72,31 +70,8 @@ fn id(n: u32) -> String {
 /// A completed run of `research`: nodes (id, total ms, cost USD), one call each; the wall
 /// time is their sum plus 5 ms.
 fn record(n: u32, nodes: &[(&str, f64, f64)]) -> WorkflowRunRecord {
-    let analyzer = BottleneckAnalyzer::new();
-    for (node, ms, _) in nodes {
-        analyzer.record_node(node, *ms).unwrap();
-    }
-    let mut summary = analyzer.get_summary();
-    for (node, _, cost) in nodes {
-        let s = summary
-            .nodes
-            .iter_mut()
-            .find(|s| s.node_id == *node)
-            .unwrap();
-        s.cost_usd = *cost;
-        s.llm_calls = 1;
-    }
-    summary.total_cost_usd = nodes.iter().map(|n| n.2).sum();
-    summary.llm_calls = nodes.len() as u64;
-    let mut run = WorkflowRunRecord::started("research", json!({}), json!({}));
-    run.id = id(n);
-    run.status = WorkflowStatus::Completed;
-    run.started_at = T0 + f64::from(n) * 60.0;
-    run.completed_at = Some(run.started_at + 1.0);
-    run.duration_ms = Some(nodes.iter().map(|n| n.1).sum::<f64>() + 5.0);
-    run.total_cost_usd = summary.total_cost_usd;
-    run.bottleneck_info = Some(summary);
-    run
+    let started_at = T0 + f64::from(n) * 60.0;
+    support::runs::completed("research", &id(n), started_at, nodes, 5.0)
 }
 
 /// A run of noise: `fetch` about 20 ms, `analyze` about 100 ms, $0.002 in all.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_profiler_executor::llm::SimulatedClient;
-use agent_profiler_executor::store::{RunStore, WorkflowRunRecord, WorkflowStatus};
+use agent_profiler_executor::store::{RunStore, WorkflowRunRecord};
 use agent_profiler_executor::{Console, NodeError, WorkflowExecutor};
 use agent_profiler_runtime::BottleneckAnalyzer;
 use serde_json::{Value, json};
@@ -96,31 +96,7 @@ fn record(
     started_at: f64,
     nodes: &[(&str, f64, f64)],
 ) -> WorkflowRunRecord {
-    let analyzer = BottleneckAnalyzer::new();
-    for (node, ms, _) in nodes {
-        analyzer.record_node(node, *ms).unwrap();
-    }
-    let mut summary = analyzer.get_summary();
-    for (node, _, cost) in nodes {
-        let n = summary
-            .nodes
-            .iter_mut()
-            .find(|n| n.node_id == *node)
-            .unwrap();
-        n.cost_usd = *cost;
-        n.llm_calls = 1;
-    }
-    summary.total_cost_usd = nodes.iter().map(|n| n.2).sum();
-    summary.llm_calls = nodes.len() as u64;
-    let mut run = WorkflowRunRecord::started(workflow, json!({}), json!({}));
-    run.id = id.to_owned();
-    run.status = WorkflowStatus::Completed;
-    run.started_at = started_at;
-    run.completed_at = Some(started_at + 1.0);
-    run.duration_ms = Some(nodes.iter().map(|n| n.1).sum::<f64>() + 3.0);
-    run.total_cost_usd = summary.total_cost_usd;
-    run.bottleneck_info = Some(summary);
-    run
+    support::runs::completed(workflow, id, started_at, nodes, 3.0)
 }
 
 /// 2026-05-01 10:00 UTC.

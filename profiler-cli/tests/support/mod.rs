@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 #[path = "../../../tests/support/scratch.rs"]
 pub mod scratch;
 
+#[allow(dead_code)] // the tests that plant runs by hand
+pub mod runs;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
 
 /// Runs the tool with `--store db` (and no store variables from the environment); killed,
