@@ -142,6 +142,15 @@ pub(crate) struct Inner {
     export: Mutex<ExportState>,
 }
 
+/// A timed call's start and end on the profiler's clock, and whether its start was counted
+/// in its node's calls in flight.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticks {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) counted: bool,
+}
+
 /// The LLM calls attributed to one node: the same totals a cost tracker keeps per provider.
 #[derive(Clone, Debug, Default)]
 struct NodeCost {
@@ -153,24 +162,36 @@ struct NodeCost {
 }
 
 impl NodeCost {
-    fn add(&mut self, info: &CostInfo) {
-        if self.totals.calls == 0 {
-            self.first_timestamp = info.timestamp;
+    /// A node's record, first seen now.
+    fn new() -> Self {
+        Self {
+            first_timestamp: crate::clock::now_unix_seconds(),
+            ..Self::default()
         }
+    }
+
+    fn add(&mut self, info: &CostInfo) {
         self.totals.add(info);
     }
 
-    fn apply(&self, node: &mut NodeTimings, conv: &Conversion) {
+    /// Whether anything ended for the node yet (a call only in flight is not reported).
+    fn has_figures(&self) -> bool {
+        self.totals.calls + self.totals.failed_calls + self.llm.tools.calls() > 0
+    }
+
+    /// Writes the node's LLM figures into `node`; `now`: the tick the summary is taken at
+    /// (calls still in flight count up to it).
+    fn apply(&self, node: &mut NodeTimings, conv: &Conversion, now: u64) {
         let t = &self.totals;
         let ms_of_ticks = |ticks| ms(conv.ticks_to_ns(ticks));
-        node.llm_time_ms = ms_of_ticks(self.llm.flight.total_ticks());
+        node.llm_time_ms = ms_of_ticks(self.llm.flight.total_ticks_at(now));
         node.own_time_ms = (node.self_duration_ms - node.llm_time_ms).max(0.0);
         node.llm_failed_calls = t.failed_calls;
         node.streamed_calls = self.llm.streamed;
         node.ttft_p50_ms = self.llm.ttft_quantile(0.50).map(ms);
         node.ttft_p95_ms = self.llm.ttft_quantile(0.95).map(ms);
         node.tool_calls = self.llm.tools.calls();
-        node.tool_time_ms = ms_of_ticks(self.llm.tools.total_ticks());
+        node.tool_time_ms = ms_of_ticks(self.llm.tools.total_ticks_at(now));
         node.llm_calls = t.calls;
         node.unpriced_calls = t.unpriced_calls;
         node.cost_usd = t.cost_usd;
@@ -556,9 +577,14 @@ impl BottleneckAnalyzer {
         node_id: &str,
         info: &CostInfo,
         span: u64,
-        ticks: Option<(u64, u64)>,
+        ticks: Option<Ticks>,
     ) {
         if !self.is_enabled() {
+            // A start counted before the analyzer was turned off must still leave the
+            // count, or the node's LLM time would stop growing for good.
+            if let Some(Ticks { counted: true, .. }) = ticks {
+                self.with_node_cost(node_id, |cost| cost.llm.flight.forget(span));
+            }
             return;
         }
         if let Some(buffer) = self.trace_buffer() {
@@ -566,8 +592,8 @@ impl BottleneckAnalyzer {
         }
         self.with_node_cost(node_id, |cost| {
             cost.add(info);
-            if let Some((start, end)) = ticks {
-                cost.llm.flight.ended(span, start, end);
+            if let Some(t) = ticks {
+                cost.llm.flight.ended(span, t.start, t.end, t.counted);
             }
             if let Some(ttft) = info.timing.as_ref().and_then(|t| t.ttft_ns()) {
                 cost.llm.add_ttft(ttft);
@@ -575,24 +601,33 @@ impl BottleneckAnalyzer {
         });
     }
 
-    /// A timed LLM call of `node_id` started at `tick`.
-    pub(crate) fn llm_started(&self, node_id: &str, span: u64, tick: u64) {
-        if self.is_enabled() {
+    /// A timed LLM call of `node_id` started at `tick`; whether it was counted (the
+    /// analyzer is on), which its end must say.
+    pub(crate) fn llm_started(&self, node_id: &str, span: u64, tick: u64) -> bool {
+        let on = self.is_enabled();
+        if on {
             self.with_node_cost(node_id, |cost| cost.llm.flight.started(span, tick));
         }
+        on
     }
 
-    /// A tool call of `node_id` started.
-    pub(crate) fn tool_started(&self, node_id: &str, span: u64, tick: u64) {
-        if self.is_enabled() {
+    /// A tool call of `node_id` started; whether it was counted.
+    pub(crate) fn tool_started(&self, node_id: &str, span: u64, tick: u64) -> bool {
+        let on = self.is_enabled();
+        if on {
             self.with_node_cost(node_id, |cost| cost.llm.tools.started(span, tick));
         }
+        on
     }
 
-    /// A tool call of `node_id` that started at `start` ended at `end`.
-    pub(crate) fn tool_ended(&self, node_id: &str, span: u64, start: u64, end: u64) {
-        if self.is_enabled() {
-            self.with_node_cost(node_id, |cost| cost.llm.tools.ended(span, start, end));
+    /// A tool call of `node_id` ended (see [`Ticks`]).
+    pub(crate) fn tool_ended(&self, node_id: &str, span: u64, t: Ticks) {
+        let on = self.is_enabled();
+        if on || t.counted {
+            self.with_node_cost(node_id, |cost| match on {
+                true => cost.llm.tools.ended(span, t.start, t.end, t.counted),
+                false => cost.llm.tools.forget(span),
+            });
         }
     }
 
@@ -601,7 +636,7 @@ impl BottleneckAnalyzer {
         match costs.get_mut(node_id) {
             Some(cost) => f(cost),
             None => {
-                let mut cost = NodeCost::default();
+                let mut cost = NodeCost::new();
                 f(&mut cost);
                 costs.insert(node_id.to_owned(), cost);
             }
@@ -679,7 +714,8 @@ impl BottleneckAnalyzer {
         drop(manual);
         let costs = self.inner.costs();
         let cost_bytes = costs.capacity() * std::mem::size_of::<(String, NodeCost)>()
-            + costs.keys().map(String::capacity).sum::<usize>();
+            + costs.keys().map(String::capacity).sum::<usize>()
+            + costs.values().map(|c| c.llm.memory_bytes()).sum::<usize>();
         drop(costs);
         let export = self.inner.export_state().memory_bytes();
         let trace = self
@@ -790,21 +826,23 @@ impl Inner {
             add(id, stats, false);
         }
         let mut costs = self.costs().clone();
+        let now = clock::now();
         let mut nodes: Vec<NodeTimings> = by_id
             .into_iter()
             .map(|(id, (stats, is_async))| {
                 let mut node = timings(id, &stats, is_async);
                 if let Some(cost) = costs.remove(&node.node_id) {
-                    cost.apply(&mut node, &conv);
+                    cost.apply(&mut node, &conv, now);
                 }
                 node
             })
             .collect();
-        // Nodes that made LLM calls but have no timing (yet): still reported.
-        for (id, cost) in costs {
+        // Nodes that made LLM calls but have no timing (yet): still reported, once a call
+        // of theirs ended.
+        for (id, cost) in costs.into_iter().filter(|(_, c)| c.has_figures()) {
             let mut node = timings(id, &Stats::default(), false);
             node.first_timestamp = cost.first_timestamp;
-            cost.apply(&mut node, &conv);
+            cost.apply(&mut node, &conv, now);
             nodes.push(node);
         }
         nodes.sort_by(|a, b| {

@@ -197,3 +197,48 @@ fn in_trace_mode_each_execution_counts_its_own_calls_and_spans_have_real_times()
         );
     }
 }
+
+#[test]
+fn a_call_ending_while_the_analyzer_is_off_leaves_later_calls_counted() {
+    let analyzer = BottleneckAnalyzer::new();
+    let tracker = MultiProviderCostTracker::new();
+    let rt = multi_thread();
+    // Started with the analyzer on, ended with it off: its start must not stay in flight.
+    let node = profile_call("toggled", async {
+        let call = tracker.start_call("openai", "gpt-4o-mini");
+        analyzer.set_enabled(false);
+        call.finish(Usage::new(1, 1)).unwrap();
+        analyzer.set_enabled(true);
+    });
+    rt.block_on(node.with_profiler(analyzer.clone()));
+    rt.block_on(profile_call("toggled", llm_call(&tracker, 30)).with_profiler(analyzer.clone()));
+    let node = analyzer.get_node("toggled").unwrap();
+    assert!(node.llm_time_ms >= 30.0, "{node:?}");
+    assert_eq!(
+        node.llm_calls, 1,
+        "the call made while off is not counted: {node:?}"
+    );
+}
+
+#[test]
+fn a_call_still_in_flight_shows_its_wait_so_far_and_no_node_appears_before_it() {
+    let analyzer = BottleneckAnalyzer::new();
+    let tracker = MultiProviderCostTracker::new();
+    let rt = multi_thread();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let node = profile_call("waiting", async move {
+        let call = tracker.start_call("openai", "gpt-4o-mini");
+        started_tx.send(()).unwrap();
+        finish_rx.await.unwrap();
+        call.finish(Usage::new(1, 1)).unwrap();
+    });
+    let handle = rt.spawn(node.with_profiler(analyzer.clone()));
+    started_rx.recv().unwrap();
+    // In flight only: no figures yet, so no node.
+    assert!(analyzer.get_node("waiting").is_none());
+    std::thread::sleep(Duration::from_millis(20));
+    finish_tx.send(()).unwrap();
+    rt.block_on(handle).unwrap();
+    assert!(analyzer.get_node("waiting").unwrap().llm_time_ms >= 20.0);
+}

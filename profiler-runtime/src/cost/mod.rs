@@ -42,6 +42,7 @@ pub use pricing::{ModelPrice, PriceMatch, PriceTier, PricingTable};
 pub use provider::{UNKNOWN_PROVIDER, canonical_provider, extract_provider};
 pub use usage::{ResponseFormat, Usage};
 
+use crate::analyzer::Ticks;
 use crate::clock::now_unix_seconds;
 use crate::llm::{LlmTiming, Origin};
 
@@ -508,7 +509,7 @@ impl MultiProviderCostTracker {
         model: &str,
         usage: Option<Usage>,
         timing: LlmTiming,
-        ticks: (u64, u64),
+        ticks: Ticks,
     ) -> CostInfo {
         let provider = resolve_provider(provider, model);
         let info = self.info(origin, provider, model, usage, Some(timing));
@@ -553,7 +554,7 @@ impl MultiProviderCostTracker {
 
     /// Adds `info` to the totals and the history, to its node (with its interval, when
     /// timed) and to the sinks.
-    fn keep(&self, origin: &Origin, info: &CostInfo, ticks: Option<(u64, u64)>) {
+    fn keep(&self, origin: &Origin, info: &CostInfo, ticks: Option<Ticks>) {
         {
             let mut state = self.lock();
             state.totals.add(info);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{LlmOutcome, LlmTiming};
-use crate::analyzer::BottleneckAnalyzer;
+use crate::analyzer::{BottleneckAnalyzer, Ticks};
 use crate::clock::{self, Conversion};
 use crate::context::{current_node_id, get_profiler};
 use crate::cost::{CostError, CostInfo, MultiProviderCostTracker, Usage};
@@ -79,6 +79,8 @@ pub struct LlmCall {
     model: String,
     origin: Origin,
     start: u64,
+    /// Whether the node's analyzer counted the start (its end must then be counted too).
+    counted: bool,
     /// Tick of the first content chunk; 0 until it comes.
     first_chunk: AtomicU64,
     stream: AtomicBool,
@@ -105,15 +107,16 @@ impl MultiProviderCostTracker {
         clock::init();
         let origin = Origin::here();
         let start = clock::now();
-        if let Some((node, analyzer)) = origin.target() {
-            analyzer.llm_started(node, origin.span, start);
-        }
+        let counted = origin
+            .target()
+            .is_some_and(|(node, analyzer)| analyzer.llm_started(node, origin.span, start));
         LlmCall {
             tracker: self.clone(),
             provider: provider.to_owned(),
             model: model.to_owned(),
             origin,
             start,
+            counted,
             first_chunk: AtomicU64::new(0),
             stream: AtomicBool::new(false),
             done: false,
@@ -235,7 +238,11 @@ impl LlmCall {
             &self.model,
             usage,
             timing,
-            (self.start, end),
+            Ticks {
+                start: self.start,
+                end,
+                counted: self.counted,
+            },
         );
         (info, why)
     }
@@ -280,6 +287,7 @@ pub struct ToolCall {
     name: String,
     origin: Origin,
     start: u64,
+    counted: bool,
 }
 
 impl ToolCall {
@@ -288,13 +296,14 @@ impl ToolCall {
         clock::init();
         let origin = Origin::here();
         let start = clock::now();
-        if let Some((node, analyzer)) = origin.target() {
-            analyzer.tool_started(node, origin.span, start);
-        }
+        let counted = origin
+            .target()
+            .is_some_and(|(node, analyzer)| analyzer.tool_started(node, origin.span, start));
         ToolCall {
             name: name.to_owned(),
             origin,
             start,
+            counted,
         }
     }
 
@@ -310,7 +319,12 @@ impl ToolCall {
 impl Drop for ToolCall {
     fn drop(&mut self) {
         if let Some((node, analyzer)) = self.origin.target() {
-            analyzer.tool_ended(node, self.origin.span, self.start, clock::now());
+            let ticks = Ticks {
+                start: self.start,
+                end: clock::now(),
+                counted: self.counted,
+            };
+            analyzer.tool_ended(node, self.origin.span, ticks);
         }
     }
 }
