@@ -106,7 +106,7 @@ impl Scale<'_> {
         }
         let llm = piece.llm_ns.min(piece.duration_ns);
         let own = piece.duration_ns - llm;
-        divide(llm, self.llm) + divide(own, self.own)
+        divide(llm, self.llm).saturating_add(divide(own, self.own))
     }
 }
 
@@ -192,11 +192,11 @@ impl Flow {
     ) -> u64 {
         match self {
             Flow::Work(piece) => {
-                let end = start + piece.duration_ns;
+                let end = start.saturating_add(piece.duration_ns);
                 out.push((piece, latest_end.saturating_sub(end)));
                 end
             }
-            Flow::Wait(ns) => start + ns,
+            Flow::Wait(ns) => start.saturating_add(*ns),
             Flow::Par(parts) => parts
                 .iter()
                 .map(|p| p.slacks(start, latest_end, out))
@@ -205,10 +205,10 @@ impl Flow {
             Flow::Seq(parts) => {
                 // Each part must end by the latest start of the rest of the sequence.
                 let walls: Vec<u64> = parts.iter().map(Flow::wall_ns).collect();
-                let mut after: u64 = walls.iter().sum();
+                let mut after = walls.iter().fold(0u64, |sum, w| sum.saturating_add(*w));
                 let mut at = start;
                 for (part, wall) in parts.iter().zip(&walls) {
-                    after -= wall;
+                    after = after.saturating_sub(*wall);
                     at = part.slacks(at, latest_end.saturating_sub(after), out);
                 }
                 at

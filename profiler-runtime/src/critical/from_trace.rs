@@ -37,20 +37,26 @@ impl Flow {
         for list in children.values_mut() {
             list.sort_by_key(|s| (s.start_unix_ns, s.end_unix_ns, s.span_id));
         }
-        let builder = Builder { children };
-        let top = builder.children_of(None);
+        let mut builder = Builder {
+            children,
+            ends: HashMap::new(),
+        };
+        let top: Vec<&Span> = builder.children_of(None).to_vec();
+        for span in &top {
+            builder.end_of(span, 0);
+        }
         let Some(first) = top.first() else {
             return Flow::Seq(Vec::new());
         };
         let mut parts = Vec::new();
         let mut cursor = first.start_unix_ns;
-        for group in groups(top) {
+        for group in builder.groups(&top) {
             let start = group[0].start_unix_ns.max(cursor);
             if start > cursor {
                 parts.push(Flow::Wait(start - cursor));
             }
             parts.push(builder.group(&group, start, 0));
-            cursor = cursor.max(group_end(&group));
+            cursor = cursor.max(builder.group_end(&group));
         }
         Flow::Seq(parts)
     }
@@ -80,11 +86,63 @@ impl crate::BottleneckAnalyzer {
 
 struct Builder<'a> {
     children: HashMap<Option<u64>, Vec<&'a Span>>,
+    /// Each span's end, or its nested calls' latest end when one outlives it (a spawned
+    /// task): where its part of the flow ends.
+    ends: HashMap<u64, u64>,
 }
 
 impl<'a> Builder<'a> {
     fn children_of(&self, parent: Option<u64>) -> &[&'a Span] {
         self.children.get(&parent).map_or(&[], Vec::as_slice)
+    }
+
+    /// Works out (and keeps) where `span`'s part of the flow ends, nested calls included,
+    /// down to [`MAX_DEPTH`].
+    fn end_of(&mut self, span: &Span, depth: usize) -> u64 {
+        if let Some(&end) = self.ends.get(&span.span_id) {
+            return end;
+        }
+        let mut end = span.end_unix_ns;
+        if depth < MAX_DEPTH {
+            let nested: Vec<&Span> = self.children_of(Some(span.span_id)).to_vec();
+            for child in nested {
+                end = end.max(self.end_of(child, depth + 1));
+            }
+        }
+        self.ends.insert(span.span_id, end);
+        end
+    }
+
+    /// Where a span's part of the flow ends (see [`end_of`](Self::end_of)).
+    fn end(&self, span: &Span) -> u64 {
+        self.ends
+            .get(&span.span_id)
+            .copied()
+            .unwrap_or(span.end_unix_ns)
+    }
+
+    /// Calls sorted by start, in groups whose times overlap (each call starts before the
+    /// latest end of the calls before it in its group).
+    fn groups(&self, spans: &[&'a Span]) -> Vec<Vec<&'a Span>> {
+        let mut out: Vec<Vec<&Span>> = Vec::new();
+        let mut end = 0;
+        for &span in spans {
+            match out.last_mut() {
+                Some(group) if span.start_unix_ns < end => {
+                    group.push(span);
+                    end = end.max(self.end(span));
+                }
+                _ => {
+                    out.push(vec![span]);
+                    end = self.end(span);
+                }
+            }
+        }
+        out
+    }
+
+    fn group_end(&self, group: &[&Span]) -> u64 {
+        group.iter().map(|s| self.end(s)).max().unwrap_or(0)
     }
 
     /// The flow of one call: its own pieces around its nested calls' groups.
@@ -103,13 +161,13 @@ impl<'a> Builder<'a> {
         };
         let mut parts = Vec::new();
         let mut cursor = span.start_unix_ns;
-        for group in groups(nested) {
+        for group in self.groups(nested) {
             let start = group[0].start_unix_ns.max(cursor);
             if start > cursor {
                 parts.push(own(cursor, start));
             }
             parts.push(self.group(&group, start, depth + 1));
-            cursor = cursor.max(group_end(&group));
+            cursor = cursor.max(self.group_end(&group));
         }
         if span.end_unix_ns > cursor || parts.is_empty() {
             let end = span.end_unix_ns.max(cursor);
@@ -143,28 +201,4 @@ impl<'a> Builder<'a> {
                 .collect(),
         )
     }
-}
-
-/// Calls sorted by start, in groups whose times overlap (each call starts before the latest
-/// end of the calls before it in its group).
-fn groups<'a>(spans: &[&'a Span]) -> Vec<Vec<&'a Span>> {
-    let mut out: Vec<Vec<&Span>> = Vec::new();
-    let mut end = 0;
-    for &span in spans {
-        match out.last_mut() {
-            Some(group) if span.start_unix_ns < end => {
-                group.push(span);
-                end = end.max(span.end_unix_ns);
-            }
-            _ => {
-                out.push(vec![span]);
-                end = span.end_unix_ns;
-            }
-        }
-    }
-    out
-}
-
-fn group_end(group: &[&Span]) -> u64 {
-    group.iter().map(|s| s.end_unix_ns).max().unwrap_or(0)
 }

@@ -70,7 +70,14 @@ pub struct CriticalPath {
     /// `off_path`).
     #[serde(default)]
     pub off_path_left_out: usize,
+    /// Nodes beyond the [`MAX_WHAT_IF`] given what-if figures (those off the path and
+    /// shortest are left out).
+    #[serde(default)]
+    pub what_if_left_out: usize,
 }
+
+/// The most nodes given what-if figures: each figure evaluates the whole flow again.
+pub const MAX_WHAT_IF: usize = 100;
 
 /// The most calls listed in [`CriticalPath::path`] and in [`CriticalPath::off_path`]: a
 /// summary of a long trace stays small (the what-if figures cover every call whatever the
@@ -197,7 +204,7 @@ impl Flow {
             off_path.truncate(MAX_LISTED);
             off_path.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
         }
-        let what_if = self.what_if(k, wall, &placed, &is_on_path);
+        let (what_if, what_if_left_out) = self.what_if(k, wall, &placed, &is_on_path);
         CriticalPath {
             method,
             wall_time_ms: ms(wall),
@@ -207,6 +214,7 @@ impl Flow {
             what_if,
             path_left_out,
             off_path_left_out,
+            what_if_left_out,
         }
     }
 
@@ -233,9 +241,9 @@ impl Flow {
         match self {
             Flow::Work(piece) => {
                 out.push(start);
-                start + piece.duration_ns
+                start.saturating_add(piece.duration_ns)
             }
-            Flow::Wait(ns) => start + ns,
+            Flow::Wait(ns) => start.saturating_add(*ns),
             Flow::Seq(parts) => parts.iter().fold(start, |at, p| p.starts(at, out)),
             Flow::Par(parts) => parts
                 .iter()
@@ -251,15 +259,15 @@ impl Flow {
         wall: u64,
         placed: &[Placed<'_>],
         is_on_path: &dyn Fn(&Piece) -> bool,
-    ) -> Vec<WhatIf> {
+    ) -> (Vec<WhatIf>, usize) {
         let mut nodes: Vec<(&str, u64, u64, bool)> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
         for p in placed {
             let on = is_on_path(p.piece);
             match index.get(p.piece.node_id.as_str()).map(|&i| &mut nodes[i]) {
                 Some(n) => {
-                    n.1 += p.piece.duration_ns;
-                    n.2 += p.piece.llm_ns.min(p.piece.duration_ns);
+                    n.1 = n.1.saturating_add(p.piece.duration_ns);
+                    n.2 = n.2.saturating_add(p.piece.llm_ns.min(p.piece.duration_ns));
                     n.3 |= on;
                 }
                 None => {
@@ -273,6 +281,12 @@ impl Flow {
                 }
             }
         }
+        // Each figure evaluates the whole flow again: the nodes most likely to matter (on the
+        // path, then the longest) get them, so that a trace with thousands of distinct ids
+        // stays quick to summarise.
+        nodes.sort_by(|a, b| b.3.cmp(&a.3).then(b.1.cmp(&a.1)));
+        let left_out = nodes.len().saturating_sub(MAX_WHAT_IF);
+        nodes.truncate(MAX_WHAT_IF);
         let saves = |node_id: &str, llm: f64, own: f64| {
             ms(wall.saturating_sub(self.wall_with(Some(Scale { node_id, llm, own }))))
         };
@@ -294,7 +308,7 @@ impl Flow {
                 .then(b.removed_saves_ms.total_cmp(&a.removed_saves_ms))
                 .then_with(|| a.node_id.cmp(&b.node_id))
         });
-        out
+        (out, left_out)
     }
 }
 
@@ -346,7 +360,7 @@ fn off_path_calls(placed: &[Placed<'_>], is_on_path: &dyn Fn(&Piece) -> bool) ->
             Some(&i) => {
                 let c = &mut calls[i];
                 c.1 = c.1.min(p.start);
-                c.2 += p.piece.duration_ns;
+                c.2 = c.2.saturating_add(p.piece.duration_ns);
                 c.3 = c.3.min(p.slack);
                 c.4 |= on;
             }

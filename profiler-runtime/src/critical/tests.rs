@@ -462,3 +462,20 @@ fn a_long_path_wraps_after_an_arrow() {
     assert!(text.contains("step_number_0 -> step_number_1 ->"), "{text}");
     assert!(text.contains("-> step_number_29\n"), "{text}");
 }
+
+#[test]
+fn a_nested_call_that_outlives_its_parent_keeps_the_trace_timing() {
+    // a [0, 100] spawns c [50, 300], which outlives it; b [150, 200] runs at the top level.
+    let t = trace(vec![
+        at(1, None, "a", 0, 100),
+        at(3, Some(1), "c", 50, 300),
+        at(2, None, "b", 150, 200),
+    ]);
+    let flow = Flow::from_trace(&t);
+    assert_eq!(flow.wall_ns(), 300 * MS, "{flow:?}");
+    let path = flow.analyze(PathMethod::Trace, 2.0);
+    assert_eq!(ids(&path), ["a", "c"]);
+    let b = path.off_path.iter().find(|c| c.node_id == "b").unwrap();
+    assert_eq!(b.slack_ms, 100.0);
+    assert_eq!(path.what_if_for("b").unwrap().removed_saves_ms, 0.0);
+}
