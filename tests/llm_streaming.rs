@@ -353,6 +353,35 @@ fn a_stream_slower_than_the_timeout_is_a_timeout() {
     }
 }
 
+#[test]
+fn an_anthropic_stream_timing_out_after_its_usage_keeps_it() {
+    // message_start (with the input usage) goes at once; the text would take 5 s.
+    let plan = StreamPlan {
+        first_chunk_after: Duration::from_millis(50),
+        total: Duration::from_secs(5),
+        ..StreamPlan::default()
+    };
+    let provider = StreamingProvider::start(plan);
+    let client = anthropic(&provider)
+        .with_timeout(Duration::from_millis(400))
+        .unwrap();
+    let model = "claude-haiku-4-5-20251001";
+    let (result, _) = complete(&client, &request(model, true));
+    match result.unwrap_err() {
+        LlmError::StreamCut {
+            timed_out: true,
+            usage: Some(usage),
+            first_chunk: Some(_),
+            reason,
+            ..
+        } => {
+            assert!(reason.contains("within 0.4s"), "{reason}");
+            assert!(usage.get("input_tokens").is_some(), "{usage}");
+        }
+        other => panic!("not a timed-out stream with its usage: {other:?}"),
+    }
+}
+
 /// A node `id` of `model` that asks for a stream when `stream`.
 fn node(id: &str, model: &str, stream: bool) -> NodeConfig {
     NodeConfig {

@@ -302,7 +302,10 @@ impl NodeExecutor {
                     call.first_chunk_at(*at);
                 }
                 let outcome = match error {
-                    LlmError::Timeout { .. } => LlmOutcome::Timeout,
+                    LlmError::Timeout { .. }
+                    | LlmError::StreamCut {
+                        timed_out: true, ..
+                    } => LlmOutcome::Timeout,
                     _ => LlmOutcome::Error,
                 };
                 // A body that was not an answer, or a stream cut midway, may still have

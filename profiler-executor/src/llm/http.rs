@@ -284,6 +284,7 @@ impl Call {
                 usage: decoder.usage().map(Box::new),
                 first_chunk,
                 text_len: text.len(),
+                timed_out: false,
             }
         };
         loop {
@@ -292,6 +293,19 @@ impl Call {
                 Ok(None) => {
                     let reason = "the connection closed before the end of the stream";
                     return Err(cut(reason.to_owned(), &decoder, &text, first_chunk));
+                }
+                // Billed usage already said (Anthropic says the input first) is kept, with
+                // the first chunk's time: a timeout must not hide what the call cost.
+                Err(e) if e.is_timeout() && decoder.usage().is_some() => {
+                    let reason = format!(
+                        "no end of the stream within {:.1}s",
+                        self.timeout.as_secs_f64()
+                    );
+                    let mut error = cut(reason, &decoder, &text, first_chunk);
+                    if let LlmError::StreamCut { timed_out, .. } = &mut error {
+                        *timed_out = true;
+                    }
+                    return Err(error);
                 }
                 Err(e) if e.is_timeout() => return Err(self.transport(&e)),
                 Err(e) => {

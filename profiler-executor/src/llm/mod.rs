@@ -128,7 +128,8 @@ pub enum LlmError {
     },
     /// A streamed answer that did not reach its end: the connection closed or failed before
     /// the end marker (`data: [DONE]`, `message_stop`), the provider sent an error event,
-    /// an event was not the JSON the API defines, or the stream outgrew the client's cap.
+    /// an event was not the JSON the API defines, the stream outgrew the client's cap, or
+    /// the timeout struck after the provider had said what the call used.
     /// The call may have been billed all the same: `usage` says for what, when the provider
     /// said it before the cut.
     StreamCut {
@@ -144,6 +145,9 @@ pub enum LlmError {
         first_chunk: Option<Instant>,
         /// How many bytes of text arrived before the cut.
         text_len: usize,
+        /// The cut was the client's timeout, after the provider had said some usage (a
+        /// stream that times out before any is [`LlmError::Timeout`]).
+        timed_out: bool,
     },
     /// Any other failure (a client that cannot be built, a simulated failure).
     Other {

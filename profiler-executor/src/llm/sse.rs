@@ -32,6 +32,9 @@ pub(crate) struct SseParser {
     data: String,
     /// Whether a `data:` field was seen in this event (an empty `data:` still counts).
     has_data: bool,
+    /// No line has ended yet: the first may start with a byte order mark, which the format
+    /// says to drop (it would otherwise hide the first field's name).
+    first_line: bool,
     max_buffered: usize,
 }
 
@@ -45,6 +48,7 @@ impl SseParser {
             event: None,
             data: String::new(),
             has_data: false,
+            first_line: true,
             max_buffered,
         }
     }
@@ -55,6 +59,10 @@ impl SseParser {
     /// [`TooLarge`] when the line being read and the event's data outgrow the cap; the
     /// events completed before it are in `out`.
     pub(crate) fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), TooLarge> {
+        // An empty chunk (HTTP/2 can deliver one) must not forget a `\r` that ended the last.
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let mut rest = bytes;
         if self.after_cr {
             self.after_cr = false;
@@ -93,6 +101,11 @@ impl SseParser {
 
     /// One complete line (without its end).
     fn line_done(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        let line = if std::mem::take(&mut self.first_line) {
+            line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line)
+        } else {
+            line
+        };
         if line.is_empty() {
             let event = self.event.take();
             if std::mem::take(&mut self.has_data) {
@@ -210,5 +223,27 @@ mod tests {
         let many = "data: 0123456789\n\n".repeat(100);
         assert_eq!(parser.feed(many.as_bytes(), &mut out), Ok(()));
         assert_eq!(out.len(), 100);
+    }
+
+    #[test]
+    fn a_byte_order_mark_split_across_chunks_is_dropped() {
+        let mut parser = SseParser::new(1024);
+        let mut out = Vec::new();
+        for chunk in [&b"\xEF"[..], b"\xBB\xBFdata: {}\n", b"\n"] {
+            parser.feed(chunk, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data, "{}");
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_keeps_them_one_line_end() {
+        let mut parser = SseParser::new(1024);
+        let mut out = Vec::new();
+        for chunk in [&b"data: x\r"[..], b"", b"\ndata: y\r\n\r\n"] {
+            parser.feed(chunk, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].data, "x\ny");
     }
 }
