@@ -249,7 +249,9 @@ impl GenAiFields {
                 }
             }
             "error.type" | "gen_ai.tool.error.type" | "error" => match value {
-                Value::Text(reason) if !reason.is_empty() => self.error = Some(clip(reason)),
+                Value::Text(reason) if !reason.is_empty() => {
+                    self.error = Some(clip(&without_url_secrets(reason)));
+                }
                 Value::Bool(false) => {}
                 _ => {
                     if self.error.is_none() {
@@ -291,6 +293,36 @@ fn as_bool(value: &Value<'_>) -> Option<bool> {
 }
 
 /// `text`, cut to [`MAX_TEXT_LEN`] bytes on a character boundary.
+/// `text` with every URL's query and user info cut out: an HTTP client's error quotes its
+/// URL, and some providers take the API key in the query (`?key=...`); the error goes into
+/// exported spans.
+fn without_url_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, url) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>'))
+            .unwrap_or(url.len());
+        let (address, after) = url.split_at(end);
+        let address = address.split(['?', '#']).next().unwrap_or_default();
+        let host = match address.split_once('/') {
+            Some((authority, path)) => (authority, Some(path)),
+            None => (address, None),
+        };
+        let authority = host.0.rsplit_once('@').map_or(host.0, |(_, h)| h);
+        out.push_str(authority);
+        if let Some(path) = host.1 {
+            out.push('/');
+            out.push_str(path);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 fn clip(text: &str) -> String {
     let mut end = text.len().min(MAX_TEXT_LEN);
     while !text.is_char_boundary(end) {
@@ -363,6 +395,25 @@ impl Visit for GenAiFields {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn urls_in_errors_lose_their_query_and_user_info() {
+        let text = "error sending request for url \
+                    (https://user:pw@generativelanguage.googleapis.com/v1/models?key=AIza-SECRET): \
+                    connection refused";
+        let cleaned = without_url_secrets(text);
+        assert_eq!(
+            cleaned,
+            "error sending request for url (https://generativelanguage.googleapis.com/v1/models): \
+             connection refused"
+        );
+        assert_eq!(without_url_secrets("no url here"), "no url here");
+        assert_eq!(
+            without_url_secrets("http://h?k=v and http://x"),
+            "http://h and http://x"
+        );
+    }
+
     use super::*;
 
     /// The fields a span built by `make` was created with.
