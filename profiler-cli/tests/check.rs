@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use agent_profiler_executor::store::{RunStore, WorkflowRunRecord, WorkflowStatus};
 
 mod support;
 
-use support::{run_tool, scratch};
+use support::output::{cli, stderr, stdout};
+use support::scratch;
 
 /// Runs of noise: every figure of a run is the steady one times its factor (±3%).
 const JITTER: [f64; 11] = [
@@ -19,18 +19,6 @@ const JITTER: [f64; 11] = [
 
 /// 2026-05-01 10:00 UTC.
 const T0: f64 = 1_777_629_600.0;
-
-fn cli(db: &Path, args: &[&str]) -> Output {
-    run_tool(db, args, Duration::from_secs(60)).0
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
 
 /// Asserts the exit code and an empty stderr; returns stdout.
 fn exits(code: i32, out: Output) -> String {

@@ -15,26 +15,14 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{BIN, run_tool, scratch};
+use support::output::{cli, stderr, stdout};
+use support::{BIN, scratch};
 
 /// A node id of 60 characters: tables must cut it to stay within 80 columns.
 const LONG_NODE: &str = "a_very_long_node_identifier_that_goes_on_and_on_for_60_chars";
 
 fn temp_dir(test: &str) -> PathBuf {
     scratch::temp_dir(&format!("agent-profiler-cli-{test}"))
-}
-
-/// Runs the binary with `--store db` (and no store variables from the environment).
-fn cli(db: &Path, args: &[&str]) -> Output {
-    run_tool(db, args, Duration::from_secs(60)).0
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
 }
 
 /// Exit code 0; returns stdout. Nothing on stderr.

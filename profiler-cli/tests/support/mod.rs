@@ -12,6 +12,9 @@ pub mod scratch;
 #[allow(dead_code)] // the tests that plant runs by hand
 pub mod runs;
 
+#[allow(dead_code)] // the tests that read the tool's output as text
+pub mod output;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
 
 /// Runs the tool with `--store db` (and no store variables from the environment); killed,
