@@ -334,14 +334,19 @@ fn a_stream_larger_than_the_client_reads_is_cut_with_bounded_memory() {
     assert_eq!(text_len, 17 << 20);
 }
 
-#[test]
-fn a_stream_slower_than_the_timeout_is_a_timeout() {
-    let plan = StreamPlan {
+/// A stream whose first text comes after 50 ms and whose last after 5 s: longer than the
+/// timeouts the tests give their clients.
+fn five_second_stream() -> StreamPlan {
+    StreamPlan {
         first_chunk_after: Duration::from_millis(50),
         total: Duration::from_secs(5),
         ..StreamPlan::default()
-    };
-    let provider = StreamingProvider::start(plan);
+    }
+}
+
+#[test]
+fn a_stream_slower_than_the_timeout_is_a_timeout() {
+    let provider = StreamingProvider::start(five_second_stream());
     let client = openai(&provider)
         .with_timeout(Duration::from_millis(400))
         .unwrap();
@@ -356,12 +361,7 @@ fn a_stream_slower_than_the_timeout_is_a_timeout() {
 #[test]
 fn an_anthropic_stream_timing_out_after_its_usage_keeps_it() {
     // message_start (with the input usage) goes at once; the text would take 5 s.
-    let plan = StreamPlan {
-        first_chunk_after: Duration::from_millis(50),
-        total: Duration::from_secs(5),
-        ..StreamPlan::default()
-    };
-    let provider = StreamingProvider::start(plan);
+    let provider = StreamingProvider::start(five_second_stream());
     let client = anthropic(&provider)
         .with_timeout(Duration::from_millis(400))
         .unwrap();

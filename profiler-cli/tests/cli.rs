@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_profiler_executor::llm::SimulatedClient;
+use agent_profiler_executor::llm::{LlmClient, SimulatedClient};
 use agent_profiler_executor::store::{RunStore, WorkflowRunRecord};
 use agent_profiler_executor::{Console, NodeError, WorkflowExecutor};
 use agent_profiler_runtime::BottleneckAnalyzer;
@@ -318,25 +318,40 @@ fn long_ids_use_more_characters_and_names_are_cut() {
     assert!(compare.contains('…'), "{compare}");
 }
 
-#[test]
-fn show_prints_the_report_the_executor_printed() {
-    let dir = temp_dir("show");
-    let db = dir.join("runs.sqlite3");
+/// An executor over `client` that keeps its runs in a new store named after `test` and
+/// captures what it prints (no progress lines, no trace export); the store's path, a
+/// runtime to drive it, and the capture.
+fn stored_executor(
+    test: &str,
+    client: Arc<dyn LlmClient>,
+) -> (
+    PathBuf,
+    tokio::runtime::Runtime,
+    WorkflowExecutor,
+    Arc<Mutex<String>>,
+) {
+    let db = temp_dir(test).join("runs.sqlite3");
     let store = RunStore::open(&db).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let client = Arc::new(
-        SimulatedClient::new()
-            .base_latency(Duration::from_millis(2))
-            .per_token_latency(Duration::ZERO),
-    );
     let (console, printed) = Console::capture();
     let executor = WorkflowExecutor::new(client)
-        .store(store.clone())
+        .store(store)
         .console(console)
-        .progress(false);
+        .progress(false)
+        .no_otlp();
+    (db, runtime, executor, printed)
+}
+
+#[test]
+fn show_prints_the_report_the_executor_printed() {
+    let client = SimulatedClient::new()
+        .base_latency(Duration::from_millis(2))
+        .per_token_latency(Duration::ZERO);
+    let (db, runtime, executor, printed) = stored_executor("show", Arc::new(client));
+    let dir = db.parent().unwrap().to_path_buf();
     let run = runtime
         .block_on(
             executor.run_fn("code", json!({"q": "why"}), |ctx, mut state| async move {
@@ -847,20 +862,13 @@ fn split_row<'a>(report: &'a str, node: &str) -> Vec<&'a str> {
 
 #[test]
 fn console_show_and_html_split_each_node_into_llm_and_own_time() {
-    let dir = temp_dir("time-split");
-    let db = dir.join("runs.sqlite3");
-    let store = RunStore::open(&db).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     // 30 ms per call, the first token of a streamed answer after 12 ms.
-    let client = Arc::new(
-        SimulatedClient::new()
-            .base_latency(Duration::from_millis(30))
-            .per_token_latency(Duration::ZERO)
-            .first_token_latency(Duration::from_millis(12)),
-    );
+    let client = SimulatedClient::new()
+        .base_latency(Duration::from_millis(30))
+        .per_token_latency(Duration::ZERO)
+        .first_token_latency(Duration::from_millis(12));
+    let (db, runtime, executor, printed) = stored_executor("time-split", Arc::new(client));
+    let dir = db.parent().unwrap().to_path_buf();
     let config = agent_profiler_executor::WorkflowConfig::from_json_str(
         r#"{"name": "split", "steps": [
             {"id": "draft", "model": "gpt-4o-mini", "prompt": "draft {q}", "output_key": "d",
@@ -869,11 +877,6 @@ fn console_show_and_html_split_each_node_into_llm_and_own_time() {
         ]}"#,
     )
     .unwrap();
-    let (console, printed) = Console::capture();
-    let executor = WorkflowExecutor::new(client)
-        .store(store.clone())
-        .console(console)
-        .progress(false);
     let run = runtime
         .block_on(executor.run_config(&config, json!({"q": "why"})))
         .unwrap();
@@ -941,19 +944,10 @@ fn console_show_and_html_split_each_node_into_llm_and_own_time() {
 
 #[test]
 fn show_prints_the_critical_path_and_its_json_holds_it() {
-    let dir = temp_dir("critical-path");
-    let db = dir.join("runs.sqlite3");
-    let store = RunStore::open(&db).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     // The simulated latencies of the main example: the paper search outlasts the web search
     // by about 16 ms, more than any scheduling jitter.
-    let executor = WorkflowExecutor::new(Arc::new(SimulatedClient::new()))
-        .store(store)
-        .console(Console::Silent)
-        .no_otlp();
+    let (db, runtime, executor, _) =
+        stored_executor("critical-path", Arc::new(SimulatedClient::new()));
     let research =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflows/research.json");
     let run = runtime
