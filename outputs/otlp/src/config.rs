@@ -13,6 +13,8 @@ use agent_profiler_http::secret::{Redactor, Secret};
 use agent_profiler_http::url::{hide_userinfo, percent_decode, userinfo_secrets};
 use agent_profiler_mlflow::{ConfigError, MlflowConfig};
 
+use crate::sampler::Sampler;
+
 /// Default of `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`: 10 s per request (the SDK's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default service name (`service.name`) when `OTEL_SERVICE_NAME` is not set.
@@ -170,6 +172,7 @@ pub struct OtlpConfig {
     /// An MLflow experiment known by name only: the exporter thread looks its id up (and
     /// creates it when missing) before sending, unless an experiment header is set.
     pub(crate) mlflow_experiment_name: Option<(Box<MlflowConfig>, String)>,
+    pub(crate) sampler: Sampler,
 }
 
 /// How the LLM calls of a node call appear in the trace.
@@ -305,6 +308,7 @@ impl OtlpConfig {
             llm_spans: LlmSpans::default(),
             header_errors: Vec::new(),
             mlflow_experiment_name: None,
+            sampler: Sampler::default(),
         })
     }
 
@@ -395,6 +399,7 @@ impl OtlpConfig {
     /// | `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CERTIFICATE` | PEM file of extra trusted CA certificates |
     /// | `OTEL_SERVICE_NAME` | `service.name` (`agent-profiler`) |
     /// | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,...` resource attributes |
+    /// | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | which runs' traces are sent ([`Sampler::from_env`]; all) |
     ///
     /// With no OTLP endpoint set, an MLflow tracking server is the target when
     /// `MLFLOW_TRACKING_URI` names one: `{uri}/v1/traces`, into the experiment
@@ -510,6 +515,7 @@ impl OtlpConfig {
         if let Some(name) = var("OTEL_SERVICE_NAME") {
             config.service_name = name.trim().to_owned();
         }
+        config.sampler = Sampler::from_vars(&get)?;
         Ok(config)
     }
 
@@ -654,6 +660,27 @@ impl OtlpConfig {
         self.llm_spans = mode;
         self
     }
+
+    /// Which runs' traces are sent (see [`Sampler`]; every one by default, or as
+    /// `OTEL_TRACES_SAMPLER` says with [`from_env`](Self::from_env)).
+    ///
+    /// ```
+    /// use agent_profiler_otlp::{OtlpConfig, Sampler};
+    ///
+    /// // One run in ten, every failed run, and every run slower than 99% of recent ones.
+    /// let sampler = Sampler::trace_id_ratio(0.1).unwrap().keep_slower_than(99.0).unwrap();
+    /// let config = OtlpConfig::new("http://127.0.0.1:4318/v1/traces").unwrap().sampler(sampler);
+    /// assert!(!config.get_sampler().sends_everything());
+    /// ```
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// The sampler in use.
+    pub fn get_sampler(&self) -> &Sampler {
+        &self.sampler
+    }
 }
 
 fn mlflow_error(e: &ConfigError) -> OtlpError {
@@ -692,6 +719,7 @@ impl fmt::Debug for OtlpConfig {
             .field("certificate", &self.certificate)
             .field("warnings", &self.warnings)
             .field("llm_spans", &self.llm_spans)
+            .field("sampler", &self.sampler)
             .field(
                 "mlflow_experiment_name",
                 &self.mlflow_experiment_name.as_ref().map(|(_, name)| name),

@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
 use super::config::{LlmSpans, OtlpConfig};
+use super::sampler::RunFacts;
 use agent_profiler_runtime::cost::{CostBreakdown, CostInfo};
 use agent_profiler_runtime::critical::{CriticalPath, PathMethod};
 use agent_profiler_runtime::trace::{Span, Trace, random_u64, splitmix64};
@@ -287,6 +288,22 @@ impl RootSpan {
     /// The MLflow run the trace is linked to, if any.
     pub fn mlflow_run_id(&self) -> Option<&str> {
         self.mlflow_run_id.as_deref()
+    }
+
+    /// What the sampler needs to know of the run of `trace`: its id, name, whether it
+    /// failed (an outcome other than OK) and how long it took (the root's start and end, else
+    /// the trace's bounds).
+    pub(crate) fn run_facts<'a>(&'a self, trace: &Trace) -> RunFacts<'a> {
+        let (start, end) = match (self.start_unix_ns, self.end_unix_ns) {
+            (Some(start), Some(end)) => (start, end),
+            _ => trace.bounds().unwrap_or((0, 0)),
+        };
+        RunFacts {
+            trace_id: trace.trace_id_bytes(),
+            name: &self.name,
+            failed: self.outcome != Outcome::Ok,
+            duration_ns: end.saturating_sub(start),
+        }
     }
 }
 

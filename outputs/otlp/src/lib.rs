@@ -67,6 +67,7 @@
 mod config;
 mod convert;
 mod http;
+mod sampler;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -85,14 +86,17 @@ pub use convert::{AttributeValue, LlmExchange, RootSpan, to_request, to_requests
 /// The OTLP protobuf messages (from the `opentelemetry-proto` crate) that [`to_request`]
 /// returns.
 pub use opentelemetry_proto::tonic as proto;
+pub use sampler::{DEFAULT_RECENT_RUNS, Decision, MIN_RUNS_FOR_SLOW_RULE, RunFacts, Sampler};
 
 use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
 use agent_profiler_runtime::trace::Trace;
 use http::Sender;
 
 /// What the exporter has done so far. Every span handed to [`OtlpExporter::export`] (the
-/// root span included) ends up in exactly one of `spans_sent`, `spans_dropped`,
-/// `spans_failed`, `spans_rejected`, or is still `pending_spans`.
+/// root span included) of a trace the sampler keeps ends up in exactly one of `spans_sent`,
+/// `spans_dropped`, `spans_failed`, `spans_rejected`, or is still `pending_spans`; a trace
+/// the sampler does not keep is counted in `traces_sampled_out` only (a decision, not a
+/// loss).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct OtlpStats {
     /// Traces whose every request the receiver accepted.
@@ -118,6 +122,13 @@ pub struct OtlpStats {
     pub retried_requests: u64,
     /// Spans queued or being sent.
     pub pending_spans: u64,
+    /// Traces the sampler ([`OtlpConfig::sampler`]) chose not to send: never copied,
+    /// converted or queued.
+    pub traces_sampled_out: u64,
+    /// Traces the head sampler dropped and a tail rule kept: failed runs.
+    pub traces_kept_failed: u64,
+    /// Traces the head sampler dropped and a tail rule kept: slow runs.
+    pub traces_kept_slow: u64,
     /// The last failure, if any (never holds a header value).
     pub last_error: Option<String>,
 }
@@ -152,6 +163,13 @@ impl fmt::Display for OtlpStats {
             self.spans_rejected,
             self.pending_spans
         )?;
+        if self.traces_sampled_out + self.traces_kept_failed + self.traces_kept_slow > 0 {
+            write!(
+                f,
+                "; sampling: {} traces not sent, {} kept as failed, {} kept as slow",
+                self.traces_sampled_out, self.traces_kept_failed, self.traces_kept_slow
+            )?;
+        }
         write_last_error(f, self.last_error.as_deref())
     }
 }
@@ -272,11 +290,23 @@ impl OtlpExporter {
     }
 
     /// Queues `trace` (copied) with its root span, to be sent as one OTLP trace; returns at
-    /// once. `true` when queued, `false` when dropped (queue full, or the exporter shut
-    /// down), which [`stats`](Self::stats) counts.
+    /// once. `true` when queued, or not sent by the sampler's choice
+    /// ([`OtlpConfig::sampler`]: nothing is copied then); `false` when dropped (queue full,
+    /// or the exporter shut down). [`stats`](Self::stats) counts each case.
     pub fn export(&self, trace: &Trace, root: RootSpan) -> bool {
         let shared = &self.inner;
         let config = &shared.context;
+        if !config.sampler.sends_everything() {
+            match config.sampler.decide(&root.run_facts(trace)) {
+                Decision::Drop => {
+                    shared.count(|c| c.traces_sampled_out += 1);
+                    return true;
+                }
+                Decision::Failed => shared.count(|c| c.traces_kept_failed += 1),
+                Decision::Slow => shared.count(|c| c.traces_kept_slow += 1),
+                Decision::Head => {}
+            }
+        }
         let calls: usize = match config.llm_spans {
             LlmSpans::PerCall => trace.spans.iter().map(|s| s.llm_calls.len()).sum(),
             LlmSpans::OnNode => 0,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use agent_profiler_mlflow::MlflowConfig;
-use agent_profiler_otlp::{LlmExchange, OtlpConfig, OtlpExporter, RootSpan};
+use agent_profiler_otlp::{LlmExchange, OtlpConfig, OtlpExporter, RootSpan, Sampler};
 use agent_profiler_runtime::Outcome;
 use agent_profiler_runtime::cost::CostBreakdown;
 use agent_profiler_runtime::now_unix_seconds;
@@ -60,7 +60,9 @@ impl OtlpChoice {
                     .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
                 let config = match (from_env, mlflow) {
                     (true, _) => OtlpConfig::from_env(),
-                    (false, Some(mlflow)) => OtlpConfig::from_mlflow_config(mlflow),
+                    // The sampler variables hold whatever the target.
+                    (false, Some(mlflow)) => OtlpConfig::from_mlflow_config(mlflow)
+                        .and_then(|c| Ok(c.sampler(Sampler::from_env()?))),
                     (false, None) => return Ok(None),
                 };
                 config
