@@ -451,7 +451,7 @@ async fn each_run_keeps_its_trace_in_the_store_and_as_a_perfetto_file() {
         .unwrap();
     let trace = run.trace.clone().expect("trace mode is on by default");
     assert_eq!(trace.dropped, 0);
-    let ids: Vec<&str> = trace.spans.iter().map(|s| s.node_id.as_str()).collect();
+    let ids: Vec<&str> = trace.spans.iter().map(|s| &*s.node_id).collect();
     for node in ["plan", "web", "papers", "analyze"] {
         let span = trace.spans.iter().find(|s| s.node_id == node).unwrap();
         assert_eq!(

@@ -289,7 +289,7 @@ fn check_trace(trace: &Trace) {
     let parses: Vec<&Span> = spans_of(trace, "parse");
     assert_eq!(parses.len(), 2 + 4);
     let parse_parents: BTreeMap<&str, usize> = parses.iter().fold(BTreeMap::new(), |mut m, p| {
-        *m.entry(parent_of(p).map_or("-", |s| s.node_id.as_str()))
+        *m.entry(parent_of(p).map_or("-", |s| &*s.node_id))
             .or_default() += 1;
         m
     });
@@ -491,7 +491,7 @@ fn check_file(trace: &Trace, parsed: &Parsed) {
         for p in mine {
             assert_eq!(p.tid, span.tid, "{}: poll on its span's track", s.node_id);
             assert!(span.contains(p), "{}: poll within its span", s.node_id);
-            assert_eq!(p.args["node"], s.node_id);
+            assert_eq!(p.args["node"], &*s.node_id);
             summed += p.dur();
         }
         let busy = (span.args["busy_ms"].as_f64().unwrap() * 1e6).round() as u64;

@@ -352,14 +352,14 @@ async fn timeline_draws_every_span_at_its_time() {
         let i: usize = rect.attribute("data-span").unwrap().parse().unwrap();
         assert!(indices.insert(i));
         let span = &trace.spans[i];
-        assert_eq!(rect.attribute("data-node"), Some(span.node_id.as_str()));
+        assert_eq!(rect.attribute("data-node"), Some(&*span.node_id));
         // At least 1 px wide, and inside the plot.
         let w = (x_of(span.end_unix_ns) - x_of(span.start_unix_ns)).max(1.0);
         let x = x_of(span.start_unix_ns).min(x1 - w);
         assert!((num(*rect, "x") - x).abs() <= 0.5);
         assert!((num(*rect, "width") - w).abs() <= 0.5);
         let tip = title(*rect).unwrap();
-        assert!(tip.starts_with(&span.node_id) && tip.contains(" ms") && tip.contains("ok"));
+        assert!(tip.starts_with(&*span.node_id) && tip.contains(" ms") && tip.contains("ok"));
         if span.is_async {
             assert!(tip.contains("busy"));
         }

@@ -400,8 +400,8 @@ impl BottleneckAnalyzer {
             buffer.push_manual(Span {
                 span_id,
                 parent_span_id: (parent != 0).then_some(parent),
-                node_id: node_id.to_owned(),
-                parent_node_id: crate::context::current_node_id().map(str::to_owned),
+                node_id: node_id.to_owned().into(),
+                parent_node_id: crate::context::current_node_id().map(Into::into),
                 start_unix_ns: call.start,
                 end_unix_ns: call.end,
                 busy_ns: duration_ns,

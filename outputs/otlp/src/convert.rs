@@ -571,14 +571,14 @@ fn node_span(
     exchange: Option<&LlmExchange>,
 ) -> OtlpSpan {
     let mut attributes = vec![
-        kv("agent_profiler.node_id", span.node_id.as_str()),
+        kv("agent_profiler.node_id", &*span.node_id),
         kv("agent_profiler.outcome", span.outcome.as_str()),
         kv("agent_profiler.thread", span.thread),
         kv("agent_profiler.is_async", span.is_async),
         kv("agent_profiler.busy_ns", span.busy_ns),
     ];
     if let Some(parent_node) = &span.parent_node_id {
-        attributes.push(kv("agent_profiler.parent_node_id", parent_node.as_str()));
+        attributes.push(kv("agent_profiler.parent_node_id", &**parent_node));
     }
     if span.outcome != Outcome::Ok {
         attributes.push(kv("error.type", span.outcome.as_str()));
@@ -606,7 +606,7 @@ fn node_span(
         span_id: span.span_id.to_be_bytes().to_vec(),
         parent_span_id: parent.to_be_bytes().to_vec(),
         flags: SPAN_FLAGS,
-        name: span.node_id.clone(),
+        name: span.node_id.to_string(),
         kind: SpanKind::Internal as i32,
         start_time_unix_nano: span.start_unix_ns,
         end_time_unix_nano: span.end_unix_ns.max(span.start_unix_ns),
@@ -635,7 +635,7 @@ fn llm_span(call: &CostInfo, node: &Span, trace_id: [u8; 16], id: u64) -> OtlpSp
             (at, at)
         }
     };
-    let mut attributes = vec![kv("agent_profiler.node_id", node.node_id.as_str())];
+    let mut attributes = vec![kv("agent_profiler.node_id", &*node.node_id)];
     if call.has_usage {
         genai_attributes(&mut attributes, std::slice::from_ref(call));
     } else {

@@ -23,7 +23,7 @@
 //! let span = |id, parent, node: &str, start, end| Span {
 //!     span_id: id,
 //!     parent_span_id: parent,
-//!     node_id: node.to_owned(),
+//!     node_id: node.to_owned().into(),
 //!     parent_node_id: None,
 //!     start_unix_ns: start,
 //!     end_unix_ns: end,
@@ -531,7 +531,7 @@ fn lane_name(trace: &Trace, by_id: &HashMap<u64, usize>, items: &[Item]) -> Stri
     let mut threads: BTreeSet<u64> = BTreeSet::new();
     for item in items.iter().filter(|item| item.depth == 0) {
         let (node, thread) = match item.kind {
-            ItemKind::Span(i) => (trace.spans[i].node_id.clone(), trace.spans[i].thread),
+            ItemKind::Span(i) => (trace.spans[i].node_id.to_string(), trace.spans[i].thread),
             ItemKind::Poll(i) => {
                 let poll = &trace.polls[i];
                 let node = by_id.get(&poll.span_id).map_or_else(

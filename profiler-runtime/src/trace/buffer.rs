@@ -4,6 +4,7 @@
 //! claims a slot of the analyzer's buffer when it ends (one atomic add). The buffer keeps the
 //! first `capacity` spans and poll slices; later ones are counted, never kept.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -191,8 +192,8 @@ impl TraceBuffer {
             ended.push(Span {
                 span_id: id,
                 parent_span_id: (parent != 0).then_some(parent),
-                node_id: site.id().to_owned(),
-                parent_node_id: parent_site.map(|s| s.id().to_owned()),
+                node_id: Cow::Borrowed(site.id()),
+                parent_node_id: parent_site.map(|s| Cow::Borrowed(s.id())),
                 start_unix_ns: start,
                 end_unix_ns: end,
                 // Converted on its own, busy time could round 1 ns past the wall time.

@@ -19,6 +19,8 @@
 //! assert_eq!(trace.spans[0].duration_ns(), 12_000_000);
 //! ```
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cost::{CostBreakdown, CostInfo};
@@ -42,11 +44,13 @@ pub struct Span {
     pub span_id: u64,
     /// The span of the node that was running when this call started, if any.
     pub parent_span_id: Option<u64>,
-    /// The node id.
-    pub node_id: String,
+    /// The node id. Borrowed from the profiled function's call site (a `&'static str`), so
+    /// that taking a snapshot copies no string per span; owned for spans recorded by hand
+    /// and for spans read back from JSON.
+    pub node_id: Cow<'static, str>,
     /// The node that was running when this call started, if any (known even when its span
-    /// did not fit in the buffer).
-    pub parent_node_id: Option<String>,
+    /// did not fit in the buffer). Borrowed or owned as [`node_id`](Self::node_id).
+    pub parent_node_id: Option<Cow<'static, str>>,
     /// When the call started, ns since the Unix epoch.
     pub start_unix_ns: u64,
     /// When the call ended, ns since the Unix epoch.
@@ -177,6 +181,8 @@ impl Trace {
 /// public API.
 #[doc(hidden)]
 pub mod test_support {
+    use std::borrow::Cow;
+
     use super::Span;
     use crate::outcome::Outcome;
 
@@ -186,7 +192,7 @@ pub mod test_support {
         Span {
             span_id: id,
             parent_span_id: parent,
-            node_id: node.to_owned(),
+            node_id: Cow::Owned(node.to_owned()),
             parent_node_id: None,
             start_unix_ns: start,
             end_unix_ns: end,

@@ -102,9 +102,7 @@ impl PathMarks {
                 trace
                     .spans
                     .iter()
-                    .filter(|s| {
-                        unnamed.contains(s.node_id.as_str()) && !slack_ms.contains_key(&s.span_id)
-                    })
+                    .filter(|s| unnamed.contains(&*s.node_id) && !slack_ms.contains_key(&s.span_id))
                     .map(|s| s.span_id),
             );
         }
@@ -125,7 +123,7 @@ fn trace_bottlenecks(trace: &Trace, threshold: f64) -> Vec<String> {
         let own = span
             .duration_ns()
             .saturating_sub(child_time.get(&span.span_id).copied().unwrap_or(0));
-        *self_time.entry(span.node_id.as_str()).or_default() += own;
+        *self_time.entry(&*span.node_id).or_default() += own;
     }
     let total: u64 = self_time.values().sum();
     if total == 0 {
@@ -307,7 +305,7 @@ pub(crate) fn timeline_svg_highlighting(
             match p.kind {
                 ItemKind::Span(i) => {
                     let span = &trace.spans[i];
-                    let strong = highlight.contains(span.node_id.as_str());
+                    let strong = highlight.contains(&*span.node_id);
                     draw_span(&mut svg, span, i, strong, marks, x, row_y, w, t0);
                 }
                 ItemKind::Poll(i) => {
@@ -315,7 +313,7 @@ pub(crate) fn timeline_svg_highlighting(
                     let (node, strong, x, w) = match poll_span(i) {
                         Some(s) => {
                             let span = &trace.spans[s];
-                            let id = span.node_id.as_str();
+                            let id = &*span.node_id;
                             // Inside the span's bar, also when widened to 1 px.
                             let (sx, sw) = bar(span.start_unix_ns, span.end_unix_ns);
                             let w = w.min(sw);
