@@ -7,13 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::clock::{self, Conversion};
 use crate::cost::{CostBreakdown, CostInfo};
 use crate::export::{CallRecord, DEFAULT_RING_CAPACITY, ExportState};
+use crate::histogram::Histogram;
 use crate::llm::NodeLlm;
+use crate::metrics::{MetricsSnapshot, ModelCosts, RecentRing, RecentTimings, SecondsHistogram};
 use crate::node_id::{NodeIdError, check_node_id};
 use crate::outcome::Outcome;
 use crate::shard::{Shard, Shared};
@@ -140,6 +142,60 @@ pub(crate) struct Inner {
     /// Per-call records on their way to exporters (see [`BottleneckAnalyzer::drain_calls`]).
     /// Locked after `registry` when both are held.
     export: Mutex<ExportState>,
+    /// The lifetime counters at the last [`BottleneckAnalyzer::reset`], which the analysis
+    /// subtracts (shards are written by their owners only, so they cannot be zeroed).
+    baseline: Mutex<Option<Arc<Baseline>>>,
+    /// The last snapshot [`BottleneckAnalyzer::metrics`] gave, below which no later one goes.
+    published: Mutex<MetricsSnapshot>,
+    /// Cumulative samples for [`BottleneckAnalyzer::recent_timings`].
+    recent: Mutex<RecentRing>,
+}
+
+/// What the analysis subtracts after a [`BottleneckAnalyzer::reset`]: every counter as it
+/// was then.
+#[derive(Default)]
+struct Baseline {
+    /// The reset on the profiler's clock (for the shards' counters, in ticks) and in Unix
+    /// nanoseconds (for the calls recorded by hand, and the trace).
+    tick: u64,
+    unix_ns: u64,
+    /// Per call site (its address), live and retired shards together, in ticks.
+    sites: HashMap<usize, Stats>,
+    /// Calls recorded with `record_node`, in nanoseconds.
+    manual: HashMap<String, Stats>,
+    /// Per node, its LLM record's cumulative figures.
+    costs: HashMap<String, CostBaseline>,
+}
+
+/// A node's LLM figures at a reset.
+#[derive(Clone, Debug, Default)]
+struct CostBaseline {
+    totals: CostBreakdown,
+    llm_ticks: u64,
+    tool_ticks: u64,
+    tool_calls: u64,
+    streamed: u64,
+    ttft: Option<Histogram>,
+}
+
+impl Baseline {
+    fn memory_bytes(&self) -> usize {
+        let stats = std::mem::size_of::<Stats>() + HISTOGRAM_BYTES;
+        self.sites.capacity() * std::mem::size_of::<(usize, Stats)>()
+            + self.sites.len() * HISTOGRAM_BYTES
+            + self.manual.capacity() * std::mem::size_of::<(String, Stats)>()
+            + self
+                .manual
+                .keys()
+                .map(|k| k.capacity() + stats)
+                .sum::<usize>()
+            + self.costs.capacity() * std::mem::size_of::<(String, CostBaseline)>()
+            + self
+                .costs
+                .iter()
+                .map(|(k, c)| k.capacity() + c.ttft.as_ref().map_or(0, |_| HISTOGRAM_BYTES))
+                .sum::<usize>()
+    }
 }
 
 /// A timed call's start and end on the profiler's clock, and whether its start was counted
@@ -159,6 +215,8 @@ struct NodeCost {
     first_timestamp: f64,
     /// The timed calls' intervals and times to first token, and the tool calls.
     llm: NodeLlm,
+    /// The same calls per provider and model, for scrapers ([`BottleneckAnalyzer::metrics`]).
+    models: ModelCosts,
 }
 
 impl NodeCost {
@@ -172,26 +230,67 @@ impl NodeCost {
 
     fn add(&mut self, info: &CostInfo) {
         self.totals.add(info);
+        self.models.add(info);
     }
 
-    /// Whether anything ended for the node yet (a call only in flight is not reported).
-    fn has_figures(&self) -> bool {
-        self.totals.calls + self.totals.failed_calls + self.llm.tools.calls() > 0
+    /// The node's cumulative figures at tick `now`, which a reset at `now` keeps.
+    fn baseline(&self, now: u64) -> CostBaseline {
+        CostBaseline {
+            totals: self.totals.clone(),
+            llm_ticks: self.llm.flight.total_ticks_at(now),
+            tool_ticks: self.llm.tools.total_ticks_at(now),
+            tool_calls: self.llm.tools.calls(),
+            streamed: self.llm.streamed,
+            ttft: self.models.ttft_histogram(),
+        }
     }
 
-    /// Writes the node's LLM figures into `node`; `now`: the tick the summary is taken at
-    /// (calls still in flight count up to it).
-    fn apply(&self, node: &mut NodeTimings, conv: &Conversion, now: u64) {
-        let t = &self.totals;
+    /// Whether anything ended for the node since `base` (all time: `None`); a call only in
+    /// flight is not reported.
+    fn has_figures(&self, base: Option<&CostBaseline>) -> bool {
+        let (calls, tools) = base.map_or((0, 0), |b| {
+            (b.totals.calls + b.totals.failed_calls, b.tool_calls)
+        });
+        self.totals.calls + self.totals.failed_calls > calls || self.llm.tools.calls() > tools
+    }
+
+    /// Writes the node's LLM figures since `base` (all time: `None`) into `node`; `now`:
+    /// the tick the summary is taken at (calls still in flight count up to it).
+    fn apply(
+        &self,
+        base: Option<&CostBaseline>,
+        node: &mut NodeTimings,
+        conv: &Conversion,
+        now: u64,
+    ) {
+        let zero = CostBaseline::default();
+        let b = base.unwrap_or(&zero);
+        let t = &breakdown_since(&self.totals, &b.totals);
         let ms_of_ticks = |ticks| ms(conv.ticks_to_ns(ticks));
-        node.llm_time_ms = ms_of_ticks(self.llm.flight.total_ticks_at(now));
+        let llm_ticks = self.llm.flight.total_ticks_at(now);
+        node.llm_time_ms = ms_of_ticks(llm_ticks.saturating_sub(b.llm_ticks));
         node.own_time_ms = (node.self_duration_ms - node.llm_time_ms).max(0.0);
         node.llm_failed_calls = t.failed_calls;
-        node.streamed_calls = self.llm.streamed;
-        node.ttft_p50_ms = self.llm.ttft_quantile(0.50).map(ms);
-        node.ttft_p95_ms = self.llm.ttft_quantile(0.95).map(ms);
-        node.tool_calls = self.llm.tools.calls();
-        node.tool_time_ms = ms_of_ticks(self.llm.tools.total_ticks_at(now));
+        node.streamed_calls = self.llm.streamed.saturating_sub(b.streamed);
+        match base {
+            None => {
+                node.ttft_p50_ms = self.llm.ttft_quantile(0.50).map(ms);
+                node.ttft_p95_ms = self.llm.ttft_quantile(0.95).map(ms);
+            }
+            Some(b) => {
+                let all = self.models.ttft_histogram().unwrap_or_default();
+                let since = match &b.ttft {
+                    Some(before) => all.since(before),
+                    None => all,
+                };
+                let quantile = |q| (since.count() > 0).then(|| ms(since.quantile(q)));
+                node.ttft_p50_ms = quantile(0.50);
+                node.ttft_p95_ms = quantile(0.95);
+            }
+        }
+        node.tool_calls = self.llm.tools.calls().saturating_sub(b.tool_calls);
+        let tool_ticks = self.llm.tools.total_ticks_at(now);
+        node.tool_time_ms = ms_of_ticks(tool_ticks.saturating_sub(b.tool_ticks));
         node.llm_calls = t.calls;
         node.unpriced_calls = t.unpriced_calls;
         node.cost_usd = t.cost_usd;
@@ -309,6 +408,9 @@ impl BottleneckAnalyzer {
                 manual: Mutex::new(HashMap::new()),
                 costs: Mutex::new(HashMap::new()),
                 export: Mutex::new(ExportState::default()),
+                baseline: Mutex::new(None),
+                published: Mutex::new(MetricsSnapshot::default()),
+                recent: Mutex::new(RecentRing::new(Instant::now())),
             }),
         };
         LIVE.lock()
@@ -693,8 +795,26 @@ impl BottleneckAnalyzer {
             unpriced_calls: nodes.iter().map(|n| n.unpriced_calls).sum(),
             costliest_node: costliest(&nodes),
             nodes,
-            critical_path: self.critical_path(crate::critical::DEFAULT_SPEEDUP),
+            critical_path: self.critical_path_since_reset(crate::critical::DEFAULT_SPEEDUP),
         }
+    }
+
+    /// The critical path of the spans that started since the last reset (all of them
+    /// without one).
+    fn critical_path_since_reset(&self, speedup: f64) -> Option<crate::critical::CriticalPath> {
+        let Some(baseline) = self.inner.baseline() else {
+            return self.critical_path(speedup);
+        };
+        let mut trace = self.trace()?;
+        trace.spans.retain(|s| s.start_unix_ns >= baseline.unix_ns);
+        trace.polls.retain(|p| p.start_unix_ns >= baseline.unix_ns);
+        if trace.spans.is_empty() {
+            return None;
+        }
+        Some(
+            crate::critical::Flow::from_trace(&trace)
+                .analyze(crate::critical::PathMethod::Trace, speedup),
+        )
     }
 
     /// Bytes the analyzer holds for its counters. Constant once every node has been called on
@@ -715,7 +835,10 @@ impl BottleneckAnalyzer {
         let costs = self.inner.costs();
         let cost_bytes = costs.capacity() * std::mem::size_of::<(String, NodeCost)>()
             + costs.keys().map(String::capacity).sum::<usize>()
-            + costs.values().map(|c| c.llm.memory_bytes()).sum::<usize>();
+            + costs
+                .values()
+                .map(|c| c.llm.memory_bytes() + c.models.memory_bytes())
+                .sum::<usize>();
         drop(costs);
         let export = self.inner.export_state().memory_bytes();
         let trace = self
@@ -724,7 +847,204 @@ impl BottleneckAnalyzer {
             .trace_buffer
             .get()
             .map_or(0, TraceBuffer::memory_bytes);
-        std::mem::size_of::<Inner>() + shards + retired + manual_bytes + cost_bytes + export + trace
+        let baseline = self.inner.baseline().map_or(0, |b| b.memory_bytes());
+        let published = crate::metrics::memory_bytes(&self.inner.published());
+        let recent = self.inner.recent().memory_bytes();
+        std::mem::size_of::<Inner>()
+            + shards
+            + retired
+            + manual_bytes
+            + cost_bytes
+            + export
+            + trace
+            + baseline
+            + published
+            + recent
+    }
+
+    /// The analyzer's lifetime counters, for scrapers (Prometheus, OpenTelemetry metrics):
+    /// per node, calls by outcome and the duration histogram; per node and LLM model, calls,
+    /// failed calls, tokens by type, cost, call durations and times to first token.
+    ///
+    /// Read on the cold side from every thread's counters, those of exited threads, the
+    /// calls recorded by hand and the per-node LLM record: nothing is added to the call
+    /// path, and a profiled call never waits for a scrape. Every figure is cumulative over
+    /// the analyzer's life, untouched by [`reset`](Self::reset), and never below what an
+    /// earlier call returned (see [`metrics`](crate::metrics) for the buckets and that
+    /// rule). Each call also feeds [`recent_timings`](Self::recent_timings)' samples.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let conv = Conversion::current();
+        let lifetime = self.inner.lifetime_nodes(&conv);
+        self.inner.recent().observe(Instant::now(), &lifetime);
+        let mut snapshot = MetricsSnapshot::default();
+        for (id, stats) in &lifetime {
+            let node = snapshot.node_entry(id);
+            node.calls = OutcomeCounts::from_array(stats.outcomes);
+            node.duration = SecondsHistogram::from_ns(&stats.histogram, stats.total);
+        }
+        let models: Vec<(String, Vec<crate::metrics::ModelMetrics>)> = self
+            .inner
+            .costs()
+            .iter()
+            .map(|(id, cost)| (id.clone(), cost.models.metrics().collect::<Vec<_>>()))
+            .filter(|(_, models)| !models.is_empty())
+            .collect();
+        for (id, models) in models {
+            let node = snapshot.node_entry(&id);
+            for model in models {
+                node.model_entry(&model.provider, &model.model).add(&model);
+            }
+        }
+        let mut published = self.inner.published();
+        snapshot.at_least(&published);
+        published.clone_from(&snapshot);
+        snapshot
+    }
+
+    /// Starts the analysis afresh from now: [`get_summary`](Self::get_summary),
+    /// [`get_timings`](Self::get_timings), [`get_bottlenecks`](Self::get_bottlenecks) and
+    /// [`get_slowest_node`](Self::get_slowest_node) show only what ended after the reset,
+    /// while the lifetime counters that [`metrics`](Self::metrics) and
+    /// [`recent_timings`](Self::recent_timings) read go on growing (a scraper never sees a
+    /// counter go backwards).
+    ///
+    /// Threads write their counters alone, so nothing is zeroed: the reset keeps a copy of
+    /// every counter and the analysis subtracts it. What that means for each figure:
+    ///
+    /// - counts, totals, self and busy time, outcomes, LLM calls, tokens, cost, LLM and tool
+    ///   time, percentiles: exactly those of the calls since the reset (a call in flight at
+    ///   the reset counts when it ends, and its LLM wait from the reset on);
+    /// - `min_duration_ms` and `max_duration_ms`: exact when a call since the reset set a
+    ///   new all-time minimum or maximum; otherwise the edges of the histogram buckets that
+    ///   hold the calls since the reset, kept within the all-time extremes (within about 6%);
+    /// - `duration_ms` and `timestamp` (the last call): exact;
+    /// - `first_timestamp`: exact for a node first called after the reset; for one called
+    ///   before, the reset itself (the order of nodes in the summary follows it);
+    /// - a node without a call since the reset is not in the analysis;
+    /// - in trace mode, the critical path is that of the spans that started after the
+    ///   reset; [`trace`](Self::trace) itself still returns every span kept.
+    ///
+    /// Per-call export ([`drain_calls`](Self::drain_calls)) is not affected.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::BottleneckAnalyzer;
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// analyzer.record_node("plan", 40.0).unwrap();
+    /// analyzer.reset();
+    /// assert_eq!(analyzer.get_summary().node_count, 0);
+    /// analyzer.record_node("act", 10.0).unwrap();
+    /// assert_eq!(analyzer.get_summary().total_time_ms, 10.0);
+    /// // The lifetime counters still hold both calls.
+    /// let metrics = analyzer.metrics();
+    /// assert_eq!(metrics.node("plan").unwrap().calls.ok, 1);
+    /// assert_eq!(metrics.node("act").unwrap().calls.ok, 1);
+    /// ```
+    pub fn reset(&self) {
+        let tick = clock::now();
+        let unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let sites = self
+            .inner
+            .site_totals()
+            .into_iter()
+            .map(|(site, stats)| (site_key(site), stats))
+            .collect();
+        let manual = self.inner.manual().clone();
+        let costs = self
+            .inner
+            .costs()
+            .iter()
+            .map(|(id, cost)| (id.clone(), cost.baseline(tick)))
+            .collect();
+        *self
+            .inner
+            .baseline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Baseline {
+            tick,
+            unix_ns,
+            sites,
+            manual,
+            costs,
+        }));
+    }
+
+    /// Per-node timings of the calls that ended in the last `window` (for a long-lived
+    /// analyzer, beside the all-time figures of [`get_timings`](Self::get_timings)):
+    /// calls, outcomes, total, mean and percentiles.
+    ///
+    /// How precise: the analyzer keeps a ring of at most
+    /// [`RECENT_SAMPLES`](crate::metrics::RECENT_SAMPLES) cumulative samples of its lifetime
+    /// counters, taken on reads of this method and of [`metrics`](Self::metrics) at most
+    /// every [`RECENT_SAMPLE_INTERVAL`](crate::metrics::RECENT_SAMPLE_INTERVAL) (15 s),
+    /// histograms kept sparse; its first sample is the analyzer's creation. The window
+    /// starts at the newest sample at or before `now - window`, so it can be longer than
+    /// asked by up to the time between two samples (15 s when read at least that often, as
+    /// a Prometheus scrape does), and shorter when the oldest kept sample is younger (the
+    /// ring reaches back at least 5 min 45 s once full); [`RecentTimings::window_seconds`]
+    /// says which span was covered. Percentiles are bucket midpoints, within 1/16 of the
+    /// true value. Memory is bounded whatever the run time: at most `RECENT_SAMPLES` samples
+    /// of each node's non-empty buckets (counted by [`memory_bytes`](Self::memory_bytes)).
+    /// [`reset`](Self::reset) does not cut the window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_profiler_runtime::BottleneckAnalyzer;
+    /// use agent_profiler_runtime::metrics::DEFAULT_RECENT_WINDOW;
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// analyzer.record_node("plan", 12.0).unwrap();
+    /// let recent = analyzer.recent_timings(DEFAULT_RECENT_WINDOW);
+    /// // A young analyzer: the window covers its whole life so far.
+    /// assert!(recent.window_seconds < 300.0);
+    /// assert_eq!(recent.nodes[0].call_count, 1);
+    /// assert!((recent.nodes[0].p50_duration_ms - 12.0).abs() < 12.0 / 16.0);
+    /// ```
+    ///
+    /// [`RecentTimings::window_seconds`]: crate::metrics::RecentTimings::window_seconds
+    pub fn recent_timings(&self, window: Duration) -> RecentTimings {
+        self.recent_timings_at(Instant::now(), window)
+    }
+
+    /// [`recent_timings`](Self::recent_timings) as read at `now`.
+    pub(crate) fn recent_timings_at(&self, now: Instant, window: Duration) -> RecentTimings {
+        let lifetime = self.inner.lifetime_nodes(&Conversion::current());
+        let mut ring = self.inner.recent();
+        ring.observe(now, &lifetime);
+        ring.window(now, window, &lifetime)
+    }
+}
+
+/// A call site's key in the per-site maps: its address (sites are statics).
+fn site_key(site: &'static CallSite) -> usize {
+    std::ptr::from_ref(site) as usize
+}
+
+/// The calls of `now` that are not in `before` (an older copy of the same totals).
+fn breakdown_since(now: &CostBreakdown, before: &CostBreakdown) -> CostBreakdown {
+    let calls = now.calls.saturating_sub(before.calls);
+    CostBreakdown {
+        calls,
+        unpriced_calls: now.unpriced_calls.saturating_sub(before.unpriced_calls),
+        failed_calls: now.failed_calls.saturating_sub(before.failed_calls),
+        // No call since: exactly zero, not a rounding residue.
+        cost_usd: if calls == 0 {
+            0.0
+        } else {
+            (now.cost_usd - before.cost_usd).max(0.0)
+        },
+        input_tokens: now.input_tokens.saturating_sub(before.input_tokens),
+        output_tokens: now.output_tokens.saturating_sub(before.output_tokens),
+        total_tokens: now.total_tokens.saturating_sub(before.total_tokens),
+        cached_input_tokens: now
+            .cached_input_tokens
+            .saturating_sub(before.cached_input_tokens),
+        cache_creation_input_tokens: now
+            .cache_creation_input_tokens
+            .saturating_sub(before.cache_creation_input_tokens),
+        reasoning_tokens: now.reasoning_tokens.saturating_sub(before.reasoning_tokens),
     }
 }
 
@@ -781,6 +1101,60 @@ impl Inner {
         self.costs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn baseline(&self) -> Option<Arc<Baseline>> {
+        self.baseline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn published(&self) -> MutexGuard<'_, MetricsSnapshot> {
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn recent(&self) -> MutexGuard<'_, RecentRing> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Each call site's counters, live and retired shards added up, in ticks.
+    fn site_totals(&self) -> Vec<(&'static CallSite, Stats)> {
+        let registry = self.registry();
+        let mut by_site: HashMap<usize, (&'static CallSite, Stats)> = HashMap::new();
+        let live = registry.shards.iter().flat_map(|s| s.snapshot());
+        let retired = registry
+            .retired
+            .values()
+            .map(|(site, s)| (*site, s.clone()));
+        for (site, raw) in live.chain(retired) {
+            by_site
+                .entry(site_key(site))
+                .or_insert_with(|| (site, Stats::default()))
+                .1
+                .merge(&raw);
+        }
+        drop(registry);
+        by_site.into_values().collect()
+    }
+
+    /// Every node's lifetime counters (nanoseconds), by node id: what scrapers read.
+    fn lifetime_nodes(&self, conv: &Conversion) -> Vec<(String, Stats)> {
+        let mut by_id: BTreeMap<String, Stats> = BTreeMap::new();
+        for (site, raw) in self.site_totals() {
+            if raw.calls > 0 {
+                by_id
+                    .entry(site.id().to_owned())
+                    .or_default()
+                    .merge(&raw.converted(conv));
+            }
+        }
+        for (id, stats) in self.manual().iter() {
+            by_id.entry(id.clone()).or_default().merge(stats);
+        }
+        by_id.into_iter().collect()
+    }
+
     /// Folds an exiting thread's shard into the retired totals.
     pub(crate) fn retire_shard(&self, shard: &Arc<Shard>) {
         let mut registry = self.registry();
@@ -801,48 +1175,70 @@ impl Inner {
     }
 
     /// Every node's counters, converted and merged by node id.
+    /// Every node's counters since the last reset (all time without one), converted and
+    /// merged by node id.
     fn collect(&self) -> Vec<NodeTimings> {
         let conv = Conversion::current();
+        let baseline = self.baseline();
+        let empty = Stats::default();
         let mut by_id: BTreeMap<String, (Stats, bool)> = BTreeMap::new();
         let mut add = |id: &str, stats: &Stats, is_async: bool| {
             let entry = by_id.entry(id.to_owned()).or_default();
             entry.0.merge(stats);
             entry.1 |= is_async;
         };
-        {
-            let registry = self.registry();
-            let live = registry.shards.iter().flat_map(|s| s.snapshot());
-            let retired = registry
-                .retired
-                .values()
-                .map(|(site, s)| (*site, s.clone()));
-            for (site, raw) in live.chain(retired) {
-                if raw.calls > 0 {
-                    add(site.id(), &raw.converted(&conv), site.is_async());
-                }
+        for (site, raw) in self.site_totals() {
+            let raw = match &baseline {
+                Some(b) => raw.since(b.sites.get(&site_key(site)).unwrap_or(&empty), b.tick),
+                None => raw,
+            };
+            if raw.calls > 0 {
+                add(site.id(), &raw.converted(&conv), site.is_async());
             }
         }
         for (id, stats) in self.manual().iter() {
-            add(id, stats, false);
+            match &baseline {
+                Some(b) => add(
+                    id,
+                    &stats.since(b.manual.get(id).unwrap_or(&empty), b.unix_ns),
+                    false,
+                ),
+                None => add(id, stats, false),
+            }
         }
+        by_id.retain(|_, (stats, _)| stats.calls > 0);
         let mut costs = self.costs().clone();
         let now = clock::now();
+        let cost_base = |id: &str| baseline.as_ref().and_then(|b| b.costs.get(id));
+        // After a reset, a node's LLM record counts from the reset even if it had none then.
+        let zero = CostBaseline::default();
+        let base_of = |id: &str| match &baseline {
+            Some(_) => Some(cost_base(id).unwrap_or(&zero)),
+            None => None,
+        };
         let mut nodes: Vec<NodeTimings> = by_id
             .into_iter()
             .map(|(id, (stats, is_async))| {
                 let mut node = timings(id, &stats, is_async);
                 if let Some(cost) = costs.remove(&node.node_id) {
-                    cost.apply(&mut node, &conv, now);
+                    cost.apply(base_of(&node.node_id), &mut node, &conv, now);
                 }
                 node
             })
             .collect();
         // Nodes that made LLM calls but have no timing (yet): still reported, once a call
         // of theirs ended.
-        for (id, cost) in costs.into_iter().filter(|(_, c)| c.has_figures()) {
+        for (id, cost) in costs {
+            let base = base_of(&id);
+            if !cost.has_figures(base) {
+                continue;
+            }
             let mut node = timings(id, &Stats::default(), false);
-            node.first_timestamp = cost.first_timestamp;
-            cost.apply(&mut node, &conv, now);
+            node.first_timestamp = match &baseline {
+                Some(b) => cost.first_timestamp.max(seconds(b.unix_ns)),
+                None => cost.first_timestamp,
+            };
+            cost.apply(base, &mut node, &conv, now);
             nodes.push(node);
         }
         nodes.sort_by(|a, b| {

@@ -141,6 +141,66 @@ impl Histogram {
     }
 }
 
+/// Cold-side reads for scrapers, resets and windows: none of these is on the call path.
+impl Histogram {
+    /// For each bound (ascending, each the lower edge of a bucket, as the values of
+    /// [`bucket_low`] are), how many values fell below it: the cumulative count at that
+    /// bucket edge, exact.
+    pub(crate) fn cumulative_below(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut out = Vec::with_capacity(bounds.len());
+        let mut seen = 0_u64;
+        let mut next = 0_usize;
+        for &bound in bounds {
+            let edge = bucket_of(bound);
+            debug_assert_eq!(bucket_low(edge), bound, "{bound} is not a bucket edge");
+            while next < edge.min(BUCKETS) {
+                seen = seen.saturating_add(self.counts[next]);
+                next += 1;
+            }
+            out.push(seen);
+        }
+        out
+    }
+
+    /// The values recorded here and not in `earlier`, an older copy of the same counts
+    /// (bucket by bucket, never below zero).
+    pub(crate) fn since(&self, earlier: &Histogram) -> Histogram {
+        let mut out = self.clone();
+        for (mine, before) in out.counts.iter_mut().zip(earlier.counts.iter()) {
+            *mine = mine.saturating_sub(*before);
+        }
+        out
+    }
+
+    /// The smallest and the largest value the non-empty buckets can hold; `None` when empty.
+    pub(crate) fn value_range(&self) -> Option<(u64, u64)> {
+        let low = self.counts.iter().position(|&c| c != 0)?;
+        let high = self.counts.iter().rposition(|&c| c != 0)?;
+        Some((bucket_low(low), bucket_high(high)))
+    }
+
+    /// The non-empty buckets as (bucket, count): what a window keeps of a histogram.
+    pub(crate) fn to_sparse(&self) -> Vec<(u16, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(bucket, &c)| (bucket as u16, c))
+            .collect()
+    }
+
+    /// The histogram of [`to_sparse`](Self::to_sparse)'s pairs.
+    pub(crate) fn from_sparse(pairs: &[(u16, u64)]) -> Histogram {
+        let mut out = Histogram::new();
+        for &(bucket, count) in pairs {
+            if let Some(slot) = out.counts.get_mut(usize::from(bucket)) {
+                *slot = count;
+            }
+        }
+        out
+    }
+}
+
 /// The per-thread form of [`Histogram`]: written only by the thread that owns it, read by any.
 pub(crate) struct AtomicHistogram {
     counts: [AtomicU64; BUCKETS],
@@ -231,6 +291,25 @@ mod tests {
         assert_eq!(scaled.count(), 2);
         let top = scaled.quantile(1.0);
         assert!((950_000..=1_070_000).contains(&top), "{top}");
+    }
+
+    #[test]
+    fn cumulative_counts_at_bucket_edges_are_exact() {
+        let mut h = Histogram::new();
+        for v in [0_u64, 7, 1023, 1024, 1535, 1536, 5_000] {
+            h.record(v);
+        }
+        assert_eq!(
+            h.cumulative_below(&[8, 1024, 1536, 2048, 1 << 40]),
+            [2, 3, 5, 6, 7]
+        );
+        let mut later = h.clone();
+        later.record(1024);
+        let since = later.since(&h);
+        assert_eq!(since.count(), 1);
+        assert_eq!(since.value_range(), Some((1024, 1151)));
+        assert_eq!(Histogram::from_sparse(&later.to_sparse()), later);
+        assert_eq!(Histogram::new().value_range(), None);
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   node's time into the wait on the model and its own code;
 //! - [`critical`]: the critical path of a run, the slack of the calls off it, and what-if
 //!   figures (what speeding up one node would save);
+//! - [`metrics`]: the lifetime counters scrapers read ([`BottleneckAnalyzer::metrics`]),
+//!   and timings over a recent window ([`BottleneckAnalyzer::recent_timings`]);
 //! - [`trace`]: trace mode, where every call is also kept as a [`Span`] for timelines;
 //! - `dynamic`: [`profile_call`] and [`profile_fallible`], timing of nodes whose id is only
 //!   known at run time (from a configuration file);
@@ -37,6 +39,7 @@ mod future;
 mod guard;
 mod histogram;
 pub mod llm;
+pub mod metrics;
 mod node_id;
 mod outcome;
 mod shard;
@@ -60,6 +63,7 @@ pub use export::{CallRecord, DEFAULT_RING_CAPACITY};
 pub use future::{ProfilerFutureExt, WithProfiler};
 pub use histogram::Histogram;
 pub use llm::{LlmCall, LlmOutcome, LlmTiming, ToolCall};
+pub use metrics::{MetricsSnapshot, RecentTimings};
 pub use node_id::{MAX_NODE_ID_LEN, NodeIdError, check_node_id, is_node_id_char};
 pub use outcome::Outcome;
 pub use summary::{NodeCostShare, NodeShare, NodeTimings, OutcomeCounts, Summary, percent};

@@ -90,6 +90,51 @@ impl Stats {
         self.histogram.merge(&other.histogram);
     }
 
+    /// The calls counted here and not in `baseline`, an older copy of the same counters
+    /// taken at `reset` (same unit and clock): what the analysis shows after
+    /// [`BottleneckAnalyzer::reset`](crate::BottleneckAnalyzer::reset). Sums, outcome
+    /// counts and the histogram are exact differences. Extremes are exact when a call since
+    /// the reset set them (a new minimum or maximum); otherwise they are the edges of the
+    /// histogram buckets that hold the calls since the reset, kept within the all-time
+    /// extremes (within about 6%). `last` is exact (the latest call is one since the reset);
+    /// `first_start` is exact for a counter whose first call came after the reset, and is
+    /// the reset itself otherwise. No call since the reset gives empty counters.
+    pub(crate) fn since(&self, baseline: &Stats, reset: u64) -> Stats {
+        let calls = self.calls.saturating_sub(baseline.calls);
+        if calls == 0 {
+            return Stats::default();
+        }
+        let histogram = self.histogram.since(&baseline.histogram);
+        let (low, high) = histogram.value_range().unwrap_or((self.min, self.max));
+        let min = if baseline.calls == 0 || self.min < baseline.min {
+            self.min
+        } else {
+            low.clamp(self.min, self.max)
+        };
+        let max = if baseline.calls == 0 || self.max > baseline.max {
+            self.max
+        } else {
+            high.clamp(min, self.max)
+        };
+        let mut outcomes = self.outcomes;
+        for (now, before) in outcomes.iter_mut().zip(baseline.outcomes) {
+            *now = now.saturating_sub(before);
+        }
+        Stats {
+            calls,
+            total: self.total.saturating_sub(baseline.total),
+            self_total: self.self_total.saturating_sub(baseline.self_total),
+            busy: self.busy.saturating_sub(baseline.busy),
+            min,
+            max,
+            last: self.last,
+            first_start: self.first_start.max(reset),
+            last_end: self.last_end,
+            outcomes,
+            histogram,
+        }
+    }
+
     /// Ticks to nanoseconds, tick timestamps to Unix nanoseconds.
     pub(crate) fn converted(&self, conv: &Conversion) -> Stats {
         let ns = |ticks| conv.ticks_to_ns(ticks);
@@ -264,6 +309,28 @@ mod tests {
         let mut empty = Stats::default();
         empty.merge(&a);
         assert_eq!(empty, a);
+    }
+
+    #[test]
+    fn since_a_baseline_keeps_only_the_later_calls() {
+        let mut s = Stats::default();
+        s.add(&call(10, 20, Outcome::Ok));
+        s.add(&call(30, 1_030, Outcome::Error));
+        let baseline = s.clone();
+        assert_eq!(s.since(&baseline, 2_000), Stats::default());
+        s.add(&call(2_100, 2_400, Outcome::Cancelled));
+        let later = s.since(&baseline, 2_000);
+        assert_eq!((later.calls, later.total, later.last), (1, 300, 300));
+        assert_eq!(later.outcomes, [0, 0, 0, 1]);
+        assert_eq!((later.first_start, later.last_end), (2_000, 2_400));
+        // Neither extreme moved: both come from the bucket of the one call since (300).
+        let (low, high) = later.histogram.value_range().unwrap();
+        assert!(low <= 300 && 300 <= high, "{low}..{high}");
+        assert_eq!((later.min, later.max), (low, high));
+        // A new maximum is exact.
+        s.add(&call(3_000, 5_000, Outcome::Ok));
+        let later = s.since(&baseline, 2_000);
+        assert_eq!((later.calls, later.max), (2, 2_000));
     }
 
     #[test]
