@@ -36,6 +36,59 @@ pub const MLFLOW_EXPERIMENT_HEADER: &str = "x-mlflow-experiment-id";
 pub const MLFLOW_RUN_HEADER: &str = "x-mlflow-run-id";
 /// The path of MLflow's (and every OTLP/HTTP receiver's) trace endpoint.
 pub const TRACES_PATH: &str = "/v1/traces";
+/// The path of every OTLP/HTTP receiver's metrics endpoint.
+pub const METRICS_PATH: &str = "/v1/metrics";
+/// Default of `OTEL_METRIC_EXPORT_INTERVAL`: 60 s between two metric exports (the SDK's
+/// default).
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What an exporter sends: each signal has its path and its own variables beside the
+/// general ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    /// The path under a base endpoint.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Signal::Traces => TRACES_PATH,
+            Signal::Metrics => METRICS_PATH,
+        }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_{TRACES|METRICS}_{setting}`.
+    fn variable(self, setting: &str) -> &'static str {
+        match (self, setting) {
+            (Signal::Traces, "ENDPOINT") => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            (Signal::Traces, "HEADERS") => "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            (Signal::Traces, "TIMEOUT") => "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            (Signal::Traces, "PROTOCOL") => "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            (Signal::Traces, "CERTIFICATE") => "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            (Signal::Traces, _) => "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+            (Signal::Metrics, "ENDPOINT") => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            (Signal::Metrics, "HEADERS") => "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+            (Signal::Metrics, "TIMEOUT") => "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+            (Signal::Metrics, "PROTOCOL") => "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            (Signal::Metrics, "CERTIFICATE") => "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+            (Signal::Metrics, _) => "OTEL_EXPORTER_OTLP_METRICS_INSECURE",
+        }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_{setting}`, for every signal.
+    fn general_variable(setting: &str) -> &'static str {
+        match setting {
+            "ENDPOINT" => "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "HEADERS" => "OTEL_EXPORTER_OTLP_HEADERS",
+            "TIMEOUT" => "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "PROTOCOL" => "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "CERTIFICATE" => "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            _ => "OTEL_EXPORTER_OTLP_INSECURE",
+        }
+    }
+}
 
 /// A setting that cannot be used. Header values (which may hold secrets) are never part of
 /// it.
@@ -44,6 +97,8 @@ pub const TRACES_PATH: &str = "/v1/traces";
 pub enum OtlpError {
     /// [`OtlpConfig::from_env`] found neither an OTLP endpoint nor an MLflow tracking URI.
     NoEndpoint,
+    /// [`OtlpConfig::metrics_from_env`] found no OTLP endpoint.
+    NoMetricsEndpoint,
     /// The endpoint is not an `http://` or `https://` URL.
     InvalidEndpoint {
         /// The endpoint, without user info.
@@ -95,6 +150,12 @@ impl fmt::Display for OtlpError {
                 "no OTLP endpoint: set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full URL, e.g. \
                  http://127.0.0.1:4318/v1/traces), OTEL_EXPORTER_OTLP_ENDPOINT (the base URL) \
                  or MLFLOW_TRACKING_URI (traces go to MLflow's /v1/traces)"
+            ),
+            OtlpError::NoMetricsEndpoint => write!(
+                f,
+                "no OTLP metrics endpoint: set OTEL_EXPORTER_OTLP_METRICS_ENDPOINT (the full \
+                 URL, e.g. http://127.0.0.1:4318/v1/metrics) or OTEL_EXPORTER_OTLP_ENDPOINT \
+                 (the base URL); MLflow takes no OTLP metrics"
             ),
             OtlpError::InvalidEndpoint { endpoint, reason } => write!(
                 f,
@@ -173,6 +234,7 @@ pub struct OtlpConfig {
     /// creates it when missing) before sending, unless an experiment header is set.
     pub(crate) mlflow_experiment_name: Option<(Box<MlflowConfig>, String)>,
     pub(crate) sampler: Sampler,
+    pub(crate) export_interval: Duration,
 }
 
 /// How the LLM calls of a node call appear in the trace.
@@ -309,6 +371,7 @@ impl OtlpConfig {
             header_errors: Vec::new(),
             mlflow_experiment_name: None,
             sampler: Sampler::default(),
+            export_interval: DEFAULT_EXPORT_INTERVAL,
         })
     }
 
@@ -442,39 +505,103 @@ impl OtlpConfig {
     /// # Errors
     /// As [`from_env`](Self::from_env).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, OtlpError> {
+        let mut config = Self::from_signal_vars(Signal::Traces, &get)?;
+        config.sampler = Sampler::from_vars(&get)?;
+        Ok(config)
+    }
+
+    /// The configuration of an OTLP *metrics* exporter
+    /// ([`OtlpMetricsExporter`](crate::OtlpMetricsExporter)) the OpenTelemetry SDK would use,
+    /// from the process environment: the variables of [`from_env`](Self::from_env) with
+    /// `METRICS` in place of `TRACES` (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, the full URL;
+    /// else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/metrics`; `..._METRICS_HEADERS`,
+    /// `..._METRICS_TIMEOUT`, ...), and
+    ///
+    /// | variable | meaning (default) |
+    /// |---|---|
+    /// | `OTEL_METRIC_EXPORT_INTERVAL` | ms between two exports (60000) |
+    /// | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | only `cumulative` (the default) is accepted |
+    ///
+    /// MLflow takes no OTLP metrics: an MLflow tracking URI alone is no target here.
+    ///
+    /// # Errors
+    /// [`OtlpError::NoMetricsEndpoint`] when no OTLP endpoint is set, and the error of any
+    /// variable with a value that cannot be used.
+    pub fn metrics_from_env() -> Result<Self, OtlpError> {
+        Self::metrics_from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`metrics_from_env`](Self::metrics_from_env) reading variables through `get`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_profiler_otlp::OtlpConfig;
+    ///
+    /// let vars = [
+    ///     ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+    ///     ("OTEL_METRIC_EXPORT_INTERVAL", "15000"),
+    /// ];
+    /// let get = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    /// let config = OtlpConfig::metrics_from_vars(get).unwrap();
+    /// assert_eq!(config.endpoint(), "http://collector:4318/v1/metrics");
+    /// assert_eq!(config.get_export_interval(), Duration::from_secs(15));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`metrics_from_env`](Self::metrics_from_env).
+    pub fn metrics_from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, OtlpError> {
+        let mut config = Self::from_signal_vars(Signal::Metrics, &get)?;
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let either = |specific: &'static str, general: &'static str| {
+        if let Some(value) = var("OTEL_METRIC_EXPORT_INTERVAL") {
+            config.export_interval = parse_millis("OTEL_METRIC_EXPORT_INTERVAL", &value)?;
+        }
+        let temporality = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+        if let Some(value) = var(temporality)
+            && !value.trim().eq_ignore_ascii_case("cumulative")
+        {
+            return Err(OtlpError::InvalidValue {
+                variable: temporality,
+                value,
+                expected: "cumulative (the profiler's counters are cumulative; unset it or \
+                           set it to cumulative)",
+            });
+        }
+        Ok(config)
+    }
+
+    /// The variables common to every signal: endpoint, headers, timeout, protocol, TLS and
+    /// the resource.
+    fn from_signal_vars(
+        signal: Signal,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, OtlpError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let either = |setting: &'static str| {
+            let specific = signal.variable(setting);
+            let general = Signal::general_variable(setting);
             var(specific)
                 .map(|v| (specific, v))
                 .or_else(|| var(general).map(|v| (general, v)))
         };
-        if let Some((variable, value)) = either(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ) && value.trim() != "http/protobuf"
+        if let Some((variable, value)) = either("PROTOCOL")
+            && value.trim() != "http/protobuf"
         {
             return Err(OtlpError::UnsupportedProtocol { variable, value });
         }
-        let mut config = if let Some(endpoint) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        let mut config = if let Some(endpoint) = var(signal.variable("ENDPOINT")) {
             Self::new(&endpoint)?
         } else if let Some(base) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            let base = base.trim();
-            let endpoint = if base.ends_with('/') {
-                format!("{base}v1/traces")
-            } else {
-                format!("{base}{TRACES_PATH}")
-            };
-            Self::new(&endpoint)?
-        } else if var("MLFLOW_TRACKING_URI").is_some() {
-            let mlflow = MlflowConfig::from_vars(&get).map_err(|e| mlflow_error(&e))?;
+            let base = base.trim().trim_end_matches('/');
+            Self::new(&format!("{base}{}", signal.path()))?
+        } else if signal == Signal::Traces && var("MLFLOW_TRACKING_URI").is_some() {
+            let mlflow = MlflowConfig::from_vars(get).map_err(|e| mlflow_error(&e))?;
             Self::from_mlflow_config(&mlflow)?
+        } else if signal == Signal::Metrics {
+            return Err(OtlpError::NoMetricsEndpoint);
         } else {
             return Err(OtlpError::NoEndpoint);
         };
-        if let Some((variable, list)) = either(
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-            "OTEL_EXPORTER_OTLP_HEADERS",
-        ) {
+        if let Some((variable, list)) = either("HEADERS") {
             for (name, value) in parse_key_values(variable, &list)? {
                 check_header(&name, &value).map_err(|reason| OtlpError::InvalidHeader {
                     source: variable,
@@ -483,22 +610,13 @@ impl OtlpConfig {
                 config.set_header(name, value);
             }
         }
-        if let Some((variable, value)) = either(
-            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-        ) {
+        if let Some((variable, value)) = either("TIMEOUT") {
             config.timeout = parse_millis(variable, &value)?;
         }
-        if let Some((_, path)) = either(
-            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-        ) {
+        if let Some((_, path)) = either("CERTIFICATE") {
             config.certificate = Some(PathBuf::from(path.trim()));
         }
-        if let Some((variable, value)) = either(
-            "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
-            "OTEL_EXPORTER_OTLP_INSECURE",
-        ) {
+        if let Some((variable, value)) = either("INSECURE") {
             // Meant for gRPC by the specification; honoured here only to turn TLS
             // verification off for https endpoints when explicitly asked for.
             config.insecure_tls = parse_bool_var(variable, &value)?;
@@ -515,7 +633,6 @@ impl OtlpConfig {
         if let Some(name) = var("OTEL_SERVICE_NAME") {
             config.service_name = name.trim().to_owned();
         }
-        config.sampler = Sampler::from_vars(&get)?;
         Ok(config)
     }
 
@@ -681,6 +798,19 @@ impl OtlpConfig {
     pub fn get_sampler(&self) -> &Sampler {
         &self.sampler
     }
+
+    /// Time between two exports of a metrics exporter (at least 1 ms;
+    /// [`DEFAULT_EXPORT_INTERVAL`] by default). Traces take no interval: each is sent as it
+    /// comes.
+    pub fn export_interval(mut self, interval: Duration) -> Self {
+        self.export_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Time between two exports of a metrics exporter.
+    pub fn get_export_interval(&self) -> Duration {
+        self.export_interval
+    }
 }
 
 fn mlflow_error(e: &ConfigError) -> OtlpError {
@@ -720,6 +850,7 @@ impl fmt::Debug for OtlpConfig {
             .field("warnings", &self.warnings)
             .field("llm_spans", &self.llm_spans)
             .field("sampler", &self.sampler)
+            .field("export_interval", &self.export_interval)
             .field(
                 "mlflow_experiment_name",
                 &self.mlflow_experiment_name.as_ref().map(|(_, name)| name),

@@ -307,7 +307,7 @@ impl RootSpan {
     }
 }
 
-fn kv(key: &str, value: impl Into<AttributeValue>) -> KeyValue {
+pub(crate) fn kv(key: &str, value: impl Into<AttributeValue>) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: Some(value.into().into_any()),
@@ -784,7 +784,7 @@ fn content_attributes(attributes: &mut Vec<KeyValue>, prompt: Option<&str>, answ
     }
 }
 
-fn resource(config: &OtlpConfig) -> Resource {
+pub(crate) fn resource(config: &OtlpConfig) -> Resource {
     let mut attributes = vec![
         kv("service.name", config.service_name.as_str()),
         kv("telemetry.sdk.name", "agent-profiler"),

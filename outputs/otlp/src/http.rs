@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 use reqwest::blocking::Client;
@@ -17,7 +18,7 @@ use agent_profiler_http::retry::{self, Backoff, Failure, GaveUp, Jitter, Pacer, 
 use agent_profiler_http::secret::Redactor;
 use agent_profiler_http::url::hide_userinfo;
 
-use super::config::{MLFLOW_RUN_HEADER, OtlpConfig, OtlpError};
+use super::config::{MLFLOW_RUN_HEADER, OtlpConfig, OtlpError, Signal};
 
 /// Longest part of an error answer kept in a message, in characters.
 const MAX_ERROR_BODY: usize = 300;
@@ -34,13 +35,15 @@ pub(crate) fn tls_config(
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Accepted {
     /// Spans it refused (OTLP partial success).
-    pub(crate) rejected_spans: u64,
+    /// Spans, or metric data points, the receiver refused (OTLP partial success).
+    pub(crate) rejected: u64,
     /// Its message about them.
     pub(crate) message: Option<String>,
 }
 
 /// Sends encoded `ExportTraceServiceRequest`s to one endpoint.
 pub(crate) struct Sender {
+    signal: Signal,
     http: Client,
     endpoint: String,
     shown_endpoint: String,
@@ -53,7 +56,11 @@ pub(crate) struct Sender {
 
 impl Sender {
     /// A sender for `config`. Builds a blocking HTTP client: call it from a plain thread.
-    pub(crate) fn new(config: &OtlpConfig, retries: Arc<AtomicU64>) -> Result<Self, OtlpError> {
+    pub(crate) fn new(
+        config: &OtlpConfig,
+        signal: Signal,
+        retries: Arc<AtomicU64>,
+    ) -> Result<Self, OtlpError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let invalid = |reason: String| OtlpError::InvalidHeader {
@@ -77,6 +84,7 @@ impl Sender {
                 message: format!("HTTP client: {}", error_chain(&e)),
             })?;
         Ok(Self {
+            signal,
             http,
             endpoint: config.endpoint.clone(),
             shown_endpoint: hide_userinfo(&config.endpoint),
@@ -197,24 +205,36 @@ impl Sender {
         }
         let not_otlp = |why: &str| {
             Failure::fatal(format!(
-                "OTLP export to {}: HTTP {status} with {why}; is this the trace endpoint of an \
-                 OTLP receiver (e.g. http://host:4318/v1/traces, or {{mlflow}}/v1/traces)?",
-                self.shown_endpoint
+                "OTLP export to {}: HTTP {status} with {why}; is this the {} endpoint of an \
+                 OTLP receiver (e.g. http://host:4318{})?",
+                self.shown_endpoint,
+                match self.signal {
+                    Signal::Traces => "trace",
+                    Signal::Metrics => "metrics",
+                },
+                self.signal.path()
             ))
         };
         if content_type.starts_with("text/") {
             return Err(not_otlp(&format!("a `{content_type}` body")));
         }
-        match ExportTraceServiceResponse::decode(bytes) {
-            Ok(answer) => {
+        let partial = match self.signal {
+            Signal::Traces => ExportTraceServiceResponse::decode(bytes).map(|answer| {
                 let partial = answer.partial_success.unwrap_or_default();
-                Ok(Accepted {
-                    rejected_spans: u64::try_from(partial.rejected_spans).unwrap_or(0),
-                    message: Some(partial.error_message)
-                        .filter(|m| !m.is_empty())
-                        .map(|m| self.redact.clean(&m)),
-                })
-            }
+                (partial.rejected_spans, partial.error_message)
+            }),
+            Signal::Metrics => ExportMetricsServiceResponse::decode(bytes).map(|answer| {
+                let partial = answer.partial_success.unwrap_or_default();
+                (partial.rejected_data_points, partial.error_message)
+            }),
+        };
+        match partial {
+            Ok((rejected, message)) => Ok(Accepted {
+                rejected: u64::try_from(rejected).unwrap_or(0),
+                message: Some(message)
+                    .filter(|m| !m.is_empty())
+                    .map(|m| self.redact.clean(&m)),
+            }),
             Err(_) => Err(not_otlp("a body that is not an OTLP response")),
         }
     }
@@ -238,7 +258,7 @@ mod tests {
             .unwrap()
             .header("authorization", "Bearer s3cr3t-token")
             .header("x-short", "ab");
-        let sender = Sender::new(&config, Arc::default()).unwrap();
+        let sender = Sender::new(&config, Signal::Traces, Arc::default()).unwrap();
         assert_eq!(
             sender.redact.clean("refused Bearer s3cr3t-token here"),
             "refused *** here"

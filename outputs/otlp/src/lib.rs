@@ -67,6 +67,7 @@
 mod config;
 mod convert;
 mod http;
+mod metrics;
 mod sampler;
 
 use std::collections::VecDeque;
@@ -78,18 +79,28 @@ use prost::Message as _;
 use serde::Serialize;
 
 pub use config::{
-    DEFAULT_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MAX_SPANS_PER_REQUEST, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, LlmSpans,
-    MLFLOW_EXPERIMENT_HEADER, MLFLOW_RUN_HEADER, OtlpConfig, OtlpError, TRACES_PATH,
+    DEFAULT_BACKOFF, DEFAULT_EXPORT_INTERVAL, DEFAULT_MAX_RETRIES, DEFAULT_MAX_SPANS_PER_REQUEST,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_SERVICE_NAME, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT,
+    LlmSpans, METRICS_PATH, MLFLOW_EXPERIMENT_HEADER, MLFLOW_RUN_HEADER, OtlpConfig, OtlpError,
+    TRACES_PATH,
 };
 pub use convert::{AttributeValue, LlmExchange, RootSpan, to_request, to_requests};
+pub use metrics::{OtlpMetricsExporter, OtlpMetricsStats};
 /// The OTLP protobuf messages (from the `opentelemetry-proto` crate) that [`to_request`]
 /// returns.
 pub use opentelemetry_proto::tonic as proto;
+/// The names of the instruments [`OtlpMetricsExporter`] sends.
+pub mod instruments {
+    pub use crate::metrics::{
+        LLM_CALLS, LLM_COST, LLM_FAILED_CALLS, LLM_TOKENS, NODE_CALLS, NODE_DURATION,
+        OPERATION_DURATION, TIME_TO_FIRST_CHUNK, TOKEN_USAGE,
+    };
+}
 pub use sampler::{DEFAULT_RECENT_RUNS, Decision, MIN_RUNS_FOR_SLOW_RULE, RunFacts, Sampler};
 
 use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
 use agent_profiler_runtime::trace::Trace;
+use config::Signal;
 use http::Sender;
 
 /// What the exporter has done so far. Every span handed to [`OtlpExporter::export`] (the
@@ -444,7 +455,8 @@ impl Work for Worker {
 /// The sender, once the experiment of an MLflow target known by name is resolved.
 fn make_sender(shared: &Shared) -> Result<Sender, String> {
     let config = &shared.context;
-    let mut sender = Sender::new(config, shared.retries().clone()).map_err(|e| e.to_string())?;
+    let mut sender =
+        Sender::new(config, Signal::Traces, shared.retries().clone()).map_err(|e| e.to_string())?;
     if let Some((mlflow, name)) = &config.mlflow_experiment_name
         && config.experiment_id().is_none()
     {
@@ -487,7 +499,7 @@ fn send_job(shared: &Shared, sender: &Sender, job: &Job) {
         drop(request);
         match sender.send(&body, job.root.mlflow_run_id(), &shared.pacer(false)) {
             Ok(accepted) => {
-                let rejected = usize::try_from(accepted.rejected_spans)
+                let rejected = usize::try_from(accepted.rejected)
                     .unwrap_or(usize::MAX)
                     .min(spans);
                 shared.count(|c| {
