@@ -1,11 +1,11 @@
-//! The commands: each reads the store, asks the run history for its figures, and returns
-//! what to print on stdout. Presentation only: what is computed from runs (per-node
-//! figures, comparisons, trends and the rule that flags a node) is in
-//! `agent_profiler_executor::history`.
+//! The commands: each reads a run source (the store, or an MLflow server), asks the run
+//! history for its figures, and returns what to print on stdout. Presentation only: what is
+//! computed from runs (per-node figures, comparisons, trends and the rule that flags a
+//! node) is in `agent_profiler_executor::history`, and prints the same from either source.
 
 use agent_profiler_executor::history::{
-    Budget, BudgetKind, Budgets, Check, Figure, Gate, GateRule, NodeDelta, NodeFigures,
-    RunComparison, Side, Trend, TrendRule, Verdict,
+    self, Budget, BudgetKind, Budgets, Check, Figure, Gate, GateRule, NodeDelta, NodeFigures,
+    RunComparison, RunSource, Side, SourceError, Trend, TrendRule, Verdict,
 };
 use agent_profiler_executor::store::{RunListing, RunStore, WorkflowRunRecord, WorkflowStatus};
 use agent_profiler_report::html::{ReportInput, render_html};
@@ -19,6 +19,9 @@ use crate::{
     CheckArgs, CliError, CompareArgs, Done, Format, ReportArgs, RunsArgs, ShowArgs, TraceArgs,
     TrendArgs,
 };
+
+/// Where `runs`, `show`, `compare`, `trend` and `check` read runs: the store or MLflow.
+pub type Source = dyn RunSource<Error = SourceError>;
 
 /// Characters of a run id shown in listings (more when they do not tell runs apart).
 const SHORT_ID: usize = 8;
@@ -78,7 +81,7 @@ fn run_cells(run: &WorkflowRunRecord, id_len: usize) -> Vec<String> {
 }
 
 /// "no runs of workflow `w` in PATH", then `sep`, then the workflows the store has.
-fn no_runs_of(store: &RunStore, workflow: &str, what: &str, sep: &str) -> Result<String, CliError> {
+fn no_runs_of(store: &Source, workflow: &str, what: &str, sep: &str) -> Result<String, CliError> {
     let names = store.workflow_names()?;
     let known = if names.is_empty() {
         "the store has no runs".to_owned()
@@ -89,7 +92,7 @@ fn no_runs_of(store: &RunStore, workflow: &str, what: &str, sep: &str) -> Result
     Ok(format!(
         "no {what} of workflow `{}` in {}{sep}{known}",
         crate::text::printable(workflow),
-        store.path()
+        store.location()
     ))
 }
 
@@ -122,17 +125,26 @@ fn listing_json(run: &RunListing) -> Value {
 
 /// `runs`: recent runs, newest first. Only the columns a listing shows are read; a
 /// corrupt row is listed as corrupt.
-pub fn runs(store: &RunStore, args: &RunsArgs) -> Result<String, CliError> {
-    let runs = store.list_runs_brief(args.workflow.as_deref(), args.limit as usize)?;
+pub fn runs(store: &Source, args: &RunsArgs) -> Result<String, CliError> {
+    let listing = store.list_runs(args.workflow.as_deref(), args.limit as usize)?;
+    let runs = &listing.runs;
     if args.json {
         let list: Vec<Value> = runs.iter().map(listing_json).collect();
-        return Ok(pretty(&json!({ "store": store.path(), "runs": list })));
+        let mut value = json!({ "store": store.location(), "runs": list });
+        if !listing.skipped.is_empty() {
+            value["skipped"] = json!(listing.skipped);
+        }
+        return Ok(pretty(&value));
     }
     if runs.is_empty() {
-        let line = match &args.workflow {
+        let mut line = match &args.workflow {
             Some(w) => no_runs_of(store, w, "runs", "\n")?,
-            None => format!("no runs in {}", store.path()),
+            None => format!("no runs in {}", store.location()),
         };
+        for skipped in &listing.skipped {
+            line.push('\n');
+            line.push_str(skipped);
+        }
         return Ok(clip_lines(&line));
     }
     let id_len = store.unique_prefix_len(SHORT_ID)?;
@@ -146,7 +158,7 @@ pub fn runs(store: &RunStore, args: &RunsArgs) -> Result<String, CliError> {
     );
     let mut unpriced = false;
     let mut corrupt = Vec::new();
-    for run in &runs {
+    for run in runs {
         unpriced |= run.unpriced_calls > 0;
         let cost = if run.unpriced_calls > 0 {
             format!("{}*", usd(run.total_cost_usd))
@@ -175,8 +187,8 @@ pub fn runs(store: &RunStore, args: &RunsArgs) -> Result<String, CliError> {
     if unpriced {
         out.push_str("* leaves out LLM calls of unknown price\n");
     }
-    for line in corrupt {
-        out.push_str(&clip_lines(&line));
+    for line in corrupt.iter().chain(&listing.skipped) {
+        out.push_str(&clip_lines(line));
         if !out.ends_with('\n') {
             out.push('\n');
         }
@@ -185,12 +197,12 @@ pub fn runs(store: &RunStore, args: &RunsArgs) -> Result<String, CliError> {
 }
 
 /// `show`: the executor's report of one run.
-pub fn show(store: &RunStore, args: &ShowArgs) -> Result<String, CliError> {
+pub fn show(store: &Source, args: &ShowArgs) -> Result<String, CliError> {
     let run = store.find_run(&args.run)?;
     if args.json {
-        let nodes = store.node_figures(&run)?;
-        let states = store.states(&run.id)?;
-        let time_splits = store.time_splits(&run.id)?;
+        let nodes = history::node_figures(store, &run)?;
+        let states = store.states(&run)?;
+        let time_splits = store.time_splits(&run)?;
         let report = run.report();
         return Ok(pretty(&json!({
             "run": run,
@@ -204,7 +216,7 @@ pub fn show(store: &RunStore, args: &ShowArgs) -> Result<String, CliError> {
         return Ok(crate::text::printable_report(&report, &run.workflow_name));
     }
     // No summary: the run has not finished, or its process ended early.
-    let states = store.states(&run.id)?;
+    let states = store.states(&run)?;
     let mut out = format!(
         "run {}\nof workflow `{}`: {}, no report stored\n\
          (the run has not finished, or its process ended early)\n",
@@ -253,10 +265,10 @@ fn run_brief(run: &WorkflowRunRecord) -> Value {
 }
 
 /// `compare`: per-node deltas from run A to run B, regressions first.
-pub fn compare(store: &RunStore, args: &CompareArgs) -> Result<String, CliError> {
+pub fn compare(store: &Source, args: &CompareArgs) -> Result<String, CliError> {
     let a = store.find_run(&args.run_a)?;
     let b = store.find_run(&args.run_b)?;
-    let comparison = store.compare(a, b)?;
+    let comparison = history::compare(store, a, b)?;
     if args.json {
         return Ok(pretty(&compare_json(&comparison)));
     }
@@ -308,7 +320,7 @@ fn compare_json(c: &RunComparison) -> Value {
 }
 
 /// The two runs of `compare`, then the line of their totals' changes and a blank line.
-fn compare_runs_table(store: &RunStore, c: &RunComparison) -> Result<String, CliError> {
+fn compare_runs_table(store: &Source, c: &RunComparison) -> Result<String, CliError> {
     let id_len = store.unique_prefix_len(SHORT_ID)?;
     let mut runs = Table::new(
         &[
@@ -374,12 +386,12 @@ fn compare_nodes_table(rows: &[NodeDelta]) -> String {
 
 /// `trend`: each node's time over the last runs of a workflow, slow ones flagged; with
 /// `--fail-on-slow`, a failed gate when one is.
-pub fn trend(store: &RunStore, args: &TrendArgs) -> Result<Done, CliError> {
+pub fn trend(store: &Source, args: &TrendArgs) -> Result<Done, CliError> {
     let rule = TrendRule::new(args.threshold, args.min_delta_ms);
-    let trend = store.trend(&args.workflow, args.limit as usize, rule)?;
+    let trend = history::trend(store, &args.workflow, args.limit as usize, rule)?;
     if trend.runs.is_empty() {
         let what = no_runs_of(store, &args.workflow, "finished runs", "; ")?;
-        return Err(CliError(what));
+        return Err(CliError::new(what));
     }
     let text = if args.json {
         pretty(&trend_json(&args.workflow, &trend))
@@ -389,6 +401,7 @@ pub fn trend(store: &RunStore, args: &TrendArgs) -> Result<Done, CliError> {
     Ok(Done {
         text,
         failed: args.fail_on_slow && !trend.flagged().is_empty(),
+        warnings: Vec::new(),
     })
 }
 
@@ -506,18 +519,18 @@ fn trend_text(workflow: &str, trend: &Trend) -> String {
 
 /// `check`: a run against the completed runs of its workflow before it, and its budgets;
 /// a failed gate when it regressed, broke a budget or did not complete.
-pub fn check(store: &RunStore, args: &CheckArgs) -> Result<Done, CliError> {
+pub fn check(store: &Source, args: &CheckArgs) -> Result<Done, CliError> {
     if args.baseline < args.min_runs {
-        return Err(CliError(format!(
+        return Err(CliError::new(format!(
             "--baseline {} is below --min-runs {}: no figure could ever be judged",
             args.baseline, args.min_runs
         )));
     }
     let run = match &args.run {
         Some(id) => store.find_run(id)?,
-        None => match store.list_runs_brief(None, 1)?.first() {
+        None => match store.list_runs(None, 1)?.runs.first() {
             Some(newest) => store.find_run(&newest.id)?,
-            None => return Err(CliError(format!("no runs in {}", store.path()))),
+            None => return Err(CliError::new(format!("no runs in {}", store.location()))),
         },
     };
     let rule = GateRule {
@@ -531,7 +544,7 @@ pub fn check(store: &RunStore, args: &CheckArgs) -> Result<Done, CliError> {
         max_duration_ms: args.max_duration_ms,
         max_cost_usd: args.max_cost_usd,
     };
-    let gate = store.gate(&run, args.baseline as usize, rule, budgets)?;
+    let gate = history::gate(store, &run, args.baseline as usize, rule, budgets)?;
     let view = GateView {
         gate: &gate,
         run: &run,
@@ -549,6 +562,7 @@ pub fn check(store: &RunStore, args: &CheckArgs) -> Result<Done, CliError> {
     Ok(Done {
         text,
         failed: !gate.passed(args.require_baseline),
+        warnings: Vec::new(),
     })
 }
 
@@ -886,7 +900,7 @@ fn file_title(store: &RunStore, run: &WorkflowRunRecord) -> Result<(String, Stri
 pub fn report(store: &RunStore, args: &ReportArgs) -> Result<String, CliError> {
     let run = store.find_run(&args.run)?;
     let Some(summary) = run.bottleneck_info.as_ref() else {
-        return Err(CliError(format!(
+        return Err(CliError::new(format!(
             "run {} has no report to draw ({}: it has not finished, or its process \
              ended early)",
             run.id, run.status
@@ -932,7 +946,10 @@ pub fn trace(store: &RunStore, args: &TraceArgs) -> Result<String, CliError> {
             WorkflowStatus::Interrupted => "its process ended before a node finished",
             _ => "trace mode was off",
         };
-        return Err(CliError(format!("run {} has no trace ({why})", run.id)));
+        return Err(CliError::new(format!(
+            "run {} has no trace ({why})",
+            run.id
+        )));
     };
     let (id, title) = file_title(store, &run)?;
     let mut json = chrome_trace_json(&trace, &title).to_string();

@@ -4,9 +4,15 @@
 //! on a run's regressions and budgets (`check`), and writes a run's HTML report or
 //! Perfetto trace.
 //!
+//! `runs`, `show`, `compare`, `trend` and `check` read the SQLite run store by default, or,
+//! with `--mlflow URI` (or `--mlflow-env`: `$MLFLOW_TRACKING_URI`), the runs the executor
+//! logged to an MLflow server, from any number of machines and stores, in the experiment
+//! of `--experiment NAME` (default: the executor's, `$MLFLOW_EXPERIMENT_NAME`, else
+//! `$MLFLOW_EXPERIMENT_ID`, else MLflow's default experiment).
+//!
 //! Bad input (no store, an unknown or ambiguous run id, a corrupt record, an output file
 //! that cannot be written) is one line on stderr, `error: ...`, and exit code 1; usage
-//! errors exit with 2 (clap's). The gates (`check`, `trend --fail-on-slow`) keep exit code
+//! errors exit with 2 (clap's), and so does an MLflow server that cannot be reached. The gates (`check`, `trend --fail-on-slow`) keep exit code
 //! 1 for "regressed", so their bad input exits with 2, as `grep` and `diff` do: a CI job
 //! can tell a slower build from a broken gate. Text output fits 80 columns, except `show`,
 //! which prints the executor's report as the executor printed it.
@@ -19,8 +25,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_profiler_executor::history::{GateRule, TrendRule};
+use agent_profiler_executor::history::{GateRule, MlflowSource, SourceError, TrendRule, Uniform};
 use agent_profiler_executor::store::{RunStore, StoreError};
+use agent_profiler_mlflow::MlflowConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The environment variable naming the run store, read before the runtime's own
@@ -37,7 +44,8 @@ const CLI_STORE_ENV: &str = "AGENT_PROFILER_STORE";
 #[command(name = "agent-profiler", version, verbatim_doc_comment)]
 #[command(
     after_help = "Runs are named by id or by the first characters of their id\n\
-(8 are shown by `runs`)."
+(8 are shown by `runs`). From MLflow, `mlflow:<MLflow run id>` names\n\
+one MLflow run when two stores logged runs of the same id."
 )]
 struct Cli {
     /// The run store file (default:
@@ -46,6 +54,28 @@ struct Cli {
     /// agent-profiler-runs.sqlite3)
     #[arg(long, global = true, value_name = "PATH", verbatim_doc_comment)]
     store: Option<PathBuf>,
+
+    /// Read the runs the executor logged to
+    /// this MLflow server instead of the store
+    /// (runs, show, compare, trend, check)
+    #[arg(
+        long,
+        global = true,
+        value_name = "URI",
+        verbatim_doc_comment,
+        conflicts_with = "mlflow_env"
+    )]
+    mlflow: Option<String>,
+
+    /// As --mlflow, at $MLFLOW_TRACKING_URI
+    #[arg(long, global = true)]
+    mlflow_env: bool,
+
+    /// The MLflow experiment (default: the
+    /// executor's: $MLFLOW_EXPERIMENT_NAME,
+    /// else $MLFLOW_EXPERIMENT_ID, else 0)
+    #[arg(long, global = true, value_name = "NAME", verbatim_doc_comment)]
+    experiment: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -300,6 +330,9 @@ pub struct Done {
     pub text: String,
     /// Whether a gate (`check`, `trend --fail-on-slow`) failed.
     pub failed: bool,
+    /// Runs left out because what is kept of them cannot be read: `warning: ` lines on
+    /// stderr.
+    pub warnings: Vec<String>,
 }
 
 impl From<String> for Done {
@@ -307,21 +340,50 @@ impl From<String> for Done {
         Self {
             text,
             failed: false,
+            warnings: Vec::new(),
         }
     }
 }
 
-/// A failure of a command: printed as one line, `error: {0}`, with exit code 1.
+/// A failure of a command: printed as one line, `error: {message}`, with exit code 1 (2
+/// for a gate's, and for an MLflow server that cannot be reached).
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub struct CliError {
+    /// What went wrong, and what to do.
+    pub message: String,
+    /// Whether the source could not be reached at all (exit code 2).
+    pub unreachable: bool,
+}
+
+impl CliError {
+    /// A failure saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unreachable: false,
+        }
+    }
+}
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Missing { .. } => CliError(format!(
+            StoreError::Missing { .. } => CliError::new(format!(
                 "{e} (name the store with --store PATH or ${CLI_STORE_ENV})"
             )),
-            e => CliError(e.to_string()),
+            e => CliError::new(e.to_string()),
+        }
+    }
+}
+
+impl From<SourceError> for CliError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Store(e) => e.into(),
+            e => CliError {
+                unreachable: e.is_unreachable(),
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -337,16 +399,85 @@ fn store_path(flag: Option<PathBuf>) -> PathBuf {
     .unwrap_or_else(RunStore::default_path)
 }
 
+/// A request timeout and retries for a command-line tool, where the official client's
+/// (120 s, 7 retries) would keep a user waiting for minutes on a server that hangs; the
+/// MLflow variables still set them.
+const CLI_REQUEST_TIMEOUT: &str = "30";
+const CLI_MAX_RETRIES: &str = "2";
+
+/// The MLflow server to read, when `--mlflow` or `--mlflow-env` asks for one: the
+/// connection settings of the MLflow variables (authentication, TLS, timeout, retries),
+/// with the tracking URI of `--mlflow`.
+fn mlflow_config(cli: &Cli) -> Result<Option<MlflowConfig>, CliError> {
+    let uri = match (&cli.mlflow, cli.mlflow_env) {
+        (Some(uri), _) => Some(uri.clone()),
+        (None, true) => None,
+        (None, false) => {
+            if cli.experiment.is_some() {
+                return Err(CliError::new(
+                    "--experiment names an MLflow experiment: add --mlflow URI or --mlflow-env",
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    let config = MlflowConfig::from_vars(|name| {
+        let var = std::env::var(name).ok().filter(|v| !v.is_empty());
+        match name {
+            "MLFLOW_TRACKING_URI" if uri.is_some() => uri.clone(),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT" => var.or_else(|| Some(CLI_REQUEST_TIMEOUT.into())),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES" => var.or_else(|| Some(CLI_MAX_RETRIES.into())),
+            _ => var,
+        }
+    })
+    .map_err(|e| match e {
+        agent_profiler_mlflow::ConfigError::MissingTrackingUri => CliError::new(
+            "--mlflow-env: MLFLOW_TRACKING_URI is not set (or give the server: --mlflow URI)",
+        ),
+        e => CliError::new(format!("MLflow: {e}")),
+    })?;
+    Ok(Some(config))
+}
+
+/// The source of `runs`, `show`, `compare`, `trend` and `check`.
+fn source(cli: &Cli) -> Result<Box<commands::Source>, CliError> {
+    match mlflow_config(cli)? {
+        Some(config) => Ok(Box::new(MlflowSource::open(
+            &config,
+            cli.experiment.as_deref(),
+        )?)),
+        None => Ok(Box::new(Uniform(RunStore::open_existing(store_path(
+            cli.store.clone(),
+        ))?))),
+    }
+}
+
+/// `command` over the source `cli` names, with the runs it had to leave out as warnings.
+fn read(
+    cli: &Cli,
+    command: impl FnOnce(&commands::Source) -> Result<Done, CliError>,
+) -> Result<Done, CliError> {
+    let source = source(cli)?;
+    let mut done = command(&*source)?;
+    done.warnings.extend(source.skipped());
+    Ok(done)
+}
+
 fn run(cli: Cli) -> Result<Done, CliError> {
-    let store = RunStore::open_existing(store_path(cli.store))?;
-    match cli.command {
-        Command::Runs(args) => commands::runs(&store, &args).map(Done::from),
-        Command::Show(args) => commands::show(&store, &args).map(Done::from),
-        Command::Compare(args) => commands::compare(&store, &args).map(Done::from),
-        Command::Trend(args) => commands::trend(&store, &args),
-        Command::Check(args) => commands::check(&store, &args),
-        Command::Report(args) => commands::report(&store, &args).map(Done::from),
-        Command::Trace(args) => commands::trace(&store, &args).map(Done::from),
+    let from_mlflow = cli.mlflow.is_some() || cli.mlflow_env;
+    let store = || RunStore::open_existing(store_path(cli.store.clone()));
+    match &cli.command {
+        Command::Runs(args) => read(&cli, |s| commands::runs(s, args).map(Done::from)),
+        Command::Show(args) => read(&cli, |s| commands::show(s, args).map(Done::from)),
+        Command::Compare(args) => read(&cli, |s| commands::compare(s, args).map(Done::from)),
+        Command::Trend(args) => read(&cli, |s| commands::trend(s, args)),
+        Command::Check(args) => read(&cli, |s| commands::check(s, args)),
+        Command::Report(_) | Command::Trace(_) if from_mlflow => Err(CliError::new(
+            "`report` and `trace` read the run store only (MLflow keeps the trace and the \
+             bottleneck report as the run's own): leave out --mlflow",
+        )),
+        Command::Report(args) => commands::report(&store()?, args).map(Done::from),
+        Command::Trace(args) => commands::trace(&store()?, args).map(Done::from),
     }
 }
 
@@ -359,6 +490,10 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(done) => {
+            for warning in &done.warnings {
+                let one_line = text::printable(&warning.replace(['\n', '\r'], " ")).into_owned();
+                let _ = writeln!(std::io::stderr().lock(), "warning: {one_line}");
+            }
             let code = if done.failed {
                 ExitCode::from(1)
             } else {
@@ -375,7 +510,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("cannot write to stdout: {e}"), error_code),
             }
         }
-        Err(CliError(message)) => fail(&message, error_code),
+        Err(CliError {
+            message,
+            unreachable,
+        }) => fail(&message, if unreachable { 2 } else { error_code }),
     }
 }
 

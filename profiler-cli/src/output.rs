@@ -47,7 +47,7 @@ pub fn write_file(path: &Path, store: &Path, bytes: &[u8]) -> Result<(), CliErro
         file.sync_all()?;
         drop(file);
         // Checked again just before the rename: what was a file may have been replaced.
-        check_target(path, store).map_err(|CliError(m)| io::Error::other(m))?;
+        check_target(path, store).map_err(|e| io::Error::other(e.message))?;
         std::fs::rename(&temp, path)?;
         // The rename itself made durable (best effort: not every system opens directories).
         if let Ok(d) = File::open(&dir) {
@@ -59,7 +59,7 @@ pub fn write_file(path: &Path, store: &Path, bytes: &[u8]) -> Result<(), CliErro
         let _ = std::fs::remove_file(&temp);
         let message = e.to_string();
         if message.starts_with("cannot write ") {
-            CliError(message)
+            CliError::new(message)
         } else {
             cannot(path, &message)
         }
@@ -67,7 +67,7 @@ pub fn write_file(path: &Path, store: &Path, bytes: &[u8]) -> Result<(), CliErro
 }
 
 fn cannot(path: &Path, why: &str) -> CliError {
-    CliError(format!("cannot write {}: {why}", path.display()))
+    CliError::new(format!("cannot write {}: {why}", path.display()))
 }
 
 /// What is at `path` now, when it may be replaced: nothing (`None`) or a regular file that

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::Client;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -766,7 +766,7 @@ impl MlflowClient {
         })
     }
 
-    /// Sends one request, retrying transient failures; the body of the 2xx answer.
+    /// Sends one request, retrying transient failures; the body of the 2xx answer as text.
     fn send(
         &self,
         method: Method,
@@ -775,9 +775,24 @@ impl MlflowClient {
         body: Option<(&[u8], &'static str)>,
         pacer: &dyn Pacer,
     ) -> Result<String, MlflowError> {
+        self.send_bytes(method, url, endpoint, body, pacer, MAX_ANSWER_BYTES)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// [`send`](Self::send), the answer's bytes as they came, refused beyond `limit` bytes
+    /// (memory stays bounded whatever the server sends).
+    fn send_bytes(
+        &self,
+        method: Method,
+        url: Url,
+        endpoint: &str,
+        body: Option<(&[u8], &'static str)>,
+        pacer: &dyn Pacer,
+        limit: u64,
+    ) -> Result<Vec<u8>, MlflowError> {
         self.retry
             .run(self.timeout, pacer, &self.retries, |timeout, attempts| {
-                self.attempt(&method, &url, endpoint, body, timeout)
+                self.attempt(&method, &url, endpoint, body, timeout, limit)
                     .map_err(|failure| Failure {
                         error: failure.error.with_attempts(attempts),
                         ..failure
@@ -799,7 +814,8 @@ impl MlflowClient {
         endpoint: &str,
         body: Option<(&[u8], &'static str)>,
         timeout: Duration,
-    ) -> Result<String, Failure<MlflowError>> {
+        limit: u64,
+    ) -> Result<Vec<u8>, Failure<MlflowError>> {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
@@ -829,10 +845,17 @@ impl MlflowClient {
         let response = request.send().map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = retry::retry_after(response.headers());
-        let text = response.text().map_err(transport)?;
+        let bytes = read_at_most(response, limit).map_err(|e| match e {
+            Bounded::Transport(e) => transport(e),
+            Bounded::TooLarge => Failure::fatal(MlflowError::InvalidResponse {
+                endpoint: endpoint.to_owned(),
+                message: format!("the answer is larger than {limit} bytes"),
+            }),
+        })?;
         if (200..300).contains(&status) {
-            Ok(text)
+            Ok(bytes)
         } else {
+            let text = String::from_utf8_lossy(&bytes);
             let error = api_error(endpoint, status, &text, &self.redact);
             Err(Failure::answered(error, status, retry_after))
         }
@@ -1293,16 +1316,220 @@ impl MlflowClient {
     /// # Errors
     /// [`MlflowError::ArtifactsNotProxied`], and any failure of the request.
     pub fn download_artifact(&self, run: &RunInfo, path: &str) -> Result<Vec<u8>, MlflowError> {
+        self.download_artifact_limited(run, path, MAX_ANSWER_BYTES)
+    }
+
+    /// The bytes of artifact `path` of a run, refused (an [`MlflowError::InvalidResponse`],
+    /// not retried) when it is larger than `max_bytes`: a reader of many runs keeps its
+    /// memory bounded whatever a run holds. Read through the server's artifact proxy
+    /// (`GET /api/2.0/mlflow-artifacts/artifacts/{run's root}/{path}`).
+    ///
+    /// # Errors
+    /// [`MlflowError::ArtifactsNotProxied`]; `RESOURCE_DOES_NOT_EXIST` (a 404) when the run
+    /// has no such artifact; any other failure of the request.
+    pub fn download_artifact_limited(
+        &self,
+        run: &RunInfo,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, MlflowError> {
         let url = self.artifact_url(&run.artifact_uri, path)?;
-        self.send(
+        self.send_bytes(
             Method::GET,
             url,
             "mlflow-artifacts/artifacts",
             None,
             &Patient,
+            max_bytes,
         )
-        .map(String::into_bytes)
     }
+
+    /// [`log_artifact`](Self::log_artifact), given up at `deadline` (retries included):
+    /// for uploads at the end of a run, which must not hold it beyond its shutdown timeout.
+    /// A refused connection is not retried.
+    ///
+    /// # Errors
+    /// As [`log_artifact`](Self::log_artifact), and [`MlflowError::DeadlineExceeded`].
+    pub fn log_artifact_until(
+        &self,
+        run: &RunInfo,
+        path: &str,
+        bytes: &[u8],
+        content_type: &'static str,
+        deadline: Instant,
+    ) -> Result<(), MlflowError> {
+        self.log_artifact_with(run, path, bytes, content_type, &Until(deadline))
+    }
+
+    /// One page of the runs of `experiment_ids` that `query` selects
+    /// (`POST /api/2.0/mlflow/runs/search`): at most `query.max_results` runs in the order
+    /// asked, and the token of the next page when there are more. Follow
+    /// [`SearchPage::next_page_token`] (set it as `query.page_token`) to read every page;
+    /// one page at a time keeps a reader's memory bounded.
+    ///
+    /// ```no_run
+    /// use agent_profiler_mlflow::{MlflowClient, MlflowConfig, SearchRuns};
+    ///
+    /// let client = MlflowClient::new(&MlflowConfig::new("http://127.0.0.1:5000")?)?;
+    /// let mut query = SearchRuns::new(["0"])
+    ///     .filter("tags.`agent_profiler.workflow` = 'research'")
+    ///     .order_by("attributes.start_time DESC")
+    ///     .max_results(100);
+    /// loop {
+    ///     let page = client.search_runs(&query)?;
+    ///     for run in &page.runs {
+    ///         println!("{} {}", run.info.run_id, run.info.status);
+    ///     }
+    ///     match page.next_page_token {
+    ///         Some(token) => query.page_token = Some(token),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `INVALID_PARAMETER_VALUE` for a filter or an order MLflow cannot parse; any other
+    /// failure of the request.
+    pub fn search_runs(&self, query: &SearchRuns) -> Result<SearchPage, MlflowError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            runs: Vec<Run>,
+            #[serde(default)]
+            next_page_token: Option<String>,
+        }
+        let endpoint = "runs/search";
+        let mut body = serde_json::json!({
+            "experiment_ids": query.experiment_ids,
+            "max_results": query.max_results.clamp(1, MAX_SEARCH_RESULTS),
+            "run_view_type": if query.deleted { "ALL" } else { "ACTIVE_ONLY" },
+        });
+        if let Some(filter) = &query.filter {
+            body["filter"] = filter.as_str().into();
+        }
+        if !query.order_by.is_empty() {
+            body["order_by"] = query.order_by.clone().into();
+        }
+        if let Some(token) = &query.page_token {
+            body["page_token"] = token.as_str().into();
+        }
+        let text = self.post(endpoint, &body, &Patient)?;
+        let answer: Answer = self.decode(endpoint, &text)?;
+        Ok(SearchPage {
+            runs: answer.runs,
+            next_page_token: answer.next_page_token.filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+/// The most runs one `runs/search` page may ask for (MLflow's own limit is 50000; pages
+/// of at most this many keep each answer small).
+pub const MAX_SEARCH_RESULTS: u32 = 1000;
+
+/// The largest answer read from the server, in bytes (an artifact download can ask for
+/// less): beyond it the answer is refused rather than held in memory.
+pub const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What [`MlflowClient::search_runs`] asks for: the experiments, a filter in MLflow's
+/// search syntax, the order, the page size and the page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchRuns {
+    /// The experiments searched (ids).
+    pub experiment_ids: Vec<String>,
+    /// MLflow's filter (`tags.\`key\` = 'value' AND metrics.m > 1`); `None`: every run.
+    pub filter: Option<String>,
+    /// Columns to order by (`attributes.start_time DESC`, `metrics.m ASC`).
+    pub order_by: Vec<String>,
+    /// Runs per page (1 to [`MAX_SEARCH_RESULTS`]; default 100).
+    pub max_results: u32,
+    /// The page: the token of the page before's answer; `None`: the first page.
+    pub page_token: Option<String>,
+    /// Whether deleted runs are searched too (default: active runs only).
+    pub deleted: bool,
+}
+
+impl SearchRuns {
+    /// Every active run of `experiment_ids`, 100 a page, in the server's default order
+    /// (newest start first).
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(experiment_ids: I) -> Self {
+        Self {
+            experiment_ids: experiment_ids.into_iter().map(Into::into).collect(),
+            max_results: 100,
+            ..Self::default()
+        }
+    }
+
+    /// Only the runs `filter` selects (MLflow's search syntax).
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+
+    /// Adds a column to order by.
+    pub fn order_by(mut self, column: impl Into<String>) -> Self {
+        self.order_by.push(column.into());
+        self
+    }
+
+    /// Runs per page.
+    pub fn max_results(mut self, n: u32) -> Self {
+        self.max_results = n;
+        self
+    }
+}
+
+/// One page of [`MlflowClient::search_runs`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchPage {
+    /// The runs of the page, with their info, tags, params and latest metrics.
+    pub runs: Vec<Run>,
+    /// The token of the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// Waits that end at a deadline: requests given up when it comes.
+struct Until(Instant);
+
+impl Pacer for Until {
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.0)
+    }
+
+    fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration.min(self.0.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Why a body was not read.
+enum Bounded {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+/// The body of `response`, at most `limit` bytes (more is [`Bounded::TooLarge`]: the
+/// reading stops there, so memory stays bounded).
+fn read_at_most(response: reqwest::blocking::Response, limit: u64) -> Result<Vec<u8>, Bounded> {
+    use std::io::Read as _;
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(Bounded::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    let mut reader = response.take(limit.saturating_add(1));
+    if let Err(e) = reader.read_to_end(&mut bytes) {
+        // The blocking response's reader wraps reqwest's error in an io::Error.
+        return match e
+            .into_inner()
+            .map(|inner| inner.downcast::<reqwest::Error>())
+        {
+            Some(Ok(e)) => Err(Bounded::Transport(*e)),
+            _ => Err(Bounded::TooLarge),
+        };
+    }
+    if bytes.len() as u64 > limit {
+        return Err(Bounded::TooLarge);
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -68,8 +68,8 @@ pub use agent_profiler_http::secret::Secret;
 #[doc(inline)]
 pub use agent_profiler_http::sender::WarnSink;
 pub use client::{
-    Experiment, FileInfo, Metric, MlflowClient, MlflowError, Param, Run, RunData, RunInfo,
-    RunStatus, RunTag, now_ms,
+    Experiment, FileInfo, MAX_ANSWER_BYTES, MAX_SEARCH_RESULTS, Metric, MlflowClient, MlflowError,
+    Param, Run, RunData, RunInfo, RunStatus, RunTag, SearchPage, SearchRuns, now_ms,
 };
 pub use config::{
     ConfigError, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_JITTER, DEFAULT_FLUSH_INTERVAL,

@@ -1,5 +1,6 @@
-//! The run history: figures computed from the runs in a [`RunStore`], for one run, across
-//! the last runs of a workflow, or between two runs.
+//! The run history: figures computed from the runs of a [`RunSource`] (the SQLite
+//! [`RunStore`], or an MLflow server the executor logged to: [`MlflowSource`]), for one
+//! run, across the last runs of a workflow, or between two runs.
 //!
 //! - per-node figures of a run ([`RunStore::node_figures`]) and of the last runs
 //!   ([`RunStore::node_history`], [`RunStore::node_stats`]);
@@ -10,8 +11,12 @@
 //! - the regression gate ([`RunStore::gate`]): one run against the completed runs of its
 //!   workflow before it, by a [`GateRule`] that allows for noise, and [`Budgets`].
 //!
-//! The store keeps records; everything here is computed from them (the methods on
-//! [`RunStore`] are defined in this module). The pure parts ([`node_trends`],
+//! The store keeps records; everything here is computed from them, by the same functions
+//! over either source ([`trend`], [`compare`], [`gate`], [`node_history`],
+//! [`node_figures`]; the methods of the same names on [`RunStore`] are these over the
+//! store). What the executor logs to MLflow for this is described in [`LoggedRun`] and
+//! its module's table; an MLflow run is named by its store run id, or as
+//! `mlflow:<MLflow run id>` ([`MlflowSource`]). The pure parts ([`node_trends`],
 //! [`compare_nodes`], [`median`], [`change_percent`], [`Gate::new`]) work on figures from
 //! anywhere.
 //!
@@ -27,6 +32,9 @@
 mod compare;
 mod figures;
 mod gate;
+mod mlflow_record;
+mod mlflow_source;
+mod source;
 mod trend;
 
 pub use compare::{NodeDelta, RunComparison, Side, change_percent, compare_nodes};
@@ -34,27 +42,156 @@ pub use figures::{NodeAcrossRuns, NodeFigures, RunNodeFigures, node_stats_of};
 pub use gate::{
     Budget, BudgetKind, Budgets, Check, Figure, Gate, GateRule, MAD_TO_SIGMA, Spread, Verdict,
 };
+pub use mlflow_record::{
+    LoggedRun, RUN_ARTIFACT, RUN_FORMAT, RUN_ID_TAG, STARTED_AT_METRIC, STARTED_AT_TAG, STATUS_TAG,
+    WORKFLOW_TAG, end_tags, listing_of, start_tags,
+};
+pub use mlflow_source::{MAX_RUN_ARTIFACT_BYTES, MLFLOW_RUN_PREFIX, MlflowSource};
+pub use source::{Listing, RunSource, SourceError, Uniform};
 pub use trend::{MIN_PREVIOUS_RUNS, NodeTrend, Trend, TrendRule, median, node_trends};
 
 use crate::store::{RunStore, StoreError, WorkflowRunRecord, WorkflowStatus};
 
+/// Per-node figures of `run`: from its summary (`bottleneck_info`) when it has one, else
+/// from its node state snapshots (a run still running, or whose process ended early).
+/// Nodes come in the order of their first call.
+///
+/// # Errors
+/// The source's, when it cannot read the run's states.
+pub fn node_figures<S: RunSource + ?Sized>(
+    source: &S,
+    run: &WorkflowRunRecord,
+) -> Result<Vec<NodeFigures>, S::Error> {
+    match &run.bottleneck_info {
+        Some(summary) => Ok(NodeFigures::from_summary(summary)),
+        None => Ok(NodeFigures::from_states(&source.states(run)?)),
+    }
+}
+
+/// The per-node figures of each of the last `last_runs` finished runs (completed, failed
+/// or panicked: a run still running has partial figures) of `workflow`, newest first.
+///
+/// # Errors
+/// The source's.
+pub fn node_history<S: RunSource + ?Sized>(
+    source: &S,
+    workflow: &str,
+    last_runs: usize,
+) -> Result<Vec<RunNodeFigures>, S::Error> {
+    source
+        .finished_runs(workflow, last_runs)?
+        .into_iter()
+        .map(|run| run_node_figures(source, run))
+        .collect()
+}
+
+/// Each node's time over the last `last_runs` finished runs of `workflow`, flagged by
+/// `rule` ([`Trend`]; no runs: an empty trend).
+///
+/// # Errors
+/// As [`node_history`].
+pub fn trend<S: RunSource + ?Sized>(
+    source: &S,
+    workflow: &str,
+    last_runs: usize,
+    rule: TrendRule,
+) -> Result<Trend, S::Error> {
+    let mut runs = node_history(source, workflow, last_runs)?;
+    runs.reverse();
+    Ok(Trend::new(runs, rule))
+}
+
+/// `run` judged against the last `baseline_runs` completed runs of its workflow that
+/// started before it, by `rule`, and against `budgets` ([`Gate`]).
+///
+/// # Errors
+/// As [`node_history`].
+pub fn gate<S: RunSource + ?Sized>(
+    source: &S,
+    run: &WorkflowRunRecord,
+    baseline_runs: usize,
+    rule: GateRule,
+    budgets: Budgets,
+) -> Result<Gate, S::Error> {
+    let baseline = completed_runs_before(source, run, baseline_runs)?
+        .into_iter()
+        .map(|r| run_node_figures(source, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let checked = run_node_figures(source, run.clone())?;
+    Ok(Gate::new(checked, baseline, rule, budgets))
+}
+
+/// What changed from run `a` (the baseline) to run `b`, run and node ([`RunComparison`]).
+///
+/// # Errors
+/// As [`node_figures`].
+pub fn compare<S: RunSource + ?Sized>(
+    source: &S,
+    a: WorkflowRunRecord,
+    b: WorkflowRunRecord,
+) -> Result<RunComparison, S::Error> {
+    let nodes_a = node_figures(source, &a)?;
+    let nodes_b = node_figures(source, &b)?;
+    Ok(RunComparison::new(a, &nodes_a, b, &nodes_b))
+}
+
+/// The last `count` completed runs of `run`'s workflow before it, newest first.
+fn completed_runs_before<S: RunSource + ?Sized>(
+    source: &S,
+    run: &WorkflowRunRecord,
+    count: usize,
+) -> Result<Vec<WorkflowRunRecord>, S::Error> {
+    // The runs come newest first, so the run checked is usually among the first few:
+    // read a little more than asked, and more only when runs after it fill the page.
+    let mut limit = count.saturating_add(1).max(8);
+    loop {
+        let runs = source.finished_runs(&run.workflow_name, limit)?;
+        let exhausted = runs.len() < limit;
+        let before: Vec<WorkflowRunRecord> = match runs.iter().position(|r| r.id == run.id) {
+            Some(i) => runs.into_iter().skip(i + 1).collect(),
+            // Not finished, so not listed: the runs that started no later.
+            None => runs
+                .into_iter()
+                .filter(|r| r.started_at <= run.started_at && r.id != run.id)
+                .collect(),
+        };
+        let completed: Vec<WorkflowRunRecord> = before
+            .into_iter()
+            .filter(|r| r.status == WorkflowStatus::Completed)
+            .take(count)
+            .collect();
+        if completed.len() == count || exhausted {
+            return Ok(completed);
+        }
+        limit = limit.saturating_mul(4);
+    }
+}
+
+fn run_node_figures<S: RunSource + ?Sized>(
+    source: &S,
+    run: WorkflowRunRecord,
+) -> Result<RunNodeFigures, S::Error> {
+    Ok(RunNodeFigures {
+        nodes: node_figures(source, &run)?,
+        run_id: run.id,
+        status: run.status,
+        started_at: run.started_at,
+        duration_ms: run.duration_ms,
+        total_cost_usd: run.total_cost_usd,
+    })
+}
+
 impl RunStore {
-    /// Per-node figures of `run`: from its summary (`bottleneck_info`) when it has one,
-    /// else from its node state snapshots (a run still running, or whose process ended
-    /// early). Nodes come in the order of their first call.
+    /// Per-node figures of `run` ([`node_figures`] over this store).
     ///
     /// # Errors
     /// [`StoreError`] when SQLite fails or a state holds bad JSON.
     pub fn node_figures(&self, run: &WorkflowRunRecord) -> Result<Vec<NodeFigures>, StoreError> {
-        match &run.bottleneck_info {
-            Some(summary) => Ok(NodeFigures::from_summary(summary)),
-            None => Ok(NodeFigures::from_states(&self.states(&run.id)?)),
-        }
+        node_figures(self, run)
     }
 
-    /// The per-node figures of each of the last `last_runs` finished runs (completed,
-    /// failed or panicked: a run still running has partial figures) of `workflow_name`,
-    /// newest first.
+    /// The per-node figures of each of the last `last_runs` finished runs of
+    /// `workflow_name`, newest first ([`node_history`] over this store).
     ///
     /// # Errors
     /// [`StoreError`] when SQLite fails or a column holds bad JSON (naming the run).
@@ -63,10 +200,7 @@ impl RunStore {
         workflow_name: &str,
         last_runs: usize,
     ) -> Result<Vec<RunNodeFigures>, StoreError> {
-        self.finished_runs_for_figures(workflow_name, last_runs)?
-            .into_iter()
-            .map(|run| self.run_node_figures(run))
-            .collect()
+        node_history(self, workflow_name, last_runs)
     }
 
     /// Per-node figures over the last `last_runs` runs of `workflow_name` that have a
@@ -82,8 +216,8 @@ impl RunStore {
         Ok(node_stats_of(&self.recent_runs(workflow_name, last_runs)?))
     }
 
-    /// Each node's time over the last `last_runs` finished runs of `workflow_name`, flagged
-    /// by `rule` ([`Trend`]; no runs: an empty trend).
+    /// Each node's time over the last `last_runs` finished runs of `workflow_name`
+    /// ([`trend`] over this store).
     ///
     /// # Errors
     /// As [`node_history`](Self::node_history).
@@ -93,13 +227,11 @@ impl RunStore {
         last_runs: usize,
         rule: TrendRule,
     ) -> Result<Trend, StoreError> {
-        let mut runs = self.node_history(workflow_name, last_runs)?;
-        runs.reverse();
-        Ok(Trend::new(runs, rule))
+        trend(self, workflow_name, last_runs, rule)
     }
 
-    /// `run` judged against the last `baseline_runs` completed runs of its workflow that
-    /// started before it, by `rule`, and against `budgets` ([`Gate`]).
+    /// `run` judged against the completed runs of its workflow before it ([`gate`] over
+    /// this store).
     ///
     /// # Errors
     /// As [`node_history`](Self::node_history).
@@ -110,60 +242,10 @@ impl RunStore {
         rule: GateRule,
         budgets: Budgets,
     ) -> Result<Gate, StoreError> {
-        let baseline = self
-            .completed_runs_before(run, baseline_runs)?
-            .into_iter()
-            .map(|r| self.run_node_figures(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let checked = self.run_node_figures(run.clone())?;
-        Ok(Gate::new(checked, baseline, rule, budgets))
+        gate(self, run, baseline_runs, rule, budgets)
     }
 
-    /// The last `count` completed runs of `run`'s workflow before it, newest first.
-    fn completed_runs_before(
-        &self,
-        run: &WorkflowRunRecord,
-        count: usize,
-    ) -> Result<Vec<WorkflowRunRecord>, StoreError> {
-        // The runs come newest first, so the run checked is usually among the first few:
-        // read a little more than asked, and more only when runs after it fill the page.
-        let mut limit = count.saturating_add(1).max(8);
-        loop {
-            let runs = self.finished_runs_for_figures(&run.workflow_name, limit)?;
-            let exhausted = runs.len() < limit;
-            let before: Vec<WorkflowRunRecord> = match runs.iter().position(|r| r.id == run.id) {
-                Some(i) => runs.into_iter().skip(i + 1).collect(),
-                // Not finished, so not listed: the runs that started no later.
-                None => runs
-                    .into_iter()
-                    .filter(|r| r.started_at <= run.started_at && r.id != run.id)
-                    .collect(),
-            };
-            let completed: Vec<WorkflowRunRecord> = before
-                .into_iter()
-                .filter(|r| r.status == WorkflowStatus::Completed)
-                .take(count)
-                .collect();
-            if completed.len() == count || exhausted {
-                return Ok(completed);
-            }
-            limit = limit.saturating_mul(4);
-        }
-    }
-
-    fn run_node_figures(&self, run: WorkflowRunRecord) -> Result<RunNodeFigures, StoreError> {
-        Ok(RunNodeFigures {
-            nodes: self.node_figures(&run)?,
-            run_id: run.id,
-            status: run.status,
-            started_at: run.started_at,
-            duration_ms: run.duration_ms,
-            total_cost_usd: run.total_cost_usd,
-        })
-    }
-
-    /// What changed from run `a` (the baseline) to run `b`, run and node
-    /// ([`RunComparison`]).
+    /// What changed from run `a` to run `b` ([`compare`] over this store).
     ///
     /// # Errors
     /// As [`node_figures`](Self::node_figures).
@@ -172,9 +254,7 @@ impl RunStore {
         a: WorkflowRunRecord,
         b: WorkflowRunRecord,
     ) -> Result<RunComparison, StoreError> {
-        let nodes_a = self.node_figures(&a)?;
-        let nodes_b = self.node_figures(&b)?;
-        Ok(RunComparison::new(a, &nodes_a, b, &nodes_b))
+        compare(self, a, b)
     }
 }
 

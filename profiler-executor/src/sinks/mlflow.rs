@@ -3,13 +3,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use agent_profiler_mlflow::{ExportStats, MlflowConfig, MlflowTracker, RunInfo, RunStatus};
+use agent_profiler_mlflow::{
+    DEFAULT_SHUTDOWN_TIMEOUT, ExportStats, MlflowClient, MlflowConfig, MlflowTracker, RunInfo,
+    RunStatus,
+};
 use agent_profiler_runtime::cost::CostSink;
 use tokio::sync::oneshot;
 
 use super::{RunSink, RunStart, Warnings};
+use crate::history::{LoggedRun, RUN_ARTIFACT, STARTED_AT_METRIC, end_tags, start_tags};
 use crate::store::WorkflowStatus;
 use crate::workflow::WorkflowRun;
 
@@ -25,10 +29,20 @@ const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
 /// logs the bottleneck report and finishes the MLflow run with the run's status on a thread
 /// of its own (within the configured shutdown timeout), which the run waits for only after
 /// every sink had the run ([`RunSink::settle`]): the report is printed at once.
+///
+/// For the run history read from MLflow ([`MlflowSource`](crate::history::MlflowSource)),
+/// it also logs what a listing shows as tags (the store's run id, workflow and start when
+/// the run starts, with the start as a metric to order runs by; status, end, duration,
+/// cost, tokens, slowest node and error when it ends) and the run as the store keeps it
+/// (record, node states, time splits) as the artifact `agent_profiler/run.json`, uploaded
+/// by the finishing thread before the MLflow run is ended, within
+/// min(request timeout, 10 s); the inputs only when prompts may leave the process.
 pub(crate) struct MlflowSink {
     config: MlflowConfig,
     tracker: OnceLock<MlflowTracker>,
-    finishing: Mutex<Option<oneshot::Receiver<ExportStats>>>,
+    /// The client that uploads the run's artifact (the exporter's thread does the rest).
+    client: OnceLock<MlflowClient>,
+    finishing: Mutex<Option<oneshot::Receiver<(ExportStats, Option<String>)>>>,
 }
 
 impl MlflowSink {
@@ -36,6 +50,7 @@ impl MlflowSink {
         Self {
             config,
             tracker: OnceLock::new(),
+            client: OnceLock::new(),
             finishing: Mutex::new(None),
         }
     }
@@ -52,7 +67,13 @@ impl MlflowSink {
         tracker.attach(run.analyzer);
         let _ = tracker.log_param("workflow", name);
         let _ = tracker.log_param("llm_client", run.llm_client);
-        let _ = tracker.set_tag("agent_profiler.run_id", &run.record.id);
+        for (key, value) in start_tags(run.record) {
+            let _ = tracker.set_tag(key, value);
+        }
+        let _ = tracker.log_metric(STARTED_AT_METRIC, run.record.started_at, 0);
+        if let Ok(client) = MlflowClient::new(&self.config) {
+            let _ = self.client.set(client);
+        }
         Ok(tracker)
     }
 }
@@ -88,18 +109,40 @@ impl RunSink for MlflowSink {
             )),
             None => {}
         }
+        for (key, value) in end_tags(&run.record) {
+            let _ = tracker.set_tag(key, value);
+        }
         tracker.log_bottleneck_report(&run.summary);
         let status = if run.record.status == WorkflowStatus::Completed {
             RunStatus::Finished
         } else {
             RunStatus::Failed
         };
+        // Serialised off the run's threads, on the finishing thread.
+        let mut logged = LoggedRun::new(
+            run.record.clone(),
+            run.states.clone(),
+            run.content.inputs.is_none(),
+        );
+        if logged.inputs_withheld {
+            logged.record.inputs = serde_json::Value::Null;
+        }
+        let upload = self
+            .client
+            .get()
+            .cloned()
+            .zip(tracker.run_info())
+            .map(|(client, info)| (client, info, logged));
+        let upload_within = self.config.timeout().min(DEFAULT_SHUTDOWN_TIMEOUT);
         let (done, finished) = oneshot::channel();
         let finisher = tracker.clone();
         let spawned = std::thread::Builder::new()
             .name("agent-profiler-mlflow-finish".to_owned())
             .spawn(move || {
-                let _ = done.send(finisher.finish(status));
+                let lost = upload.and_then(|(client, info, logged)| {
+                    upload_run(&client, &info, &logged, Instant::now() + upload_within)
+                });
+                let _ = done.send((finisher.finish(status), lost));
             });
         match spawned {
             Ok(_) => {
@@ -124,11 +167,33 @@ impl RunSink for MlflowSink {
             .take()?;
         Some(Box::pin(async move {
             match finished.await {
-                Ok(stats) => incomplete(&stats).into_iter().collect(),
+                Ok((stats, lost)) => incomplete(&stats).into_iter().chain(lost).collect(),
                 Err(_) => vec!["MLflow export: the run could not be finished".to_owned()],
             }
         }))
     }
+}
+
+/// Uploads the run's artifact by `deadline`; the warning when it could not be.
+fn upload_run(
+    client: &MlflowClient,
+    info: &RunInfo,
+    logged: &LoggedRun,
+    deadline: Instant,
+) -> Option<String> {
+    let bytes = match serde_json::to_vec(logged) {
+        Ok(bytes) => bytes,
+        Err(e) => return Some(format!("MLflow: the run's {RUN_ARTIFACT} not written: {e}")),
+    };
+    client
+        .log_artifact_until(info, RUN_ARTIFACT, &bytes, "application/json", deadline)
+        .err()
+        .map(|e| {
+            format!(
+                "MLflow: the run's {RUN_ARTIFACT} not uploaded ({e}); the run history read \
+                 from MLflow will list the run as corrupt"
+            )
+        })
 }
 
 /// The warning of an export that lost something.
