@@ -49,7 +49,7 @@
 //! The default features build the macro and the core only (serde, serde_json). The outputs
 //! are opt-in, one module each: `mlflow` (module `mlflow`), `otlp` (`trace::otlp`), `report`
 //! (`report`, `trace::perfetto`, `trace::layout`), `executor` (`executor`, `llm`, `store`;
-//! brings every output), and `full` for everything.
+//! brings every output), `prometheus` (`prometheus`), and `full` for everything.
 #![warn(missing_docs)]
 
 pub use agent_profiler_macros::profile_node;
@@ -109,6 +109,16 @@ pub mod clock {
 /// report (feature `mlflow`).
 #[cfg(feature = "mlflow")]
 pub use agent_profiler_mlflow as mlflow;
+
+/// The analyzer's lifetime counters for scrapers ([`BottleneckAnalyzer::metrics`]: calls,
+/// duration histograms at fixed bounds, LLM calls, tokens and cost per model) and timings
+/// over a recent window ([`BottleneckAnalyzer::recent_timings`]).
+pub use agent_profiler_runtime::metrics;
+
+/// Prometheus: the analyzers' lifetime counters served in the OpenMetrics text format on a
+/// small HTTP endpoint (`GET /metrics`) (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+pub use agent_profiler_prometheus as prometheus;
 
 /// The self-contained HTML report of a run (feature `report`).
 #[cfg(feature = "report")]

@@ -432,6 +432,25 @@ impl BottleneckAnalyzer {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// How many handles of this analyzer exist: its clones, and those that threads
+    /// ([`set_profiler`](crate::set_profiler)), futures and LLM calls in flight hold to record
+    /// into it. An exporter that holds the only one left knows that the analyzer's figures
+    /// are final: nothing can be recorded into it any more but an async node already
+    /// running, which finishes into it only while a handle exists.
+    ///
+    /// ```
+    /// use agent_profiler_runtime::BottleneckAnalyzer;
+    ///
+    /// let analyzer = BottleneckAnalyzer::new();
+    /// let clone = analyzer.clone();
+    /// assert_eq!(analyzer.handle_count(), 2);
+    /// drop(clone);
+    /// assert_eq!(analyzer.handle_count(), 1);
+    /// ```
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// Whether the analyzer records: on from [`new`](Self::new), switched by
     /// [`set_enabled`](Self::set_enabled).
     pub fn is_enabled(&self) -> bool {

@@ -1,0 +1,148 @@
+//! The sum of every watched analyzer's counters, and of those already gone, with a bounded
+//! set of (provider, model) series per node.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agent_profiler_runtime::BottleneckAnalyzer;
+use agent_profiler_runtime::metrics::{MetricsSnapshot, OTHER_MODEL};
+
+/// (provider, model) pairs with series of their own per node, across every analyzer the
+/// exporter served; the pairs seen after them are counted under
+/// [`OTHER_MODEL`](agent_profiler_runtime::metrics::OTHER_MODEL).
+pub const MAX_MODELS: usize = 64;
+
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    /// Analyzers read at each scrape.
+    live: Vec<BottleneckAnalyzer>,
+    /// The final figures of analyzers no one else holds any more (already folded).
+    retired: MetricsSnapshot,
+    /// Per node, the pairs that have series of their own. Once in, a pair stays: its
+    /// series never turns into `_other`, so no series goes backwards.
+    admitted: BTreeMap<String, BTreeSet<(String, String)>>,
+}
+
+impl Totals {
+    pub(crate) fn watch(&mut self, analyzer: &BottleneckAnalyzer) {
+        if !self.live.iter().any(|a| a.ptr_eq(analyzer)) {
+            self.live.push(analyzer.clone());
+        }
+        // A service that makes an analyzer per run and is never scraped still lets the
+        // finished ones go.
+        self.retire_finished();
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Every analyzer's figures added up, the retired ones included.
+    pub(crate) fn snapshot(&mut self) -> MetricsSnapshot {
+        self.retire_finished();
+        let mut total = self.retired.clone();
+        for analyzer in &self.live {
+            total.add(&analyzer.metrics());
+        }
+        self.fold(&mut total);
+        total
+    }
+
+    /// Moves the figures of analyzers that only this exporter still holds into `retired`.
+    fn retire_finished(&mut self) {
+        let mut finished = Vec::new();
+        self.live.retain(|analyzer| {
+            // Checked before the last read: with no other handle, nothing new can be
+            // recorded into it after this read.
+            let alone = analyzer.handle_count() == 1;
+            if alone {
+                finished.push(analyzer.metrics());
+            }
+            !alone
+        });
+        for snapshot in finished {
+            self.retired.add(&snapshot);
+        }
+        let mut retired = std::mem::take(&mut self.retired);
+        self.fold(&mut retired);
+        self.retired = retired;
+    }
+
+    /// Counts the pairs beyond [`MAX_MODELS`] of a node under `_other`.
+    fn fold(&mut self, snapshot: &mut MetricsSnapshot) {
+        for node in &mut snapshot.nodes {
+            let admitted = self.admitted.entry(node.node_id.clone()).or_default();
+            let mut other = Vec::new();
+            node.llm.retain(|model| {
+                let key = (model.provider.clone(), model.model.clone());
+                let own = admitted.contains(&key)
+                    || key.0 == OTHER_MODEL && key.1 == OTHER_MODEL
+                    || admitted.len() < MAX_MODELS && admitted.insert(key);
+                if !own {
+                    other.push(model.clone());
+                }
+                own
+            });
+            for model in other {
+                node.model_entry(OTHER_MODEL, OTHER_MODEL).add(&model);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_profiler_runtime::{MultiProviderCostTracker, Usage};
+
+    fn llm_call(analyzer: &BottleneckAnalyzer, node: &str, model: &str) {
+        let info = MultiProviderCostTracker::new()
+            .track_usage("openai", model, Usage::new(10, 1))
+            .unwrap();
+        analyzer.record_cost(node, &info).unwrap();
+    }
+
+    #[test]
+    fn a_dropped_analyzers_figures_stay_in_the_totals() {
+        let mut totals = Totals::default();
+        let first = BottleneckAnalyzer::new();
+        totals.watch(&first);
+        totals.watch(&first);
+        assert_eq!(totals.live(), 1);
+        first.record_node("plan", 1.0).unwrap();
+        assert_eq!(totals.snapshot().node("plan").unwrap().calls.ok, 1);
+        // Recorded after the last scrape, then dropped: still counted.
+        first.record_node("plan", 1.0).unwrap();
+        drop(first);
+        let second = BottleneckAnalyzer::new();
+        second.record_node("plan", 1.0).unwrap();
+        totals.watch(&second);
+        assert_eq!(totals.live(), 1);
+        assert_eq!(totals.snapshot().node("plan").unwrap().calls.ok, 3);
+        drop(second);
+        assert_eq!(totals.snapshot().node("plan").unwrap().calls.ok, 3);
+        assert_eq!(totals.live(), 0);
+    }
+
+    #[test]
+    fn pairs_beyond_the_cap_go_to_other_and_admitted_ones_stay() {
+        let mut totals = Totals::default();
+        let analyzers: Vec<BottleneckAnalyzer> =
+            (0..5).map(|_| BottleneckAnalyzer::new()).collect();
+        // Each analyzer stays within its own cap; together they pass the exporter's.
+        for (i, analyzer) in analyzers.iter().enumerate() {
+            for j in 0..15 {
+                llm_call(analyzer, "chat", &format!("m{i}-{j}"));
+            }
+            totals.watch(analyzer);
+        }
+        let snapshot = totals.snapshot();
+        let chat = snapshot.node("chat").unwrap();
+        assert_eq!(chat.llm.len(), MAX_MODELS + 1);
+        assert_eq!(chat.llm_totals().calls, 75);
+        let other = chat.model(OTHER_MODEL, OTHER_MODEL).unwrap().calls;
+        assert_eq!(other, 75 - MAX_MODELS as u64);
+        // Dropping every analyzer keeps the same series and values.
+        drop(analyzers);
+        assert_eq!(totals.snapshot(), snapshot);
+    }
+}
