@@ -137,15 +137,18 @@ pub fn runs(store: &Source, args: &RunsArgs) -> Result<String, CliError> {
         return Ok(pretty(&value));
     }
     if runs.is_empty() {
-        let mut line = match &args.workflow {
+        let line = match &args.workflow {
             Some(w) => no_runs_of(store, w, "runs", "\n")?,
             None => format!("no runs in {}", store.location()),
         };
-        for skipped in &listing.skipped {
-            line.push('\n');
-            line.push_str(skipped);
+        let mut out = clip_lines(&line);
+        for skipped in listing.skipped.iter().flat_map(|l| wrap(l, "  ")) {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&skipped);
         }
-        return Ok(clip_lines(&line));
+        return Ok(out);
     }
     let id_len = store.unique_prefix_len(SHORT_ID)?;
     let mut table = Table::new(
@@ -187,7 +190,11 @@ pub fn runs(store: &Source, args: &RunsArgs) -> Result<String, CliError> {
     if unpriced {
         out.push_str("* leaves out LLM calls of unknown price\n");
     }
-    for line in corrupt.iter().chain(&listing.skipped) {
+    // What was left out names the MLflow runs to type: wrapped, not cut.
+    for line in listing.skipped.iter().flat_map(|l| wrap(l, "  ")) {
+        corrupt.push(line);
+    }
+    for line in &corrupt {
         out.push_str(&clip_lines(line));
         if !out.ends_with('\n') {
             out.push('\n');

@@ -64,23 +64,28 @@ pub struct LoggedRun {
     /// bottlenecks and critical path. Its inputs are `null` when the executor was not
     /// allowed to let prompts out of the process ([`inputs_withheld`](Self::inputs_withheld)).
     pub record: WorkflowRunRecord,
-    /// Each node's state snapshot, as stored.
+    /// Each node's state snapshot, as stored (without the input keys when the inputs are
+    /// withheld).
     pub states: Vec<ExecutionStateRecord>,
     /// Each node's LLM and own time, as the store lists them.
     pub time_splits: Vec<NodeTimeSplit>,
     /// Whether the run's inputs were left out (they fill the prompts, and the executor was
-    /// not allowed to let prompts out of the process).
+    /// not allowed to let prompts out of the process): from the record, and from the node
+    /// states' keys that held them.
     #[serde(default)]
     pub inputs_withheld: bool,
 }
 
 impl LoggedRun {
     /// The artifact of `record` with its node `states`; its time splits are those of its
-    /// summary, in the store's order (widest LLM time first, ties by node id).
+    /// summary, in the store's order (widest LLM time first, ties by node id). With
+    /// `withhold_inputs` (prompts may not leave the process, and the inputs fill them), the
+    /// record's inputs are `null` and each state leaves out the keys that still hold the
+    /// input's value.
     pub fn new(
-        record: WorkflowRunRecord,
-        states: Vec<ExecutionStateRecord>,
-        inputs_withheld: bool,
+        mut record: WorkflowRunRecord,
+        mut states: Vec<ExecutionStateRecord>,
+        withhold_inputs: bool,
     ) -> Self {
         let mut time_splits: Vec<NodeTimeSplit> = record
             .bottleneck_info
@@ -93,12 +98,22 @@ impl LoggedRun {
                 .total_cmp(&a.llm_time_ms)
                 .then_with(|| a.node_id.cmp(&b.node_id))
         });
+        if withhold_inputs {
+            let inputs = std::mem::take(&mut record.inputs);
+            if let Some(given) = inputs.as_object() {
+                for state in &mut states {
+                    if let Some(obj) = state.state.as_object_mut() {
+                        obj.retain(|k, v| given.get(k) != Some(v));
+                    }
+                }
+            }
+        }
         Self {
             format: RUN_FORMAT,
             record,
             states,
             time_splits,
-            inputs_withheld,
+            inputs_withheld: withhold_inputs,
         }
     }
 }
@@ -211,10 +226,17 @@ pub fn listing_of(run: &Run) -> Option<RunListing> {
     if !known {
         bad.push(STATUS_TAG);
     }
+    // An ended run has its totals: without them its end was not (fully) logged.
+    if has_ended(run) {
+        for key in [COST_TAG, TOKENS_TAG] {
+            if tags.tag(key).is_none() && !bad.contains(&key) {
+                bad.push(key);
+            }
+        }
+    }
     let corrupt = (!bad.is_empty()).then(|| {
         format!(
-            "corrupt MLflow run {} (bad or missing tag `{}`)",
-            run.info.run_id,
+            "corrupt MLflow run (bad or missing tag `{}`)",
             bad.join("`, `")
         )
     });
@@ -292,7 +314,7 @@ mod tests {
         let corrupt = listing_of(&mlflow_run(bad, "FINISHED")).unwrap();
         assert_eq!(
             corrupt.corrupt.as_deref(),
-            Some("corrupt MLflow run m1 (bad or missing tag `agent_profiler.started_at`)")
+            Some("corrupt MLflow run (bad or missing tag `agent_profiler.started_at`)")
         );
     }
 }

@@ -550,15 +550,24 @@ impl RunSource for MlflowSource {
             Some(f) => format!("{f} AND {ended}"),
             None => ended,
         });
-        let mut runs = Vec::new();
+        let mut runs: Vec<WorkflowRunRecord> = Vec::new();
         let page = u32::try_from(limit).unwrap_or(PAGE).min(PAGE);
         self.each_run(self.search(filter), page, |run| {
             if runs.len() >= limit {
                 return Ok(false);
             }
-            if store_run_id(&run).is_none()
-                || !(exact || run.data.tag(WORKFLOW_TAG) == Some(workflow))
-            {
+            let Some(id) = store_run_id(&run) else {
+                return Ok(true);
+            };
+            if !(exact || run.data.tag(WORKFLOW_TAG) == Some(workflow)) {
+                return Ok(true);
+            }
+            // A run logged twice (a copied store) is one run: counted once.
+            if runs.iter().any(|r| r.id == id) {
+                self.skip(format!(
+                    "run {}: logged to MLflow more than once, counted once",
+                    both_names(&run)
+                ));
                 return Ok(true);
             }
             match self.logged(&run) {

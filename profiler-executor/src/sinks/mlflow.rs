@@ -36,12 +36,13 @@ const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
 /// cost, tokens, slowest node and error when it ends) and the run as the store keeps it
 /// (record, node states, time splits) as the artifact `agent_profiler/run.json`, uploaded
 /// by the finishing thread before the MLflow run is ended, within
-/// min(request timeout, 10 s); the inputs only when prompts may leave the process.
+/// min(request timeout, 10 s). The run's inputs go only when prompts may leave the process
+/// ([`WorkflowExecutor::store_prompts`](crate::WorkflowExecutor::store_prompts)), as for
+/// the trace: else the record's inputs are `null` and the node states leave out the input
+/// keys.
 pub(crate) struct MlflowSink {
     config: MlflowConfig,
     tracker: OnceLock<MlflowTracker>,
-    /// The client that uploads the run's artifact (the exporter's thread does the rest).
-    client: OnceLock<MlflowClient>,
     finishing: Mutex<Option<oneshot::Receiver<(ExportStats, Option<String>)>>>,
 }
 
@@ -50,7 +51,6 @@ impl MlflowSink {
         Self {
             config,
             tracker: OnceLock::new(),
-            client: OnceLock::new(),
             finishing: Mutex::new(None),
         }
     }
@@ -71,9 +71,6 @@ impl MlflowSink {
             let _ = tracker.set_tag(key, value);
         }
         let _ = tracker.log_metric(STARTED_AT_METRIC, run.record.started_at, 0);
-        if let Ok(client) = MlflowClient::new(&self.config) {
-            let _ = self.client.set(client);
-        }
         Ok(tracker)
     }
 }
@@ -119,28 +116,24 @@ impl RunSink for MlflowSink {
             RunStatus::Failed
         };
         // Serialised off the run's threads, on the finishing thread.
-        let mut logged = LoggedRun::new(
+        let logged = LoggedRun::new(
             run.record.clone(),
             run.states.clone(),
             run.content.inputs.is_none(),
         );
-        if logged.inputs_withheld {
-            logged.record.inputs = serde_json::Value::Null;
-        }
-        let upload = self
-            .client
-            .get()
-            .cloned()
-            .zip(tracker.run_info())
-            .map(|(client, info)| (client, info, logged));
+        // The client is made (and dropped) on the finishing thread: a blocking HTTP client
+        // must not be made or dropped inside the run's async runtime.
+        let upload = tracker
+            .run_info()
+            .map(|info| (self.config.clone(), info, logged));
         let upload_within = self.config.timeout().min(DEFAULT_SHUTDOWN_TIMEOUT);
         let (done, finished) = oneshot::channel();
         let finisher = tracker.clone();
         let spawned = std::thread::Builder::new()
             .name("agent-profiler-mlflow-finish".to_owned())
             .spawn(move || {
-                let lost = upload.and_then(|(client, info, logged)| {
-                    upload_run(&client, &info, &logged, Instant::now() + upload_within)
+                let lost = upload.and_then(|(config, info, logged)| {
+                    upload_run(&config, &info, &logged, Instant::now() + upload_within)
                 });
                 let _ = done.send((finisher.finish(status), lost));
             });
@@ -176,7 +169,7 @@ impl RunSink for MlflowSink {
 
 /// Uploads the run's artifact by `deadline`; the warning when it could not be.
 fn upload_run(
-    client: &MlflowClient,
+    config: &MlflowConfig,
     info: &RunInfo,
     logged: &LoggedRun,
     deadline: Instant,
@@ -185,8 +178,10 @@ fn upload_run(
         Ok(bytes) => bytes,
         Err(e) => return Some(format!("MLflow: the run's {RUN_ARTIFACT} not written: {e}")),
     };
-    client
-        .log_artifact_until(info, RUN_ARTIFACT, &bytes, "application/json", deadline)
+    MlflowClient::new(config)
+        .and_then(|client| {
+            client.log_artifact_until(info, RUN_ARTIFACT, &bytes, "application/json", deadline)
+        })
         .err()
         .map(|e| {
             format!(
