@@ -33,6 +33,15 @@ pub(crate) fn encode(snapshot: &MetricsSnapshot, live: usize, format: Format) ->
     out
 }
 
+/// A metric family of the per-model figures: its name, its help, and the figure it shows.
+type Family<T> = (&'static str, &'static str, fn(&ModelMetrics) -> T);
+/// The same for a histogram.
+type HistogramFamily = (
+    &'static str,
+    &'static str,
+    fn(&ModelMetrics) -> &SecondsHistogram,
+);
+
 #[derive(Debug)]
 struct SnapshotCollector {
     snapshot: MetricsSnapshot,
@@ -78,7 +87,7 @@ impl Collector for SnapshotCollector {
             )?;
         }
         let models = || nodes.iter().flat_map(|n| n.llm.iter().map(move |m| (n, m)));
-        let counters: [(&str, &str, fn(&ModelMetrics) -> u64); 3] = [
+        let counters: [Family<u64>; 3] = [
             (
                 "agent_profiler_llm_calls",
                 "LLM calls made in a node whose usage was read (priced or not).",
@@ -125,7 +134,7 @@ impl Collector for SnapshotCollector {
                 .encode_family(&labels)?
                 .encode_counter::<NoLabelSet, f64, f64>(&model.cost_usd, None)?;
         }
-        let histograms: [(&str, &str, fn(&ModelMetrics) -> &SecondsHistogram); 2] = [
+        let histograms: [HistogramFamily; 2] = [
             (
                 "agent_profiler_llm_call_duration",
                 "Wall time of timed LLM calls, from the request to the last byte or the failure.",
