@@ -144,6 +144,11 @@ async fn a_tenth_of_the_runs_and_every_failed_one() {
         assert!(got.contains(id), "a failed run is always sent");
     }
     let ok_sent = ok.iter().filter(|id| got.contains(*id)).count();
+    eprintln!(
+        "sent {ok_sent} of {} successful runs and all {} failed ones",
+        ok.len(),
+        failed.len()
+    );
     assert!(
         (70..=130).contains(&ok_sent),
         "{ok_sent} of {} successful runs sent at a ratio of 0.1",
