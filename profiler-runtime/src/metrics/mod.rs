@@ -26,7 +26,8 @@
 //! bound is exact, not interpolated. A bucket counts the durations *below* its bound in
 //! whole nanoseconds: a call of exactly `2^k` ns counts in the next bucket, a difference
 //! of one nanosecond from Prometheus' "less or equal". A quantile read back from these
-//! buckets is known to within its bucket: a third of its value at most.
+//! buckets is known to within its bucket, whose width is at most half its lower bound (the
+//! analyzer's own percentiles, from its finer buckets, are within 1/16).
 //!
 //! [`BottleneckAnalyzer::metrics`]: crate::BottleneckAnalyzer::metrics
 //! [`BottleneckAnalyzer::recent_timings`]: crate::BottleneckAnalyzer::recent_timings
