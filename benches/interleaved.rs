@@ -4,11 +4,15 @@
 //! gives ratios that move by a few hundredths between runs, where separate criterion runs
 //! move by tenths.
 //!
-//! Run: `cargo bench --bench interleaved` (about 20 s). Prints ns per call and the overhead
+//! Run: `cargo bench --bench interleaved` (about 30 s). Prints ns per call and the overhead
 //! ratio to the floor (two `Instant::now()` reads), as `scripts/bench-ratios` does. Cases 6
 //! and 7 are an LLM call made inside a node, tracked from its usage and timed with
 //! `start_call` (priced, kept in the default history): their difference is what timing a
-//! call costs, and case 7 less case 4 what a timed call costs in all.
+//! call costs, and case 7 less case 4 what a timed call costs in all. Case 5f is fastrace
+//! collecting the same calls as spans (`#[fastrace::trace]`, fastrace's cheapest span, a
+//! local span under a local parent, with a root every 1000 calls and a discarding reporter),
+//! beside trace mode (case 5). Every fourth round also times `analyzer.trace()` of a run of
+//! 200,000 spans (and their root), printed as ns per span, and the drop of that copy apart.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -17,10 +21,19 @@ use agent_profiler::{BottleneckAnalyzer, clear_profiler, set_enabled, set_profil
 
 mod cases;
 
-use cases::{bare, floor, llm_call_timed, llm_call_untimed, profiled, rdtsc_pair};
+use cases::{
+    Discard, bare, fastrace_collected, floor, llm_call_timed, llm_call_untimed, profiled,
+    profiled_run, rdtsc_pair, settle_allocator,
+};
 
 const CALLS_PER_BATCH: u64 = 20_000;
 const ROUNDS: usize = 400;
+/// Calls per fastrace root span (see `fastrace_collected`).
+const FASTRACE_PER_ROOT: u64 = 1000;
+/// Spans in the run whose trace the snapshot copies (its root comes on top).
+const SNAPSHOT_SPANS: u64 = 200_000;
+/// The snapshot is timed every this many rounds.
+const SNAPSHOT_EVERY: usize = 4;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Setup {
@@ -29,6 +42,8 @@ enum Setup {
     Disabled,
     /// An analyzer in trace mode, new each round so that its buffer holds every span.
     Traced,
+    /// No analyzer; the batch runs under fastrace root spans (the case's `f` is not used).
+    Fastrace,
 }
 
 struct Case {
@@ -54,6 +69,7 @@ fn main() {
         ("3b_profiled_disabled", profiled, Setup::Disabled),
         ("4_profiled_analyzer", profiled, Setup::Analyzer),
         ("5_profiled_trace_mode", profiled, Setup::Traced),
+        ("5f_fastrace_collected", bare, Setup::Fastrace),
         ("6_llm_call_untimed", llm_call_untimed, Setup::Analyzer),
         ("7_llm_call_timed", llm_call_timed, Setup::Analyzer),
     ]
@@ -66,6 +82,9 @@ fn main() {
     })
     .collect();
 
+    settle_allocator();
+    fastrace::set_reporter(Discard, fastrace::collector::Config::default());
+    let mut snapshot = Snapshot::new();
     let count = cases.len();
     for round in 0..rounds {
         // Rotate the starting case so that no case always runs right after another.
@@ -73,7 +92,7 @@ fn main() {
             let case = &mut cases[(round + offset) % count];
             let traced = BottleneckAnalyzer::new();
             match case.setup {
-                Setup::NoAnalyzer => clear_profiler(),
+                Setup::NoAnalyzer | Setup::Fastrace => clear_profiler(),
                 Setup::Analyzer | Setup::Disabled => set_profiler(&analyzer),
                 Setup::Traced => {
                     traced.enable_trace(CALLS_PER_BATCH as usize);
@@ -82,16 +101,74 @@ fn main() {
             }
             set_enabled(case.setup != Setup::Disabled);
             let began = Instant::now();
-            for i in 0..CALLS_PER_BATCH {
-                black_box((case.f)(black_box(i)));
+            if case.setup == Setup::Fastrace {
+                black_box(fastrace_collected(CALLS_PER_BATCH, FASTRACE_PER_ROOT));
+            } else {
+                for i in 0..CALLS_PER_BATCH {
+                    black_box((case.f)(black_box(i)));
+                }
             }
             case.ns_per_call
                 .push(began.elapsed().as_nanos() as f64 / CALLS_PER_BATCH as f64);
+        }
+        if round % SNAPSHOT_EVERY == 0 {
+            snapshot.time();
         }
     }
     set_enabled(true);
     clear_profiler();
     report(&mut cases, &analyzer);
+    snapshot.report();
+    fastrace::flush();
+}
+
+/// The snapshot case: an analyzer holding a run of [`SNAPSHOT_SPANS`] spans, and the time of
+/// each `trace()` of it and of each drop of the copy, ns per span.
+struct Snapshot {
+    analyzer: BottleneckAnalyzer,
+    spans: usize,
+    ns_per_span: Vec<f64>,
+    drop_ns_per_span: Vec<f64>,
+}
+
+impl Snapshot {
+    fn new() -> Self {
+        let analyzer = BottleneckAnalyzer::new();
+        analyzer.enable_trace(SNAPSHOT_SPANS as usize + 1);
+        set_profiler(&analyzer);
+        black_box(profiled_run(SNAPSHOT_SPANS));
+        clear_profiler();
+        let spans = analyzer.trace().map_or(0, |t| t.spans.len());
+        assert_eq!(spans as u64, SNAPSHOT_SPANS + 1, "the run's spans all kept");
+        Self {
+            analyzer,
+            spans,
+            ns_per_span: Vec::new(),
+            drop_ns_per_span: Vec::new(),
+        }
+    }
+
+    fn time(&mut self) {
+        let began = Instant::now();
+        let trace = black_box(self.analyzer.trace());
+        let took = began.elapsed();
+        let began = Instant::now();
+        drop(trace);
+        let dropped = began.elapsed();
+        let per_span = |d: std::time::Duration| d.as_nanos() as f64 / self.spans as f64;
+        self.ns_per_span.push(per_span(took));
+        self.drop_ns_per_span.push(per_span(dropped));
+    }
+
+    fn report(&mut self) {
+        println!(
+            "trace snapshot, {} spans, {} times: {:.1} ns per span (median), dropping the copy {:.1} ns per span",
+            self.spans,
+            self.ns_per_span.len(),
+            median(&mut self.ns_per_span),
+            median(&mut self.drop_ns_per_span),
+        );
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -128,6 +205,12 @@ fn report(cases: &mut [Case], analyzer: &BottleneckAnalyzer) {
             overhead / floor
         );
     }
+    let traced = of("5_profiled_trace_mode") - bare;
+    let fastrace = of("5f_fastrace_collected") - bare;
+    println!(
+        "trace mode / fastrace, per span: {:.3} ({traced:.2} ns vs {fastrace:.2} ns)",
+        traced / fastrace
+    );
     let calls = analyzer.get_node("bench_sync").map_or(0, |n| n.call_count);
     println!("calls recorded by the analyzer: {calls}");
 }

@@ -16,11 +16,14 @@
 //! | `5b_async_profiled_analyzer` | the same async fn with `#[profile_node]`, analyzer installed |
 //! | `6a_tracing_no_subscriber` | `#[tracing::instrument]`, no subscriber |
 //! | `6b_tracing_registry` | `#[tracing::instrument]`, `tracing_subscriber::registry()` as the thread default |
+//! | `4t_profiled_trace_mode` | `#[profile_node]`, analyzer in trace mode installed (every call kept as a span) |
 //! | `7_fastrace_local_parent` | `#[fastrace::trace]` under a local parent span, discarding reporter set |
 //! | `8a/8b_threads{1,2}_profiled` | N calls on 1 thread vs N calls on each of 2 threads at once |
 //! | `8c/8d_threads{1,2}_bare` | the same for the bare fn: what the machine itself scales to |
+//! | `9_trace_snapshot_200k` | `analyzer.trace()` of a run of 200,000 spans, per span |
 //!
-//! Batched cases (async: 1000 awaits per `block_on`; fastrace: 1000 calls per root span) set
+//! Batched cases (async: 1000 awaits per `block_on`; fastrace: 1000 calls per root span;
+//! trace mode: a fresh analyzer every 100,000 calls; the snapshot: 200,001 spans) set
 //! `Throughput::Elements`, which `scripts/bench-ratios` divides by, so every figure it prints
 //! is per call. The two-thread cases are per call per thread (wall time of the batch / N).
 //!
@@ -44,18 +47,16 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 /// Calls per `block_on` (async) and per root span (fastrace).
 const BATCH: u64 = 1000;
 
+/// Spans each trace-mode analyzer keeps: a fresh analyzer every this many calls, so that every
+/// measured call is kept (a full buffer only counts the calls it drops).
+const TRACE_BATCH: u64 = 100_000;
+
+/// Spans in the run whose trace the snapshot case copies.
+const SNAPSHOT_SPANS: u64 = 200_000;
+
 mod cases;
 
 use cases::*;
-
-/// A fastrace reporter that discards every span.
-struct Discard;
-
-impl fastrace::collector::Reporter for Discard {
-    fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
-        black_box(spans);
-    }
-}
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -117,6 +118,50 @@ fn threads_case(
     });
 }
 
+/// `4t_profiled_trace_mode`: `#[profile_node]` with an analyzer in trace mode installed, a
+/// fresh one (made outside the timing) every [`TRACE_BATCH`] calls.
+fn trace_mode_case(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("4t_profiled_trace_mode", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(TRACE_BATCH);
+                let analyzer = BottleneckAnalyzer::new();
+                analyzer.enable_trace(TRACE_BATCH as usize);
+                set_profiler(&analyzer);
+                let start = Instant::now();
+                for _ in 0..n {
+                    profiled(black_box(7));
+                }
+                elapsed += start.elapsed();
+                clear_profiler();
+                left -= n;
+            }
+            elapsed
+        })
+    });
+}
+
+/// `9_trace_snapshot_200k`: `analyzer.trace()` of a run of [`SNAPSHOT_SPANS`] spans (and its
+/// root), per span. The copy is dropped outside the timing (its drop is the caller's, later).
+fn snapshot_case(c: &mut Criterion) {
+    let analyzer = BottleneckAnalyzer::new();
+    analyzer.enable_trace(SNAPSHOT_SPANS as usize + 1);
+    set_profiler(&analyzer);
+    black_box(profiled_run(SNAPSHOT_SPANS));
+    clear_profiler();
+    settle_allocator();
+    let mut group = c.benchmark_group("overhead");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(SNAPSHOT_SPANS + 1));
+    group.bench_function("9_trace_snapshot_200k", |b| {
+        b.iter_with_large_drop(|| analyzer.trace())
+    });
+    group.finish();
+}
+
 // ---- the run ------------------------------------------------------------------------------
 
 fn overhead(c: &mut Criterion) {
@@ -170,22 +215,13 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("7_fastrace_local_parent", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(BATCH);
-                let root =
-                    fastrace::Span::root("bench", fastrace::collector::SpanContext::random());
-                let parent = root.set_local_parent();
-                for _ in 0..n {
-                    fastraced(black_box(7));
-                }
-                drop(parent);
-                drop(root);
-                left -= n;
-            }
+            black_box(fastrace_collected(iters, BATCH));
             start.elapsed()
         })
     });
+
+    // 4t: trace mode, beside fastrace: every call kept as a span.
+    trace_mode_case(&mut group);
 
     // 8: two threads on one node vs one thread; the bare pair shows the machine's own limit.
     threads_case(
@@ -207,6 +243,7 @@ fn overhead(c: &mut Criterion) {
 
     group.finish();
     fastrace::flush();
+    snapshot_case(c);
 
     // The analyzer saw the calls (with a placeholder macro it would stay empty).
     let timings = analyzer.get_timings();

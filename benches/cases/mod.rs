@@ -42,6 +42,63 @@ pub fn profiled(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)
 }
 
+/// A node that calls [`profiled`] `n` times: a run of `n + 1` spans in trace mode, each inner
+/// one with a parent (the trace-snapshot cases).
+#[profile_node("bench_run")]
+#[inline(never)]
+pub fn profiled_run(n: u64) -> u64 {
+    let mut acc = 0_u64;
+    for i in 0..n {
+        acc ^= profiled(black_box(i));
+    }
+    acc
+}
+
+/// `calls` calls of [`fastraced`], under a fresh fastrace root span (with its local parent) every
+/// `per_root` calls: a root's local span queue holds a bounded number of spans, and one that
+/// collected more would drop the rest. Every span goes to the reporter set with
+/// `fastrace::set_reporter`.
+#[inline(never)]
+pub fn fastrace_collected(calls: u64, per_root: u64) -> u64 {
+    let mut acc = 0_u64;
+    let mut left = calls;
+    while left > 0 {
+        let n = left.min(per_root);
+        let root = fastrace::Span::root("bench", fastrace::collector::SpanContext::random());
+        let parent = root.set_local_parent();
+        for i in 0..n {
+            acc ^= fastraced(black_box(i));
+        }
+        drop(parent);
+        drop(root);
+        left -= n;
+    }
+    acc
+}
+
+/// Puts glibc's allocator in the state of a process that has run for a while, for
+/// fastrace's sake: a root's span list grows to about 100 KB per 1000 spans and is freed by
+/// fastrace's collector thread. Below glibc's mmap threshold (128 KB at start) such blocks
+/// come from the heap and are reused; above it each one is a fresh mapping whose pages fault
+/// in as spans are added, which here about doubles fastrace's cost per span. Freeing one
+/// large mapped block raises the threshold to its size (glibc's dynamic threshold, up to
+/// 32 MB), as any large free does early in a real process, so fastrace is measured at its
+/// best. Profiled calls allocate nothing, so this changes nothing for them.
+pub fn settle_allocator() {
+    let block: Vec<u8> = Vec::with_capacity(16 << 20);
+    black_box(block.as_ptr());
+    drop(block);
+}
+
+/// A fastrace reporter that discards every span it is handed.
+pub struct Discard;
+
+impl fastrace::collector::Reporter for Discard {
+    fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+        black_box(spans);
+    }
+}
+
 #[inline(never)]
 pub async fn bare_async(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)

@@ -72,11 +72,12 @@ impl Traced {
         let Some(buffer) = self.shared.trace_buffer.get() else {
             return;
         };
+        let (thread, here) = HOT.with(|h| (h.thread.get(), h.shard.get()));
         let mut ids = self.ids;
         if kind == trace::POLL {
-            ids.thread = HOT.with(|h| h.thread.get());
+            ids.thread = thread;
         }
-        buffer.push(&RawSpan {
+        let raw = RawSpan {
             kind,
             site,
             ids,
@@ -84,7 +85,15 @@ impl Traced {
             end,
             busy,
             outcome,
-        });
+        };
+        // SAFETY: a non-null `HOT.shard` is a live shard of this thread.
+        match unsafe { here.as_ref() } {
+            // This thread's shard of the same analyzer: its run of slots is this thread's.
+            Some(shard) if Arc::ptr_eq(&shard.shared, &self.shared) => {
+                buffer.push_owned(&shard.trace_run, &raw);
+            }
+            _ => buffer.push(&raw),
+        }
     }
 }
 

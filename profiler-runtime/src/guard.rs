@@ -136,12 +136,14 @@ impl Guard {
         };
         if u64::from(epoch) != self.epoch {
             // Fields, not `self`: a reference to the guard would keep it in memory on every call.
+            // `call` by reference: it is in memory already (the export path takes it so), and
+            // a copy would reload its outcome byte as a word, which stalls store forwarding.
             return finish_unusual(
                 self.shard,
                 self.site,
                 [self.epoch, u64::from(epoch)],
                 self.saved_node,
-                call,
+                &call,
             );
         }
         // SAFETY: the shard came from this thread's `HOT`, and no shard was dropped since.
@@ -159,34 +161,38 @@ fn finish_unusual(
     site: &'static CallSite,
     [guard_epoch, epoch]: [u64; 2],
     saved_node: *const CallSite,
-    call: Call,
+    call: &Call,
 ) {
     let traced = guard_epoch & TRACED != 0;
     let (span, saved_span) = if traced { trace::end_span() } else { (0, 0) };
-    let thread = HOT.with(|h| h.thread.get());
     if epoch != guard_epoch & !TRACED && !context::shard_is_live(shard) {
         return;
     }
     // SAFETY: a shard of this thread's `HOT`, still alive (checked above).
     let shard = unsafe { &*shard };
     // SAFETY: as above; this thread owns it.
-    unsafe { shard.record_owned(site, &call) };
+    unsafe { shard.record_owned(site, call) };
     if let Some(buffer) = shard.shared.trace_buffer.get().filter(|_| traced) {
-        buffer.push(&RawSpan {
-            kind: trace::SYNC,
-            site,
-            ids: SpanIds {
-                id: span,
-                parent: saved_span,
-                // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
-                parent_site: unsafe { saved_node.as_ref() },
-                thread,
+        // This thread's shard, so its run of slots is this thread's.
+        buffer.push_owned(
+            &shard.trace_run,
+            &RawSpan {
+                kind: trace::SYNC,
+                site,
+                ids: SpanIds {
+                    id: span,
+                    parent: saved_span,
+                    // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+                    parent_site: unsafe { saved_node.as_ref() },
+                    // The slot reads it back from the id.
+                    thread: span >> 32,
+                },
+                start: call.start,
+                end: call.end,
+                busy: call.busy,
+                outcome: call.outcome,
             },
-            start: call.start,
-            end: call.end,
-            busy: call.busy,
-            outcome: call.outcome,
-        });
+        );
     }
 }
 

@@ -13,7 +13,7 @@ use crate::analyzer::Inner;
 use crate::export::{CallRing, RawRecord};
 use crate::site::CallSite;
 use crate::stats::{Call, Slot, Stats};
-use crate::trace::TraceBuffer;
+use crate::trace::{SlotRun, TraceBuffer};
 
 /// What every shard of one analyzer shares: the analyzer's on/off switch, kept apart from
 /// the analyzer so that a shard can check it without owning the analyzer.
@@ -59,10 +59,14 @@ pub(crate) struct Shard {
     slots: Mutex<Vec<(&'static CallSite, Box<Slot>)>>,
     /// Per-call records for exporters, created on the first call made with export on.
     ring: OnceLock<CallRing>,
+    /// The slots of the analyzer's trace buffer this thread holds, not written yet. Owner
+    /// thread only (see `TraceBuffer::push_owned`).
+    pub(crate) trace_run: SlotRun,
 }
 
-// SAFETY: `index` is only touched by the owning thread (`record_owned` is unsafe and states
-// that contract); everything else is atomics or behind the mutex.
+// SAFETY: `index` and `trace_run` are only touched by the owning thread (`record_owned` is
+// unsafe and states that contract, and `trace_run` is used only through a shard taken from
+// the calling thread's `HOT`); everything else is atomics or behind the mutex.
 unsafe impl Send for Shard {}
 // SAFETY: as above.
 unsafe impl Sync for Shard {}
@@ -78,6 +82,7 @@ impl Shard {
             index_len: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
             ring: OnceLock::new(),
+            trace_run: SlotRun::default(),
         };
         shard.copy_flags();
         shard

@@ -1,11 +1,15 @@
 //! The buffer that keeps spans in trace mode, and the span ids of running calls.
 //!
-//! A call takes a span id at its start (from a per-thread counter: no shared write) and
-//! claims a slot of the analyzer's buffer when it ends (one atomic add). The buffer keeps the
-//! first `capacity` spans and poll slices; later ones are counted, never kept.
+//! A call takes a span id at its start (from a per-thread counter: no shared write) and a
+//! slot of the analyzer's buffer when it ends. A thread takes slots in runs (up to
+//! [`RUN_MAX`], fewer as the buffer fills) with one atomic add per run, and then writes each
+//! slot it owns with plain stores published by one release store: the call path does no
+//! atomic read-modify-write and takes no lock. The buffer keeps the first spans and poll
+//! slices up to its capacity; later ones are counted, never kept.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::{PollSlice, Span, Trace};
@@ -19,6 +23,16 @@ const KIND_SYNC: u8 = 1;
 const KIND_ASYNC: u8 = 2;
 const KIND_POLL: u8 = 3;
 
+/// Set in a slot's `meta` once the slot is written (with the kind in the low byte and the
+/// outcome in the next): a slot whose `meta` is 0 was claimed and not written yet.
+const WRITTEN: u32 = 1 << 16;
+
+/// Slots a thread takes at most with one atomic add.
+const RUN_MAX: usize = 64;
+/// A run is at most this fraction of the slots left, so that near the end of the buffer a
+/// thread holds few slots it may never use (the last runs are single slots).
+const RUN_SHARE: usize = 64;
+
 /// A span's identity while it runs: its id, its parent's, and the node running when it
 /// started.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +40,8 @@ pub(crate) struct SpanIds {
     pub(crate) id: u64,
     pub(crate) parent: u64,
     pub(crate) parent_site: Option<&'static CallSite>,
+    /// The thread the span started on (for a poll: the thread that polled), which is also
+    /// `id >> 32` for the span itself (see [`new_span`]).
     pub(crate) thread: u64,
 }
 
@@ -40,27 +56,85 @@ pub(crate) struct RawSpan {
     pub(crate) outcome: Outcome,
 }
 
+/// One span or poll slice: one cache line. The thread of a span is not stored, since it is
+/// `id >> 32`; a poll slice keeps its polling thread in `parent` (a poll has no parent).
+/// Sync spans leave `busy` unwritten: their busy time is their wall time.
+#[repr(C, align(64))]
 struct Slot {
-    ready: AtomicBool,
-    kind: AtomicU8,
-    outcome: AtomicU8,
+    /// 0 until written; then [`WRITTEN`], the kind and the outcome, stored last with release
+    /// ordering so that a reader that sees it with acquire sees every other field.
+    meta: AtomicU32,
     site: AtomicPtr<CallSite>,
     parent_site: AtomicPtr<CallSite>,
     id: AtomicU64,
     parent: AtomicU64,
-    thread: AtomicU64,
     start: AtomicU64,
     end: AtomicU64,
     busy: AtomicU64,
 }
 
-/// The analyzer's trace buffer: slots claimed with one atomic add, written by the claiming
-/// thread, published with a release store of `ready`.
+impl Slot {
+    fn empty() -> Self {
+        Self {
+            meta: AtomicU32::new(0),
+            site: AtomicPtr::new(std::ptr::null_mut()),
+            parent_site: AtomicPtr::new(std::ptr::null_mut()),
+            id: AtomicU64::new(0),
+            parent: AtomicU64::new(0),
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes `raw` into this slot and publishes it. Only the thread that claimed the slot
+    /// writes it, once; the relaxed stores are plain stores, and the release store of `meta`
+    /// publishes them.
+    #[inline(always)]
+    fn write(&self, raw: &RawSpan) {
+        self.site
+            .store(std::ptr::from_ref(raw.site).cast_mut(), Ordering::Relaxed);
+        self.id.store(raw.ids.id, Ordering::Relaxed);
+        self.start.store(raw.start, Ordering::Relaxed);
+        self.end.store(raw.end, Ordering::Relaxed);
+        if raw.kind == KIND_POLL {
+            self.parent.store(raw.ids.thread, Ordering::Relaxed);
+        } else {
+            self.parent.store(raw.ids.parent, Ordering::Relaxed);
+            self.parent_site.store(
+                raw.ids
+                    .parent_site
+                    .map_or(std::ptr::null_mut(), |s| std::ptr::from_ref(s).cast_mut()),
+                Ordering::Relaxed,
+            );
+        }
+        if raw.kind != KIND_SYNC {
+            self.busy.store(raw.busy, Ordering::Relaxed);
+        }
+        let meta = WRITTEN | u32::from(raw.kind) | (u32::from(raw.outcome as u8) << 8);
+        self.meta.store(meta, Ordering::Release);
+    }
+}
+
+/// The run of slots one thread holds in one analyzer's buffer: `next..end`, not written yet.
+/// Lives in that thread's shard and is touched only by that thread (see
+/// [`TraceBuffer::push_owned`]).
+#[derive(Debug, Default)]
+pub(crate) struct SlotRun {
+    next: Cell<usize>,
+    end: Cell<usize>,
+}
+
+/// The analyzer's trace buffer: slots claimed in runs with one atomic add, each written by
+/// the thread that claimed it, published with a release store of its `meta`.
 pub(crate) struct TraceBuffer {
     trace_id: u128,
     slots: Box<[Slot]>,
-    /// Slots claimed so far, including claims past the end (which count as dropped).
+    /// Slots handed out so far (singly or in runs); may pass the capacity, whose excess is
+    /// no slot.
     claimed: AtomicUsize,
+    /// Spans and polls that found no slot: counted, not kept.
+    dropped: AtomicU64,
     /// Spans recorded by hand (`record_node`), already in Unix ns; they count against the
     /// same capacity.
     manual: Mutex<Vec<Span>>,
@@ -74,6 +148,7 @@ impl std::fmt::Debug for TraceBuffer {
         f.debug_struct("TraceBuffer")
             .field("capacity", &self.slots.len())
             .field("claimed", &self.claimed)
+            .field("dropped", &self.dropped)
             .finish_non_exhaustive()
     }
 }
@@ -83,56 +158,81 @@ impl TraceBuffer {
         let capacity = capacity.max(1);
         Self {
             trace_id: random_trace_id(seed),
-            slots: (0..capacity)
-                .map(|_| Slot {
-                    ready: AtomicBool::new(false),
-                    kind: AtomicU8::new(0),
-                    outcome: AtomicU8::new(0),
-                    site: AtomicPtr::new(std::ptr::null_mut()),
-                    parent_site: AtomicPtr::new(std::ptr::null_mut()),
-                    id: AtomicU64::new(0),
-                    parent: AtomicU64::new(0),
-                    thread: AtomicU64::new(0),
-                    start: AtomicU64::new(0),
-                    end: AtomicU64::new(0),
-                    busy: AtomicU64::new(0),
-                })
-                .collect(),
+            // Written (with zeros) now, so that the call path never meets a fresh page.
+            slots: (0..capacity).map(|_| Slot::empty()).collect(),
             claimed: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
             manual: Mutex::new(Vec::new()),
             llm: Mutex::new(Vec::new()),
             llm_dropped: AtomicU64::new(0),
         }
     }
 
+    /// One slot, or `None` (counted as dropped) when the buffer is full.
     fn claim(&self) -> Option<&Slot> {
-        self.slots.get(self.claimed.fetch_add(1, Ordering::Relaxed))
+        // A full buffer stops handing out indices, so `claimed` cannot grow without bound.
+        if self.claimed.load(Ordering::Relaxed) < self.slots.len()
+            && let Some(slot) = self.slots.get(self.claimed.fetch_add(1, Ordering::Relaxed))
+        {
+            return Some(slot);
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
-    /// Keeps a finished span or poll, or counts it as dropped when the buffer is full.
+    /// Keeps a finished span or poll, or counts it as dropped when the buffer is full: for a
+    /// thread with no run of its own in this buffer (see [`push_owned`](Self::push_owned)).
     pub(crate) fn push(&self, raw: &RawSpan) {
-        let Some(slot) = self.claim() else { return };
-        slot.kind.store(raw.kind, Ordering::Relaxed);
-        slot.outcome.store(raw.outcome as u8, Ordering::Relaxed);
-        slot.site
-            .store(std::ptr::from_ref(raw.site).cast_mut(), Ordering::Relaxed);
-        slot.parent_site.store(
-            raw.ids
-                .parent_site
-                .map_or(std::ptr::null_mut(), |s| std::ptr::from_ref(s).cast_mut()),
-            Ordering::Relaxed,
-        );
-        slot.id.store(raw.ids.id, Ordering::Relaxed);
-        slot.parent.store(raw.ids.parent, Ordering::Relaxed);
-        slot.thread.store(raw.ids.thread, Ordering::Relaxed);
-        slot.start.store(raw.start, Ordering::Relaxed);
-        slot.end.store(raw.end, Ordering::Relaxed);
-        slot.busy.store(raw.busy, Ordering::Relaxed);
-        slot.ready.store(true, Ordering::Release);
+        if let Some(slot) = self.claim() {
+            slot.write(raw);
+        }
+    }
+
+    /// Keeps a finished span or poll in the next slot of `run`, taking a new run when it is
+    /// used up, or counts it as dropped when the buffer is full.
+    ///
+    /// `run` must be the run of the calling thread in this buffer (its shard's): two threads
+    /// writing through one run could write one slot twice.
+    #[inline]
+    pub(crate) fn push_owned(&self, run: &SlotRun, raw: &RawSpan) {
+        let next = run.next.get();
+        let index = if next < run.end.get() {
+            run.next.set(next + 1);
+            next
+        } else {
+            match self.take_run(run) {
+                Some(index) => index,
+                None => return,
+            }
+        };
+        if let Some(slot) = self.slots.get(index) {
+            slot.write(raw);
+        }
+    }
+
+    /// Takes a new run of slots for `run` and returns its first slot (the run holds the
+    /// rest), or counts a drop when the buffer is full.
+    #[cold]
+    #[inline(never)]
+    fn take_run(&self, run: &SlotRun) -> Option<usize> {
+        let capacity = self.slots.len();
+        let claimed = self.claimed.load(Ordering::Relaxed);
+        if claimed < capacity {
+            let wanted = ((capacity - claimed) / RUN_SHARE).clamp(1, RUN_MAX);
+            let first = self.claimed.fetch_add(wanted, Ordering::Relaxed);
+            if first < capacity {
+                run.next.set(first + 1);
+                run.end.set((first + wanted).min(capacity));
+                return Some(first);
+            }
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     /// Keeps a span recorded by hand (already in Unix ns).
     pub(crate) fn push_manual(&self, span: Span) {
+        // The slot stays unwritten: it only counts the span against the capacity.
         if self.claim().is_some() {
             self.manual
                 .lock()
@@ -158,86 +258,138 @@ impl TraceBuffer {
     /// What the buffer holds now. Spans still being written by another thread are left out.
     pub(crate) fn snapshot(&self) -> Trace {
         let conv = Conversion::current();
-        let claimed = self.claimed.load(Ordering::Relaxed);
+        let written = self.claimed.load(Ordering::Relaxed).min(self.slots.len());
+        let manual = self.manual.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spans = Vec::with_capacity(written + manual.len());
+        let mut polls = Vec::new();
+        for slot in &self.slots[..written] {
+            let meta = slot.meta.load(Ordering::Acquire);
+            if meta == 0 {
+                continue;
+            }
+            if meta as u8 == KIND_POLL {
+                polls.push(poll_of(slot, &conv));
+            } else {
+                spans.push(span_of(slot, meta, &conv));
+            }
+        }
+        spans.extend(manual.iter().cloned());
+        drop(manual);
+        sort_by_end(&mut spans);
+        if !polls.is_sorted_by_key(|p: &PollSlice| p.end_unix_ns) {
+            polls.sort_by_key(|p| p.end_unix_ns);
+        }
         let mut trace = Trace {
             trace_id: format!("{:032x}", self.trace_id),
+            spans,
+            polls,
             capacity: self.slots.len(),
-            dropped: claimed.saturating_sub(self.slots.len()) as u64,
-            ..Trace::default()
+            dropped: self.dropped.load(Ordering::Relaxed),
+            unattached_llm_calls: self.llm_dropped.load(Ordering::Relaxed),
         };
-        let mut ended = Vec::new();
-        for slot in &self.slots[..claimed.min(self.slots.len())] {
-            if !slot.ready.load(Ordering::Acquire) {
-                continue;
-            }
-            let end = conv.tick_to_unix_ns(slot.end.load(Ordering::Relaxed));
-            let start = conv.tick_to_unix_ns(slot.start.load(Ordering::Relaxed));
-            let id = slot.id.load(Ordering::Relaxed);
-            let thread = slot.thread.load(Ordering::Relaxed);
-            let kind = slot.kind.load(Ordering::Relaxed);
-            if kind == KIND_POLL {
-                trace.polls.push(PollSlice {
-                    span_id: id,
-                    thread,
-                    start_unix_ns: start,
-                    end_unix_ns: end,
-                });
-                continue;
-            }
-            // SAFETY: `push` stores only `&'static CallSite`s (or null for the parent), and
-            // the acquire load of `ready` makes those stores visible.
-            let site: &'static CallSite = unsafe { &*slot.site.load(Ordering::Relaxed) };
-            let parent_site = unsafe { slot.parent_site.load(Ordering::Relaxed).as_ref() };
-            let parent = slot.parent.load(Ordering::Relaxed);
-            ended.push(Span {
-                span_id: id,
-                parent_span_id: (parent != 0).then_some(parent),
-                node_id: Cow::Borrowed(site.id()),
-                parent_node_id: parent_site.map(|s| Cow::Borrowed(s.id())),
-                start_unix_ns: start,
-                end_unix_ns: end,
-                // Converted on its own, busy time could round 1 ns past the wall time.
-                busy_ns: if kind == KIND_SYNC {
-                    end.saturating_sub(start)
-                } else {
-                    conv.ticks_to_ns(slot.busy.load(Ordering::Relaxed))
-                        .min(end.saturating_sub(start))
-                },
-                thread,
-                is_async: kind == KIND_ASYNC,
-                outcome: Outcome::from_u8(slot.outcome.load(Ordering::Relaxed)),
-                llm_calls: Vec::new(),
-            });
-        }
-        ended.extend(
-            self.manual
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .cloned(),
-        );
-        ended.sort_by_key(|s| s.end_unix_ns);
-        trace.polls.sort_by_key(|p| p.end_unix_ns);
-        trace.unattached_llm_calls = self.llm_dropped.load(Ordering::Relaxed);
-        let by_id: std::collections::HashMap<u64, usize> = ended
-            .iter()
-            .enumerate()
-            .map(|(index, span)| (span.span_id, index))
-            .collect();
-        for (span_id, info) in self
-            .llm
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            match by_id.get(span_id).map(|&index| &mut ended[index]) {
-                Some(span) => span.llm_calls.push(info.clone()),
-                None => trace.unattached_llm_calls += 1,
-            }
-        }
-        trace.spans = ended;
+        let llm = self.llm.lock().unwrap_or_else(PoisonError::into_inner);
+        trace.unattached_llm_calls += attach_llm_calls(&mut trace.spans, &llm);
         trace
     }
+}
+
+/// The span a written slot holds (`meta`: its `meta`, loaded with acquire).
+#[inline(always)]
+fn span_of(slot: &Slot, meta: u32, conv: &Conversion) -> Span {
+    let kind = meta as u8;
+    let start = conv.tick_to_unix_ns(slot.start.load(Ordering::Relaxed));
+    let end = conv.tick_to_unix_ns(slot.end.load(Ordering::Relaxed));
+    let id = slot.id.load(Ordering::Relaxed);
+    let parent = slot.parent.load(Ordering::Relaxed);
+    // SAFETY: `Slot::write` stores only `&'static CallSite`s (or null for the parent), and
+    // the acquire load of `meta` makes those stores visible.
+    let site: &'static CallSite = unsafe { &*slot.site.load(Ordering::Relaxed) };
+    // SAFETY: as above.
+    let parent_site = unsafe { slot.parent_site.load(Ordering::Relaxed).as_ref() };
+    Span {
+        span_id: id,
+        parent_span_id: (parent != 0).then_some(parent),
+        node_id: Cow::Borrowed(site.id()),
+        parent_node_id: parent_site.map(|s| Cow::Borrowed(s.id())),
+        start_unix_ns: start,
+        end_unix_ns: end,
+        // Converted on its own, busy time could round 1 ns past the wall time.
+        busy_ns: if kind == KIND_SYNC {
+            end.saturating_sub(start)
+        } else {
+            conv.ticks_to_ns(slot.busy.load(Ordering::Relaxed))
+                .min(end.saturating_sub(start))
+        },
+        thread: id >> 32,
+        is_async: kind == KIND_ASYNC,
+        outcome: Outcome::from_u8((meta >> 8) as u8),
+        llm_calls: Vec::new(),
+    }
+}
+
+/// The poll slice a written slot of kind poll holds.
+#[inline(always)]
+fn poll_of(slot: &Slot, conv: &Conversion) -> PollSlice {
+    PollSlice {
+        span_id: slot.id.load(Ordering::Relaxed),
+        thread: slot.parent.load(Ordering::Relaxed),
+        start_unix_ns: conv.tick_to_unix_ns(slot.start.load(Ordering::Relaxed)),
+        end_unix_ns: conv.tick_to_unix_ns(slot.end.load(Ordering::Relaxed)),
+    }
+}
+
+/// Puts `spans` in the order they ended (spans that ended at the same time in the order
+/// they came). Spans come mostly in that order already (each thread's run in the order its
+/// calls ended), so the usual case is one pass; otherwise the keys are sorted and the spans
+/// moved once each, never through the comparisons of a sort.
+fn sort_by_end(spans: &mut [Span]) {
+    if spans.is_sorted_by_key(|s| s.end_unix_ns) {
+        return;
+    }
+    let mut order: Vec<(u64, u32)> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.end_unix_ns, i as u32))
+        .collect();
+    order.sort_unstable();
+    // `from[k]`: where the span that belongs at `k` is now. Each cycle of the permutation
+    // is walked once with swaps; a visited position is marked by `from[k] = k`.
+    let mut from: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
+    for start in 0..from.len() {
+        let mut at = start;
+        loop {
+            let source = from[at] as usize;
+            from[at] = at as u32;
+            if source == start || source == at {
+                break;
+            }
+            spans.swap(at, source);
+            at = source;
+        }
+    }
+}
+
+/// Attaches each LLM call to the span with its id, in the order the calls were added;
+/// returns how many calls found no span.
+fn attach_llm_calls(spans: &mut [Span], llm: &[(u64, CostInfo)]) -> u64 {
+    if llm.is_empty() {
+        return 0;
+    }
+    let mut order: Vec<usize> = (0..llm.len()).collect();
+    // Stable: the calls of one span keep the order they were added in.
+    order.sort_by_key(|&i| llm[i].0);
+    let mut attached = vec![false; llm.len()];
+    for span in spans {
+        let first = order.partition_point(|&i| llm[i].0 < span.span_id);
+        for &i in order[first..]
+            .iter()
+            .take_while(|&&i| llm[i].0 == span.span_id)
+        {
+            span.llm_calls.push(llm[i].1.clone());
+            attached[i] = true;
+        }
+    }
+    attached.iter().filter(|&&a| !a).count() as u64
 }
 
 pub(crate) const SYNC: u8 = KIND_SYNC;
@@ -250,48 +402,95 @@ pub(crate) const POLL: u8 = KIND_POLL;
 #[cold]
 #[inline(never)]
 pub(crate) fn new_span(parent_site: Option<&'static CallSite>) -> SpanIds {
-    HOT.with(|h| {
-        let thread = h.thread.get();
-        let counter = h.next_span.get().wrapping_add(1);
-        h.next_span.set(counter);
-        // Thread ids start at 1, so an id is never 0 (0 means "no span").
-        let id = (thread << 32) | u64::from(counter);
-        SpanIds {
-            id,
-            parent: h.span.get(),
-            parent_site,
-            thread,
-        }
+    HOT.with(|h| SpanIds {
+        id: next_span_id(h),
+        parent: h.span.get(),
+        parent_site,
+        thread: h.thread.get(),
     })
 }
 
+/// A new span id for a call of this thread: the thread's id above its counter, so that the
+/// snapshot reads the thread back from the id. Thread ids start at 1, so an id is never 0
+/// (0 means "no span").
+#[inline(always)]
+fn next_span_id(h: &crate::context::Hot) -> u64 {
+    let counter = h.next_span.get().wrapping_add(1);
+    h.next_span.set(counter);
+    (h.thread.get() << 32) | u64::from(counter)
+}
+
+/// The parents of the sync calls with a span running on this thread, innermost last, as
+/// an array that needs no lazy set-up (a `const` thread-local without destructor: reaching it
+/// is one TLS-relative load), with the deeper ones in `OVERFLOW`. Sync calls end in the
+/// reverse order they started (also when unwinding), so a stack pairs each end with its
+/// start.
+struct Parents {
+    /// Sync spans running on this thread (their parents are at `0..depth`).
+    depth: Cell<usize>,
+    inline: [Cell<u64>; INLINE_PARENTS],
+}
+
+/// Nesting depth of sync spans kept without the heap.
+const INLINE_PARENTS: usize = 32;
+
 thread_local! {
-    /// The parents of the sync calls with a span running on this thread, innermost last.
-    /// Sync calls end in the reverse order they started (also when unwinding), so a stack
-    /// pairs each end with its start.
-    static SPAN_STACK: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PARENTS: Parents = const {
+        Parents { depth: Cell::new(0), inline: [const { Cell::new(0) }; INLINE_PARENTS] }
+    };
+    /// The parents beyond the first `INLINE_PARENTS`, innermost last.
+    static OVERFLOW: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Starts the span of a sync call: it becomes the running span until [`end_span`].
+#[inline(always)]
 pub(crate) fn begin_nested_span() {
-    let ids = new_span(None);
-    let _ = SPAN_STACK.try_with(|stack| {
-        if let Ok(mut stack) = stack.try_borrow_mut() {
-            stack.push(ids.parent);
+    let parent = HOT.with(|h| h.span.replace(next_span_id(h)));
+    PARENTS.with(|p| {
+        let depth = p.depth.get();
+        match p.inline.get(depth) {
+            Some(cell) => cell.set(parent),
+            None => push_overflow(parent),
         }
+        p.depth.set(depth + 1);
     });
-    HOT.with(|h| h.span.set(ids.id));
 }
 
 /// Ends the span [`begin_nested_span`] started last on this thread: returns its id and its
 /// parent's, and makes the parent the running span again.
+#[inline(always)]
 pub(crate) fn end_span() -> (u64, u64) {
-    let parent = SPAN_STACK
+    let parent = PARENTS.with(|p| {
+        let Some(depth) = p.depth.get().checked_sub(1) else {
+            return 0;
+        };
+        p.depth.set(depth);
+        match p.inline.get(depth) {
+            Some(cell) => cell.get(),
+            None => pop_overflow(),
+        }
+    });
+    (HOT.with(|h| h.span.replace(parent)), parent)
+}
+
+#[cold]
+#[inline(never)]
+fn push_overflow(parent: u64) {
+    let _ = OVERFLOW.try_with(|stack| {
+        if let Ok(mut stack) = stack.try_borrow_mut() {
+            stack.push(parent);
+        }
+    });
+}
+
+#[cold]
+#[inline(never)]
+fn pop_overflow() -> u64 {
+    OVERFLOW
         .try_with(|stack| stack.try_borrow_mut().ok().and_then(|mut s| s.pop()))
         .ok()
         .flatten()
-        .unwrap_or(0);
-    (HOT.with(|h| h.span.replace(parent)), parent)
+        .unwrap_or(0)
 }
 
 /// The span running on this thread (0 when none, or when trace mode is off).

@@ -29,8 +29,8 @@ use crate::outcome::Outcome;
 mod buffer;
 
 pub(crate) use buffer::{
-    ASYNC, POLL, RawSpan, SYNC, SpanIds, TraceBuffer, begin_nested_span, current_span, end_span,
-    manual_span_ids, new_span,
+    ASYNC, POLL, RawSpan, SYNC, SlotRun, SpanIds, TraceBuffer, begin_nested_span, current_span,
+    end_span, manual_span_ids, new_span,
 };
 pub use buffer::{random_u64, splitmix64};
 
