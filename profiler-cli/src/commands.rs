@@ -234,7 +234,9 @@ pub fn show(store: &Source, args: &ShowArgs) -> Result<String, CliError> {
     if let Some(error) = &run.error_message {
         out.push_str(&format!("error: {error}\n"));
     }
-    if states.is_empty() {
+    if states.is_empty() && !store.states_while_running() {
+        out.push_str("its node states are logged to MLflow when the run ends\n");
+    } else if states.is_empty() {
         out.push_str("no node finished\n");
     } else {
         out.push_str("\nnode states:\n");

@@ -332,6 +332,28 @@ fn foreign_corrupt_and_doubled_runs_and_an_absent_server() {
             ],
         )
         .unwrap();
+    // A run still running somewhere: its start logged, its end not yet.
+    let live = client
+        .create_run(&experiment_id, Some("research"), &[])
+        .unwrap();
+    let live_id = "11ve0000-0000-4000-8000-000000000000";
+    client
+        .log_batch(
+            &live.run_id,
+            &[Metric::new(
+                "agent_profiler.started_at",
+                started + 1.0,
+                now_ms(),
+                0,
+            )],
+            &[],
+            &[
+                RunTag::new(RUN_ID_TAG, live_id),
+                RunTag::new(WORKFLOW_TAG, "research"),
+                RunTag::new("agent_profiler.started_at", (started + 1.0).to_string()),
+            ],
+        )
+        .unwrap();
     // Run a0 logged a second time (a copied store): same store id, another MLflow run.
     let a0 = &f.runs_a[0];
     let original = originals
@@ -371,6 +393,20 @@ fn foreign_corrupt_and_doubled_runs_and_an_absent_server() {
     assert!(
         listed.contains(&format!("run {} is in MLflow more than once", a0.record.id)),
         "{listed}"
+    );
+
+    assert!(
+        listed.contains(&format!("{}  research  running ", &live_id[..8])),
+        "{listed}"
+    );
+    let shown = ok(from_mlflow(&f.uri, &f.experiment, &["show", &live_id[..8]]));
+    assert_eq!(
+        shown,
+        format!(
+            "run {live_id}\nof workflow `research`: running, no report stored\n\
+             (the run has not finished, or its process ended early)\n\
+             its node states are logged to MLflow when the run ends\n"
+        )
     );
 
     // The run without its artifact: a clear error naming it, exit 1.

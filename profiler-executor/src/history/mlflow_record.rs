@@ -14,7 +14,7 @@
 //! | tag, at the end | `agent_profiler.llm_calls`, `.unpriced_calls` | from the summary |
 //! | tag, at the end | `agent_profiler.slowest_node`, `.slowest_node_ms` | from the summary |
 //! | tag, at the end | `agent_profiler.error` | why the run failed (cut to 8000 characters) |
-//! | artifact, at the end | `agent_profiler/run.json` | [`LoggedRun`]: the record, node states, time splits |
+//! | artifact, at the end | `agent_profiler_run.json` | [`LoggedRun`]: the record, node states, time splits |
 //!
 //! Numbers in tags are written as Rust prints an `f64` (the shortest text that reads back
 //! as the same number), so a listing read from tags shows what the store shows.
@@ -29,7 +29,7 @@ use crate::store::{
 };
 
 /// The artifact holding a run's [`LoggedRun`].
-pub const RUN_ARTIFACT: &str = "agent_profiler/run.json";
+pub const RUN_ARTIFACT: &str = "agent_profiler_run.json";
 
 /// The version of [`LoggedRun`]'s layout written by this executor.
 pub const RUN_FORMAT: u32 = 1;

@@ -10,7 +10,7 @@
 //!   those runs is named `mlflow:<MLflow run id>` ([`MLFLOW_RUN_PREFIX`]), which always
 //!   names exactly one MLflow run.
 //! - A run's record, node states and time splits come from its artifact
-//!   (`agent_profiler/run.json`), at most [`MAX_RUN_ARTIFACT_BYTES`] each, downloaded only
+//!   (`agent_profiler_run.json`), at most [`MAX_RUN_ARTIFACT_BYTES`] each, downloaded only
 //!   for the runs a command reads; the figures across runs read at most the runs asked for.
 //! - A run the executor did not make (no `agent_profiler.run_id` tag) is left out of a
 //!   listing with a line saying so; an ended run without its artifact, or whose artifact
@@ -591,6 +591,10 @@ impl RunSource for MlflowSource {
             Ok(runs.len() < limit)
         })?;
         Ok(runs)
+    }
+
+    fn states_while_running(&self) -> bool {
+        false
     }
 
     fn skipped(&self) -> Vec<String> {

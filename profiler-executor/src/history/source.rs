@@ -203,6 +203,12 @@ pub trait RunSource {
     fn skipped(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether a run's node states are kept as its nodes finish (the store), or only once
+    /// the run ended (MLflow): without them, a run that has not ended has no states to show.
+    fn states_while_running(&self) -> bool {
+        true
+    }
 }
 
 impl RunSource for RunStore {
@@ -306,5 +312,9 @@ where
 
     fn skipped(&self) -> Vec<String> {
         self.0.skipped()
+    }
+
+    fn states_while_running(&self) -> bool {
+        self.0.states_while_running()
     }
 }

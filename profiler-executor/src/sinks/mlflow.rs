@@ -34,7 +34,7 @@ const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
 /// it also logs what a listing shows as tags (the store's run id, workflow and start when
 /// the run starts, with the start as a metric to order runs by; status, end, duration,
 /// cost, tokens, slowest node and error when it ends) and the run as the store keeps it
-/// (record, node states, time splits) as the artifact `agent_profiler/run.json`, uploaded
+/// (record, node states, time splits) as the artifact `agent_profiler_run.json`, uploaded
 /// by the finishing thread before the MLflow run is ended, within
 /// min(request timeout, 10 s). The run's inputs go only when prompts may leave the process
 /// ([`WorkflowExecutor::store_prompts`](crate::WorkflowExecutor::store_prompts)), as for
@@ -43,8 +43,12 @@ const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct MlflowSink {
     config: MlflowConfig,
     tracker: OnceLock<MlflowTracker>,
-    finishing: Mutex<Option<oneshot::Receiver<(ExportStats, Option<String>)>>>,
+    finishing: Mutex<Option<oneshot::Receiver<Finished>>>,
 }
+
+/// What the finishing thread reports: the export's statistics, and the warning of a run
+/// artifact that could not be uploaded.
+type Finished = (ExportStats, Option<String>);
 
 impl MlflowSink {
     pub fn new(config: MlflowConfig) -> Self {
