@@ -12,6 +12,7 @@ use std::time::Instant;
 use agent_profiler_mlflow::MlflowConfig;
 use agent_profiler_otlp::OtlpExporter;
 use agent_profiler_report::html::ReportInput;
+use agent_profiler_runtime::metrics::LifetimeMetrics;
 use agent_profiler_runtime::trace::{DEFAULT_TRACE_CAPACITY, Trace};
 use agent_profiler_runtime::{
     BottleneckAnalyzer, DEFAULT_THRESHOLD_PERCENT, ProfilerFutureExt, Summary, now_unix_seconds,
@@ -51,6 +52,8 @@ pub struct WorkflowExecutor {
     perfetto_dir: Option<PathBuf>,
     /// Where each run's trace goes over OTLP.
     otlp: OtlpChoice,
+    /// The totals every run's analyzer is added to, for metrics exporters.
+    metrics: Option<LifetimeMetrics>,
 }
 
 impl fmt::Debug for WorkflowExecutor {
@@ -457,7 +460,27 @@ impl WorkflowExecutor {
             trace_capacity: Some(DEFAULT_TRACE_CAPACITY),
             perfetto_dir: None,
             otlp: OtlpChoice::default(),
+            metrics: None,
         }
+    }
+
+    /// Adds each run's analyzer to `metrics`, the lifetime totals a service's metrics
+    /// exporters read (Prometheus' `PrometheusExporter::with_metrics`, OTLP's
+    /// `OtlpMetricsExporter::for_metrics`): every run counts in them, also after it ended.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agent_profiler_executor::WorkflowExecutor;
+    /// use agent_profiler_executor::llm::SimulatedClient;
+    /// use agent_profiler_runtime::metrics::LifetimeMetrics;
+    ///
+    /// let metrics = LifetimeMetrics::new();
+    /// let executor = WorkflowExecutor::new(Arc::new(SimulatedClient::new())).metrics(metrics.clone());
+    /// # let _ = executor;
+    /// ```
+    pub fn metrics(mut self, metrics: LifetimeMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sends each run's trace (a root span for the run, a span per node call, LLM calls
@@ -698,6 +721,9 @@ impl WorkflowExecutor {
         let analyzer = BottleneckAnalyzer::new();
         if let Some(capacity) = self.trace_capacity {
             analyzer.enable_trace(capacity);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.watch(&analyzer);
         }
         analyzer
     }

@@ -55,12 +55,14 @@
 //! # Several analyzers, and counters that never go backwards
 //!
 //! An exporter serves the sum of every analyzer it [watches](PrometheusExporter::watch): a
-//! service that makes one analyzer per run watches each. Counters only grow: an analyzer's
-//! [`reset`](BottleneckAnalyzer::reset) does not touch them, and once the exporter holds
-//! the last handle of an analyzer (the run is over and its analyzer dropped everywhere
-//! else), the exporter reads it one last time, keeps its figures in its totals and lets it
-//! go. Per node, at most [`MAX_MODELS`] (provider, model) pairs get series of their own, the
-//! first seen; the rest are counted under `provider="_other", model="_other"`.
+//! service that makes one analyzer per run watches each (or hands the exporter the
+//! [`LifetimeMetrics`] its executor feeds, [`PrometheusExporter::with_metrics`]). Counters
+//! only grow: an analyzer's [`reset`](BottleneckAnalyzer::reset) does not touch them, and
+//! once the exporter holds the last handle of an analyzer (the run is over and its analyzer
+//! dropped everywhere else), the exporter reads it one last time, keeps its figures in its
+//! totals and lets it go. Per node, at most [`MAX_MODELS`] (provider, model) pairs get
+//! series of their own, the first seen; the rest are counted under
+//! `provider="_other", model="_other"`.
 //!
 //! [`BottleneckAnalyzer::metrics`]: agent_profiler_runtime::BottleneckAnalyzer::metrics
 //! [`BottleneckAnalyzer`]: agent_profiler_runtime::BottleneckAnalyzer
@@ -69,23 +71,21 @@
 mod encode;
 mod format;
 mod server;
-mod totals;
 
 use std::net::ToSocketAddrs;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use agent_profiler_runtime::BottleneckAnalyzer;
-use agent_profiler_runtime::metrics::MetricsSnapshot;
+use agent_profiler_runtime::metrics::{LifetimeMetrics, MetricsSnapshot};
 
+pub use agent_profiler_runtime::metrics::MAX_MODELS;
 pub use format::Format;
 pub use server::{MetricsServer, REQUEST_DEADLINE};
-pub use totals::MAX_MODELS;
 
 /// The analyzers an endpoint serves, and the figures of those already gone. Cheap to clone
 /// (clones share the same state).
 #[derive(Clone, Debug, Default)]
 pub struct PrometheusExporter {
-    totals: Arc<Mutex<totals::Totals>>,
+    metrics: LifetimeMetrics,
 }
 
 impl PrometheusExporter {
@@ -94,31 +94,39 @@ impl PrometheusExporter {
         Self::default()
     }
 
+    /// An exporter serving `metrics`: the analyzers watched there, by this exporter or by
+    /// anything else that shares them (an executor, an OTLP metrics exporter).
+    pub fn with_metrics(metrics: LifetimeMetrics) -> Self {
+        Self { metrics }
+    }
+
+    /// The totals this exporter serves (clones share them).
+    pub fn metrics(&self) -> &LifetimeMetrics {
+        &self.metrics
+    }
+
     /// Adds `analyzer` to what the exporter serves (once: watching the same analyzer again
     /// changes nothing). The exporter keeps a handle to it until that handle is the last
     /// one; then its final figures stay in the totals and the analyzer is freed.
     pub fn watch(&self, analyzer: &BottleneckAnalyzer) {
-        self.totals().watch(analyzer);
+        self.metrics.watch(analyzer);
     }
 
     /// The sum of every analyzer's lifetime counters now, the analyzers gone included:
     /// what a scrape serves.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        self.totals().snapshot()
+        self.metrics.snapshot()
     }
 
     /// Analyzers being read live (those the exporter does not hold alone).
     pub fn live_analyzers(&self) -> usize {
-        self.totals().live()
+        self.metrics.live_analyzers()
     }
 
     /// The current figures in `format`: what `GET /metrics` answers.
     pub fn encode(&self, format: Format) -> String {
-        let (snapshot, live) = {
-            let mut totals = self.totals();
-            (totals.snapshot(), totals.live())
-        };
-        encode::encode(&snapshot, live, format)
+        let snapshot = self.metrics.snapshot();
+        encode::encode(&snapshot, self.metrics.live_analyzers(), format)
     }
 
     /// Serves `GET /metrics` on `addr` from a thread of its own, until the returned server
@@ -141,9 +149,5 @@ impl PrometheusExporter {
         deadline: std::time::Duration,
     ) -> std::io::Result<MetricsServer> {
         MetricsServer::start(addr, self.clone(), deadline)
-    }
-
-    fn totals(&self) -> std::sync::MutexGuard<'_, totals::Totals> {
-        self.totals.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

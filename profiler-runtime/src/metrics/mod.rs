@@ -33,6 +33,7 @@
 //! [`BottleneckAnalyzer::recent_timings`]: crate::BottleneckAnalyzer::recent_timings
 //! [`BottleneckAnalyzer`]: crate::BottleneckAnalyzer
 
+mod lifetime;
 mod models;
 mod recent;
 
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::histogram::Histogram;
 use crate::summary::OutcomeCounts;
 
+pub use lifetime::{LifetimeMetrics, MAX_MODELS};
 pub(crate) use models::ModelCosts;
 pub(crate) use recent::RecentRing;
 pub use recent::{

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
 use agent_profiler_runtime::BottleneckAnalyzer;
-use agent_profiler_runtime::metrics::MetricsSnapshot;
+use agent_profiler_runtime::metrics::{LifetimeMetrics, MetricsSnapshot};
 
 use crate::config::{OtlpConfig, OtlpError, Signal};
 use crate::http::{self, Sender};
@@ -134,6 +134,17 @@ impl OtlpMetricsExporter {
     ) -> Result<Self, OtlpError> {
         let analyzer = analyzer.clone();
         Self::start(config, move || analyzer.metrics())
+    }
+
+    /// Sends the sum of the analyzers `metrics` watches, those gone included: what a service
+    /// that makes one analyzer per run (the executor's
+    /// `WorkflowExecutor::metrics`) exports.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn for_metrics(config: OtlpConfig, metrics: &LifetimeMetrics) -> Result<Self, OtlpError> {
+        let metrics = metrics.clone();
+        Self::start(config, move || metrics.snapshot())
     }
 
     /// Sends what `source` returns at each interval: any snapshot, e.g. several analyzers'

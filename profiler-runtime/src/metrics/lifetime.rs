@@ -1,18 +1,77 @@
-//! The sum of every watched analyzer's counters, and of those already gone, with a bounded
-//! set of (provider, model) series per node.
+//! The sum of every watched analyzer's lifetime counters, and of those already gone, with a
+//! bounded set of (provider, model) series per node: what every metrics exporter
+//! (Prometheus, OTLP) and a service that makes one analyzer per run read.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use agent_profiler_runtime::BottleneckAnalyzer;
-use agent_profiler_runtime::metrics::{MetricsSnapshot, OTHER_MODEL};
+use super::{MetricsSnapshot, OTHER_MODEL};
+use crate::BottleneckAnalyzer;
 
-/// (provider, model) pairs with series of their own per node, across every analyzer the
-/// exporter served; the pairs seen after them are counted under
-/// [`OTHER_MODEL`](agent_profiler_runtime::metrics::OTHER_MODEL).
+/// (provider, model) pairs with series of their own per node, across every analyzer a
+/// [`LifetimeMetrics`] watched; the pairs seen after them are counted under
+/// [`OTHER_MODEL`].
 pub const MAX_MODELS: usize = 64;
 
+/// The lifetime counters of every analyzer it [watches](Self::watch), added up, those of
+/// analyzers already gone included: a service that makes one analyzer per run (as the
+/// executor does) watches each, and its exporters read the sum. Cheap to clone: clones
+/// share the same totals.
+///
+/// Counters only grow: an analyzer's [`reset`](BottleneckAnalyzer::reset) does not touch
+/// them, and once this holds the last handle of an analyzer (its run is over and it was
+/// dropped everywhere else), it reads the analyzer one last time, keeps its figures and
+/// lets it go. Per node, at most [`MAX_MODELS`] (provider, model) pairs keep series of
+/// their own, the first seen; the rest are counted under [`OTHER_MODEL`].
+///
+/// ```
+/// use agent_profiler_runtime::BottleneckAnalyzer;
+/// use agent_profiler_runtime::metrics::LifetimeMetrics;
+///
+/// let metrics = LifetimeMetrics::new();
+/// for _run in 0..3 {
+///     let analyzer = BottleneckAnalyzer::new();
+///     metrics.watch(&analyzer);
+///     analyzer.record_node("plan", 2.0).unwrap();
+/// } // each run's analyzer is dropped here: its figures stay
+/// assert_eq!(metrics.snapshot().node("plan").unwrap().calls.ok, 3);
+/// assert_eq!(metrics.live_analyzers(), 0);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct LifetimeMetrics {
+    totals: Arc<Mutex<Totals>>,
+}
+
+impl LifetimeMetrics {
+    /// Totals that watch no analyzer yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `analyzer` to the totals (once: watching the same analyzer again changes
+    /// nothing). A handle to it is kept until that handle is the last one; then its final
+    /// figures stay in the totals and the analyzer is freed.
+    pub fn watch(&self, analyzer: &BottleneckAnalyzer) {
+        self.totals().watch(analyzer);
+    }
+
+    /// The sum of every analyzer's lifetime counters now, the analyzers gone included.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        self.totals().snapshot()
+    }
+
+    /// Analyzers being read live (those not held by these totals alone).
+    pub fn live_analyzers(&self) -> usize {
+        self.totals().live()
+    }
+
+    fn totals(&self) -> MutexGuard<'_, Totals> {
+        self.totals.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[derive(Debug, Default)]
-pub(crate) struct Totals {
+struct Totals {
     /// Analyzers read at each scrape.
     live: Vec<BottleneckAnalyzer>,
     /// The final figures of analyzers no one else holds any more (already folded).
@@ -23,7 +82,7 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    pub(crate) fn watch(&mut self, analyzer: &BottleneckAnalyzer) {
+    fn watch(&mut self, analyzer: &BottleneckAnalyzer) {
         if !self.live.iter().any(|a| a.ptr_eq(analyzer)) {
             self.live.push(analyzer.clone());
         }
@@ -32,12 +91,12 @@ impl Totals {
         self.retire_finished();
     }
 
-    pub(crate) fn live(&self) -> usize {
+    fn live(&self) -> usize {
         self.live.len()
     }
 
     /// Every analyzer's figures added up, the retired ones included.
-    pub(crate) fn snapshot(&mut self) -> MetricsSnapshot {
+    fn snapshot(&mut self) -> MetricsSnapshot {
         self.retire_finished();
         let mut total = self.retired.clone();
         for analyzer in &self.live {
@@ -92,7 +151,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_profiler_runtime::{MultiProviderCostTracker, Usage};
+    use crate::{MultiProviderCostTracker, Usage};
 
     fn llm_call(analyzer: &BottleneckAnalyzer, node: &str, model: &str) {
         let info = MultiProviderCostTracker::new()
