@@ -3,7 +3,7 @@
 //! cost of one call and nothing else (start-up, registration and exit cancel out).
 //!
 //! ```sh
-//! target/release/deps/callgrind-* CASE N    # CASE: sync_installed, async_installed, sync_trace, sync_fastrace, sync_none
+//! target/release/deps/callgrind-* CASE N    # CASE: sync_installed, async_installed, sync_trace, sync_none
 //! ```
 //! Instruction counts repeat exactly for the same binary and input, unlike time on a shared
 //! VM, so they tell a change to the call path from noise.
@@ -61,14 +61,6 @@ fn main() {
                 sum = sum.wrapping_add(cases::profiled(black_box(i)));
             }
         }
-        "sync_fastrace" => {
-            // The peer of `sync_trace`: fastrace collecting the same calls as spans, a root
-            // every 1000 calls (the calling thread's share; its collector thread is not
-            // counted, as the interleaved bench does not time it either).
-            cases::settle_allocator();
-            fastrace::set_reporter(cases::Discard, fastrace::collector::Config::default());
-            sum = cases::fastrace_collected(calls, 1000);
-        }
         "sync_none" => {
             for i in 0..calls {
                 sum = sum.wrapping_add(cases::profiled(black_box(i)));
@@ -76,7 +68,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown case `{other}`: sync_installed, async_installed, sync_trace, sync_fastrace or sync_none"
+                "unknown case `{other}`: sync_installed, async_installed, sync_trace or sync_none"
             );
             std::process::exit(2);
         }
