@@ -409,6 +409,71 @@ mod shapes {
 
 use shapes::{Counter, Fetch, Shape, Square, Store};
 
+/// One-line bodies (`fn f(x: u32) -> u32 { x + 1 }`) of every shape, kept on one line:
+/// nested in the generated block, such a body once drew `unused_braces`; here clippy's
+/// pedantic group and `-D warnings` check that no lint reaches the user's code.
+#[rustfmt::skip]
+mod one_line {
+    use agent_profiler::profile_node;
+    use std::future::Future;
+    use std::io;
+    use std::panic::Location;
+    use std::pin::Pin;
+
+    #[profile_node("ol_unit")] pub fn unit(out: &mut u32) { *out += 1 }
+    #[profile_node("ol_value")] pub fn value(x: u32) -> u32 { x + 1 }
+    #[profile_node("ol_no_params")] pub fn no_params() -> u32 { 7 }
+    #[profile_node("ol_result")] pub fn result(s: &str) -> Result<u32, std::num::ParseIntError> { s.parse() }
+    #[profile_node("ol_io_result")] pub fn io_result(fail: bool) -> io::Result<u8> { if fail { Err(io::Error::other("x")) } else { Ok(1) } }
+    #[profile_node("ol_impl_trait")] pub fn impl_trait(n: u8) -> impl Iterator<Item = u8> { 0..n }
+    #[profile_node("ol_never")] pub fn never() -> ! { panic!("never") }
+    #[profile_node("ol_track_caller")] #[track_caller] pub fn track_caller() -> u32 { Location::caller().line() }
+    #[profile_node("ol_track_caller_unit")] #[track_caller] pub fn track_caller_unit(out: &mut u32) { *out = Location::caller().line() }
+    #[profile_node("ol_async_unit")] pub async fn async_unit(out: &mut u32) { *out += 1 }
+    #[profile_node("ol_async_value")] pub async fn async_value(x: u32) -> u32 { x + 1 }
+    #[profile_node("ol_retrieve")] pub async fn retrieve(query: &str) -> Vec<String> { vec![query.to_owned()] }
+    #[profile_node("ol_async_result")] pub async fn async_result(s: &str) -> Result<u32, std::num::ParseIntError> { s.parse() }
+    #[profile_node("ol_async_tail")] pub fn async_tail(x: u32) -> impl Future<Output = u32> + Send { async move { x + 1 } }
+    #[profile_node("ol_boxed_tail")] pub fn boxed_tail(x: u32) -> Pin<Box<dyn Future<Output = Result<u32, String>> + Send>> { Box::pin(async move { Ok(x) }) }
+
+    pub struct S(pub u32);
+
+    impl S {
+        #[profile_node("ol_method")] #[must_use] pub fn get(&self) -> u32 { self.0 }
+        #[profile_node("ol_method_mut")] pub fn bump(&mut self) { self.0 += 1 }
+        #[profile_node("ol_async_method")] pub async fn get_async(&self) -> u32 { self.0 }
+    }
+}
+
+#[test]
+fn one_line_bodies_of_every_shape_run() {
+    let mut n = 0;
+    one_line::unit(&mut n);
+    assert_eq!(n, 1);
+    assert_eq!(one_line::value(1), 2);
+    assert_eq!(one_line::no_params(), 7);
+    assert_eq!(one_line::result("3"), Ok(3));
+    assert!(one_line::io_result(true).is_err());
+    assert_eq!(one_line::io_result(false).ok(), Some(1));
+    assert_eq!(one_line::impl_trait(3).count(), 3);
+    assert!(std::panic::catch_unwind(|| one_line::never()).is_err());
+    assert_eq!(one_line::track_caller(), line!());
+    let mut line = 0;
+    one_line::track_caller_unit(&mut line);
+    assert_eq!(line, line!() - 1);
+    block_on(assert_send(one_line::async_unit(&mut n)));
+    assert_eq!(n, 2);
+    assert_eq!(block_on(assert_send(one_line::async_value(1))), 2);
+    assert_eq!(block_on(assert_send(one_line::retrieve("q"))), ["q"]);
+    assert!(block_on(one_line::async_result("x")).is_err());
+    assert_eq!(block_on(assert_send(one_line::async_tail(1))), 2);
+    assert_eq!(block_on(one_line::boxed_tail(5)), Ok(5));
+    let mut s = one_line::S(1);
+    s.bump();
+    assert_eq!(s.get(), 2);
+    assert_eq!(block_on(assert_send(s.get_async())), 2);
+}
+
 #[test]
 fn sync_shapes() {
     shapes::free_unit();

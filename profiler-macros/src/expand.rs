@@ -299,6 +299,9 @@ struct Gen<'a> {
     probe_use: TokenStream,
     /// The user's block, braces included.
     user_block: Group,
+    /// The user's block where it becomes a statement of a generated block: with
+    /// `#[allow(unused_braces)]` when it holds one expression (see [`lone_block`]).
+    inner_block: TokenStream,
 }
 
 impl<'a> Gen<'a> {
@@ -320,11 +323,13 @@ impl<'a> Gen<'a> {
             #[allow(unused_imports)]
             use __ap_rt::{ErrProbe as _, OkProbe as _};
         };
+        let inner_block = lone_block(&user_block);
         Gen {
             args,
             import,
             probe_use,
             user_block,
+            inner_block,
         }
     }
 
@@ -361,7 +366,9 @@ impl<'a> Gen<'a> {
     /// uninhabited `Infallible` can, and `!` coerces to it.
     fn async_never(&self) -> TokenStream {
         let Gen {
-            import, user_block, ..
+            import,
+            inner_block,
+            ..
         } = self;
         let site = self.site(true);
         let infallible = quote!(::core::convert::Infallible);
@@ -372,7 +379,7 @@ impl<'a> Gen<'a> {
                 #site,
                 async move {
                     #fix_output
-                    #user_block
+                    #inner_block
                 },
                 |_: &#infallible| __ap_rt::Outcome::Ok,
             )
@@ -386,7 +393,7 @@ impl<'a> Gen<'a> {
         let Gen {
             import,
             probe_use,
-            user_block,
+            inner_block,
             ..
         } = self;
         let site = self.site(true);
@@ -402,7 +409,7 @@ impl<'a> Gen<'a> {
                 #site,
                 async move {
                     #fix_output
-                    #user_block
+                    #inner_block
                 },
                 |__ap_r: &#ty| {
                     #probe_use
@@ -417,13 +424,15 @@ impl<'a> Gen<'a> {
     /// block of its own so that its items come first in their scope.
     fn unit(&self) -> TokenStream {
         let Gen {
-            import, user_block, ..
+            import,
+            inner_block,
+            ..
         } = self;
         let site = self.site(false);
         quote_spanned! {Span::mixed_site()=>
             #import
             let __ap_guard = __ap_rt::Guard::enter(#site);
-            #user_block
+            #inner_block
         }
     }
 
@@ -464,7 +473,7 @@ impl<'a> Gen<'a> {
         let Gen {
             import,
             probe_use,
-            user_block,
+            inner_block,
             ..
         } = self;
         let site = self.site(false);
@@ -477,7 +486,7 @@ impl<'a> Gen<'a> {
             // moved-in references; `call_once` makes the closure FnOnce.
             let __ap_ret: #ty = __ap_rt::call_once(move || -> #ty {
                 #captures
-                #user_block
+                #inner_block
             });
             {
                 #probe_use
@@ -510,6 +519,25 @@ impl<'a> Gen<'a> {
                 )
             }
         }
+    }
+}
+
+/// The user's block as a statement of a generated block. A block that holds one expression
+/// and is written on one line (`fn f(x: u32) -> u32 { x + 1 }`) would, once nested in our
+/// block, draw `unused_braces` ("unnecessary braces around block return value") at the
+/// user's braces, which keep their span so that errors point at the body. The lint skips a
+/// block that carries an attribute, so such a block gets the allow; a body with a `;` at its
+/// top level is never linted, and keeps every lint of its own.
+fn lone_block(block: &Group) -> TokenStream {
+    let lone = block.stream().into_iter().next().is_some()
+        && !block
+            .stream()
+            .into_iter()
+            .any(|t| matches!(&t, TokenTree::Punct(p) if p.as_char() == ';'));
+    if lone {
+        quote_spanned!(Span::mixed_site()=> #[allow(unused_braces)] #block)
+    } else {
+        block.to_token_stream()
     }
 }
 
