@@ -142,7 +142,10 @@ pub struct Trace {
     pub polls: Vec<PollSlice>,
     /// The buffer's size: spans and polls kept at most.
     pub capacity: usize,
-    /// Spans and polls that came after the buffer was full, counted and not kept.
+    /// Spans and polls that came after the buffer was full, counted and not kept. Threads
+    /// take the buffer's slots in small runs, so with several threads a few slots (at most
+    /// `capacity / 1024` per thread, none when one thread records) may stay empty when it
+    /// fills.
     pub dropped: u64,
     /// LLM calls that could not be attached (their span was not kept, or the list was full).
     pub unattached_llm_calls: u64,
