@@ -143,9 +143,9 @@ pub struct Trace {
     /// The buffer's size: spans and polls kept at most.
     pub capacity: usize,
     /// Spans and polls that came after the buffer was full, counted and not kept. Threads
-    /// take the buffer's slots in small runs, so with several threads a few slots (at most
-    /// `capacity / 1024` per thread, none when one thread records) may stay empty when it
-    /// fills.
+    /// take the buffer's slots in small runs, so with several threads a few slots may stay
+    /// empty when it fills: the rest of the run of a thread that made no call since (at most
+    /// 64 slots per thread and `capacity / 1024`; none when one thread records).
     pub dropped: u64,
     /// LLM calls that could not be attached (their span was not kept, or the list was full).
     pub unattached_llm_calls: u64,
