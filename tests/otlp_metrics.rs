@@ -325,3 +325,17 @@ fn the_environment_names_the_metrics_endpoint() {
         .to_string();
     assert!(error.contains("cumulative"), "{error}");
 }
+
+#[test]
+fn a_trace_configuration_is_refused_with_what_to_write() {
+    let analyzer = BottleneckAnalyzer::new();
+    for config in [
+        OtlpConfig::new("http://127.0.0.1:4318/v1/traces").unwrap(),
+        OtlpConfig::for_mlflow("http://127.0.0.1:5000", "1").unwrap(),
+    ] {
+        let error = OtlpMetricsExporter::for_analyzer(config, &analyzer)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/v1/metrics"), "{error}");
+    }
+}

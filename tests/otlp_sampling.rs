@@ -211,11 +211,19 @@ async fn a_run_slower_than_recent_ones_is_kept() {
     assert!(exporter.flush(Duration::from_secs(60)));
     let got = received_traces(&receiver);
     let slow_id = slow.trace.as_ref().unwrap().trace_id_bytes().to_vec();
-    assert_eq!(got, HashSet::from([slow_id]), "only the slow run");
+    assert!(got.contains(&slow_id), "the slow run is sent");
+    // Each quick run judged (the 21st on) is above the 90th percentile of the ones before
+    // it one time in ten: a few may be sent too, never many.
     let stats = exporter.stats();
+    assert!(
+        (1..=6).contains(&stats.traces_kept_slow),
+        "{} traces kept as slow: {stats}",
+        stats.traces_kept_slow
+    );
+    assert_eq!(got.len() as u64, stats.traces_kept_slow, "{stats}");
     assert_eq!(
-        (stats.traces_kept_slow, stats.traces_sampled_out),
-        (1, 30),
+        stats.traces_sampled_out + stats.traces_kept_slow,
+        31,
         "{stats}"
     );
 }

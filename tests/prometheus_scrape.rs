@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agent_profiler::cost::Usage;
-use agent_profiler::prometheus::{Format, PrometheusExporter};
+use agent_profiler::prometheus::{Format, PrometheusExporter, REQUEST_DEADLINE};
 use agent_profiler::{BottleneckAnalyzer, MultiProviderCostTracker, ProfilerScope, profile_node};
 use support::http_stub;
 
@@ -300,4 +300,19 @@ fn a_silent_client_holds_the_endpoint_only_until_its_deadline() {
     drop(server);
     // Stopped: the port no longer answers.
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn a_silent_client_holds_the_default_endpoint_less_than_a_scrape_timeout() {
+    let exporter = PrometheusExporter::new();
+    let server = exporter.serve("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    // Connects and says nothing: only the request head's deadline holds it, not the 10 s
+    // a connection may take in all (Prometheus' default scrape timeout).
+    let _silent = TcpStream::connect(addr).unwrap();
+    let started = Instant::now();
+    let text = scrape(addr);
+    let waited = started.elapsed();
+    assert!(text.contains("agent_profiler_analyzers 0"), "{text}");
+    assert!(waited < REQUEST_DEADLINE, "served after {waited:?}");
 }

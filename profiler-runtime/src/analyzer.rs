@@ -149,6 +149,9 @@ pub(crate) struct Inner {
     published: Mutex<MetricsSnapshot>,
     /// Cumulative samples for [`BottleneckAnalyzer::recent_timings`].
     recent: Mutex<RecentRing>,
+    /// How many [`LifetimeMetrics`](crate::metrics::LifetimeMetrics) hold a handle to it:
+    /// when they hold every handle, the run is over and they may read it a last time.
+    watchers: AtomicUsize,
 }
 
 /// What the analysis subtracts after a [`BottleneckAnalyzer::reset`]: every counter as it
@@ -410,6 +413,7 @@ impl BottleneckAnalyzer {
                 export: Mutex::new(ExportState::default()),
                 baseline: Mutex::new(None),
                 published: Mutex::new(MetricsSnapshot::default()),
+                watchers: AtomicUsize::new(0),
                 recent: Mutex::new(RecentRing::new(Instant::now())),
             }),
         };
@@ -449,6 +453,19 @@ impl BottleneckAnalyzer {
     /// ```
     pub fn handle_count(&self) -> usize {
         Arc::strong_count(&self.inner)
+    }
+
+    /// Whether only watchers hold it now (see `watchers`): nothing else can record into it.
+    pub(crate) fn only_watched(&self) -> bool {
+        Arc::strong_count(&self.inner) <= self.inner.watchers.load(Ordering::Acquire)
+    }
+
+    /// One more (`true`) or one fewer watcher holds a handle.
+    pub(crate) fn count_watcher(&self, added: bool) {
+        match added {
+            true => self.inner.watchers.fetch_add(1, Ordering::AcqRel),
+            false => self.inner.watchers.fetch_sub(1, Ordering::AcqRel),
+        };
     }
 
     /// Whether the analyzer records: on from [`new`](Self::new), switched by
@@ -836,8 +853,10 @@ impl BottleneckAnalyzer {
         )
     }
 
-    /// Bytes the analyzer holds for its counters. Constant once every node has been called on
-    /// every thread that calls it, whatever the number of calls.
+    /// Bytes the analyzer holds for its counters. Bounded whatever the number of calls: it
+    /// grows as nodes are first called on each thread, as the recent window's ring fills (at
+    /// most 24 samples) and with the last published snapshot and reset baseline (one copy of
+    /// the counters each), then stays constant.
     pub fn memory_bytes(&self) -> usize {
         let registry = self.inner.registry();
         let shards: usize = registry.shards.iter().map(|s| s.memory_bytes()).sum();
@@ -1193,7 +1212,6 @@ impl Inner {
         }
     }
 
-    /// Every node's counters, converted and merged by node id.
     /// Every node's counters since the last reset (all time without one), converted and
     /// merged by node id.
     fn collect(&self) -> Vec<NodeTimings> {

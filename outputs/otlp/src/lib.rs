@@ -96,7 +96,9 @@ pub mod instruments {
         OPERATION_DURATION, TIME_TO_FIRST_CHUNK, TOKEN_USAGE,
     };
 }
-pub use sampler::{DEFAULT_RECENT_RUNS, Decision, MIN_RUNS_FOR_SLOW_RULE, RunFacts, Sampler};
+pub use sampler::{
+    DEFAULT_RECENT_RUNS, Decision, MAX_RECENT_RUNS, MIN_RUNS_FOR_SLOW_RULE, RunFacts, Sampler,
+};
 
 use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
 use agent_profiler_runtime::trace::Trace;

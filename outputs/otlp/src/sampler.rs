@@ -13,6 +13,9 @@ use crate::config::OtlpError;
 
 /// Runs of a workflow the slow rule compares a run with, by default.
 pub const DEFAULT_RECENT_RUNS: usize = 1000;
+/// The most recent runs per workflow [`Sampler::recent_runs`] keeps: the slow rule's work
+/// per run and its memory (64 workflows of this many durations) stay bounded.
+pub const MAX_RECENT_RUNS: usize = 10_000;
 /// Runs of a workflow seen before the slow rule judges any: with fewer, a percentile says
 /// little, and only the head and the failure rule decide.
 pub const MIN_RUNS_FOR_SLOW_RULE: usize = 20;
@@ -196,10 +199,10 @@ impl Sampler {
         Ok(self)
     }
 
-    /// How many recent runs of each workflow the slow rule compares with (at least
-    /// [`MIN_RUNS_FOR_SLOW_RULE`]; [`DEFAULT_RECENT_RUNS`] by default).
+    /// How many recent runs of each workflow the slow rule compares with (from
+    /// [`MIN_RUNS_FOR_SLOW_RULE`] to [`MAX_RECENT_RUNS`]; [`DEFAULT_RECENT_RUNS`] by default).
     pub fn recent_runs(mut self, runs: usize) -> Self {
-        self.recent_runs = runs.max(MIN_RUNS_FOR_SLOW_RULE);
+        self.recent_runs = runs.clamp(MIN_RUNS_FOR_SLOW_RULE, MAX_RECENT_RUNS);
         self
     }
 

@@ -15,6 +15,11 @@ use crate::{Format, PrometheusExporter};
 /// served one at a time; Prometheus' own scrape timeout is 10 s by default).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a connection may take to send its request head: a client that connects and says
+/// nothing (a health check, a port scanner) holds the endpoint no longer than this, well
+/// within a scrape's timeout.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+
 /// The longest request head read; longer ones get `431`.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -107,8 +112,9 @@ fn accept_loop(
 
 /// Answers one request on `stream`, then closes it.
 fn serve(mut stream: TcpStream, exporter: &PrometheusExporter, limit: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + limit;
-    let head = match read_head(&mut stream, deadline) {
+    let started = Instant::now();
+    let deadline = started + limit;
+    let head = match read_head(&mut stream, started + limit.min(HEAD_DEADLINE)) {
         Ok(head) => head,
         Err(Refused::TooLarge) => {
             return respond(

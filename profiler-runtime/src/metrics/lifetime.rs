@@ -79,11 +79,24 @@ struct Totals {
     /// Per node, the pairs that have series of their own. Once in, a pair stays: its
     /// series never turns into `_other`, so no series goes backwards.
     admitted: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// The last total given, below which no later one goes: sums of floats added in another
+    /// order (an analyzer retired from the middle of `live`) can differ in the last bit.
+    published: MetricsSnapshot,
+}
+
+impl Drop for Totals {
+    /// The analyzers still watched are no longer held by these totals' watch.
+    fn drop(&mut self) {
+        for analyzer in &self.live {
+            analyzer.count_watcher(false);
+        }
+    }
 }
 
 impl Totals {
     fn watch(&mut self, analyzer: &BottleneckAnalyzer) {
         if !self.live.iter().any(|a| a.ptr_eq(analyzer)) {
+            analyzer.count_watcher(true);
             self.live.push(analyzer.clone());
         }
         // A service that makes an analyzer per run and is never scraped still lets the
@@ -103,6 +116,8 @@ impl Totals {
             total.add(&analyzer.metrics());
         }
         self.fold(&mut total);
+        total.at_least(&self.published);
+        self.published = total.clone();
         total
     }
 
@@ -110,13 +125,15 @@ impl Totals {
     fn retire_finished(&mut self) {
         let mut finished = Vec::new();
         self.live.retain(|analyzer| {
-            // Checked before the last read: with no other handle, nothing new can be
-            // recorded into it after this read.
-            let alone = analyzer.handle_count() == 1;
-            if alone {
+            // Checked before the last read: with no handle but the watchers' (another
+            // `LifetimeMetrics` may watch it too), nothing new can be recorded into it after
+            // this read.
+            let done = analyzer.only_watched();
+            if done {
                 finished.push(analyzer.metrics());
+                analyzer.count_watcher(false);
             }
-            !alone
+            !done
         });
         for snapshot in finished {
             self.retired.add(&snapshot);
@@ -180,6 +197,63 @@ mod tests {
         drop(second);
         assert_eq!(totals.snapshot().node("plan").unwrap().calls.ok, 3);
         assert_eq!(totals.live(), 0);
+    }
+
+    #[test]
+    fn analyzers_watched_by_two_totals_are_let_go() {
+        let (a, b) = (LifetimeMetrics::new(), LifetimeMetrics::new());
+        for _ in 0..50 {
+            let analyzer = BottleneckAnalyzer::new();
+            a.watch(&analyzer);
+            b.watch(&analyzer);
+            analyzer.record_node("plan", 1.0).unwrap();
+        }
+        for totals in [&a, &b] {
+            assert_eq!(totals.snapshot().node("plan").unwrap().calls.ok, 50);
+            assert_eq!(totals.live_analyzers(), 0);
+        }
+        // Totals dropped while still watching leave the others free to let go.
+        let kept = BottleneckAnalyzer::new();
+        let short_lived = LifetimeMetrics::new();
+        short_lived.watch(&kept);
+        a.watch(&kept);
+        drop(short_lived);
+        drop(kept);
+        assert_eq!(a.live_analyzers(), 1);
+        a.snapshot();
+        assert_eq!(a.live_analyzers(), 0);
+    }
+
+    #[test]
+    fn float_sums_never_go_backwards_when_an_analyzer_retires() {
+        for _ in 0..200 {
+            let totals = LifetimeMetrics::new();
+            let analyzers: Vec<BottleneckAnalyzer> =
+                (0..3).map(|_| BottleneckAnalyzer::new()).collect();
+            for (i, analyzer) in analyzers.iter().enumerate() {
+                totals.watch(analyzer);
+                let info = MultiProviderCostTracker::new()
+                    .track_usage("openai", "gpt-4o", Usage::new(1234 + i as u64 * 77, 321))
+                    .unwrap();
+                analyzer.record_cost("chat", &info).unwrap();
+                analyzer
+                    .record_node("chat", 0.1 + i as f64 * 0.0123)
+                    .unwrap();
+            }
+            let cost = |t: &LifetimeMetrics| {
+                let snapshot = t.snapshot();
+                let node = snapshot.node("chat").unwrap().clone();
+                (node.llm_totals().cost_usd, node.duration.sum_seconds)
+            };
+            let before = cost(&totals);
+            let mut analyzers = analyzers;
+            drop(analyzers.remove(1));
+            let after = cost(&totals);
+            assert!(
+                after.0 >= before.0 && after.1 >= before.1,
+                "{before:?} {after:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,11 @@
 //! bounds and the implicit `+Inf`. They never change over time, so Prometheus' `rate` and
 //! `histogram_quantile` work across scrapes and restarts, and each is an edge of the
 //! analyzer's own log-linear buckets (8 per power of two), so the cumulative count at a
-//! bound is exact, not interpolated. A bucket counts the durations *below* its bound in
+//! bound is not interpolated: it is exact for durations kept in nanoseconds (`record_node`,
+//! LLM timings, and every call where the clock is `Instant`). Where the clock is the raw
+//! TSC, calls are kept in ticks and their buckets are converted to nanoseconds when read, so
+//! a call within one of the analyzer's fine buckets (about 6%) of a bound may be counted on
+//! its other side. A bucket counts the durations *below* its bound in
 //! whole nanoseconds: a call of exactly `2^k` ns counts in the next bucket, a difference
 //! of one nanosecond from Prometheus' "less or equal". A quantile read back from these
 //! buckets is known to within its bucket, whose width is at most half its lower bound (the
@@ -263,16 +267,15 @@ impl SecondsHistogram {
     /// Each bucket's own count (not cumulative), the last one for `+Inf`: what encoders
     /// such as `prometheus-client` take.
     pub fn bucket_counts(&self) -> Vec<u64> {
+        // Always one count per bound and one for `+Inf`, whatever a hand-made or deserialized
+        // histogram holds: a missing bound counts nothing more, an extra one is dropped.
         let mut previous = 0;
-        let mut out: Vec<u64> = self
-            .cumulative
-            .iter()
-            .map(|&c| {
-                let own = c.saturating_sub(previous);
-                previous = previous.max(c);
-                own
-            })
-            .collect();
+        let mut out = Vec::with_capacity(BOUND_COUNT + 1);
+        for i in 0..BOUND_COUNT {
+            let c = self.cumulative.get(i).copied().unwrap_or(previous);
+            out.push(c.saturating_sub(previous));
+            previous = previous.max(c);
+        }
         out.push(self.count.saturating_sub(previous));
         out
     }

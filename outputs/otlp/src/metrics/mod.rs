@@ -159,6 +159,7 @@ impl OtlpMetricsExporter {
         config: OtlpConfig,
         source: impl Fn() -> MetricsSnapshot + Send + Sync + 'static,
     ) -> Result<Self, OtlpError> {
+        check_metrics_target(&config)?;
         if let Some(reason) = config.header_errors.first() {
             return Err(OtlpError::InvalidHeader {
                 source: "code",
@@ -220,6 +221,28 @@ impl OtlpMetricsExporter {
             .stop((), self.inner.context.config.shutdown_timeout);
         self.stats()
     }
+}
+
+/// A configuration made for traces (a `/v1/traces` endpoint, an MLflow target) would send
+/// metrics where a receiver takes spans: refused, with what to write instead.
+fn check_metrics_target(config: &OtlpConfig) -> Result<(), OtlpError> {
+    let endpoint = config.endpoint();
+    let path = endpoint.split(['?', '#']).next().unwrap_or_default();
+    let reason = if path.trim_end_matches('/').ends_with(crate::TRACES_PATH) {
+        "it is a trace endpoint"
+    } else if config.experiment_id().is_some() || config.mlflow_experiment_name.is_some() {
+        "it is an MLflow target, and MLflow takes no OTLP metrics"
+    } else {
+        return Ok(());
+    };
+    Err(OtlpError::InvalidEndpoint {
+        endpoint,
+        reason: format!(
+            "{reason}; give the collector's metrics endpoint (e.g. \
+             http://127.0.0.1:4318{}), or use OtlpConfig::metrics_from_env",
+            crate::METRICS_PATH
+        ),
+    })
 }
 
 fn now_ns() -> u64 {
