@@ -13,7 +13,7 @@ use agent_profiler_report::perfetto::chrome_trace_json;
 use serde_json::{Value, json};
 
 use crate::text::{
-    Align, Table, clip_lines, delta_ms, delta_pct, delta_usd, ms, sparkline, usd, utc_iso,
+    Align, Table, clip, clip_lines, delta_ms, delta_pct, delta_usd, ms, sparkline, usd, utc_iso,
 };
 use crate::{
     CheckArgs, CliError, CompareArgs, Done, Format, ReportArgs, RunsArgs, ShowArgs, TraceArgs,
@@ -143,10 +143,8 @@ pub fn runs(store: &Source, args: &RunsArgs) -> Result<String, CliError> {
         };
         let mut out = clip_lines(&line);
         for skipped in listing.skipped.iter().flat_map(|l| wrap(l, "  ")) {
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
             out.push_str(&skipped);
+            out.push('\n');
         }
         return Ok(out);
     }
@@ -194,11 +192,10 @@ pub fn runs(store: &Source, args: &RunsArgs) -> Result<String, CliError> {
     for line in listing.skipped.iter().flat_map(|l| wrap(l, "  ")) {
         corrupt.push(line);
     }
+    // One line each: a line break inside a name is escaped, never a row of its own.
     for line in &corrupt {
-        out.push_str(&clip_lines(line));
-        if !out.ends_with('\n') {
-            out.push('\n');
-        }
+        out.push_str(&clip(line, crate::text::WIDTH));
+        out.push('\n');
     }
     Ok(out)
 }
@@ -868,6 +865,9 @@ impl GateView<'_> {
 /// `text` broken at spaces into lines of at most [`WIDTH`](crate::text::WIDTH)
 /// characters, every line after the first starting with `indent`.
 fn wrap(text: &str, indent: &str) -> Vec<String> {
+    // Escaped before it is split: a name from another MLflow user can hold line breaks
+    // and terminal escapes.
+    let text = crate::text::printable(text);
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split(' ') {

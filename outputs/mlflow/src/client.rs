@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::Client;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -847,6 +847,12 @@ impl MlflowClient {
         let retry_after = retry::retry_after(response.headers());
         let bytes = read_at_most(response, limit).map_err(|e| match e {
             Bounded::Transport(e) => transport(e),
+            // The body was cut (a reset, a bad chunk): no whole answer came, try again.
+            Bounded::Io(e) => Failure::no_answer(MlflowError::Transport {
+                endpoint: endpoint.to_owned(),
+                message: self.redact.clean(&format!("reading the answer: {e}")),
+                attempts: 1,
+            }),
             Bounded::TooLarge => Failure::fatal(MlflowError::InvalidResponse {
                 endpoint: endpoint.to_owned(),
                 message: format!("the answer is larger than {limit} bytes"),
@@ -1344,23 +1350,6 @@ impl MlflowClient {
         )
     }
 
-    /// [`log_artifact`](Self::log_artifact), given up at `deadline` (retries included):
-    /// for uploads at the end of a run, which must not hold it beyond its shutdown timeout.
-    /// A refused connection is not retried.
-    ///
-    /// # Errors
-    /// As [`log_artifact`](Self::log_artifact), and [`MlflowError::DeadlineExceeded`].
-    pub fn log_artifact_until(
-        &self,
-        run: &RunInfo,
-        path: &str,
-        bytes: &[u8],
-        content_type: &'static str,
-        deadline: Instant,
-    ) -> Result<(), MlflowError> {
-        self.log_artifact_with(run, path, bytes, content_type, &Until(deadline))
-    }
-
     /// One page of the runs of `experiment_ids` that `query` selects
     /// (`POST /api/2.0/mlflow/runs/search`): at most `query.max_results` runs in the order
     /// asked, and the token of the next page when there are more. Follow
@@ -1488,43 +1477,47 @@ pub struct SearchPage {
     pub next_page_token: Option<String>,
 }
 
-/// Waits that end at a deadline: requests given up when it comes.
-struct Until(Instant);
-
-impl Pacer for Until {
-    fn deadline(&self) -> Option<Instant> {
-        Some(self.0)
-    }
-
-    fn sleep(&self, duration: Duration) {
-        std::thread::sleep(duration.min(self.0.saturating_duration_since(Instant::now())));
-    }
-}
-
 /// Why a body was not read.
+#[derive(Debug)]
 enum Bounded {
+    /// reqwest's own error, as the reader reported it.
     Transport(reqwest::Error),
+    /// Any other read error (a body cut short): a transport failure too, retried.
+    Io(std::io::Error),
+    /// More than the limit: the only case that is the answer's size.
     TooLarge,
 }
 
 /// The body of `response`, at most `limit` bytes (more is [`Bounded::TooLarge`]: the
 /// reading stops there, so memory stays bounded).
 fn read_at_most(response: reqwest::blocking::Response, limit: u64) -> Result<Vec<u8>, Bounded> {
-    use std::io::Read as _;
     if response.content_length().is_some_and(|n| n > limit) {
         return Err(Bounded::TooLarge);
     }
+    read_body_at_most(response, limit)
+}
+
+/// `body`, at most `limit` bytes: [`Bounded::TooLarge`] only for the byte count, every
+/// read error a transport failure.
+fn read_body_at_most(body: impl std::io::Read, limit: u64) -> Result<Vec<u8>, Bounded> {
+    use std::io::Read as _;
     let mut bytes = Vec::new();
-    let mut reader = response.take(limit.saturating_add(1));
+    let mut reader = body.take(limit.saturating_add(1));
     if let Err(e) = reader.read_to_end(&mut bytes) {
         // The blocking response's reader wraps reqwest's error in an io::Error.
-        return match e
-            .into_inner()
-            .map(|inner| inner.downcast::<reqwest::Error>())
+        if !e
+            .get_ref()
+            .is_some_and(|inner| inner.is::<reqwest::Error>())
         {
-            Some(Ok(e)) => Err(Bounded::Transport(*e)),
-            _ => Err(Bounded::TooLarge),
-        };
+            return Err(Bounded::Io(e));
+        }
+        return Err(
+            match e.into_inner().map(|i| i.downcast::<reqwest::Error>()) {
+                Some(Ok(e)) => Bounded::Transport(*e),
+                Some(Err(other)) => Bounded::Io(std::io::Error::other(other)),
+                None => Bounded::Io(std::io::Error::other("the answer's body could not be read")),
+            },
+        );
     }
     if bytes.len() as u64 > limit {
         return Err(Bounded::TooLarge);
@@ -1535,6 +1528,37 @@ fn read_at_most(response: reqwest::blocking::Response, limit: u64) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that yields `good` bytes, then fails as a cut connection does.
+    struct Cut(usize);
+
+    impl std::io::Read for Cut {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                ));
+            }
+            let n = self.0.min(buf.len());
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_cut_body_is_a_transport_failure_and_only_size_is_too_large() {
+        assert!(matches!(
+            read_body_at_most(Cut(10), 100),
+            Err(Bounded::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset
+        ));
+        assert!(matches!(
+            read_body_at_most(&[0u8; 101][..], 100),
+            Err(Bounded::TooLarge)
+        ));
+        assert_eq!(read_body_at_most(&[7u8; 100][..], 100).unwrap(), [7u8; 100]);
+    }
 
     #[test]
     fn error_bodies_json_or_not() {

@@ -69,6 +69,11 @@ pub struct ExportStats {
     pub reports_sent: u64,
     /// Bottleneck reports that could not be delivered.
     pub reports_failed: u64,
+    /// Artifacts of [`log_artifact`](super::MlflowTracker::log_artifact) uploaded.
+    pub artifacts_sent: u64,
+    /// Artifacts of [`log_artifact`](super::MlflowTracker::log_artifact) refused or not
+    /// uploaded before the shutdown deadline.
+    pub artifacts_failed: u64,
     /// Metrics waiting to be sent.
     pub pending_metrics: u64,
     /// The last failure, if any (never holds a secret).
@@ -83,7 +88,10 @@ impl ExportStats {
 
     /// Whether anything (metric, param, tag, report) was lost.
     pub fn anything_lost(&self) -> bool {
-        self.lost_metrics() > 0 || self.failed_params_and_tags > 0 || self.reports_failed > 0
+        self.lost_metrics() > 0
+            || self.failed_params_and_tags > 0
+            || self.reports_failed > 0
+            || self.artifacts_failed > 0
     }
 }
 
@@ -103,6 +111,13 @@ impl std::fmt::Display for ExportStats {
             self.reports_sent,
             self.reports_failed
         )?;
+        if self.artifacts_sent + self.artifacts_failed > 0 {
+            write!(
+                f,
+                "; {} artifacts sent, {} failed",
+                self.artifacts_sent, self.artifacts_failed
+            )?;
+        }
         write_last_error(f, self.last_error.as_deref())
     }
 }
@@ -125,6 +140,12 @@ enum Control {
         index: u64,
         logged: bool,
     },
+    /// A file for the run's artifact root, uploaded in the order queued.
+    Artifact {
+        path: String,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    },
 }
 
 impl Control {
@@ -132,6 +153,7 @@ impl Control {
     fn count_failed(&self, stats: &mut ExportStats) {
         match self {
             Control::Report { .. } => stats.reports_failed += 1,
+            Control::Artifact { .. } => stats.artifacts_failed += 1,
             Control::Param(_) | Control::Tag(_) => stats.failed_params_and_tags += 1,
         }
     }
@@ -333,6 +355,19 @@ impl Exporter {
 
     pub(crate) fn push_tag(&self, tag: RunTag) -> Result<(), MlflowError> {
         self.push_control(Control::Tag(tag))
+    }
+
+    pub(crate) fn push_artifact(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<(), MlflowError> {
+        self.push_control(Control::Artifact {
+            path: path.to_owned(),
+            bytes,
+            content_type,
+        })
     }
 
     pub(crate) fn push_report(&self, summary: &Summary) -> Result<(), MlflowError> {
@@ -619,6 +654,36 @@ impl Worker {
             return false;
         };
         while let Some(front) = self.controls.front() {
+            if matches!(front, Control::Artifact { .. }) {
+                let Some(Control::Artifact {
+                    path,
+                    bytes,
+                    content_type,
+                }) = self.controls.pop_front()
+                else {
+                    continue;
+                };
+                let uploaded =
+                    client.log_artifact_with(&run, &path, &bytes, content_type, &self.pacer());
+                match uploaded {
+                    Ok(()) => self.shared.count(|c| c.artifacts_sent += 1),
+                    Err(e) if transient(&e) => {
+                        self.shared.record_error(&e.to_string());
+                        self.controls.push_front(Control::Artifact {
+                            path,
+                            bytes,
+                            content_type,
+                        });
+                        return false;
+                    }
+                    Err(e) => {
+                        self.shared.count(|c| c.artifacts_failed += 1);
+                        self.shared
+                            .record_error(&format!("artifact {path} not uploaded: {e}"));
+                    }
+                }
+                continue;
+            }
             if matches!(front, Control::Report { .. }) {
                 let Some(Control::Report {
                     summary,
@@ -687,7 +752,7 @@ impl Worker {
                     body.push_tag(&t.key, &t.value);
                     tags += 1;
                 }
-                Control::Report { .. } => {}
+                Control::Report { .. } | Control::Artifact { .. } => {}
             }
         }
         match client.log_batch_body(&body.body(), &self.pacer()) {

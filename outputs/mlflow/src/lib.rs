@@ -243,6 +243,25 @@ impl MlflowTracker {
         }
     }
 
+    /// Queues `bytes` as the run's artifact `path` (relative to the run's artifact root),
+    /// uploaded by the exporter's thread with its own client, after what was queued before
+    /// and before the run is finished: at shutdown, within the shutdown timeout, which it
+    /// shares with the rest of the run's end (the final status update keeps its part).
+    /// Kept across transient failures like the reports; an upload refused, or not done by
+    /// the deadline, is counted in [`ExportStats::artifacts_failed`] and explained in
+    /// [`ExportStats::last_error`].
+    ///
+    /// # Errors
+    /// [`MlflowError::Stopped`] after [`finish`](Self::finish).
+    pub fn log_artifact(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<(), MlflowError> {
+        self.inner.push_artifact(path, bytes, content_type)
+    }
+
     /// Sends everything queued before this call (per-call records, costs, params, tags,
     /// reports) and waits up to `timeout`. `true` when all of it was handled: delivered, or
     /// refused by the server and counted in [`stats`](Self::stats); `false` on timeout

@@ -9,6 +9,14 @@
 //!   (a copied store, or a run logged twice): then the name is ambiguous, and each of
 //!   those runs is named `mlflow:<MLflow run id>` ([`MLFLOW_RUN_PREFIX`]), which always
 //!   names exactly one MLflow run.
+//! - A listing shows ids as long as they must be to tell apart the runs the command read
+//!   (at least 8 characters). The store makes them tell apart every run it holds; MLflow
+//!   would need a search of the whole experiment for that, so when two ids share their
+//!   first 8 characters and only one of them was listed, the shown id is shorter than the
+//!   store's and names both: `show` says it is ambiguous and lists the full ids.
+//! - A check reads its baseline in one search from the run's start down
+//!   (`metrics.agent_profiler.started_at <=` it), each artifact downloaded once; a line
+//!   about a run left out is printed once per command.
 //! - A run's record, node states and time splits come from its artifact
 //!   (`agent_profiler_run.json`), at most [`MAX_RUN_ARTIFACT_BYTES`] each, downloaded only
 //!   for the runs a command reads; the figures across runs read at most the runs asked for.
@@ -54,6 +62,11 @@ const SKIPPED_KEPT: usize = 20;
 
 /// The runs the executor logged to one MLflow experiment, read as a [`RunSource`].
 ///
+/// Runs are named as in the store (see the module's documentation), with one limit: the
+/// width of the ids a listing shows ([`RunSource::unique_prefix_len`]) tells apart the
+/// runs read by the command, not every run of the experiment, so it can be shorter than
+/// the store's when two ids share their first 8 characters and only one was listed.
+///
 /// ```no_run
 /// use agent_profiler_executor::history::{MlflowSource, RunSource, TrendRule};
 /// use agent_profiler_mlflow::MlflowConfig;
@@ -75,7 +88,9 @@ pub struct MlflowSource {
     seen: Mutex<BTreeSet<String>>,
     /// The last runs read in full, newest last: (MLflow run id, artifact).
     cache: Mutex<Vec<(String, Arc<LoggedRun>)>>,
-    skipped: Mutex<(Vec<String>, usize)>,
+    /// The lines of the runs left out: those shown, how many more, and those more (so a
+    /// run left out by several reads counts once; as many as the runs read).
+    skipped: Mutex<(Vec<String>, usize, BTreeSet<String>)>,
 }
 
 impl std::fmt::Debug for MlflowSource {
@@ -177,7 +192,7 @@ impl MlflowSource {
             experiment_name: found.name,
             seen: Mutex::new(BTreeSet::new()),
             cache: Mutex::new(Vec::new()),
-            skipped: Mutex::new((Vec::new(), 0)),
+            skipped: Mutex::new((Vec::new(), 0, BTreeSet::new())),
         })
     }
 
@@ -190,11 +205,15 @@ impl MlflowSource {
         self.client.tracking_uri()
     }
 
+    /// Notes a run left out, once however many reads leave it out.
     fn skip(&self, line: String) {
         let mut skipped = self.skipped.lock().unwrap_or_else(PoisonError::into_inner);
+        if skipped.0.contains(&line) {
+            return;
+        }
         if skipped.0.len() < SKIPPED_KEPT {
             skipped.0.push(line);
-        } else {
+        } else if skipped.2.insert(line) {
             skipped.1 += 1;
         }
     }
@@ -496,6 +515,8 @@ impl RunSource for MlflowSource {
         Ok(names.into_iter().collect())
     }
 
+    /// Over the runs read so far only (the store: over all its runs); see
+    /// [`MlflowSource`].
     fn unique_prefix_len(&self, min: usize) -> Result<usize, SourceError> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let mut len = min;
@@ -543,19 +564,93 @@ impl RunSource for MlflowSource {
         workflow: &str,
         limit: usize,
     ) -> Result<Vec<WorkflowRunRecord>, SourceError> {
+        let mut runs: Vec<WorkflowRunRecord> = Vec::new();
+        if limit == 0 {
+            return Ok(runs);
+        }
+        self.each_finished(workflow, None, limit, |record| {
+            runs.push(record);
+            runs.len() < limit
+        })?;
+        Ok(runs)
+    }
+
+    /// One search from `run`'s start down (`metrics.agent_profiler.started_at <=` it), read
+    /// until `count` completed runs are found: each artifact is downloaded once, however
+    /// many runs after `run` there are.
+    fn completed_runs_before(
+        &self,
+        run: &WorkflowRunRecord,
+        count: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, SourceError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let from = format!("metrics.`{STARTED_AT_METRIC}` <= {}", run.started_at);
+        // Runs that started at the same instant and are listed before `run` come after it
+        // in no order: left out once `run` is found, as the store leaves them out.
+        let (mut ties, mut before) = (Vec::new(), Vec::new());
+        let mut found = false;
+        let page = count.saturating_add(2);
+        self.each_finished(&run.workflow_name, Some(from), page, |record| {
+            if record.id == run.id {
+                found = true;
+                ties.clear();
+            } else if record.started_at > run.started_at {
+                // Not selected by the search; kept out should a server compare loosely.
+            } else if !found && record.started_at == run.started_at {
+                ties.push(record);
+            } else if record.status == WorkflowStatus::Completed {
+                before.push(record);
+            }
+            before.len() < count
+        })?;
+        let mut completed: Vec<WorkflowRunRecord> = ties
+            .into_iter()
+            .filter(|r| r.status == WorkflowStatus::Completed)
+            .chain(before)
+            .collect();
+        completed.truncate(count);
+        Ok(completed)
+    }
+
+    fn states_while_running(&self) -> bool {
+        false
+    }
+
+    fn skipped(&self) -> Vec<String> {
+        let skipped = self.skipped.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lines = skipped.0.clone();
+        if skipped.1 > 0 {
+            lines.push(format!("... and {} more runs skipped", skipped.1));
+        }
+        lines
+    }
+}
+
+impl MlflowSource {
+    /// Calls `each` with the finished runs of `workflow` (and `extra`, a filter), newest
+    /// first, with their summaries, until it returns `false` or the runs end: each read
+    /// from its artifact, `page` runs a search page. A run logged twice is given once, a
+    /// corrupt one is left out ([`RunSource::skipped`] says so).
+    fn each_finished(
+        &self,
+        workflow: &str,
+        extra: Option<String>,
+        page: usize,
+        mut each: impl FnMut(WorkflowRunRecord) -> bool,
+    ) -> Result<(), SourceError> {
         let (filter, exact) = Self::workflow_filter(workflow);
         // Only ended runs have a status tag (and an artifact).
         let ended = format!("tags.`{STATUS_TAG}` LIKE '%'");
-        let filter = Some(match filter {
-            Some(f) => format!("{f} AND {ended}"),
-            None => ended,
-        });
-        let mut runs: Vec<WorkflowRunRecord> = Vec::new();
-        let page = u32::try_from(limit).unwrap_or(PAGE).min(PAGE);
-        self.each_run(self.search(filter), page, |run| {
-            if runs.len() >= limit {
-                return Ok(false);
-            }
+        let filter = [filter, Some(ended), extra]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut given: BTreeSet<String> = BTreeSet::new();
+        let page = u32::try_from(page).unwrap_or(PAGE).min(PAGE);
+        self.each_run(self.search(Some(filter)), page, |run| {
             let Some(id) = store_run_id(&run) else {
                 return Ok(true);
             };
@@ -563,7 +658,7 @@ impl RunSource for MlflowSource {
                 return Ok(true);
             }
             // A run logged twice (a copied store) is one run: counted once.
-            if runs.iter().any(|r| r.id == id) {
+            if given.contains(id) {
                 self.skip(format!(
                     "run {}: logged to MLflow more than once, counted once",
                     both_names(&run)
@@ -583,31 +678,18 @@ impl RunSource for MlflowSource {
                     record.config_snapshot = Value::Null;
                     record.inputs = Value::Null;
                     record.outputs = None;
-                    runs.push(record);
+                    given.insert(record.id.clone());
+                    Ok(each(record))
                 }
-                Err(e @ SourceError::Corrupt { .. }) => self.skip(format!("{e}; skipped")),
-                Err(e) => return Err(e),
+                Err(e @ SourceError::Corrupt { .. }) => {
+                    self.skip(format!("{e}; skipped"));
+                    Ok(true)
+                }
+                Err(e) => Err(e),
             }
-            Ok(runs.len() < limit)
-        })?;
-        Ok(runs)
+        })
     }
 
-    fn states_while_running(&self) -> bool {
-        false
-    }
-
-    fn skipped(&self) -> Vec<String> {
-        let skipped = self.skipped.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut lines = skipped.0.clone();
-        if skipped.1 > 0 {
-            lines.push(format!("... and {} more runs skipped", skipped.1));
-        }
-        lines
-    }
-}
-
-impl MlflowSource {
     /// The artifact of `run` when it ended: from the cache, else found again by its id.
     fn cached(&self, run: &WorkflowRunRecord) -> Result<Option<Arc<LoggedRun>>, SourceError> {
         if let Some((_, hit)) = self

@@ -113,7 +113,8 @@ pub fn gate<S: RunSource + ?Sized>(
     rule: GateRule,
     budgets: Budgets,
 ) -> Result<Gate, S::Error> {
-    let baseline = completed_runs_before(source, run, baseline_runs)?
+    let baseline = source
+        .completed_runs_before(run, baseline_runs)?
         .into_iter()
         .map(|r| run_node_figures(source, r))
         .collect::<Result<Vec<_>, _>>()?;
@@ -135,8 +136,9 @@ pub fn compare<S: RunSource + ?Sized>(
     Ok(RunComparison::new(a, &nodes_a, b, &nodes_b))
 }
 
-/// The last `count` completed runs of `run`'s workflow before it, newest first.
-fn completed_runs_before<S: RunSource + ?Sized>(
+/// The last `count` completed runs of `run`'s workflow before it, newest first, read
+/// through [`RunSource::finished_runs`] ([`RunSource::completed_runs_before`]'s default).
+pub(crate) fn completed_runs_before<S: RunSource + ?Sized>(
     source: &S,
     run: &WorkflowRunRecord,
     count: usize,

@@ -198,6 +198,22 @@ pub trait RunSource {
         limit: usize,
     ) -> Result<Vec<WorkflowRunRecord>, Self::Error>;
 
+    /// The last `count` completed runs of `run`'s workflow before it, newest first: the
+    /// finished runs listed after it, or, when it is not listed (not finished), the runs
+    /// that started no later. A check's baseline. The default reads
+    /// [`finished_runs`](Self::finished_runs), more of them while runs after `run` fill
+    /// the page; a source whose reads are costly reads from `run`'s start on, once.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    fn completed_runs_before(
+        &self,
+        run: &WorkflowRunRecord,
+        count: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, Self::Error> {
+        super::completed_runs_before(self, run, count)
+    }
+
     /// Runs the reads so far left out because what is kept of them cannot be read, one
     /// line each (none for the store, which fails instead).
     fn skipped(&self) -> Vec<String> {
@@ -308,6 +324,14 @@ where
         limit: usize,
     ) -> Result<Vec<WorkflowRunRecord>, SourceError> {
         Ok(self.0.finished_runs(workflow, limit)?)
+    }
+
+    fn completed_runs_before(
+        &self,
+        run: &WorkflowRunRecord,
+        count: usize,
+    ) -> Result<Vec<WorkflowRunRecord>, SourceError> {
+        Ok(self.0.completed_runs_before(run, count)?)
     }
 
     fn skipped(&self) -> Vec<String> {

@@ -3,12 +3,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agent_profiler_mlflow::{
-    DEFAULT_SHUTDOWN_TIMEOUT, ExportStats, MlflowClient, MlflowConfig, MlflowTracker, RunInfo,
-    RunStatus,
-};
+use agent_profiler_mlflow::{ExportStats, MlflowConfig, MlflowTracker, RunInfo, RunStatus};
 use agent_profiler_runtime::cost::CostSink;
 use tokio::sync::oneshot;
 
@@ -35,8 +32,9 @@ const RUN_CREATION_WAIT: Duration = Duration::from_secs(5);
 /// the run starts, with the start as a metric to order runs by; status, end, duration,
 /// cost, tokens, slowest node and error when it ends) and the run as the store keeps it
 /// (record, node states, time splits) as the artifact `agent_profiler_run.json`, uploaded
-/// by the finishing thread before the MLflow run is ended, within
-/// min(request timeout, 10 s). The run's inputs go only when prompts may leave the process
+/// by the exporter's thread (its own client) before the MLflow run is ended: the upload,
+/// what is still queued and the final status update share one deadline, the configured
+/// shutdown timeout. The run's inputs go only when prompts may leave the process
 /// ([`WorkflowExecutor::store_prompts`](crate::WorkflowExecutor::store_prompts)), as for
 /// the trace: else the record's inputs are `null` and the node states leave out the input
 /// keys.
@@ -47,7 +45,7 @@ pub(crate) struct MlflowSink {
 }
 
 /// What the finishing thread reports: the export's statistics, and the warning of a run
-/// artifact that could not be uploaded.
+/// artifact that could not be serialised or queued.
 type Finished = (ExportStats, Option<String>);
 
 impl MlflowSink {
@@ -125,21 +123,16 @@ impl RunSink for MlflowSink {
             run.states.clone(),
             run.content.inputs.is_none(),
         );
-        // The client is made (and dropped) on the finishing thread: a blocking HTTP client
-        // must not be made or dropped inside the run's async runtime.
-        let upload = tracker
-            .run_info()
-            .map(|info| (self.config.clone(), info, logged));
-        let upload_within = self.config.timeout().min(DEFAULT_SHUTDOWN_TIMEOUT);
         let (done, finished) = oneshot::channel();
         let finisher = tracker.clone();
         let spawned = std::thread::Builder::new()
             .name("agent-profiler-mlflow-finish".to_owned())
             .spawn(move || {
-                let lost = upload.and_then(|(config, info, logged)| {
-                    upload_run(&config, &info, &logged, Instant::now() + upload_within)
-                });
-                let _ = done.send((finisher.finish(status), lost));
+                let unqueued = queue_run(&finisher, &logged);
+                // One deadline for the whole end: the exporter uploads the artifact with
+                // what is queued, within the shutdown timeout `finish` waits for.
+                let stats = finisher.finish(status);
+                let _ = done.send((stats, unqueued));
             });
         match spawned {
             Ok(_) => {
@@ -164,35 +157,42 @@ impl RunSink for MlflowSink {
             .take()?;
         Some(Box::pin(async move {
             match finished.await {
-                Ok((stats, lost)) => incomplete(&stats).into_iter().chain(lost).collect(),
+                Ok((stats, unqueued)) => incomplete(&stats)
+                    .into_iter()
+                    .chain(unqueued)
+                    .chain(artifact_lost(&stats))
+                    .collect(),
                 Err(_) => vec!["MLflow export: the run could not be finished".to_owned()],
             }
         }))
     }
 }
 
-/// Uploads the run's artifact by `deadline`; the warning when it could not be.
-fn upload_run(
-    config: &MlflowConfig,
-    info: &RunInfo,
-    logged: &LoggedRun,
-    deadline: Instant,
-) -> Option<String> {
-    let bytes = match serde_json::to_vec(logged) {
-        Ok(bytes) => bytes,
-        Err(e) => return Some(format!("MLflow: the run's {RUN_ARTIFACT} not written: {e}")),
-    };
-    MlflowClient::new(config)
-        .and_then(|client| {
-            client.log_artifact_until(info, RUN_ARTIFACT, &bytes, "application/json", deadline)
-        })
-        .err()
-        .map(|e| {
-            format!(
-                "MLflow: the run's {RUN_ARTIFACT} not uploaded ({e}); the run history read \
-                 from MLflow will list the run as corrupt"
-            )
-        })
+/// Queues the run's artifact for the exporter; the warning when it could not be.
+fn queue_run(tracker: &MlflowTracker, logged: &LoggedRun) -> Option<String> {
+    let queued = serde_json::to_vec(logged)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            tracker
+                .log_artifact(RUN_ARTIFACT, bytes, "application/json")
+                .map_err(|e| e.to_string())
+        });
+    queued.err().map(|e| {
+        format!(
+            "MLflow: the run's {RUN_ARTIFACT} not uploaded ({e}); the run history read from \
+             MLflow will list the run as corrupt"
+        )
+    })
+}
+
+/// What a failed upload of the run's artifact means for the history.
+fn artifact_lost(stats: &ExportStats) -> Option<String> {
+    (stats.artifacts_failed > 0).then(|| {
+        format!(
+            "MLflow: the run's {RUN_ARTIFACT} not uploaded; the run history read from MLflow \
+             will list the run as corrupt"
+        )
+    })
 }
 
 /// The warning of an export that lost something.
