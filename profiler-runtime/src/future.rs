@@ -171,38 +171,10 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; this is the structural pin projection of `inner`.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let poll_start = match this.run {
-            Run::NotStarted => {
-                let shard = context::active_shard();
-                if shard.is_null() {
-                    this.run = Run::Untimed;
-                    return inner.poll(cx);
-                }
-                let origin = Origin::here(shard);
-                // SAFETY: `active_shard` only returns live shards of this thread.
-                if unsafe { &*shard }.mode.load(Ordering::Relaxed) == MODE_TRACE {
-                    let start = this.start_traced(shard, origin);
-                    return this.poll_traced(cx, start);
-                }
-                let start = clock::now();
-                this.run = Run::Timed(Timed {
-                    origin,
-                    start,
-                    busy: 0,
-                    child: 0,
-                    panicked: false,
-                    traced: None,
-                });
-                start
-            }
-            Run::Timed(Timed {
-                traced: Some(_), ..
-            }) => return this.poll_traced(cx, clock::now()),
-            Run::Timed(_) => clock::now(),
-            Run::Untimed | Run::Finished => return inner.poll(cx),
-        };
-        let Run::Timed(timed) = &mut this.run else {
-            unreachable!("set above")
+        let (poll_start, timed) = match begin_poll(&mut this.run) {
+            Begin::Timed(start, timed) => (start, timed),
+            Begin::Traced(start) => return this.poll_traced(cx, start),
+            Begin::Untimed => return inner.poll(cx),
         };
         let scope = PollScope::enter(this.site, timed);
         let result = inner.poll(cx);
@@ -212,104 +184,176 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
         match result {
             Poll::Pending => Poll::Pending,
             Poll::Ready(output) => {
-                let outcome = this
-                    .classify
-                    .take()
-                    .map_or(Outcome::Ok, |classify| classify(&output));
-                this.finish(poll_end, outcome, true);
+                // A `match`, not `Option::map_or`: each node would add a generic copy of that.
+                let outcome = match this.classify.take() {
+                    Some(classify) => classify(&output),
+                    None => Outcome::Ok,
+                };
+                finish(&mut this.run, this.site, poll_end, outcome, true);
                 Poll::Ready(output)
             }
         }
+    }
+}
+
+/// How a poll goes on, as [`begin_poll`] found.
+enum Begin<'a> {
+    /// Timed without a span, from this start.
+    Timed(u64, &'a mut Timed),
+    /// Timed with a span (trace mode), from this start.
+    Traced(u64),
+    /// Not recorded: the inner future is polled as it is.
+    Untimed,
+}
+
+/// The start of a poll, before the inner future's; on the first poll, whether (and how) the
+/// call is recorded. Not generic, so that each node's `poll` holds only a call of it: in
+/// release builds it is inlined all the same (the call path is unchanged); in debug builds,
+/// where inlining is off, it is compiled once per codegen unit rather than once per node.
+#[cfg_attr(debug_assertions, inline)]
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn begin_poll(run: &mut Run) -> Begin<'_> {
+    match run {
+        Run::NotStarted => {
+            let shard = context::active_shard();
+            if shard.is_null() {
+                *run = Run::Untimed;
+                return Begin::Untimed;
+            }
+            let origin = Origin::here(shard);
+            // SAFETY: `active_shard` only returns live shards of this thread.
+            if unsafe { &*shard }.mode.load(Ordering::Relaxed) == MODE_TRACE {
+                return Begin::Traced(start_traced(run, shard, origin));
+            }
+            let start = clock::now();
+            *run = Run::Timed(Timed {
+                origin,
+                start,
+                busy: 0,
+                child: 0,
+                panicked: false,
+                traced: None,
+            });
+            let Run::Timed(timed) = run else {
+                unreachable!("set above")
+            };
+            Begin::Timed(start, timed)
+        }
+        Run::Timed(Timed {
+            traced: Some(_), ..
+        }) => Begin::Traced(clock::now()),
+        Run::Timed(timed) => Begin::Timed(clock::now(), timed),
+        Run::Untimed | Run::Finished => Begin::Untimed,
     }
 }
 
 impl<F: Future, C: FnOnce(&F::Output) -> Outcome> NodeFuture<F, C> {
-    /// The first poll in trace mode: a new span, child of the one running now; returns the
-    /// call's start.
-    #[cold]
-    #[inline(never)]
-    fn start_traced(&mut self, shard: *const Shard, origin: Origin) -> u64 {
-        // SAFETY: `active_shard` only returns live shards of this thread.
-        let shard = unsafe { &*shard };
-        // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
-        let parent_site = unsafe { HOT.with(|h| h.node.get()).as_ref() };
-        let ids = trace::new_span(parent_site);
-        let start = clock::now();
-        self.run = Run::Timed(Timed {
-            origin,
-            start,
-            busy: 0,
-            child: 0,
-            panicked: false,
-            traced: Some(TracedBox::new(Traced {
-                ids,
-                shared: shard.shared.clone(),
-            })),
-        });
-        start
-    }
-
-    /// A poll in trace mode, from `poll_start`: the usual one, with the call's span running
-    /// and the poll kept as a slice of the trace.
+    /// A poll in trace mode, from `poll_start`. Only the inner poll and the classification
+    /// are generic; the rest is [`poll_traced_around`], compiled once for every node.
     #[cold]
     #[inline(never)]
     fn poll_traced(&mut self, cx: &mut Context<'_>, poll_start: u64) -> Poll<F::Output> {
-        let Run::Timed(timed) = &mut self.run else {
-            unreachable!("called for timed runs only")
-        };
-        let Some(traced) = timed.traced else {
-            unreachable!("called for traced runs only")
-        };
-        // SAFETY: the run is not finished, so its box is alive.
-        let traced = unsafe { traced.get() };
-        let span = SpanScope::enter(traced.ids.id);
-        let scope = PollScope::enter(self.site, timed);
         // SAFETY: `inner` is never moved out of the pinned struct (`poll` got it pinned).
-        let result = unsafe { Pin::new_unchecked(&mut self.inner) }.poll(cx);
-        let poll_end = clock::now();
-        let timed = scope.leave();
-        drop(span);
-        let busy = poll_end.saturating_sub(poll_start);
-        timed.busy = timed.busy.wrapping_add(busy);
-        traced.keep(
-            trace::POLL,
-            self.site,
-            poll_start,
-            poll_end,
-            busy,
-            Outcome::Ok,
-        );
-        match result {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(output) => {
-                let outcome = self
-                    .classify
-                    .take()
-                    .map_or(Outcome::Ok, |classify| classify(&output));
-                self.finish(poll_end, outcome, true);
-                Poll::Ready(output)
+        let mut inner = unsafe { Pin::new_unchecked(&mut self.inner) };
+        let classify = &mut self.classify;
+        let mut output = None;
+        poll_traced_around(&mut self.run, self.site, poll_start, &mut || match inner
+            .as_mut()
+            .poll(cx)
+        {
+            Poll::Pending => None,
+            Poll::Ready(value) => {
+                let outcome = match classify.take() {
+                    Some(classify) => classify(&value),
+                    None => Outcome::Ok,
+                };
+                output = Some(value);
+                Some(outcome)
             }
+        });
+        match output {
+            Some(value) => Poll::Ready(value),
+            None => Poll::Pending,
         }
     }
 }
 
-impl<F: Future, C> NodeFuture<F, C> {
-    /// Records the call. `awaited`: it completed inside its caller's poll, which therefore
-    /// includes its whole time; a future dropped unfinished may be dropped anywhere, so its
-    /// time is nobody's child time.
-    fn finish(&mut self, end: u64, outcome: Outcome, awaited: bool) {
-        let Run::Timed(timed) = &self.run else {
-            return;
-        };
-        if timed.traced.is_some() {
-            // Finished before the box is freed: a second `finish` can never free it again.
-            let timed = *timed;
-            self.run = Run::Finished;
-            return finish_traced(self.site, timed, end, outcome, awaited);
-        }
-        record(self.site, timed, end, outcome, awaited);
-        self.run = Run::Finished;
+/// The first poll in trace mode: a new span, child of the one running now; returns the
+/// call's start. Not generic: one copy serves every node.
+#[cold]
+#[inline(never)]
+fn start_traced(run: &mut Run, shard: *const Shard, origin: Origin) -> u64 {
+    // SAFETY: `active_shard` only returns live shards of this thread.
+    let shard = unsafe { &*shard };
+    // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+    let parent_site = unsafe { HOT.with(|h| h.node.get()).as_ref() };
+    let ids = trace::new_span(parent_site);
+    let start = clock::now();
+    *run = Run::Timed(Timed {
+        origin,
+        start,
+        busy: 0,
+        child: 0,
+        panicked: false,
+        traced: Some(TracedBox::new(Traced {
+            ids,
+            shared: shard.shared.clone(),
+        })),
+    });
+    start
+}
+
+/// Everything of a poll in trace mode around the inner poll, which `poll_inner` runs (and
+/// classifies: `Some(outcome)` when the future completed): the usual poll, with the call's
+/// span running and the poll kept as a slice of the trace. Not generic, so that a node's
+/// cold path costs its crate a small shim rather than a copy of this.
+#[cold]
+#[inline(never)]
+fn poll_traced_around(
+    run: &mut Run,
+    site: &'static CallSite,
+    poll_start: u64,
+    poll_inner: &mut dyn FnMut() -> Option<Outcome>,
+) {
+    let Run::Timed(timed) = run else {
+        unreachable!("called for timed runs only")
+    };
+    let Some(traced) = timed.traced else {
+        unreachable!("called for traced runs only")
+    };
+    // SAFETY: the run is not finished, so its box is alive.
+    let traced = unsafe { traced.get() };
+    let span = SpanScope::enter(traced.ids.id);
+    let scope = PollScope::enter(site, timed);
+    let result = poll_inner();
+    let poll_end = clock::now();
+    let timed = scope.leave();
+    drop(span);
+    let busy = poll_end.saturating_sub(poll_start);
+    timed.busy = timed.busy.wrapping_add(busy);
+    traced.keep(trace::POLL, site, poll_start, poll_end, busy, Outcome::Ok);
+    if let Some(outcome) = result {
+        finish(run, site, poll_end, outcome, true);
     }
+}
+
+/// Records the call. `awaited`: it completed inside its caller's poll, which therefore
+/// includes its whole time; a future dropped unfinished may be dropped anywhere, so its
+/// time is nobody's child time. Not generic, inlined in release builds as [`begin_poll`].
+#[cfg_attr(debug_assertions, inline)]
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn finish(run: &mut Run, site: &'static CallSite, end: u64, outcome: Outcome, awaited: bool) {
+    let Run::Timed(timed) = &*run else {
+        return;
+    };
+    if timed.traced.is_some() {
+        // Finished before the box is freed: a second `finish` can never free it again.
+        let timed = *timed;
+        *run = Run::Finished;
+        return finish_traced(site, timed, end, outcome, awaited);
+    }
+    record(site, timed, end, outcome, awaited);
+    *run = Run::Finished;
 }
 
 /// Records a finished async call into the analyzer it started with.
@@ -350,11 +394,21 @@ fn finish_traced(site: &'static CallSite, timed: Timed, end: u64, outcome: Outco
 }
 
 impl<F: Future, C> Drop for NodeFuture<F, C> {
+    #[inline]
     fn drop(&mut self) {
-        if let Run::Timed(timed) = &self.run {
-            let outcome = dropped_outcome(timed);
-            self.finish(clock::now(), outcome, false);
+        if let Run::Timed(_) = &self.run {
+            dropped(&mut self.run, self.site);
         }
+    }
+}
+
+/// Records a call dropped after its first poll and before it finished. Not generic.
+#[cold]
+#[inline(never)]
+fn dropped(run: &mut Run, site: &'static CallSite) {
+    if let Run::Timed(timed) = &*run {
+        let outcome = dropped_outcome(timed);
+        finish(run, site, clock::now(), outcome, false);
     }
 }
 
