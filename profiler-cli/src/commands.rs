@@ -873,7 +873,8 @@ fn wrap(text: &str, indent: &str) -> Vec<String> {
     for word in text.split(' ') {
         let len = line.chars().count();
         if len > 0 && len + 1 + word.chars().count() > crate::text::WIDTH {
-            lines.push(std::mem::replace(&mut line, indent.to_owned()));
+            let full = std::mem::replace(&mut line, indent.to_owned());
+            lines.push(full.trim_end().to_owned());
         } else if len > 0 && line != indent {
             line.push(' ');
         }

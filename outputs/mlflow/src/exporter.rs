@@ -491,6 +491,10 @@ pub(crate) struct Worker {
     pushed: u64,
     handled: u64,
     controls: VecDeque<Control>,
+    /// Artifacts kept for the run's end: uploaded only once shutdown was asked for, when
+    /// every request has the shutdown deadline (one started before would have the whole
+    /// request timeout).
+    artifacts: Vec<Control>,
     keys: HashMap<String, Option<Arc<str>>>,
     calls: Vec<CallRecord>,
     flush_seen: u64,
@@ -511,6 +515,7 @@ impl Worker {
             pushed: 0,
             handled: 0,
             controls: VecDeque::new(),
+            artifacts: Vec::new(),
             keys: HashMap::new(),
             calls: Vec::new(),
             flush_seen: 0,
@@ -653,7 +658,16 @@ impl Worker {
         let (Some(client), Some(run)) = (self.client.clone(), self.run.clone()) else {
             return false;
         };
+        if self.shutting_down {
+            self.controls.extend(self.artifacts.drain(..));
+        }
         while let Some(front) = self.controls.front() {
+            if matches!(front, Control::Artifact { .. }) && !self.shutting_down {
+                if let Some(artifact) = self.controls.pop_front() {
+                    self.artifacts.push(artifact);
+                }
+                continue;
+            }
             if matches!(front, Control::Artifact { .. }) {
                 let Some(Control::Artifact {
                     path,
@@ -920,7 +934,11 @@ impl Worker {
     /// After the last cycle: counts what was not delivered, ends the run.
     fn end(&mut self, status: RunStatus) {
         let left = self.pending.len() as u64;
-        let controls: Vec<Control> = self.controls.drain(..).collect();
+        let controls: Vec<Control> = self
+            .controls
+            .drain(..)
+            .chain(self.artifacts.drain(..))
+            .collect();
         self.shared.count(|c| {
             c.failed_metrics += left;
             c.failed_batches += left.div_ceil(MAX_METRICS_PER_BATCH as u64);

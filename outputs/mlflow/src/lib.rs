@@ -244,12 +244,13 @@ impl MlflowTracker {
     }
 
     /// Queues `bytes` as the run's artifact `path` (relative to the run's artifact root),
-    /// uploaded by the exporter's thread with its own client, after what was queued before
-    /// and before the run is finished: at shutdown, within the shutdown timeout, which it
-    /// shares with the rest of the run's end (the final status update keeps its part).
-    /// Kept across transient failures like the reports; an upload refused, or not done by
-    /// the deadline, is counted in [`ExportStats::artifacts_failed`] and explained in
-    /// [`ExportStats::last_error`].
+    /// uploaded by the exporter's thread with its own client at the run's end
+    /// ([`finish`](Self::finish), or the drop of the last handle), before the run's status
+    /// is set: within the shutdown timeout, which it shares with what else is still queued
+    /// (the final status update keeps its part). Uploading only then keeps every upload
+    /// under that one deadline; [`flush`](Self::flush) does not send it. An upload refused,
+    /// or not done by the deadline, is counted in [`ExportStats::artifacts_failed`] and
+    /// explained in [`ExportStats::last_error`]; memory: the bytes are held until then.
     ///
     /// # Errors
     /// [`MlflowError::Stopped`] after [`finish`](Self::finish).
