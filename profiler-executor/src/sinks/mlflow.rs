@@ -157,11 +157,14 @@ impl RunSink for MlflowSink {
             .take()?;
         Some(Box::pin(async move {
             match finished.await {
-                Ok((stats, unqueued)) => incomplete(&stats)
-                    .into_iter()
-                    .chain(unqueued)
-                    .chain(artifact_lost(&stats))
-                    .collect(),
+                // One warning tells what MLflow lost, the run's record included.
+                Ok((stats, unqueued)) => {
+                    let lost = unqueued.or_else(|| artifact_lost(&stats));
+                    match (incomplete(&stats), lost) {
+                        (Some(warning), Some(lost)) => vec![format!("{warning}; {lost}")],
+                        (warning, lost) => warning.into_iter().chain(lost).collect(),
+                    }
+                }
                 Err(_) => vec!["MLflow export: the run could not be finished".to_owned()],
             }
         }))
