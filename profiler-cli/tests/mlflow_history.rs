@@ -23,32 +23,9 @@ use serde_json::{Value, json};
 
 mod support;
 
+use support::mlflow::{from_mlflow, tracking_uri, unique_experiment};
 use support::output::{cli, stderr, stdout};
 use support::scratch;
-
-/// The suite's MLflow server, or `None` (the test is skipped) outside `scripts/test`.
-fn tracking_uri(test: &str) -> Option<String> {
-    match std::env::var("MLFLOW_TRACKING_URI") {
-        Ok(uri) if !uri.is_empty() => Some(uri),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: MLFLOW_TRACKING_URI is not set in CI; run the tests with scripts/test"
-            );
-            eprintln!("{test}: skipped: MLFLOW_TRACKING_URI is not set");
-            None
-        }
-    }
-}
-
-/// An experiment name no other test uses.
-fn unique_experiment(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("cli-{test}-{}-{nanos}", std::process::id())
-}
 
 /// Exit code 0 and nothing on stderr; stdout.
 fn ok(out: Output) -> String {
@@ -60,13 +37,6 @@ fn ok(out: Output) -> String {
         stderr(&out)
     );
     stdout(&out)
-}
-
-/// The tool reading the experiment `experiment` at `uri` (the store given is not read).
-fn from_mlflow(uri: &str, experiment: &str, args: &[&str]) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--mlflow", uri, "--experiment", experiment]);
-    cli(Path::new("/nonexistent/not-read.sqlite3"), &all)
 }
 
 /// An executor keeping its runs in `db` and logging them to `experiment`.

@@ -24,6 +24,41 @@ use super::config::{MLFLOW_RUN_HEADER, OtlpConfig, OtlpError, Signal};
 const MAX_ERROR_BODY: usize = 300;
 
 /// The TLS setup of `config` ([`agent_profiler_http::tls::client_config`]).
+/// What names an exporter in its messages and its thread.
+pub(crate) struct ExporterNames {
+    pub(crate) name: &'static str,
+    pub(crate) thread_name: &'static str,
+    pub(crate) subject: &'static str,
+    pub(crate) stats: &'static str,
+}
+
+/// The background sender's settings for an exporter of `config`, once the headers set in
+/// code and the TLS setup are checked (so that a bad setting fails the start, not every
+/// request).
+pub(crate) fn sender_settings(
+    config: &OtlpConfig,
+    names: ExporterNames,
+    interval: Option<Duration>,
+) -> Result<agent_profiler_http::sender::Settings, OtlpError> {
+    if let Some(reason) = config.header_errors.first() {
+        return Err(OtlpError::InvalidHeader {
+            source: "code",
+            reason: reason.clone(),
+        });
+    }
+    tls_config(config)?;
+    Ok(agent_profiler_http::sender::Settings {
+        name: names.name,
+        thread_name: names.thread_name,
+        subject: names.subject.to_owned(),
+        stats: names.stats,
+        warnings: config.warnings,
+        warn_sink: None,
+        redactor: config.redactor(),
+        interval,
+    })
+}
+
 pub(crate) fn tls_config(
     config: &OtlpConfig,
 ) -> Result<agent_profiler_http::tls::ClientConfig, OtlpError> {

@@ -100,7 +100,7 @@ pub use sampler::{
     DEFAULT_RECENT_RUNS, Decision, MAX_RECENT_RUNS, MIN_RUNS_FOR_SLOW_RULE, RunFacts, Sampler,
 };
 
-use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
+use agent_profiler_http::sender::{self, State, Thread, Work, write_last_error};
 use agent_profiler_runtime::trace::Trace;
 use config::Signal;
 use http::Sender;
@@ -275,23 +275,13 @@ impl OtlpExporter {
     /// [`OtlpError::Tls`] when the TLS setup fails (an unreadable CA file), and
     /// [`OtlpError::Spawn`] when the thread cannot be started.
     pub fn start(config: OtlpConfig) -> Result<Self, OtlpError> {
-        if let Some(reason) = config.header_errors.first() {
-            return Err(OtlpError::InvalidHeader {
-                source: "code",
-                reason: reason.clone(),
-            });
-        }
-        http::tls_config(&config)?;
-        let settings = Settings {
+        let names = http::ExporterNames {
             name: "OTLP exporter",
             thread_name: "agent-profiler-otlp",
-            subject: "OTLP trace export".to_owned(),
+            subject: "OTLP trace export",
             stats: "OtlpExporter::stats",
-            warnings: config.warnings,
-            warn_sink: None,
-            redactor: config.redactor(),
-            interval: None,
         };
+        let settings = http::sender_settings(&config, names, None)?;
         let shared = Shared::new(settings, config);
         let thread =
             Thread::spawn(shared, Worker { sender: None }).map_err(|e| OtlpError::Spawn {

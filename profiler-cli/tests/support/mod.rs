@@ -15,6 +15,9 @@ pub mod runs;
 #[allow(dead_code)] // the tests that read the tool's output as text
 pub mod output;
 
+#[allow(dead_code)] // the tests that read an MLflow server
+pub mod mlflow;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-profiler");
 
 /// Runs the tool with `--store db` (and no store variables from the environment); killed,

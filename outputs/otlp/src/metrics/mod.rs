@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use serde::Serialize;
 
-use agent_profiler_http::sender::{self, Settings, State, Thread, Work, write_last_error};
+use agent_profiler_http::sender::{self, State, Thread, Work, write_last_error};
 use agent_profiler_runtime::BottleneckAnalyzer;
 use agent_profiler_runtime::metrics::{LifetimeMetrics, MetricsSnapshot};
 
@@ -160,23 +160,13 @@ impl OtlpMetricsExporter {
         source: impl Fn() -> MetricsSnapshot + Send + Sync + 'static,
     ) -> Result<Self, OtlpError> {
         check_metrics_target(&config)?;
-        if let Some(reason) = config.header_errors.first() {
-            return Err(OtlpError::InvalidHeader {
-                source: "code",
-                reason: reason.clone(),
-            });
-        }
-        http::tls_config(&config)?;
-        let settings = Settings {
+        let names = http::ExporterNames {
             name: "OTLP metrics exporter",
             thread_name: "agent-profiler-otlp-metrics",
-            subject: "OTLP metrics export".to_owned(),
+            subject: "OTLP metrics export",
             stats: "OtlpMetricsExporter::stats",
-            warnings: config.warnings,
-            warn_sink: None,
-            redactor: config.redactor(),
-            interval: Some(config.export_interval),
         };
+        let settings = http::sender_settings(&config, names, Some(config.export_interval))?;
         let context = Context {
             config,
             source: Box::new(source),
