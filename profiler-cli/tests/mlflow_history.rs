@@ -14,7 +14,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_profiler_executor::history::{RUN_ARTIFACT, RUN_ID_TAG, STATUS_TAG, WORKFLOW_TAG};
+use agent_profiler_executor::history::{RUN_ARTIFACT, RUN_ID_TAG, WORKFLOW_TAG};
 use agent_profiler_executor::llm::SimulatedClient;
 use agent_profiler_executor::store::RunStore;
 use agent_profiler_executor::{Console, NodeError, WorkflowExecutor, WorkflowRun};
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::mlflow::{from_mlflow, tracking_uri, unique_experiment};
+use support::mlflow::{from_mlflow, plant_run_without_record, tracking_uri, unique_experiment};
 use support::output::{cli, stderr, stdout};
 use support::scratch;
 
@@ -276,32 +276,12 @@ fn foreign_corrupt_and_doubled_runs_and_an_absent_server() {
         .create_run(&experiment_id, Some("by-hand"), &[])
         .unwrap();
     // A run that claims to be the executor's and ended, but whose artifact never came.
-    let lost = client
-        .create_run(&experiment_id, Some("research"), &[])
-        .unwrap();
     let lost_id = "0badc0de-0000-4000-8000-000000000000";
+    let lost = plant_run_without_record(&client, &experiment_id, lost_id);
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    client
-        .log_batch(
-            &lost.run_id,
-            &[Metric::new(
-                "agent_profiler.started_at",
-                started,
-                now_ms(),
-                0,
-            )],
-            &[],
-            &[
-                RunTag::new(RUN_ID_TAG, lost_id),
-                RunTag::new(WORKFLOW_TAG, "research"),
-                RunTag::new("agent_profiler.started_at", started.to_string()),
-                RunTag::new(STATUS_TAG, "completed"),
-            ],
-        )
-        .unwrap();
     // A run still running somewhere: its start logged, its end not yet.
     let live = client
         .create_run(&experiment_id, Some("research"), &[])

@@ -9,13 +9,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use agent_profiler_executor::history::{RUN_ARTIFACT, RUN_ID_TAG, STATUS_TAG, WORKFLOW_TAG};
+use agent_profiler_executor::history::{RUN_ARTIFACT, STATUS_TAG};
 use agent_profiler_executor::llm::SimulatedClient;
 use agent_profiler_executor::store::RunStore;
 use agent_profiler_executor::{Console, NodeError, WorkflowExecutor, WorkflowRun};
-use agent_profiler_mlflow::{Metric, MlflowClient, MlflowConfig, RunTag, now_ms};
+use agent_profiler_mlflow::{MlflowClient, MlflowConfig};
 use serde_json::json;
 
 mod support;
@@ -25,7 +25,7 @@ mod support;
 mod http_stub;
 
 use http_stub::{HttpStub, Reply};
-use support::mlflow::{from_mlflow, tracking_uri, unique_experiment};
+use support::mlflow::{from_mlflow, plant_run_without_record, tracking_uri, unique_experiment};
 use support::output::{cli, stderr, stdout};
 use support::scratch;
 
@@ -111,31 +111,11 @@ fn a_foreign_run_name_is_one_escaped_line() {
     assert!(out.contains(&foreign.run_id), "{out:?}");
 
     // With a row (a run whose artifact never came): the table, then the same line.
-    let lost = client
-        .create_run(&experiment_id, Some("research"), &[])
-        .unwrap();
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    client
-        .log_batch(
-            &lost.run_id,
-            &[Metric::new(
-                "agent_profiler.started_at",
-                started,
-                now_ms(),
-                0,
-            )],
-            &[],
-            &[
-                RunTag::new(RUN_ID_TAG, "5ca1ab1e-0000-4000-8000-000000000000"),
-                RunTag::new(WORKFLOW_TAG, "research"),
-                RunTag::new("agent_profiler.started_at", started.to_string()),
-                RunTag::new(STATUS_TAG, "completed"),
-            ],
-        )
-        .unwrap();
+    plant_run_without_record(
+        &client,
+        &experiment_id,
+        "5ca1ab1e-0000-4000-8000-000000000000",
+    );
     let listed = from_mlflow(&uri, &experiment, &["runs"]);
     assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
     let out = stdout(&listed);

@@ -5,6 +5,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use agent_profiler_executor::history::{RUN_ID_TAG, STATUS_TAG, WORKFLOW_TAG};
+use agent_profiler_mlflow::{Metric, MlflowClient, RunInfo, RunTag, now_ms};
+
 use super::output::cli;
 
 /// The suite's MLflow server, or `None` (the test is skipped) outside `scripts/test`; in CI
@@ -37,4 +40,39 @@ pub fn from_mlflow(uri: &str, experiment: &str, args: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--mlflow", uri, "--experiment", experiment]);
     cli(Path::new("/nonexistent/not-read.sqlite3"), &all)
+}
+
+/// A run of workflow `research` with store id `store_id` that ended `completed` but whose
+/// record (the artifact) never came, as a crashed upload leaves it.
+pub fn plant_run_without_record(
+    client: &MlflowClient,
+    experiment_id: &str,
+    store_id: &str,
+) -> RunInfo {
+    let run = client
+        .create_run(experiment_id, Some("research"), &[])
+        .unwrap();
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    client
+        .log_batch(
+            &run.run_id,
+            &[Metric::new(
+                "agent_profiler.started_at",
+                started,
+                now_ms(),
+                0,
+            )],
+            &[],
+            &[
+                RunTag::new(RUN_ID_TAG, store_id),
+                RunTag::new(WORKFLOW_TAG, "research"),
+                RunTag::new("agent_profiler.started_at", started.to_string()),
+                RunTag::new(STATUS_TAG, "completed"),
+            ],
+        )
+        .unwrap();
+    run
 }

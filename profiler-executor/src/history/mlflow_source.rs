@@ -519,19 +519,8 @@ impl RunSource for MlflowSource {
     /// [`MlflowSource`].
     fn unique_prefix_len(&self, min: usize) -> Result<usize, SourceError> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut len = min;
-        let mut previous: Option<&String> = None;
-        for id in seen.iter() {
-            if let Some(previous) = previous {
-                let common = previous
-                    .chars()
-                    .zip(id.chars())
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                len = len.max(common + 1);
-            }
-            previous = Some(id);
-        }
+        let ids = seen.iter().cloned().map(Ok::<_, std::convert::Infallible>);
+        let Ok(len) = crate::store::listing::unique_prefix_len(ids, min);
         Ok(len)
     }
 

@@ -151,3 +151,27 @@ impl RunStore {
         })
     }
 }
+
+/// The shortest id length, at least `min`, at which sorted run ids are all told apart; the
+/// first error of `sorted_ids` ends it. In sorted order the longest common start of any two
+/// ids is that of two neighbours, so one id is kept at a time, whatever the number of runs.
+pub(crate) fn unique_prefix_len<E>(
+    sorted_ids: impl IntoIterator<Item = Result<String, E>>,
+    min: usize,
+) -> Result<usize, E> {
+    let mut len = min;
+    let mut previous: Option<String> = None;
+    for id in sorted_ids {
+        let id = id?;
+        if let Some(previous) = &previous {
+            let common = previous
+                .chars()
+                .zip(id.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            len = len.max(common + 1);
+        }
+        previous = Some(id);
+    }
+    Ok(len)
+}

@@ -42,7 +42,7 @@
 //! [`Trace`]: agent_profiler_runtime::trace::Trace
 
 mod error;
-mod listing;
+pub(crate) mod listing;
 mod owner;
 mod queries;
 mod records;

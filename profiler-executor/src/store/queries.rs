@@ -316,24 +316,8 @@ impl RunStore {
     pub fn unique_prefix_len(&self, min: usize) -> Result<usize, StoreError> {
         self.sql(|c| {
             let mut stmt = c.prepare("SELECT id FROM workflow_runs ORDER BY id")?;
-            let mut rows = stmt.query([])?;
-            // In sorted order, the longest common start of any two ids is that of two
-            // neighbours: one id is kept at a time, whatever the number of runs.
-            let mut len = min;
-            let mut previous: Option<String> = None;
-            while let Some(row) = rows.next()? {
-                let id: String = row.get(0)?;
-                if let Some(previous) = &previous {
-                    let common = previous
-                        .chars()
-                        .zip(id.chars())
-                        .take_while(|(a, b)| a == b)
-                        .count();
-                    len = len.max(common + 1);
-                }
-                previous = Some(id);
-            }
-            Ok(len)
+            let ids = stmt.query_map([], |row| row.get::<_, String>(0))?;
+            super::listing::unique_prefix_len(ids, min)
         })
     }
 
