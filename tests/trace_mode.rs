@@ -134,9 +134,13 @@ fn without_trace_mode_there_is_no_trace_and_off_keeps_what_was_kept() {
 fn beyond_the_capacity_spans_are_counted_not_kept() {
     let analyzer = traced(64);
     let _scope = ProfilerScope::new(&analyzer);
-    quick();
+    // Past the capacity, and read once: the counters of every node exist from then on.
+    for _ in 0..100 {
+        quick();
+    }
+    assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, 100);
     let before = analyzer.memory_bytes();
-    for _ in 1..1000 {
+    for _ in 100..1000 {
         quick();
     }
     let trace = analyzer.trace().unwrap();
@@ -390,4 +394,134 @@ fn manual_records_from_plain_threads_have_distinct_ids() {
     assert_eq!(trace.spans.len(), 4);
     let ids: HashSet<u64> = trace.spans.iter().map(|s| s.span_id).collect();
     assert_eq!(ids.len(), 4, "span ids repeat: {:?}", trace.spans);
+}
+
+/// The counters of a node as the summary shows them, times in whole ns.
+fn counters(analyzer: &BottleneckAnalyzer, node: &str) -> [u64; 9] {
+    let n = analyzer.get_node(node).unwrap();
+    let ns = |ms: f64| (ms * 1e6).round() as u64;
+    [
+        n.call_count,
+        ns(n.total_duration_ms),
+        ns(n.self_duration_ms),
+        ns(n.busy_duration_ms),
+        ns(n.min_duration_ms),
+        ns(n.max_duration_ms),
+        n.outcomes.ok,
+        n.outcomes.error,
+        n.outcomes.panicked,
+    ]
+}
+
+/// The same counters computed from the node's spans.
+fn counters_of_spans(trace: &Trace, node: &str) -> [u64; 9] {
+    let spans = spans(trace, node);
+    let durations: Vec<u64> = spans.iter().map(|s| s.duration_ns()).collect();
+    let children = |parent: u64| -> u64 {
+        trace
+            .spans
+            .iter()
+            .filter(|c| c.parent_span_id == Some(parent))
+            .map(|c| c.duration_ns())
+            .sum()
+    };
+    let count = |outcome: Outcome| spans.iter().filter(|s| s.outcome == outcome).count() as u64;
+    [
+        spans.len() as u64,
+        durations.iter().sum(),
+        spans.iter().map(|s| s.duration_ns() - children(s.span_id)).sum(),
+        spans.iter().map(|s| s.busy_ns).sum(),
+        durations.iter().copied().min().unwrap(),
+        durations.iter().copied().max().unwrap(),
+        count(Outcome::Ok),
+        count(Outcome::Error),
+        count(Outcome::Panicked),
+    ]
+}
+
+/// In trace mode a sync call's span holds its counters, and the summary counts the call from
+/// it: what the summary shows equals what the spans say, self time and outcomes included.
+#[test]
+fn the_summary_counts_sync_calls_from_their_spans() {
+    let analyzer = traced(1024);
+    let scope = ProfilerScope::new(&analyzer);
+    outer();
+    assert!(fails().is_err());
+    let _ = std::panic::catch_unwind(panics);
+    outer();
+    drop(scope);
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.dropped, 0);
+    for node in ["t_outer", "t_middle", "t_leaf", "t_fails", "t_panics"] {
+        // Within 1 ns per call: the summary converts summed ticks, the spans each tick.
+        let (summary, from_spans) = (counters(&analyzer, node), counters_of_spans(&trace, node));
+        for (i, (a, b)) in summary.iter().zip(from_spans).enumerate() {
+            assert!(a.abs_diff(b) <= summary[0], "{node}, counter {i}: {summary:?} vs {from_spans:?}");
+        }
+    }
+    let middle = analyzer.get_node("t_middle").unwrap();
+    assert!(middle.self_duration_ms >= 4.0 * 0.99, "{middle:?}");
+    assert!(middle.total_duration_ms >= 6.0, "{middle:?}");
+    assert_eq!(analyzer.get_node("t_leaf").unwrap().call_count, 4);
+}
+
+/// Calls counted from their spans and calls counted directly (the buffer full, or trace mode
+/// off) add up, on any thread, read while they are made: never lost, never counted twice,
+/// never going backwards; and a reset starts the count afresh.
+#[test]
+fn calls_counted_from_spans_and_directly_add_up_across_threads_and_reads() {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 5_000;
+    let analyzer = traced(7_000);
+    let finished = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            let (analyzer, finished) = (analyzer.clone(), &finished);
+            s.spawn(move || {
+                let _scope = ProfilerScope::new(&analyzer);
+                for _ in 0..EACH {
+                    quick();
+                }
+                finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        let mut last = 0;
+        while finished.load(std::sync::atomic::Ordering::Relaxed) < THREADS {
+            let now = analyzer.get_node("t_quick").map_or(0, |n| n.call_count);
+            assert!(now >= last, "went back from {last} to {now}");
+            let lifetime = analyzer.metrics().node("t_quick").map_or(0, |n| n.calls.ok);
+            assert!(lifetime >= now);
+            last = now;
+        }
+    });
+    assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, THREADS * EACH);
+    let trace = analyzer.trace().unwrap();
+    assert_eq!(trace.spans.len() as u64 + trace.dropped, THREADS * EACH);
+    assert!(trace.spans.len() >= 6_000, "{} kept", trace.spans.len());
+
+    analyzer.reset();
+    analyzer.disable_trace();
+    let _scope = ProfilerScope::new(&analyzer);
+    for _ in 0..10 {
+        quick();
+    }
+    assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, 10);
+    let lifetime = analyzer.metrics();
+    assert_eq!(lifetime.node("t_quick").unwrap().calls.ok, THREADS * EACH + 10);
+}
+
+/// With calls exported one by one, trace mode counts through the shard, which exports them:
+/// every call is both exported and kept as a span.
+#[test]
+fn exported_calls_in_trace_mode_are_exported_and_kept() {
+    let analyzer = traced(64);
+    analyzer.enable_call_export(1024);
+    let _scope = ProfilerScope::new(&analyzer);
+    for _ in 0..10 {
+        quick();
+    }
+    let mut exported = Vec::new();
+    assert_eq!(analyzer.drain_calls(&mut exported), 10);
+    assert_eq!(analyzer.trace().unwrap().spans.len(), 10);
+    assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, 10);
 }

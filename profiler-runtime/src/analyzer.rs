@@ -1156,7 +1156,8 @@ impl Inner {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Each call site's counters, live and retired shards added up, in ticks.
+    /// Each call site's counters, live and retired shards and the spans that hold calls'
+    /// counters (trace mode) added up, in ticks.
     fn site_totals(&self) -> Vec<(&'static CallSite, Stats)> {
         let registry = self.registry();
         let mut by_site: HashMap<usize, (&'static CallSite, Stats)> = HashMap::new();
@@ -1165,12 +1166,19 @@ impl Inner {
             .retired
             .values()
             .map(|(site, s)| (*site, s.clone()));
-        for (site, raw) in live.chain(retired) {
+        let mut add = |site: &'static CallSite, stats: &Stats| {
             by_site
                 .entry(site_key(site))
                 .or_insert_with(|| (site, Stats::default()))
                 .1
-                .merge(&raw);
+                .merge(stats);
+        };
+        for (site, raw) in live.chain(retired) {
+            add(site, &raw);
+        }
+        // Sync calls whose span holds their statistics (trace mode) are counted only there.
+        if let Some(buffer) = self.shared.trace_buffer.get() {
+            buffer.counted_calls(&mut add);
         }
         drop(registry);
         by_site.into_values().collect()

@@ -8,7 +8,7 @@ use crate::outcome::Outcome;
 use crate::shard::{MODE_TRACE, Shard};
 use crate::site::CallSite;
 use crate::stats::Call;
-use crate::trace::{self, RawSpan, SpanIds};
+use crate::trace::{self, SpanIds};
 
 /// Set in [`Guard`]'s `epoch` for a call with a span: the drop's epoch comparison then fails,
 /// which sends traced calls to the cold path without a test of their own on the usual one.
@@ -170,30 +170,21 @@ fn finish_unusual(
     }
     // SAFETY: a shard of this thread's `HOT`, still alive (checked above).
     let shard = unsafe { &*shard };
-    // SAFETY: as above; this thread owns it.
-    unsafe { shard.record_owned(site, call) };
-    if let Some(buffer) = shard.shared.trace_buffer.get().filter(|_| traced) {
-        // This thread's shard, so its run of slots is this thread's.
-        buffer.push_owned(
-            &shard.trace_run,
-            &RawSpan {
-                kind: trace::SYNC,
-                site,
-                ids: SpanIds {
-                    id: span,
-                    parent: saved_span,
-                    // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
-                    parent_site: unsafe { saved_node.as_ref() },
-                    // The slot reads it back from the id.
-                    thread: span >> 32,
-                },
-                start: call.start,
-                end: call.end,
-                busy: call.busy,
-                outcome: call.outcome,
-            },
-        );
+    if !traced {
+        // SAFETY: as above; this thread owns it.
+        unsafe { shard.record_owned(site, call) };
+        return;
     }
+    let ids = SpanIds {
+        id: span,
+        parent: saved_span,
+        // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+        parent_site: unsafe { saved_node.as_ref() },
+        // The slot reads it back from the id.
+        thread: span >> 32,
+    };
+    // SAFETY: as above.
+    unsafe { trace::end_sync_call(shard, site, ids, call) };
 }
 
 /// A call that starts in trace mode: its new span becomes the running one (and the parent

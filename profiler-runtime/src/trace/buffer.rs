@@ -12,12 +12,14 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use super::folded::Folded;
 use super::{PollSlice, Span, Trace};
 use crate::clock::Conversion;
 use crate::context::HOT;
 use crate::cost::CostInfo;
 use crate::outcome::Outcome;
 use crate::site::CallSite;
+use crate::stats::{Call, Stats};
 
 const KIND_SYNC: u8 = 1;
 const KIND_ASYNC: u8 = 2;
@@ -26,6 +28,10 @@ const KIND_POLL: u8 = 3;
 /// Set in a slot's `meta` once the slot is written (with the kind in the low byte and the
 /// outcome in the next): a slot whose `meta` is 0 was claimed and not written yet.
 const WRITTEN: u32 = 1 << 16;
+/// Set in a sync span's `meta` when the slot holds its call's statistics (its self time in
+/// `busy`): the node's counters were not updated on the call path, and the readers fold the
+/// span into them (see `folded`).
+const HOLDS_STATS: u32 = 1 << 17;
 
 /// Slots a thread takes at most with one atomic add.
 const RUN_MAX: usize = 64;
@@ -59,7 +65,8 @@ pub(crate) struct RawSpan {
 
 /// One span or poll slice: one cache line. The thread of a span is not stored, since it is
 /// `id >> 32`; a poll slice keeps its polling thread in `parent` (a poll has no parent).
-/// Sync spans leave `busy` unwritten: their busy time is their wall time.
+/// Sync spans leave `busy` unwritten (their busy time is their wall time), or hold their
+/// self time there when the slot stands for the call's statistics ([`HOLDS_STATS`]).
 #[repr(C, align(64))]
 struct Slot {
     /// 0 until written; then [`WRITTEN`], the kind and the outcome, stored last with release
@@ -88,11 +95,12 @@ impl Slot {
         }
     }
 
-    /// Writes `raw` into this slot and publishes it. Only the thread that claimed the slot
-    /// writes it, once; the relaxed stores are plain stores, and the release store of `meta`
+    /// Writes `raw` into this slot and publishes it; `self_time`: a sync call's, when the
+    /// slot stands for the call's statistics. Only the thread that claimed the slot writes
+    /// it, once; the relaxed stores are plain stores, and the release store of `meta`
     /// publishes them.
     #[inline(always)]
-    fn write(&self, raw: &RawSpan) {
+    fn write(&self, raw: &RawSpan, self_time: Option<u64>) {
         self.site
             .store(std::ptr::from_ref(raw.site).cast_mut(), Ordering::Relaxed);
         self.id.store(raw.ids.id, Ordering::Relaxed);
@@ -109,10 +117,15 @@ impl Slot {
                 Ordering::Relaxed,
             );
         }
-        if raw.kind != KIND_SYNC {
-            self.busy.store(raw.busy, Ordering::Relaxed);
+        let mut meta = WRITTEN | u32::from(raw.kind) | (u32::from(raw.outcome as u8) << 8);
+        match self_time {
+            Some(self_time) => {
+                self.busy.store(self_time, Ordering::Relaxed);
+                meta |= HOLDS_STATS;
+            }
+            None if raw.kind != KIND_SYNC => self.busy.store(raw.busy, Ordering::Relaxed),
+            None => {}
         }
-        let meta = WRITTEN | u32::from(raw.kind) | (u32::from(raw.outcome as u8) << 8);
         self.meta.store(meta, Ordering::Release);
     }
 }
@@ -160,6 +173,8 @@ pub(crate) struct TraceBuffer {
     /// LLM calls by span id, at most `capacity` of them.
     llm: Mutex<Vec<(u64, CostInfo)>>,
     llm_dropped: AtomicU64,
+    /// The statistics of the calls whose slot holds them, folded by the readers.
+    folded: Mutex<Folded>,
 }
 
 impl std::fmt::Debug for TraceBuffer {
@@ -184,6 +199,7 @@ impl TraceBuffer {
             manual: Mutex::new(Vec::new()),
             llm: Mutex::new(Vec::new()),
             llm_dropped: AtomicU64::new(0),
+            folded: Mutex::new(Folded::new(capacity)),
         }
     }
 
@@ -203,7 +219,7 @@ impl TraceBuffer {
     /// thread with no run of its own in this buffer (see [`push_owned`](Self::push_owned)).
     pub(crate) fn push(&self, raw: &RawSpan) {
         if let Some(slot) = self.claim() {
-            slot.write(raw);
+            slot.write(raw, None);
         }
     }
 
@@ -214,19 +230,60 @@ impl TraceBuffer {
     /// writing through one run could write one slot twice.
     #[inline]
     pub(crate) fn push_owned(&self, run: &SlotRun, raw: &RawSpan) {
+        if let Some(slot) = self.next_owned(run) {
+            slot.write(raw, None);
+        }
+    }
+
+    /// Keeps a finished sync call's span in the next slot of `run` together with what its
+    /// node's counters need (`self_time`), so that the readers count the call from the span
+    /// (see `folded`); returns false when the buffer is full (the span counted as dropped),
+    /// and then the caller must count the call itself. `run` as for
+    /// [`push_owned`](Self::push_owned).
+    #[inline]
+    pub(crate) fn push_owned_counted(&self, run: &SlotRun, raw: &RawSpan, self_time: u64) -> bool {
+        debug_assert_eq!(raw.kind, KIND_SYNC);
+        match self.next_owned(run) {
+            Some(slot) => {
+                slot.write(raw, Some(self_time));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next slot of `run`, taking a new run when it is used up; `None` (counted as
+    /// dropped) when the buffer is full.
+    #[inline(always)]
+    fn next_owned(&self, run: &SlotRun) -> Option<&Slot> {
         let next = run.next.get();
         let index = if next < run.end.get() {
             run.next.set(next + 1);
             next
         } else {
-            match self.take_run(run) {
-                Some(index) => index,
-                None => return,
-            }
+            self.take_run(run)?
         };
-        if let Some(slot) = self.slots.get(index) {
-            prefetch(self.slots.as_ptr().wrapping_add(index + PREFETCH_AHEAD));
-            slot.write(raw);
+        let slot = self.slots.get(index)?;
+        prefetch(self.slots.as_ptr().wrapping_add(index + PREFETCH_AHEAD));
+        Some(slot)
+    }
+
+    /// Calls `each` with the counters, per call site, of every call whose slot holds its
+    /// statistics: those published since the last read are folded in first. Calls still
+    /// being written are counted at a later read.
+    pub(crate) fn counted_calls(&self, mut each: impl FnMut(&'static CallSite, &Stats)) {
+        let written = self.claimed.load(Ordering::Relaxed).min(self.slots.len());
+        let mut folded = self.folded.lock().unwrap_or_else(PoisonError::into_inner);
+        folded.fold(written, |index| {
+            let slot = &self.slots[index];
+            let meta = slot.meta.load(Ordering::Acquire);
+            if meta == 0 {
+                return None;
+            }
+            Some((meta & HOLDS_STATS != 0).then(|| call_of(slot, meta)))
+        });
+        for (site, stats) in folded.totals() {
+            each(site, stats);
         }
     }
 
@@ -272,7 +329,13 @@ impl TraceBuffer {
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.slots.len() * std::mem::size_of::<Slot>()
+        std::mem::size_of::<Self>()
+            + self.slots.len() * std::mem::size_of::<Slot>()
+            + self
+                .folded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .memory_bytes()
     }
 
     /// What the buffer holds now. Spans still being written by another thread are left out.
@@ -396,6 +459,23 @@ fn span_of(slot: &Slot, meta: u32, conv: &Conversion) -> Span {
         outcome: Outcome::from_u8((meta >> 8) as u8),
         llm_calls: Vec::new(),
     }
+}
+
+/// The call a slot that holds its statistics stands for, in ticks (`meta`: its `meta`,
+/// loaded with acquire).
+fn call_of(slot: &Slot, meta: u32) -> (&'static CallSite, Call) {
+    let start = slot.start.load(Ordering::Relaxed);
+    let end = slot.end.load(Ordering::Relaxed);
+    // SAFETY: as in `span_of`.
+    let site: &'static CallSite = unsafe { &*slot.site.load(Ordering::Relaxed) };
+    let call = Call {
+        start,
+        end,
+        self_time: slot.busy.load(Ordering::Relaxed),
+        busy: end.saturating_sub(start),
+        outcome: Outcome::from_u8((meta >> 8) as u8),
+    };
+    (site, call)
 }
 
 /// The poll slice a written slot of kind poll holds.

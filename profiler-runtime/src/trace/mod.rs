@@ -27,12 +27,52 @@ use crate::cost::{CostBreakdown, CostInfo};
 use crate::outcome::Outcome;
 
 mod buffer;
+mod folded;
+
+use std::sync::atomic::Ordering;
+
+use crate::shard::Shard;
+use crate::site::CallSite;
+use crate::stats::Call;
 
 pub(crate) use buffer::{
     ASYNC, POLL, RawSpan, SYNC, SlotRun, SpanIds, TraceBuffer, begin_nested_span, current_span,
     end_span, manual_span_ids, new_span,
 };
 pub use buffer::{random_u64, splitmix64};
+
+/// Records the end of a sync call with a span (`ids`): while the span fits in the buffer,
+/// the span alone, its slot holding what the node's counters need (the readers count the
+/// call from it); otherwise the counters as for any call (and the span is counted as
+/// dropped). Calls exported one by one take the usual way through the shard, which hands
+/// them to the exporters.
+///
+/// # Safety
+/// `shard` must be the calling thread's (as for `Shard::record_owned`).
+pub(crate) unsafe fn end_sync_call(shard: &Shard, site: &'static CallSite, ids: SpanIds, call: &Call) {
+    let raw = RawSpan {
+        kind: SYNC,
+        site,
+        ids,
+        start: call.start,
+        end: call.end,
+        busy: call.busy,
+        outcome: call.outcome,
+    };
+    let buffer = shard.shared.trace_buffer.get();
+    let exported = shard.export.load(Ordering::Relaxed);
+    if let Some(buffer) = buffer.filter(|_| !exported)
+        && buffer.push_owned_counted(&shard.trace_run, &raw, call.self_time)
+    {
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { shard.record_owned(site, call) };
+    if let Some(buffer) = buffer.filter(|_| exported) {
+        // This thread's shard, so its run of slots is this thread's.
+        buffer.push_owned(&shard.trace_run, &raw);
+    }
+}
 
 /// Spans (and poll slices) an analyzer keeps in trace mode unless told otherwise.
 pub const DEFAULT_TRACE_CAPACITY: usize = 65_536;
