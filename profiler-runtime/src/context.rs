@@ -171,7 +171,7 @@ impl Origin {
 
     /// Records `call` into the current thread's shard of the analyzer the call started with.
     /// Calls of an analyzer that no longer exists are dropped: nobody can read them.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, site: &'static CallSite, call: &Call) {
         let (thread, epoch) = HOT.with(|h| (h.thread.get(), h.epoch.get()));
         if thread == self.thread && (epoch == self.epoch || shard_is_live(self.shard)) {

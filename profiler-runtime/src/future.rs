@@ -1,6 +1,7 @@
 //! Async nodes and futures that carry an analyzer across threads.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -8,7 +9,7 @@ use crate::analyzer::BottleneckAnalyzer;
 use crate::clock;
 use crate::context::{self, HOT, Origin, PollInstall};
 use crate::outcome::Outcome;
-use crate::shard::{MODE_TRACE, Shard, Shared};
+use crate::shard::{MODE_OFF, MODE_ON, Shard, Shared};
 use crate::site::CallSite;
 use crate::stats::Call;
 use crate::trace::{self, RawSpan, SpanIds};
@@ -18,6 +19,10 @@ use std::sync::atomic::Ordering;
 /// The future of an async profiled call: times it from first poll to completion (wall time)
 /// and inside `poll` (busy time). Dropped after its first poll and before completion, the
 /// call counts as cancelled; never polled, it records nothing.
+///
+/// Only `poll` is generic, and it holds no more than the inner poll, the classification and
+/// two calls, one before the inner poll and one after it, of functions compiled once for
+/// every node (trace mode included): each profiled `async fn` adds little code to its crate.
 ///
 /// Emitted by `#[profile_node]`; not meant to be built by hand.
 #[doc(hidden)]
@@ -29,6 +34,9 @@ pub struct NodeFuture<F: Future, C> {
     run: Run,
 }
 
+/// `repr(u8)`: a tag of its own, so that telling the states apart is one comparison (as a
+/// niche in `Timed`, it takes a few more instructions on every poll).
+#[repr(u8)]
 enum Run {
     NotStarted,
     /// No analyzer was installed at the first poll: the call is not recorded.
@@ -45,6 +53,13 @@ struct Timed {
     start: u64,
     busy: u64,
     child: u64,
+    /// The poll under way: when it started, and the thread's child-time counter and running
+    /// node it swapped out (put back when it ends, also by unwinding).
+    poll_start: u64,
+    saved_child: u64,
+    saved_node: Option<&'static CallSite>,
+    /// The span running before the poll under way, in trace mode.
+    saved_span: u64,
     panicked: bool,
     /// The call's span, in trace mode: out of line, so that an untraced call carries one
     /// null pointer for it and tests it once a poll.
@@ -129,26 +144,6 @@ impl TracedBox {
     }
 }
 
-/// Makes a span the running one for as long as it lives (one poll of a traced call), and
-/// puts the previous one back, also when the poll panics.
-struct SpanScope {
-    saved: u64,
-}
-
-impl SpanScope {
-    fn enter(span: u64) -> Self {
-        Self {
-            saved: HOT.with(|h| h.span.replace(span)),
-        }
-    }
-}
-
-impl Drop for SpanScope {
-    fn drop(&mut self) {
-        HOT.with(|h| h.span.set(self.saved));
-    }
-}
-
 impl<F: Future, C: FnOnce(&F::Output) -> Outcome> NodeFuture<F, C> {
     /// Wraps the body of an async node; `classify` tells an error result from a success.
     #[inline]
@@ -171,177 +166,216 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; this is the structural pin projection of `inner`.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let (poll_start, timed) = match begin_poll(&mut this.run) {
-            Begin::Timed(start, timed) => (start, timed),
-            Begin::Traced(start) => return this.poll_traced(cx, start),
-            Begin::Untimed => return inner.poll(cx),
+        let Some(polling) = Polling::begin(&mut this.run, this.site) else {
+            return inner.poll(cx);
         };
-        let scope = PollScope::enter(this.site, timed);
-        let result = inner.poll(cx);
-        let poll_end = clock::now();
-        let timed = scope.leave();
-        timed.busy = timed.busy.wrapping_add(poll_end.saturating_sub(poll_start));
-        match result {
-            Poll::Pending => Poll::Pending,
+        match inner.poll(cx) {
+            Poll::Pending => {
+                polling.pending();
+                Poll::Pending
+            }
             Poll::Ready(output) => {
                 // A `match`, not `Option::map_or`: each node would add a generic copy of that.
                 let outcome = match this.classify.take() {
                     Some(classify) => classify(&output),
                     None => Outcome::Ok,
                 };
-                finish(&mut this.run, this.site, poll_end, outcome, true);
+                polling.ready(outcome);
                 Poll::Ready(output)
             }
         }
     }
 }
 
-/// How a poll goes on, as [`begin_poll`] found.
-enum Begin<'a> {
-    /// Timed without a span, from this start.
-    Timed(u64, &'a mut Timed),
-    /// Timed with a span (trace mode), from this start.
-    Traced(u64),
-    /// Not recorded: the inner future is polled as it is.
-    Untimed,
+/// One poll of a recorded call, under way: the call is the thread's running node, with its
+/// own child-time counter (and span, in trace mode) swapped in. [`pending`](Self::pending)
+/// or [`ready`](Self::ready) ends it; dropped without either, the inner poll unwound.
+///
+/// Not generic, and out of line: each node's `poll` holds three calls of these instead of
+/// its own copy of the recording (a call of each costs a few instructions; a copy per node
+/// costs the optimizer its time in every crate that annotates many `async fn`s).
+struct Polling<'a> {
+    run: &'a mut Run,
+    site: &'static CallSite,
 }
 
-/// The start of a poll, before the inner future's; on the first poll, whether (and how) the
-/// call is recorded. Not generic, so that each node's `poll` holds only a call of it: in
-/// release builds it is inlined all the same (the call path is unchanged); in debug builds,
-/// where inlining is off, it is compiled once per codegen unit rather than once per node.
-#[cfg_attr(debug_assertions, inline)]
-#[cfg_attr(not(debug_assertions), inline(always))]
-fn begin_poll(run: &mut Run) -> Begin<'_> {
-    match run {
-        Run::NotStarted => {
-            let shard = context::active_shard();
-            if shard.is_null() {
-                *run = Run::Untimed;
-                return Begin::Untimed;
-            }
-            let origin = Origin::here(shard);
-            // SAFETY: `active_shard` only returns live shards of this thread.
-            if unsafe { &*shard }.mode.load(Ordering::Relaxed) == MODE_TRACE {
-                return Begin::Traced(start_traced(run, shard, origin));
-            }
-            let start = clock::now();
-            *run = Run::Timed(Timed {
-                origin,
-                start,
-                busy: 0,
-                child: 0,
-                panicked: false,
-                traced: None,
-            });
-            let Run::Timed(timed) = run else {
-                unreachable!("set above")
-            };
-            Begin::Timed(start, timed)
-        }
-        Run::Timed(Timed {
-            traced: Some(_), ..
-        }) => Begin::Traced(clock::now()),
-        Run::Timed(timed) => Begin::Timed(clock::now(), timed),
-        Run::Untimed | Run::Finished => Begin::Untimed,
-    }
-}
-
-impl<F: Future, C: FnOnce(&F::Output) -> Outcome> NodeFuture<F, C> {
-    /// A poll in trace mode, from `poll_start`. Only the inner poll and the classification
-    /// are generic; the rest is [`poll_traced_around`], compiled once for every node.
-    #[cold]
+impl<'a> Polling<'a> {
+    /// The start of a poll, before the inner future's; on the first poll, whether (and how)
+    /// the call is recorded. `None`: not recorded, the inner future is polled as it is.
     #[inline(never)]
-    fn poll_traced(&mut self, cx: &mut Context<'_>, poll_start: u64) -> Poll<F::Output> {
-        // SAFETY: `inner` is never moved out of the pinned struct (`poll` got it pinned).
-        let mut inner = unsafe { Pin::new_unchecked(&mut self.inner) };
-        let classify = &mut self.classify;
-        let mut output = None;
-        poll_traced_around(&mut self.run, self.site, poll_start, &mut || match inner
-            .as_mut()
-            .poll(cx)
-        {
-            Poll::Pending => None,
-            Poll::Ready(value) => {
-                let outcome = match classify.take() {
-                    Some(classify) => classify(&value),
-                    None => Outcome::Ok,
-                };
-                output = Some(value);
-                Some(outcome)
+    fn begin(run: &'a mut Run, site: &'static CallSite) -> Option<Self> {
+        match run {
+            Run::NotStarted => start(run, site)?,
+            Run::Timed(timed) => {
+                timed.poll_start = clock::now();
+                (timed.saved_child, timed.saved_node) = swap_in(site, timed.child);
+                if let Some(traced) = timed.traced {
+                    enter_span(timed, traced);
+                }
             }
-        });
-        match output {
-            Some(value) => Poll::Ready(value),
-            None => Poll::Pending,
+            Run::Untimed | Run::Finished => return None,
+        }
+        Some(Polling { run, site })
+    }
+
+    /// The end of a poll after which the inner future is still pending.
+    #[inline(never)]
+    fn pending(self) {
+        let mut this = ManuallyDrop::new(self);
+        this.leave(clock::now());
+    }
+
+    /// The end of the last poll: the inner future completed, with this outcome.
+    #[inline(never)]
+    fn ready(self, outcome: Outcome) {
+        let mut this = ManuallyDrop::new(self);
+        let end = clock::now();
+        this.leave(end);
+        let site = this.site;
+        finish(this.run, site, end, outcome, true);
+    }
+
+    /// Puts the thread's state back and adds the poll's time, at `end`.
+    #[inline(always)]
+    fn leave(&mut self, end: u64) {
+        let Run::Timed(timed) = &mut *self.run else {
+            unreachable!("a poll under way is timed")
+        };
+        timed.child = restore(timed);
+        let busy = end.saturating_sub(timed.poll_start);
+        timed.busy = timed.busy.wrapping_add(busy);
+        if let Some(traced) = timed.traced {
+            leave_span(timed, traced, self.site, end, busy);
         }
     }
 }
 
-/// The first poll in trace mode: a new span, child of the one running now; returns the
-/// call's start. Not generic: one copy serves every node.
+impl Drop for Polling<'_> {
+    /// Only reached without `pending` or `ready`, that is while unwinding out of the inner
+    /// poll: the thread's state is put back, and the call will count as panicked.
+    fn drop(&mut self) {
+        if let Run::Timed(timed) = &mut *self.run {
+            timed.child = restore(timed);
+            timed.panicked = true;
+            if timed.traced.is_some() {
+                HOT.with(|h| h.span.set(timed.saved_span));
+            }
+        }
+    }
+}
+
+/// The first poll: whether the call is recorded (`None`: no analyzer installed here), and
+/// if so its start, now, and the swap of the thread's state for the poll.
+#[inline(always)]
+fn start(run: &mut Run, site: &'static CallSite) -> Option<()> {
+    let shard = HOT.with(|h| h.shard.get());
+    if shard.is_null() {
+        *run = Run::Untimed;
+        return None;
+    }
+    // SAFETY: a non-null `HOT.shard` points at a shard that `CTX` keeps alive.
+    let mode = unsafe { &*shard }.mode.load(Ordering::Relaxed);
+    if mode != MODE_ON {
+        return start_unusual(run, site, shard, mode);
+    }
+    *run = Run::Timed(started(shard, site, None));
+    Some(())
+}
+
+/// The first poll with the shard switched off (not recorded) or in trace mode (recorded,
+/// with a span, child of the one running now).
 #[cold]
 #[inline(never)]
-fn start_traced(run: &mut Run, shard: *const Shard, origin: Origin) -> u64 {
-    // SAFETY: `active_shard` only returns live shards of this thread.
-    let shard = unsafe { &*shard };
+fn start_unusual(
+    run: &mut Run,
+    site: &'static CallSite,
+    shard: *const Shard,
+    mode: u8,
+) -> Option<()> {
+    if mode == MODE_OFF {
+        *run = Run::Untimed;
+        return None;
+    }
+    // SAFETY: `HOT.shard` only holds live shards of this thread.
+    let shared = unsafe { &*shard }.shared.clone();
     // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
     let parent_site = unsafe { HOT.with(|h| h.node.get()).as_ref() };
-    let ids = trace::new_span(parent_site);
+    let traced = TracedBox::new(Traced {
+        ids: trace::new_span(parent_site),
+        shared,
+    });
+    let mut timed = started(shard, site, Some(traced));
+    enter_span(&mut timed, traced);
+    *run = Run::Timed(timed);
+    Some(())
+}
+
+/// A call starting now, recorded into `shard`, with its first poll's thread state swapped in.
+#[inline(always)]
+fn started(shard: *const Shard, site: &'static CallSite, traced: Option<TracedBox>) -> Timed {
     let start = clock::now();
-    *run = Run::Timed(Timed {
+    let origin = Origin::here(shard);
+    let (saved_child, saved_node) = swap_in(site, 0);
+    Timed {
         origin,
         start,
         busy: 0,
         child: 0,
+        poll_start: start,
+        saved_child,
+        saved_node,
+        saved_span: 0,
         panicked: false,
-        traced: Some(TracedBox::new(Traced {
-            ids,
-            shared: shard.shared.clone(),
-        })),
-    });
-    start
+        traced,
+    }
 }
 
-/// Everything of a poll in trace mode around the inner poll, which `poll_inner` runs (and
-/// classifies: `Some(outcome)` when the future completed): the usual poll, with the call's
-/// span running and the poll kept as a slice of the trace. Not generic, so that a node's
-/// cold path costs its crate a small shim rather than a copy of this.
+/// Makes `site` the thread's running node, with `child` as its child-time counter, for a
+/// poll; returns the counter and node it replaced.
+#[inline(always)]
+fn swap_in(site: &'static CallSite, child: u64) -> (u64, Option<&'static CallSite>) {
+    let (saved_child, saved_node) = HOT.with(|h| (h.child.replace(child), h.node.replace(site)));
+    // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+    (saved_child, unsafe { saved_node.as_ref() })
+}
+
+/// Puts back the child-time counter and running node a poll swapped out; returns the
+/// poll's own child time.
+#[inline(always)]
+fn restore(timed: &Timed) -> u64 {
+    HOT.with(|h| {
+        h.node.set(
+            timed
+                .saved_node
+                .map_or(std::ptr::null(), std::ptr::from_ref),
+        );
+        h.child.replace(timed.saved_child)
+    })
+}
+
+/// Trace mode: the call's span becomes the running one for the poll.
+#[cold]
+fn enter_span(timed: &mut Timed, traced: TracedBox) {
+    // SAFETY: the run is not finished, so its box is alive.
+    let id = unsafe { traced.get() }.ids.id;
+    timed.saved_span = HOT.with(|h| h.span.replace(id));
+}
+
+/// Trace mode: the span running before the poll is put back, and the poll kept as a slice
+/// of the trace.
 #[cold]
 #[inline(never)]
-fn poll_traced_around(
-    run: &mut Run,
-    site: &'static CallSite,
-    poll_start: u64,
-    poll_inner: &mut dyn FnMut() -> Option<Outcome>,
-) {
-    let Run::Timed(timed) = run else {
-        unreachable!("called for timed runs only")
-    };
-    let Some(traced) = timed.traced else {
-        unreachable!("called for traced runs only")
-    };
+fn leave_span(timed: &Timed, traced: TracedBox, site: &'static CallSite, end: u64, busy: u64) {
+    HOT.with(|h| h.span.set(timed.saved_span));
     // SAFETY: the run is not finished, so its box is alive.
     let traced = unsafe { traced.get() };
-    let span = SpanScope::enter(traced.ids.id);
-    let scope = PollScope::enter(site, timed);
-    let result = poll_inner();
-    let poll_end = clock::now();
-    let timed = scope.leave();
-    drop(span);
-    let busy = poll_end.saturating_sub(poll_start);
-    timed.busy = timed.busy.wrapping_add(busy);
-    traced.keep(trace::POLL, site, poll_start, poll_end, busy, Outcome::Ok);
-    if let Some(outcome) = result {
-        finish(run, site, poll_end, outcome, true);
-    }
+    traced.keep(trace::POLL, site, timed.poll_start, end, busy, Outcome::Ok);
 }
 
 /// Records the call. `awaited`: it completed inside its caller's poll, which therefore
 /// includes its whole time; a future dropped unfinished may be dropped anywhere, so its
-/// time is nobody's child time. Not generic, inlined in release builds as [`begin_poll`].
-#[cfg_attr(debug_assertions, inline)]
-#[cfg_attr(not(debug_assertions), inline(always))]
+/// time is nobody's child time.
+#[inline(always)]
 fn finish(run: &mut Run, site: &'static CallSite, end: u64, outcome: Outcome, awaited: bool) {
     let Run::Timed(timed) = &*run else {
         return;
@@ -422,52 +456,6 @@ fn dropped_outcome(timed: &Timed) -> Outcome {
     }
 }
 
-/// The thread state of one poll of an async node: its child-time counter and the running
-/// node are swapped in, and swapped back out on the way out, also when the poll panics.
-struct PollScope<'a> {
-    timed: Option<&'a mut Timed>,
-    saved_child: u64,
-    saved_node: *const CallSite,
-}
-
-impl<'a> PollScope<'a> {
-    #[inline(always)]
-    fn enter(site: &'static CallSite, timed: &'a mut Timed) -> Self {
-        let (saved_child, saved_node) =
-            HOT.with(|h| (h.child.replace(timed.child), h.node.replace(site)));
-        Self {
-            timed: Some(timed),
-            saved_child,
-            saved_node,
-        }
-    }
-
-    #[inline(always)]
-    fn leave(mut self) -> &'a mut Timed {
-        let timed = self.timed.take().expect("entered with a timed run");
-        timed.child = self.restore();
-        timed
-    }
-
-    #[inline(always)]
-    fn restore(&self) -> u64 {
-        HOT.with(|h| {
-            h.node.set(self.saved_node);
-            h.child.replace(self.saved_child)
-        })
-    }
-}
-
-impl Drop for PollScope<'_> {
-    fn drop(&mut self) {
-        // Only reached without `leave`, that is while unwinding out of the inner poll.
-        if let Some(timed) = self.timed.take() {
-            timed.child = self.restore();
-            timed.panicked = true;
-        }
-    }
-}
-
 /// A future that runs every poll of its inner future with a given analyzer installed (or
 /// with none), so that nodes inside it record into that analyzer on whatever thread the
 /// executor polls it. Built by [`ProfilerFutureExt`].
@@ -529,3 +517,112 @@ pub trait ProfilerFutureExt: Future + Sized {
 }
 
 impl<F: Future> ProfilerFutureExt for F {}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::Waker;
+
+    use super::*;
+    use crate::{ProfilerScope, current_node_id};
+
+    static PARENT: CallSite = CallSite::new("f_parent", false);
+
+    /// Pending on its first poll, then ready with `value` (or a panic, for `None`); reports
+    /// the node running during each poll.
+    struct Steps {
+        polls: u32,
+        value: Option<u8>,
+        seen: Vec<Option<&'static str>>,
+    }
+
+    impl Future for Steps {
+        type Output = u8;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
+            self.seen.push(current_node_id());
+            self.polls += 1;
+            if self.polls == 1 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // Long enough to tell the node's time from the rest of its parent's.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            match self.value {
+                Some(value) => Poll::Ready(value),
+                None => panic!("inner poll failed"),
+            }
+        }
+    }
+
+    fn steps(value: Option<u8>) -> Steps {
+        Steps {
+            polls: 0,
+            value,
+            seen: Vec::new(),
+        }
+    }
+
+    fn poll<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+        fut.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn each_poll_runs_the_node_and_hands_the_thread_back() {
+        static NODE: CallSite = CallSite::new("f_two_polls", true);
+        let analyzer = BottleneckAnalyzer::new();
+        let _scope = ProfilerScope::new(&analyzer);
+        let parent = crate::guard::Guard::enter(&PARENT);
+        let mut fut = std::pin::pin!(NodeFuture::new(&NODE, steps(Some(7)), |v: &u8| {
+            assert_eq!(*v, 7);
+            Outcome::Error
+        }));
+        assert!(poll(fut.as_mut()).is_pending());
+        assert_eq!(current_node_id(), Some("f_parent"));
+        assert_eq!(poll(fut.as_mut()), Poll::Ready(7));
+        assert_eq!(current_node_id(), Some("f_parent"));
+        assert_eq!(fut.inner.seen, [Some("f_two_polls"); 2]);
+        drop(parent);
+        let node = analyzer.get_node("f_two_polls").unwrap();
+        assert_eq!((node.call_count, node.outcomes.error), (1, 1));
+        assert!(node.is_async);
+        assert!(node.duration_ms >= 2.0 && node.busy_duration_ms >= 2.0);
+        // Completed inside the parent's call: its time is the parent's child time.
+        let parent = analyzer.get_node("f_parent").unwrap();
+        assert!(parent.duration_ms >= node.duration_ms);
+        assert!(parent.self_duration_ms <= parent.duration_ms - node.duration_ms + 1e-3);
+    }
+
+    #[test]
+    fn a_panic_out_of_a_poll_hands_the_thread_back_and_the_call_counts_as_panicked() {
+        static NODE: CallSite = CallSite::new("f_panics", true);
+        let analyzer = BottleneckAnalyzer::new();
+        let _scope = ProfilerScope::new(&analyzer);
+        let parent = crate::guard::Guard::enter(&PARENT);
+        let mut fut = Box::pin(NodeFuture::new(&NODE, steps(None), |_: &u8| Outcome::Ok));
+        assert!(poll(fut.as_mut()).is_pending());
+        let unwound = catch_unwind(AssertUnwindSafe(|| poll(fut.as_mut())));
+        assert!(unwound.is_err());
+        assert_eq!(current_node_id(), Some("f_parent"));
+        assert!(analyzer.get_node("f_panics").is_none(), "not finished yet");
+        drop(fut);
+        drop(parent);
+        let node = analyzer.get_node("f_panics").unwrap();
+        assert_eq!((node.call_count, node.outcomes.panicked), (1, 1));
+        assert_eq!(analyzer.get_node("f_parent").unwrap().outcomes.ok, 1);
+    }
+
+    #[test]
+    fn a_call_started_without_an_analyzer_is_never_recorded() {
+        static NODE: CallSite = CallSite::new("f_untimed", true);
+        let analyzer = BottleneckAnalyzer::new();
+        let mut fut = std::pin::pin!(NodeFuture::new(&NODE, steps(Some(1)), |_: &u8| {
+            Outcome::Ok
+        }));
+        assert!(poll(fut.as_mut()).is_pending());
+        let _scope = ProfilerScope::new(&analyzer);
+        assert_eq!(poll(fut.as_mut()), Poll::Ready(1));
+        assert_eq!(fut.inner.seen, [None, None]);
+        assert!(analyzer.get_node("f_untimed").is_none());
+    }
+}
