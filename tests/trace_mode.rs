@@ -429,7 +429,10 @@ fn counters_of_spans(trace: &Trace, node: &str) -> [u64; 9] {
     [
         spans.len() as u64,
         durations.iter().sum(),
-        spans.iter().map(|s| s.duration_ns() - children(s.span_id)).sum(),
+        spans
+            .iter()
+            .map(|s| s.duration_ns() - children(s.span_id))
+            .sum(),
         spans.iter().map(|s| s.busy_ns).sum(),
         durations.iter().copied().min().unwrap(),
         durations.iter().copied().max().unwrap(),
@@ -456,7 +459,10 @@ fn the_summary_counts_sync_calls_from_their_spans() {
         // Within 1 ns per call: the summary converts summed ticks, the spans each tick.
         let (summary, from_spans) = (counters(&analyzer, node), counters_of_spans(&trace, node));
         for (i, (a, b)) in summary.iter().zip(from_spans).enumerate() {
-            assert!(a.abs_diff(b) <= summary[0], "{node}, counter {i}: {summary:?} vs {from_spans:?}");
+            assert!(
+                a.abs_diff(b) <= summary[0],
+                "{node}, counter {i}: {summary:?} vs {from_spans:?}"
+            );
         }
     }
     let middle = analyzer.get_node("t_middle").unwrap();
@@ -494,7 +500,10 @@ fn calls_counted_from_spans_and_directly_add_up_across_threads_and_reads() {
             last = now;
         }
     });
-    assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, THREADS * EACH);
+    assert_eq!(
+        analyzer.get_node("t_quick").unwrap().call_count,
+        THREADS * EACH
+    );
     let trace = analyzer.trace().unwrap();
     assert_eq!(trace.spans.len() as u64 + trace.dropped, THREADS * EACH);
     assert!(trace.spans.len() >= 6_000, "{} kept", trace.spans.len());
@@ -507,7 +516,10 @@ fn calls_counted_from_spans_and_directly_add_up_across_threads_and_reads() {
     }
     assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, 10);
     let lifetime = analyzer.metrics();
-    assert_eq!(lifetime.node("t_quick").unwrap().calls.ok, THREADS * EACH + 10);
+    assert_eq!(
+        lifetime.node("t_quick").unwrap().calls.ok,
+        THREADS * EACH + 10
+    );
 }
 
 /// With calls exported one by one, trace mode counts through the shard, which exports them:

@@ -21,8 +21,13 @@ pub(super) struct Folded {
     seen: Vec<u64>,
     /// Every slot below this one is seen: where the next read starts.
     low: usize,
-    /// The folded counters by call site (keyed by its address), in ticks.
-    sites: HashMap<usize, (&'static CallSite, Stats)>,
+    /// The folded counters of each call site met, in ticks.
+    sites: Vec<(&'static CallSite, Stats)>,
+    /// Where each site's counters are in `sites`, by the site's address.
+    index: HashMap<usize, usize>,
+    /// The site folded last: spans of one site tend to come together, and this spares
+    /// them the map.
+    last: usize,
 }
 
 impl Folded {
@@ -31,7 +36,9 @@ impl Folded {
         Self {
             seen: vec![0; capacity.div_ceil(64)],
             low: 0,
-            sites: HashMap::new(),
+            sites: Vec::new(),
+            index: HashMap::new(),
+            last: 0,
         }
     }
 
@@ -81,10 +88,12 @@ impl Folded {
     }
 
     fn add(&mut self, site: &'static CallSite, call: &Call) {
-        let (_, stats) = self
-            .sites
-            .entry(std::ptr::from_ref(site) as usize)
-            .or_insert_with(|| (site, Stats::default()));
+        let at = match self.sites.get(self.last) {
+            Some((last, _)) if std::ptr::eq(*last, site) => self.last,
+            _ => self.position(site),
+        };
+        self.last = at;
+        let stats = &mut self.sites[at].1;
         // `Stats::add` takes the first call added for the first; spans come in any order.
         let first_start = match stats.calls {
             0 => call.start,
@@ -94,15 +103,29 @@ impl Folded {
         stats.first_start = first_start;
     }
 
+    /// Where `site`'s counters are in `sites`, added empty if new.
+    fn position(&mut self, site: &'static CallSite) -> usize {
+        let next = self.sites.len();
+        let at = *self
+            .index
+            .entry(std::ptr::from_ref(site) as usize)
+            .or_insert(next);
+        if at == next {
+            self.sites.push((site, Stats::default()));
+        }
+        at
+    }
+
     /// The folded counters, per call site.
     pub(super) fn totals(&self) -> impl Iterator<Item = (&'static CallSite, &Stats)> {
-        self.sites.values().map(|(site, stats)| (*site, stats))
+        self.sites.iter().map(|(site, stats)| (*site, stats))
     }
 
     /// Bytes held, for the analyzer's memory accounting.
     pub(super) fn memory_bytes(&self) -> usize {
         self.seen.capacity() * std::mem::size_of::<u64>()
-            + self.sites.capacity() * std::mem::size_of::<(usize, (&CallSite, Stats))>()
+            + self.sites.capacity() * std::mem::size_of::<(&CallSite, Stats)>()
+            + self.index.capacity() * std::mem::size_of::<(usize, usize)>()
     }
 }
 
@@ -131,7 +154,7 @@ mod tests {
         let mut written = [false; 200];
         let mut folded = Folded::new(capacity);
         let mut reads = 0;
-        let mut read_all = |folded: &mut Folded, written: &[bool; 200]| {
+        let read_all = |folded: &mut Folded, written: &[bool; 200]| {
             folded.fold(capacity, |i| {
                 written[i].then_some(Some((&SITE, call(i as u64))))
             });

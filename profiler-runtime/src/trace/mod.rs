@@ -49,7 +49,12 @@ pub use buffer::{random_u64, splitmix64};
 ///
 /// # Safety
 /// `shard` must be the calling thread's (as for `Shard::record_owned`).
-pub(crate) unsafe fn end_sync_call(shard: &Shard, site: &'static CallSite, ids: SpanIds, call: &Call) {
+pub(crate) unsafe fn end_sync_call(
+    shard: &Shard,
+    site: &'static CallSite,
+    ids: SpanIds,
+    call: &Call,
+) {
     let raw = RawSpan {
         kind: SYNC,
         site,
