@@ -34,10 +34,14 @@ pub struct Guard {
     checks_unwinding: bool,
 }
 
+// Release builds inline the whole path into each annotated function: it costs the fewest
+// instructions there. Debug builds inline nothing but `inline(always)`, so there a plain
+// `inline` makes each function call one copy of the path instead of holding its own.
 impl Guard {
     /// Starts timing a call of `site`, if an analyzer is installed on this thread. The call
     /// counts as `ok` unless [`observe`](Self::observe) says otherwise or the thread unwinds.
-    #[inline(always)]
+    #[cfg_attr(debug_assertions, inline)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub fn enter(site: &'static CallSite) -> Guard {
         Self::start(site, Outcome::Ok, true)
     }
@@ -46,12 +50,14 @@ impl Guard {
     /// every way the call can return: a call never observed is one that panicked, so the drop
     /// need not ask whether the thread is unwinding (and a node called from a `Drop` during
     /// someone else's unwinding is not taken for a panicking one).
-    #[inline(always)]
+    #[cfg_attr(debug_assertions, inline)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub fn enter_observed(site: &'static CallSite) -> Guard {
         Self::start(site, Outcome::Panicked, false)
     }
 
-    #[inline(always)]
+    #[cfg_attr(debug_assertions, inline)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn start(site: &'static CallSite, outcome: Outcome, checks_unwinding: bool) -> Guard {
         let shard = context::active_shard();
         if shard.is_null() {
@@ -68,7 +74,8 @@ impl Guard {
         Guard::timed(site, shard, outcome, checks_unwinding, traced)
     }
 
-    #[inline(always)]
+    #[cfg_attr(debug_assertions, inline)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn untimed(site: &'static CallSite, outcome: Outcome, checks_unwinding: bool) -> Guard {
         Guard {
             shard: std::ptr::null(),
@@ -82,7 +89,8 @@ impl Guard {
         }
     }
 
-    #[inline(always)]
+    #[cfg_attr(debug_assertions, inline)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn timed(
         site: &'static CallSite,
         shard: *const Shard,
@@ -113,7 +121,8 @@ impl Guard {
         self.outcome = outcome;
     }
 
-    #[inline(always)]
+    #[cfg_attr(debug_assertions, inline)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn finish(&self) {
         let end = clock::now();
         let duration = end.saturating_sub(self.start);
