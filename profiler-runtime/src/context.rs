@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::analyzer::{self, BottleneckAnalyzer, Inner};
-use crate::shard::{MODE_OFF, Shard};
+use crate::shard::Shard;
 use crate::site::CallSite;
 use crate::stats::Call;
 
@@ -115,19 +115,6 @@ impl Drop for Ctx {
     }
 }
 
-/// The shard a profiled call should record into right now, or null when profiling is off
-/// (globally, or no analyzer installed, or the installed one disabled).
-#[inline(always)]
-pub(crate) fn active_shard() -> *const Shard {
-    // The process-wide switch is folded into each shard's `enabled`: no global to read here.
-    let shard = HOT.with(|h| h.shard.get());
-    // SAFETY: a non-null `HOT.shard` points at a shard that `CTX` keeps alive.
-    if shard.is_null() || unsafe { &*shard }.mode.load(Ordering::Relaxed) == MODE_OFF {
-        return std::ptr::null();
-    }
-    shard
-}
-
 /// Whether `shard` is still one of this thread's shards (after an epoch change).
 #[cold]
 pub(crate) fn shard_is_live(shard: *const Shard) -> bool {
@@ -156,7 +143,7 @@ unsafe impl Send for Origin {}
 unsafe impl Sync for Origin {}
 
 impl Origin {
-    /// The origin of a call starting now with `shard` (from [`active_shard`]).
+    /// The origin of a call starting now with `shard` (this thread's `HOT.shard`, not off).
     #[inline(always)]
     pub(crate) fn here(shard: *const Shard) -> Self {
         let (thread, epoch) = HOT.with(|h| (h.thread.get(), h.epoch.get()));
@@ -164,7 +151,7 @@ impl Origin {
             shard,
             thread,
             epoch,
-            // SAFETY: `active_shard` only returns live shards of this thread.
+            // SAFETY: a non-null `HOT.shard` is a live shard of this thread.
             analyzer: unsafe { &*shard }.shared.id,
         }
     }
