@@ -456,11 +456,17 @@ fn the_summary_counts_sync_calls_from_their_spans() {
     let trace = analyzer.trace().unwrap();
     assert_eq!(trace.dropped, 0);
     for node in ["t_outer", "t_middle", "t_leaf", "t_fails", "t_panics"] {
-        // Within 1 ns per call: the summary converts summed ticks, the spans each tick.
         let (summary, from_spans) = (counters(&analyzer, node), counters_of_spans(&trace, node));
+        // Counts exactly. Times within 3 ns per call: the summary converts summed ticks, the
+        // spans each timestamp, and a self time from spans is a call less its children.
         for (i, (a, b)) in summary.iter().zip(from_spans).enumerate() {
+            let slack = if [0, 6, 7, 8].contains(&i) {
+                0
+            } else {
+                3 * summary[0]
+            };
             assert!(
-                a.abs_diff(b) <= summary[0],
+                a.abs_diff(b) <= slack,
                 "{node}, counter {i}: {summary:?} vs {from_spans:?}"
             );
         }
@@ -479,20 +485,20 @@ fn calls_counted_from_spans_and_directly_add_up_across_threads_and_reads() {
     const THREADS: u64 = 4;
     const EACH: u64 = 5_000;
     let analyzer = traced(7_000);
-    let finished = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
-        for _ in 0..THREADS {
-            let (analyzer, finished) = (analyzer.clone(), &finished);
-            s.spawn(move || {
-                let _scope = ProfilerScope::new(&analyzer);
-                for _ in 0..EACH {
-                    quick();
-                }
-                finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let analyzer = analyzer.clone();
+                s.spawn(move || {
+                    let _scope = ProfilerScope::new(&analyzer);
+                    for _ in 0..EACH {
+                        quick();
+                    }
+                })
+            })
+            .collect();
         let mut last = 0;
-        while finished.load(std::sync::atomic::Ordering::Relaxed) < THREADS {
+        while !threads.iter().all(|t| t.is_finished()) {
             let now = analyzer.get_node("t_quick").map_or(0, |n| n.call_count);
             assert!(now >= last, "went back from {last} to {now}");
             let lifetime = analyzer.metrics().node("t_quick").map_or(0, |n| n.calls.ok);

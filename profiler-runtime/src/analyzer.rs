@@ -854,7 +854,8 @@ impl BottleneckAnalyzer {
     }
 
     /// Bytes the analyzer holds for its counters. Bounded whatever the number of calls: it
-    /// grows as nodes are first called on each thread, as the recent window's ring fills (at
+    /// grows as nodes are first called on each thread (in trace mode, also as the first
+    /// read counts a node's calls from their spans), as the recent window's ring fills (at
     /// most 24 samples) and with the last published snapshot and reset baseline (one copy of
     /// the counters each), then stays constant.
     pub fn memory_bytes(&self) -> usize {
@@ -905,7 +906,8 @@ impl BottleneckAnalyzer {
     /// failed calls, tokens by type, cost, call durations and times to first token.
     ///
     /// Read on the cold side from every thread's counters, those of exited threads, the
-    /// calls recorded by hand and the per-node LLM record: nothing is added to the call
+    /// spans that hold their call's counters (trace mode), the calls recorded by hand and
+    /// the per-node LLM record: nothing is added to the call
     /// path, and a profiled call never waits for a scrape. Every figure is cumulative over
     /// the analyzer's life, untouched by [`reset`](Self::reset), and never below what an
     /// earlier call returned (see [`metrics`](crate::metrics) for the buckets and that
@@ -1176,11 +1178,14 @@ impl Inner {
         for (site, raw) in live.chain(retired) {
             add(site, &raw);
         }
-        // Sync calls whose span holds their statistics (trace mode) are counted only there.
+        // Released before the spans are counted, which may take a while after a long run: a
+        // call is counted either in a shard or in its span, never moves from one to the
+        // other, and each only grows, so the sum stays exact and never goes backwards.
+        drop(registry);
+        // Sync calls whose span holds their counters (trace mode) are counted only there.
         if let Some(buffer) = self.shared.trace_buffer.get() {
             buffer.counted_calls(&mut add);
         }
-        drop(registry);
         by_site.into_values().collect()
     }
 
@@ -1201,13 +1206,17 @@ impl Inner {
         by_id.into_iter().collect()
     }
 
-    /// Folds an exiting thread's shard into the retired totals.
+    /// Folds an exiting thread's shard into the retired totals. Called on that thread.
     pub(crate) fn retire_shard(&self, shard: &Arc<Shard>) {
         let mut registry = self.registry();
         let Some(position) = registry.shards.iter().position(|s| Arc::ptr_eq(s, shard)) else {
             return;
         };
         registry.shards.swap_remove(position);
+        if let Some(buffer) = self.shared.trace_buffer.get() {
+            // The exiting thread's run of slots: it holds them, on this thread.
+            buffer.close_run(&shard.trace_run);
+        }
         let capacity = self.shared.ring_capacity.load(Ordering::Relaxed);
         self.export_state().keep_ring_of(shard, capacity);
         for (site, stats) in shard.snapshot() {

@@ -21,6 +21,10 @@ use crate::outcome::Outcome;
 use crate::site::CallSite;
 use crate::stats::{Call, Stats};
 
+/// A slot claimed and left empty for good: the place of a span recorded by hand (kept
+/// apart), or the rest of the run of a thread that exited. Marked written so that readers
+/// never wait for it.
+const KIND_NONE: u8 = 0;
 const KIND_SYNC: u8 = 1;
 const KIND_ASYNC: u8 = 2;
 const KIND_POLL: u8 = 3;
@@ -93,6 +97,12 @@ impl Slot {
             end: AtomicU64::new(0),
             busy: AtomicU64::new(0),
         }
+    }
+
+    /// Marks this claimed slot as empty for good ([`KIND_NONE`]).
+    fn void(&self) {
+        self.meta
+            .store(WRITTEN | u32::from(KIND_NONE), Ordering::Release);
     }
 
     /// Writes `raw` into this slot and publishes it; `self_time`: a sync call's, when the
@@ -268,6 +278,17 @@ impl TraceBuffer {
         Some(slot)
     }
 
+    /// Marks the slots `run` still holds as empty for good: for a thread that makes no more
+    /// calls (it is exiting), so that readers stop looking at them. `run` as for
+    /// [`push_owned`](Self::push_owned).
+    pub(crate) fn close_run(&self, run: &SlotRun) {
+        let end = run.end.get().min(self.slots.len());
+        for slot in &self.slots[run.next.get().min(end)..end] {
+            slot.void();
+        }
+        run.next.set(end);
+    }
+
     /// Calls `each` with the counters, per call site, of every call whose slot holds its
     /// statistics: those published since the last read are folded in first. Calls still
     /// being written are counted at a later read.
@@ -309,8 +330,10 @@ impl TraceBuffer {
 
     /// Keeps a span recorded by hand (already in Unix ns).
     pub(crate) fn push_manual(&self, span: Span) {
-        // The slot stays unwritten: it only counts the span against the capacity.
-        if self.claim().is_some() {
+        // The slot only counts the span against the capacity; it is marked empty, so that
+        // readers skip it once and for all.
+        if let Some(slot) = self.claim() {
+            slot.void();
             self.manual
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -412,7 +435,8 @@ fn read_slots_with(
     let mut kept = 0;
     for slot in slots {
         let meta = slot.meta.load(Ordering::Acquire);
-        if meta == 0 {
+        // Not written yet (`meta` 0), or empty for good.
+        if meta as u8 == KIND_NONE {
             continue;
         }
         if meta as u8 == KIND_POLL {
@@ -837,6 +861,43 @@ mod tests {
         assert_eq!(tokens(1), [10, 30]);
         assert_eq!(tokens(2), [20]);
         assert_eq!(trace.unattached_llm_calls, 1);
+    }
+
+    /// Slots that will never hold a span (a span recorded by hand, the rest of an exiting
+    /// thread's run) are marked so: readers see them once and never again.
+    #[test]
+    fn slots_left_empty_for_good_are_seen_once() {
+        let buffer = TraceBuffer::new(300, 4);
+        let run = SlotRun::default();
+        let counted = |buffer: &TraceBuffer| {
+            let mut calls = 0;
+            buffer.counted_calls(|_, stats| calls += stats.calls);
+            calls
+        };
+        buffer.push_owned_counted(&run, &raw(1, 0), 3);
+        let manual = Span {
+            node_id: Cow::Borrowed("by_hand"),
+            ..buffer.snapshot().spans[0].clone()
+        };
+        buffer.push_manual(manual);
+        buffer.push_owned_counted(&run, &raw(2, 10), 3);
+        assert_eq!(counted(&buffer), 2);
+        // The run's unused rest keeps readers at its first slot until the thread exits.
+        let first_unseen = buffer.folded.lock().unwrap().first_unseen();
+        assert_eq!(first_unseen, run.next.get());
+        buffer.close_run(&run);
+        assert_eq!(counted(&buffer), 2);
+        let first_unseen = buffer.folded.lock().unwrap().first_unseen();
+        assert_eq!(
+            first_unseen,
+            buffer.claimed.load(Ordering::Relaxed).min(300)
+        );
+        let trace = buffer.snapshot();
+        assert_eq!(
+            trace.spans.len(),
+            3,
+            "two spans and the one by hand: {trace:?}"
+        );
     }
 
     #[test]

@@ -94,7 +94,9 @@ impl Folded {
         };
         self.last = at;
         let stats = &mut self.sites[at].1;
-        // `Stats::add` takes the first call added for the first; spans come in any order.
+        // `Stats::add` takes the first call added for the first; spans come in any order, so
+        // the earliest start is kept (counting on the call path, a thread's first call to
+        // end gives it: with recursion, the inner call, which started later).
         let first_start = match stats.calls {
             0 => call.start,
             _ => stats.first_start.min(call.start),
@@ -114,6 +116,12 @@ impl Folded {
             self.sites.push((site, Stats::default()));
         }
         at
+    }
+
+    /// The first slot not seen yet: where the next read starts.
+    #[cfg(test)]
+    pub(super) fn first_unseen(&self) -> usize {
+        self.low
     }
 
     /// The folded counters, per call site.
