@@ -3,6 +3,10 @@
 
 use std::process::Command;
 
+#[allow(dead_code)] // one of its directories
+#[path = "../../tests/support/scratch.rs"]
+mod scratch;
+
 use agent_profiler_executor::store::{RunStore, WorkflowRunRecord, WorkflowStatus};
 use agent_profiler_runtime::BottleneckAnalyzer;
 use serde_json::json;
@@ -14,9 +18,7 @@ const RUN: &str = "0000000b-0000-4000-8000-00000000000b";
 
 #[test]
 fn control_characters_in_stored_names_are_escaped() {
-    let dir = std::env::temp_dir().join(format!("agent-profiler-names-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::temp_dir("agent-profiler-names");
     let db = dir.join("runs.sqlite3");
     let store = RunStore::open(&db).unwrap();
     let analyzer = BottleneckAnalyzer::new();
