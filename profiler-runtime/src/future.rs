@@ -29,7 +29,9 @@ use std::sync::atomic::Ordering;
 #[must_use = "futures do nothing unless polled"]
 pub struct NodeFuture<F: Future, C> {
     inner: F,
-    classify: Option<C>,
+    /// `Fn`, called by reference: no `Option` to take it out of, which would add generic code
+    /// to every node.
+    classify: C,
     site: &'static CallSite,
     run: Run,
 }
@@ -144,20 +146,20 @@ impl TracedBox {
     }
 }
 
-impl<F: Future, C: FnOnce(&F::Output) -> Outcome> NodeFuture<F, C> {
+impl<F: Future, C: Fn(&F::Output) -> Outcome> NodeFuture<F, C> {
     /// Wraps the body of an async node; `classify` tells an error result from a success.
     #[inline]
     pub fn new(site: &'static CallSite, inner: F, classify: C) -> Self {
         Self {
             inner,
-            classify: Some(classify),
+            classify,
             site,
             run: Run::NotStarted,
         }
     }
 }
 
-impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
+impl<F: Future, C: Fn(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
     type Output = F::Output;
 
     #[inline]
@@ -175,12 +177,7 @@ impl<F: Future, C: FnOnce(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                 Poll::Pending
             }
             Poll::Ready(output) => {
-                // A `match`, not `Option::map_or`: each node would add a generic copy of that.
-                let outcome = match this.classify.take() {
-                    Some(classify) => classify(&output),
-                    None => Outcome::Ok,
-                };
-                polling.ready(outcome);
+                polling.ready((this.classify)(&output));
                 Poll::Ready(output)
             }
         }
