@@ -3,7 +3,7 @@
 //! cost of one call and nothing else (start-up, registration and exit cancel out).
 //!
 //! ```sh
-//! target/release/deps/callgrind-* CASE N    # CASE: sync_installed, async_installed, sync_trace, sync_none
+//! target/release/deps/callgrind-* CASE N    # CASE: sync_installed, async_installed, sync_trace, sync_none, async_none
 //! ```
 //! Instruction counts repeat exactly for the same binary and input, unlike time on a shared
 //! VM, so they tell a change to the call path from noise.
@@ -61,6 +61,11 @@ fn main() {
                 sum = sum.wrapping_add(cases::profiled(black_box(i)));
             }
         }
+        "async_none" => {
+            for i in 0..calls {
+                sum = sum.wrapping_add(poll_once(cases::profiled_async_none(black_box(i))));
+            }
+        }
         "sync_none" => {
             for i in 0..calls {
                 sum = sum.wrapping_add(cases::profiled(black_box(i)));
@@ -68,7 +73,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown case `{other}`: sync_installed, async_installed, sync_trace or sync_none"
+                "unknown case `{other}`: sync_installed, async_installed, sync_trace, sync_none or async_none"
             );
             std::process::exit(2);
         }

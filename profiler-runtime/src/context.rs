@@ -118,9 +118,23 @@ impl Drop for Ctx {
 /// Whether `shard` is still one of this thread's shards (after an epoch change).
 #[cold]
 pub(crate) fn shard_is_live(shard: *const Shard) -> bool {
+    shard_is_live_where(shard, |_| true)
+}
+
+/// Whether `shard` is still this thread's shard of the analyzer with id `analyzer`: a shard
+/// freed since may have left its address to another analyzer's new shard.
+#[cold]
+fn shard_of_is_live(shard: *const Shard, analyzer: u64) -> bool {
+    shard_is_live_where(shard, |s| s.shared.id == analyzer)
+}
+
+fn shard_is_live_where(shard: *const Shard, also: impl Fn(&Shard) -> bool) -> bool {
     CTX.try_with(|ctx| {
-        ctx.try_borrow()
-            .is_ok_and(|ctx| ctx.shards.iter().any(|s| Arc::as_ptr(s) == shard))
+        ctx.try_borrow().is_ok_and(|ctx| {
+            ctx.shards
+                .iter()
+                .any(|s| Arc::as_ptr(s) == shard && also(s))
+        })
     })
     .unwrap_or(false)
 }
@@ -161,7 +175,9 @@ impl Origin {
     #[inline(always)]
     pub(crate) fn record(&self, site: &'static CallSite, call: &Call) {
         let (thread, epoch) = HOT.with(|h| (h.thread.get(), h.epoch.get()));
-        if thread == self.thread && (epoch == self.epoch || shard_is_live(self.shard)) {
+        if thread == self.thread
+            && (epoch == self.epoch || shard_of_is_live(self.shard, self.analyzer))
+        {
             // SAFETY: same thread, and the shard is still one of its shards.
             unsafe { (*self.shard).record_owned(site, call) };
         } else if thread != self.thread {

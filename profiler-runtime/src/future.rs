@@ -168,6 +168,16 @@ impl<F: Future, C: Fn(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; this is the structural pin projection of `inner`.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        // A call not recorded (no analyzer installed at its first poll, or finished) costs
+        // a load and a branch here, without the call out of line.
+        match this.run {
+            Run::Untimed | Run::Finished => return inner.poll(cx),
+            Run::NotStarted if HOT.with(|h| h.shard.get()).is_null() => {
+                this.run = Run::Untimed;
+                return inner.poll(cx);
+            }
+            Run::NotStarted | Run::Timed(_) => {}
+        }
         let Some(polling) = Polling::begin(&mut this.run, this.site) else {
             return inner.poll(cx);
         };
