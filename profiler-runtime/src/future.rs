@@ -168,15 +168,8 @@ impl<F: Future, C: Fn(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; this is the structural pin projection of `inner`.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        // A call not recorded (no analyzer installed at its first poll, or finished) costs
-        // a load and a branch here, without the call out of line.
-        match this.run {
-            Run::Untimed | Run::Finished => return inner.poll(cx),
-            Run::NotStarted if HOT.with(|h| h.shard.get()).is_null() => {
-                this.run = Run::Untimed;
-                return inner.poll(cx);
-            }
-            Run::NotStarted | Run::Timed(_) => {}
+        if records_nothing(&mut this.run) {
+            return inner.poll(cx);
         }
         let Some(polling) = Polling::begin(&mut this.run, this.site) else {
             return inner.poll(cx);
@@ -191,6 +184,23 @@ impl<F: Future, C: Fn(&F::Output) -> Outcome> Future for NodeFuture<F, C> {
                 Poll::Ready(output)
             }
         }
+    }
+}
+
+/// Whether this poll records nothing: the call is not recorded (no analyzer installed at its
+/// first poll, or switched off then) or has finished. Then the node's poll costs a load and
+/// a branch, without the call out of line. Not generic: one copy for all nodes (called in
+/// debug builds, inlined where debug assertions are off, like the guard).
+#[cfg_attr(debug_assertions, inline)]
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn records_nothing(run: &mut Run) -> bool {
+    match run {
+        Run::Untimed | Run::Finished => true,
+        Run::NotStarted if HOT.with(|h| h.shard.get()).is_null() => {
+            *run = Run::Untimed;
+            true
+        }
+        Run::NotStarted | Run::Timed(_) => false,
     }
 }
 
