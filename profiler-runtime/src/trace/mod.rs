@@ -64,18 +64,19 @@ pub(crate) unsafe fn end_sync_call(
         busy: call.busy,
         outcome: call.outcome,
     };
-    let buffer = shard.shared.trace_buffer.get();
-    let exported = shard.export.load(Ordering::Relaxed);
-    if let Some(buffer) = buffer.filter(|_| !exported)
-        && buffer.push_owned_counted(&shard.trace_run, &raw, call.self_time)
-    {
-        return;
-    }
-    // SAFETY: the caller's contract.
-    unsafe { shard.record_owned(site, call) };
-    if let Some(buffer) = buffer.filter(|_| exported) {
-        // This thread's shard, so its run of slots is this thread's.
-        buffer.push_owned(&shard.trace_run, &raw);
+    let Some(buffer) = shard.shared.trace_buffer.get() else {
+        // SAFETY: the caller's contract.
+        return unsafe { shard.record_owned(site, call) };
+    };
+    // This thread's shard, so its run of slots is this thread's.
+    let run = &shard.trace_run;
+    if shard.export.load(Ordering::Relaxed) {
+        // SAFETY: the caller's contract.
+        unsafe { shard.record_owned(site, call) };
+        buffer.push_owned(run, &raw);
+    } else if !buffer.push_owned_counted(run, &raw, call.self_time) {
+        // SAFETY: the caller's contract.
+        unsafe { shard.record_owned(site, call) };
     }
 }
 
