@@ -73,7 +73,10 @@ impl Guard {
         } else if mode == MODE_OFF {
             return Guard::untimed(site, outcome, checks_unwinding);
         } else {
-            begin_traced();
+            // The call's new span becomes the running one, and its parent waits on the
+            // thread's span stack (the guard keeps no span fields, which keeps the usual
+            // path's guard in registers). Inline: a call out of line costs more than this.
+            trace::begin_nested_span();
             TRACED
         };
         Guard::timed(site, shard, outcome, checks_unwinding, traced)
@@ -149,6 +152,9 @@ impl Guard {
             outcome,
         };
         if u64::from(epoch) != self.epoch {
+            if self.epoch == u64::from(epoch) | TRACED {
+                return finish_traced(self.shard, self.site, self.saved_node, &call);
+            }
             // Fields, not `self`: a reference to the guard would keep it in memory on every call.
             // `call` by reference: it is in memory already (the export path takes it so), and
             // a copy would reload its outcome byte as a word, which stalls store forwarding.
@@ -201,13 +207,28 @@ fn finish_unusual(
     unsafe { trace::end_sync_call(shard, site, ids, call) };
 }
 
-/// A call that starts in trace mode: its new span becomes the running one (and the parent
-/// waits on the thread's span stack; the guard keeps no span fields, which keeps the usual
-/// path's guard in registers).
-#[cold]
-#[inline(never)]
-fn begin_traced() {
-    trace::begin_nested_span();
+/// The end of a call with a span on a thread that dropped no shard during the call: the
+/// usual end in trace mode. Inlined where the guard's drop is (out of line, a call and its
+/// saved registers cost more than the rest of trace mode's end); the rare ways
+/// ([`finish_unusual`], a full buffer, calls exported one by one) are calls.
+#[inline(always)]
+fn finish_traced(
+    shard: *const Shard,
+    site: &'static CallSite,
+    saved_node: *const CallSite,
+    call: &Call,
+) {
+    let (span, saved_span) = trace::end_span();
+    let ids = SpanIds {
+        id: span,
+        parent: saved_span,
+        // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
+        parent_site: unsafe { saved_node.as_ref() },
+        thread: span >> 32,
+    };
+    // SAFETY: a shard of this thread's `HOT`, alive since no shard was dropped during the
+    // call (the epochs are equal).
+    unsafe { trace::end_sync_call(&*shard, site, ids, call) };
 }
 
 impl Drop for Guard {

@@ -67,6 +67,22 @@ pub(crate) struct RawSpan {
     pub(crate) outcome: Outcome,
 }
 
+impl RawSpan {
+    /// The span of the sync call `call`.
+    #[inline(always)]
+    pub(crate) fn sync(site: &'static CallSite, ids: SpanIds, call: &Call) -> Self {
+        Self {
+            kind: KIND_SYNC,
+            site,
+            ids,
+            start: call.start,
+            end: call.end,
+            busy: call.busy,
+            outcome: call.outcome,
+        }
+    }
+}
+
 /// One span or poll slice: one cache line. The thread of a span is not stored, since it is
 /// `id >> 32`; a poll slice keeps its polling thread in `parent` (a poll has no parent).
 /// Sync spans leave `busy` unwritten (their busy time is their wall time), or hold their
@@ -368,10 +384,15 @@ impl TraceBuffer {
         let manual = self.manual.lock().unwrap_or_else(PoisonError::into_inner);
         let mut spans = Vec::with_capacity(written + manual.len());
         let mut polls = Vec::new();
-        read_slots(&self.slots[..written], &conv, &mut spans, &mut polls);
+        let in_order = read_slots(&self.slots[..written], &conv, &mut spans, &mut polls);
+        let in_order = in_order && manual.is_empty();
         spans.extend(manual.iter().cloned());
         drop(manual);
-        sort_by_end(&mut spans);
+        // Read in order, the spans need no second pass (over all of them, in memory) to
+        // find so.
+        if !in_order {
+            sort_by_end(&mut spans);
+        }
         if !polls.is_sorted_by_key(|p: &PollSlice| p.end_unix_ns) {
             polls.sort_by_key(|p| p.end_unix_ns);
         }
@@ -390,21 +411,20 @@ impl TraceBuffer {
 }
 
 /// Reads the written slots into `spans` (empty, with room for one span per slot) and
-/// `polls`. Where the CPU has SSE4.1 (nearly every x86-64 one), the same code is compiled to
+/// `polls`; returns whether the spans came in the order they ended. Where the CPU has SSE4.1 (nearly every x86-64 one), the same code is compiled to
 /// round the tick conversion with one instruction instead of a call per timestamp.
 fn read_slots(
     slots: &[Slot],
     conv: &Conversion,
     spans: &mut Vec<Span>,
     polls: &mut Vec<PollSlice>,
-) {
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("sse4.1") {
         // SAFETY: the CPU has SSE4.1, checked just above.
-        unsafe { read_slots_sse41(slots, conv, spans, polls) };
-        return;
+        return unsafe { read_slots_sse41(slots, conv, spans, polls) };
     }
-    read_slots_with(slots, conv, spans, polls);
+    read_slots_with(slots, conv, spans, polls)
 }
 
 /// [`read_slots_with`] compiled for SSE4.1.
@@ -418,8 +438,8 @@ unsafe fn read_slots_sse41(
     conv: &Conversion,
     spans: &mut Vec<Span>,
     polls: &mut Vec<PollSlice>,
-) {
-    read_slots_with(slots, conv, spans, polls);
+) -> bool {
+    read_slots_with(slots, conv, spans, polls)
 }
 
 #[inline(always)]
@@ -428,11 +448,14 @@ fn read_slots_with(
     conv: &Conversion,
     spans: &mut Vec<Span>,
     polls: &mut Vec<PollSlice>,
-) {
+) -> bool {
     let before = spans.len();
     // Each span is built in its place in the vector, not built and then copied there.
     let room = spans.spare_capacity_mut();
     let mut kept = 0;
+    // In ticks: the conversion to ns keeps their order.
+    let mut last_end = 0;
+    let mut in_order = true;
     for slot in slots {
         let meta = slot.meta.load(Ordering::Acquire);
         // Not written yet (`meta` 0), or empty for good.
@@ -443,12 +466,16 @@ fn read_slots_with(
             polls.push(poll_of(slot, conv));
         } else if let Some(place) = room.get_mut(kept) {
             // Always some: the caller made room for one span per slot.
+            let end = slot.end.load(Ordering::Relaxed);
+            in_order &= end >= last_end;
+            last_end = end;
             place.write(span_of(slot, meta, conv));
             kept += 1;
         }
     }
     // SAFETY: the `kept` places after the first `before` were written just above.
     unsafe { spans.set_len(before + kept) };
+    in_order
 }
 
 /// The span a written slot holds (`meta`: its `meta`, loaded with acquire).
@@ -567,7 +594,6 @@ fn attach_llm_calls(spans: &mut [Span], llm: &[(u64, CostInfo)]) -> u64 {
     attached.iter().filter(|&&a| !a).count() as u64
 }
 
-pub(crate) const SYNC: u8 = KIND_SYNC;
 pub(crate) const ASYNC: u8 = KIND_ASYNC;
 pub(crate) const POLL: u8 = KIND_POLL;
 
@@ -839,6 +865,20 @@ mod tests {
         // By end; ties keep the order the spans were kept in.
         assert_eq!(got, [8, 2, 4, 7, 5, 3, 1, 6]);
         assert!(trace.spans.is_sorted_by_key(|s| s.end_unix_ns));
+    }
+
+    #[test]
+    fn spans_recorded_by_hand_take_their_place_among_the_kept_ones() {
+        let buffer = TraceBuffer::new(8, 3);
+        buffer.push(&raw(1, 10));
+        buffer.push(&raw(2, 20));
+        // The kept spans end in order, as read; one recorded by hand ended before both.
+        let mut early = crate::trace::test_support::span(3, None, "by_hand", 0, 1);
+        early.thread = 9;
+        buffer.push_manual(early);
+        let trace = buffer.snapshot();
+        let got: Vec<u64> = trace.spans.iter().map(|s| s.span_id).collect();
+        assert_eq!(got, [3, 1, 2]);
     }
 
     #[test]

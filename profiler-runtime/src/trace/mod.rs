@@ -36,8 +36,8 @@ use crate::site::CallSite;
 use crate::stats::Call;
 
 pub(crate) use buffer::{
-    ASYNC, POLL, RawSpan, SYNC, SlotRun, SpanIds, TraceBuffer, begin_nested_span, current_span,
-    end_span, manual_span_ids, new_span,
+    ASYNC, POLL, RawSpan, SlotRun, SpanIds, TraceBuffer, begin_nested_span, current_span, end_span,
+    manual_span_ids, new_span,
 };
 pub use buffer::{random_u64, splitmix64};
 
@@ -49,34 +49,58 @@ pub use buffer::{random_u64, splitmix64};
 ///
 /// # Safety
 /// `shard` must be the calling thread's (as for `Shard::record_owned`).
+#[inline(always)]
 pub(crate) unsafe fn end_sync_call(
     shard: &Shard,
     site: &'static CallSite,
     ids: SpanIds,
     call: &Call,
 ) {
-    let raw = RawSpan {
-        kind: SYNC,
-        site,
-        ids,
-        start: call.start,
-        end: call.end,
-        busy: call.busy,
-        outcome: call.outcome,
-    };
-    let Some(buffer) = shard.shared.trace_buffer.get() else {
+    match shard.shared.trace_buffer.get() {
+        // This thread's shard, so its run of slots is this thread's.
+        Some(buffer) if !shard.export.load(Ordering::Relaxed) => {
+            let raw = RawSpan::sync(site, ids, call);
+            if !buffer.push_owned_counted(&shard.trace_run, &raw, call.self_time) {
+                // SAFETY: the caller's contract.
+                unsafe { record_directly(shard, site, call) };
+            }
+        }
         // SAFETY: the caller's contract.
-        return unsafe { shard.record_owned(site, call) };
-    };
-    // This thread's shard, so its run of slots is this thread's.
-    let run = &shard.trace_run;
-    if shard.export.load(Ordering::Relaxed) {
-        // SAFETY: the caller's contract.
-        unsafe { shard.record_owned(site, call) };
-        buffer.push_owned(run, &raw);
-    } else if !buffer.push_owned_counted(run, &raw, call.self_time) {
-        // SAFETY: the caller's contract.
-        unsafe { shard.record_owned(site, call) };
+        buffer => unsafe { end_exported_call(shard, buffer, site, ids, call) },
+    }
+}
+
+/// The end of a sync call in trace mode whose span the buffer has no room for: the node's
+/// counters as for any call. Out of line: once the buffer is full, a call pays for it.
+///
+/// # Safety
+/// As for [`end_sync_call`].
+#[cold]
+#[inline(never)]
+unsafe fn record_directly(shard: &Shard, site: &'static CallSite, call: &Call) {
+    // SAFETY: the caller's contract.
+    unsafe { shard.record_owned(site, call) };
+}
+
+/// The end of a sync call with a span exported one by one (or before the buffer exists):
+/// the usual way through the shard, which hands the call to the exporters, and the span
+/// into the buffer beside it.
+///
+/// # Safety
+/// As for [`end_sync_call`].
+#[cold]
+#[inline(never)]
+unsafe fn end_exported_call(
+    shard: &Shard,
+    buffer: Option<&TraceBuffer>,
+    site: &'static CallSite,
+    ids: SpanIds,
+    call: &Call,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { shard.record_owned(site, call) };
+    if let Some(buffer) = buffer {
+        buffer.push_owned(&shard.trace_run, &RawSpan::sync(site, ids, call));
     }
 }
 
