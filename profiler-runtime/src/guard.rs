@@ -11,7 +11,8 @@ use crate::stats::Call;
 use crate::trace::{self, SpanIds};
 
 /// Set in [`Guard`]'s `epoch` for a call with a span: the drop's epoch comparison then fails,
-/// which sends traced calls to the cold path without a test of their own on the usual one.
+/// which sends traced calls off the usual path (to `finish_traced`) without a test of their
+/// own on it.
 const TRACED: u64 = 1 << 32;
 
 /// Times one call of a sync profiled function from [`Guard::enter`] to its drop, which runs
@@ -171,9 +172,10 @@ impl Guard {
     }
 }
 
-/// The end of a call with a span, or of one during which the thread dropped a shard (only
-/// that of an analyzer nobody holds any more, whose counts nobody can read; but the pointer
-/// must be checked). `epochs`: the guard's and the thread's now.
+/// The end of a call, with a span or not, during which the thread dropped a shard (only that
+/// of an analyzer nobody holds any more, whose counts nobody can read; but the pointer must
+/// be checked). `epochs`: the guard's (with [`TRACED`] for a call with a span) and the
+/// thread's now.
 #[cold]
 #[inline(never)]
 fn finish_unusual(
@@ -209,7 +211,7 @@ fn finish_unusual(
 
 /// The end of a call with a span on a thread that dropped no shard during the call: the
 /// usual end in trace mode. Inlined where the guard's drop is (out of line, a call and its
-/// saved registers cost more than the rest of trace mode's end); the rare ways
+/// saved registers cost more than the rest of trace mode's end); the other ways
 /// ([`finish_unusual`], a full buffer, calls exported one by one) are calls.
 #[inline(always)]
 fn finish_traced(

@@ -384,12 +384,14 @@ impl TraceBuffer {
         let manual = self.manual.lock().unwrap_or_else(PoisonError::into_inner);
         let mut spans = Vec::with_capacity(written + manual.len());
         let mut polls = Vec::new();
-        let in_order = read_slots(&self.slots[..written], &conv, &mut spans, &mut polls);
-        let in_order = in_order && manual.is_empty();
-        spans.extend(manual.iter().cloned());
-        drop(manual);
         // Read in order, the spans need no second pass (over all of them, in memory) to
-        // find so.
+        // find so; spans recorded by hand are checked with one.
+        let mut in_order = read_slots(&self.slots[..written], &conv, &mut spans, &mut polls);
+        if !manual.is_empty() {
+            spans.extend(manual.iter().cloned());
+            in_order = spans.is_sorted_by_key(|s| s.end_unix_ns);
+        }
+        drop(manual);
         if !in_order {
             sort_by_end(&mut spans);
         }
@@ -411,8 +413,9 @@ impl TraceBuffer {
 }
 
 /// Reads the written slots into `spans` (empty, with room for one span per slot) and
-/// `polls`; returns whether the spans came in the order they ended. Where the CPU has SSE4.1 (nearly every x86-64 one), the same code is compiled to
-/// round the tick conversion with one instruction instead of a call per timestamp.
+/// `polls`; returns whether the spans came in the order they ended. Where the CPU has SSE4.1
+/// (nearly every x86-64 one), the same code is compiled to round the tick conversion with one
+/// instruction instead of a call per timestamp.
 fn read_slots(
     slots: &[Slot],
     conv: &Conversion,
@@ -540,14 +543,10 @@ fn poll_of(slot: &Slot, conv: &Conversion) -> PollSlice {
     }
 }
 
-/// Puts `spans` in the order they ended (spans that ended at the same time in the order
-/// they came). Spans come mostly in that order already (each thread's run in the order its
-/// calls ended), so the usual case is one pass; otherwise the keys are sorted and the spans
-/// moved once each, never through the comparisons of a sort.
+/// Puts `spans` (not in order: the caller checked) in the order they ended, spans that
+/// ended at the same time in the order they came: the keys are sorted and the spans moved
+/// once each, never through the comparisons of a sort.
 fn sort_by_end(spans: &mut [Span]) {
-    if spans.is_sorted_by_key(|s| s.end_unix_ns) {
-        return;
-    }
     let mut order: Vec<(u64, u32)> = spans
         .iter()
         .enumerate()
@@ -865,6 +864,26 @@ mod tests {
         // By end; ties keep the order the spans were kept in.
         assert_eq!(got, [8, 2, 4, 7, 5, 3, 1, 6]);
         assert!(trace.spans.is_sorted_by_key(|s| s.end_unix_ns));
+    }
+
+    #[test]
+    fn polls_between_spans_leave_their_order_alone() {
+        let buffer = TraceBuffer::new(8, 4);
+        let poll = |start| RawSpan {
+            kind: KIND_POLL,
+            ..raw(9, start)
+        };
+        // A poll that ended last, between spans in order, then one that ended first after
+        // a span out of order.
+        buffer.push(&raw(1, 10));
+        buffer.push(&poll(90));
+        buffer.push(&raw(2, 20));
+        buffer.push(&raw(3, 5));
+        buffer.push(&poll(0));
+        let trace = buffer.snapshot();
+        let got: Vec<u64> = trace.spans.iter().map(|s| s.span_id).collect();
+        assert_eq!(got, [3, 1, 2]);
+        assert_eq!(trace.polls.len(), 2);
     }
 
     #[test]
