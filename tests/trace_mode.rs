@@ -543,3 +543,34 @@ fn exported_calls_in_trace_mode_are_exported_and_kept() {
     assert_eq!(analyzer.trace().unwrap().spans.len(), 10);
     assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, 10);
 }
+
+/// A node during whose call the thread records into two other analyzers in turn, dropping
+/// the first: registering the second's shard frees the first's, which changes the thread's
+/// shard epoch while this call runs.
+#[profile_node("t_switches")]
+fn switches_analyzers() -> u32 {
+    for _ in 0..2 {
+        let other = traced(8);
+        let _scope = ProfilerScope::new(&other);
+        leaf();
+    }
+    1
+}
+
+#[test]
+fn a_traced_call_outlives_a_shard_dropped_during_it() {
+    let analyzer = traced(64);
+    {
+        let _scope = ProfilerScope::new(&analyzer);
+        switches_analyzers();
+        // The span stack stayed paired: a later top-level call has no parent.
+        quick();
+    }
+    let trace = analyzer.trace().unwrap();
+    let call = span(&trace, "t_switches");
+    assert_eq!(call.parent_span_id, None);
+    assert!(trace.spans.iter().all(|s| s.node_id != "t_leaf"));
+    assert_eq!(span(&trace, "t_quick").parent_span_id, None);
+    assert_eq!(analyzer.get_node("t_switches").unwrap().call_count, 1);
+    assert_eq!(analyzer.get_node("t_quick").unwrap().call_count, 1);
+}

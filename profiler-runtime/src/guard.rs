@@ -154,7 +154,9 @@ impl Guard {
         };
         if u64::from(epoch) != self.epoch {
             if self.epoch == u64::from(epoch) | TRACED {
-                return finish_traced(self.shard, self.site, self.saved_node, &call);
+                // SAFETY: the shard came from this thread's `HOT`, and no shard was dropped
+                // since (the epochs are equal).
+                return unsafe { finish_traced(self.shard, self.site, self.saved_node, &call) };
             }
             // Fields, not `self`: a reference to the guard would keep it in memory on every call.
             // `call` by reference: it is in memory already (the export path takes it so), and
@@ -162,7 +164,7 @@ impl Guard {
             return finish_unusual(
                 self.shard,
                 self.site,
-                [self.epoch, u64::from(epoch)],
+                self.epoch & TRACED != 0,
                 self.saved_node,
                 &call,
             );
@@ -172,49 +174,43 @@ impl Guard {
     }
 }
 
-/// The end of a call, with a span or not, during which the thread dropped a shard (only that
-/// of an analyzer nobody holds any more, whose counts nobody can read; but the pointer must
-/// be checked). `epochs`: the guard's (with [`TRACED`] for a call with a span) and the
-/// thread's now.
+/// The end of a call, with a span (`traced`) or not, during which the thread dropped a shard
+/// (only that of an analyzer nobody holds any more, whose counts nobody can read; but the
+/// pointer must be checked).
 #[cold]
 #[inline(never)]
 fn finish_unusual(
     shard: *const Shard,
     site: &'static CallSite,
-    [guard_epoch, epoch]: [u64; 2],
+    traced: bool,
     saved_node: *const CallSite,
     call: &Call,
 ) {
-    let traced = guard_epoch & TRACED != 0;
-    let (span, saved_span) = if traced { trace::end_span() } else { (0, 0) };
-    if epoch != guard_epoch & !TRACED && !context::shard_is_live(shard) {
+    if !context::shard_is_live(shard) {
+        if traced {
+            // The span stack stays paired with the calls, recorded or not.
+            trace::end_span();
+        }
         return;
     }
-    // SAFETY: a shard of this thread's `HOT`, still alive (checked above).
-    let shard = unsafe { &*shard };
-    if !traced {
+    if traced {
+        // SAFETY: a shard of this thread's `HOT`, still alive (checked above).
+        unsafe { finish_traced(shard, site, saved_node, call) };
+    } else {
         // SAFETY: as above; this thread owns it.
-        unsafe { shard.record_owned(site, call) };
-        return;
+        unsafe { (*shard).record_owned(site, call) };
     }
-    let ids = SpanIds {
-        id: span,
-        parent: saved_span,
-        // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
-        parent_site: unsafe { saved_node.as_ref() },
-        // The slot reads it back from the id.
-        thread: span >> 32,
-    };
-    // SAFETY: as above.
-    unsafe { trace::end_sync_call(shard, site, ids, call) };
 }
 
-/// The end of a call with a span on a thread that dropped no shard during the call: the
-/// usual end in trace mode. Inlined where the guard's drop is (out of line, a call and its
-/// saved registers cost more than the rest of trace mode's end); the other ways
-/// ([`finish_unusual`], a full buffer, calls exported one by one) are calls.
+/// The end of a call with a span: the usual end in trace mode. Inlined where the guard's
+/// drop is (out of line, a call and its saved registers cost more than the rest of trace
+/// mode's end); the other ways ([`finish_unusual`], a full buffer, calls exported one by
+/// one) are calls.
+///
+/// # Safety
+/// `shard` must be one of this thread's shards, alive (as for `Shard::record_owned`).
 #[inline(always)]
-fn finish_traced(
+unsafe fn finish_traced(
     shard: *const Shard,
     site: &'static CallSite,
     saved_node: *const CallSite,
@@ -226,10 +222,10 @@ fn finish_traced(
         parent: saved_span,
         // SAFETY: `HOT.node` only ever holds null or a `&'static CallSite`.
         parent_site: unsafe { saved_node.as_ref() },
+        // The slot reads it back from the id.
         thread: span >> 32,
     };
-    // SAFETY: a shard of this thread's `HOT`, alive since no shard was dropped during the
-    // call (the epochs are equal).
+    // SAFETY: the caller's contract.
     unsafe { trace::end_sync_call(&*shard, site, ids, call) };
 }
 
